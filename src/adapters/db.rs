@@ -1,0 +1,148 @@
+//! Storage selection by `DATABASE_URL`, pools, embedded migrations and the error translation
+//! shared by both SQL adapters.
+
+use std::{borrow::Cow, str::FromStr, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use sqlx::{
+    SqlSafeStr as _,
+    migrate::{Migration, MigrationType, Migrator},
+    postgres::{PgPool, PgPoolOptions},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
+};
+
+use super::{postgres, sqlite};
+use crate::{
+    domain::DomainError,
+    ports::{ApiKeyRepo, AuditLog, HealthCheck},
+};
+
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
+}
+
+/// How long a request waits for a pooled connection before the database counts as unavailable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long SQLite waits for another writer before giving up on a write.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Debug)]
+pub enum Database {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+impl Database {
+    /// Connects by URL scheme: `postgres://` / `postgresql://` or `sqlite:` (file created if
+    /// missing, WAL mode so readers never wait for the writer).
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect(url)
+                .await
+                .context("connecting to Postgres (DATABASE_URL)")?;
+            Ok(Self::Postgres(pool))
+        } else if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .context("parsing the SQLite DATABASE_URL")?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // NORMAL in WAL mode survives a crash of the process; only a power loss can drop the
+                // last commits. Production runs on Postgres.
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_with(options)
+                .await
+                .context("opening the SQLite database (DATABASE_URL)")?;
+            Ok(Self::Sqlite(pool))
+        } else {
+            anyhow::bail!("DATABASE_URL must start with postgres://, postgresql:// or sqlite:")
+        }
+    }
+
+    /// Applies the migrations embedded in the binary; safe to run from several replicas at once
+    /// (sqlx takes a lock) and a no-op when the schema is current.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        match self {
+            Self::Postgres(pool) => migrator(embedded::POSTGRES).run(pool).await,
+            Self::Sqlite(pool) => migrator(embedded::SQLITE).run(pool).await,
+        }
+        .context("running database migrations")
+    }
+
+    pub fn api_keys(&self) -> Arc<dyn ApiKeyRepo> {
+        match self {
+            Self::Postgres(pool) => Arc::new(postgres::PgApiKeyRepo::new(pool.clone())),
+            Self::Sqlite(pool) => Arc::new(sqlite::SqliteApiKeyRepo::new(pool.clone())),
+        }
+    }
+
+    pub fn audit_log(&self) -> Arc<dyn AuditLog> {
+        match self {
+            Self::Postgres(pool) => Arc::new(postgres::PgAuditLog::new(pool.clone())),
+            Self::Sqlite(pool) => Arc::new(sqlite::SqliteAuditLog::new(pool.clone())),
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Postgres(_) => "postgres",
+            Self::Sqlite(_) => "sqlite",
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Self::Postgres(pool) => pool.close().await,
+            Self::Sqlite(pool) => pool.close().await,
+        }
+    }
+}
+
+#[async_trait]
+impl HealthCheck for Database {
+    fn name(&self) -> &'static str {
+        "database"
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        let result = match self {
+            Self::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+            Self::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+        };
+        result.map_err(|error| error.to_string())
+    }
+}
+
+fn migrator(files: &'static [(i64, &'static str, &'static str)]) -> Migrator {
+    let migrations = files
+        .iter()
+        .map(|(version, description, sql)| {
+            Migration::new(*version, Cow::Borrowed(*description), MigrationType::Simple, sql.into_sql_str(), false)
+        })
+        .collect();
+    Migrator::with_migrations(migrations)
+}
+
+/// Translates a driver error where it occurs, so no sqlx type crosses a port.
+pub(crate) fn db_error(error: sqlx::Error) -> DomainError {
+    match &error {
+        sqlx::Error::Database(db) if db.is_unique_violation() => DomainError::Conflict("already exists".into()),
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+            DomainError::Unavailable(error.to_string())
+        }
+        _ => DomainError::internal(error),
+    }
+}
+
+/// Decoding a stored value that our own code wrote; failure means a corrupt row.
+pub(crate) fn corrupt(what: &str, error: impl std::fmt::Display) -> DomainError {
+    DomainError::internal(anyhow::anyhow!("stored {what} is unreadable: {error}"))
+}

@@ -1,0 +1,9 @@
+//! The local executor: projects are folders directly under the projects directory, and commands
+//! run as child processes of this server, each in its own process group.
+
+mod capture;
+mod executor;
+mod projects;
+
+pub use executor::LocalExecutor;
+pub use projects::LocalProjects;

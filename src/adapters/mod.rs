@@ -1,0 +1,14 @@
+//! Adapters: the ports implemented with real technology. Each module names its technology;
+//! `app.rs` is the only place that picks between them.
+//!
+//! - `db`: connecting to Postgres or SQLite by URL, running the embedded migrations.
+//! - `postgres`, `sqlite`: the repositories, one file per aggregate.
+//! - `local`: projects as folders and commands as child processes.
+
+pub mod db;
+pub mod local;
+pub mod postgres;
+mod rows;
+pub mod sqlite;
+
+pub use db::Database;

@@ -1,0 +1,132 @@
+//! `ApiKeyRepo` on Postgres.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Row, postgres::PgRow};
+use uuid::Uuid;
+
+use crate::{
+    adapters::{db::db_error, rows},
+    domain::{ApiKey, DomainError, KeyHash, Page, PageRequest},
+    ports::ApiKeyRepo,
+};
+
+const COLUMNS: &str = "id, name, prefix, key_hash, scopes, allowed_ips, rate_limit_per_minute, expires_at, created_at, last_used_at, revoked_at";
+const VALUES: &str = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11";
+/// Serialises "create the first key" across replicas that start at the same moment.
+const BOOTSTRAP_LOCK: i64 = 0x7264_6576_6b65_7931;
+
+pub struct PgApiKeyRepo {
+    pool: PgPool,
+}
+
+impl PgApiKeyRepo {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+fn bind_key<'q>(query: PgQuery<'q>, key: &ApiKey, hash: &KeyHash) -> PgQuery<'q> {
+    query
+        .bind(key.id)
+        .bind(key.name.clone())
+        .bind(key.prefix.clone())
+        .bind(hash.as_str().to_owned())
+        .bind(rows::scopes_to_strings(&key.scopes))
+        .bind(rows::nets_to_strings(&key.allowed_ips))
+        .bind(key.rate_limit_per_minute.map(|v| i32::try_from(v).unwrap_or(i32::MAX)))
+        .bind(key.expires_at)
+        .bind(key.created_at)
+        .bind(key.last_used_at)
+        .bind(key.revoked_at)
+}
+
+fn key_from_row(row: &PgRow) -> Result<(ApiKey, KeyHash), DomainError> {
+    let key = ApiKey {
+        id: row.try_get("id").map_err(db_error)?,
+        name: row.try_get("name").map_err(db_error)?,
+        prefix: row.try_get("prefix").map_err(db_error)?,
+        scopes: rows::scopes_from_strings(row.try_get("scopes").map_err(db_error)?)?,
+        allowed_ips: rows::nets_from_strings(row.try_get("allowed_ips").map_err(db_error)?)?,
+        rate_limit_per_minute: rows::u32_from_i32(row.try_get("rate_limit_per_minute").map_err(db_error)?),
+        expires_at: row.try_get("expires_at").map_err(db_error)?,
+        created_at: row.try_get("created_at").map_err(db_error)?,
+        last_used_at: row.try_get("last_used_at").map_err(db_error)?,
+        revoked_at: row.try_get("revoked_at").map_err(db_error)?,
+    };
+    Ok((key, KeyHash::from_stored(row.try_get("key_hash").map_err(db_error)?)))
+}
+
+#[async_trait]
+impl ApiKeyRepo for PgApiKeyRepo {
+    async fn insert(&self, key: &ApiKey, hash: &KeyHash) -> Result<(), DomainError> {
+        let sql = format!("INSERT INTO api_keys ({COLUMNS}) VALUES ({VALUES})");
+        bind_key(sqlx::query(sqlx::AssertSqlSafe(sql)), key, hash).execute(&self.pool).await.map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn insert_if_none(&self, key: &ApiKey, hash: &KeyHash) -> Result<bool, DomainError> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(BOOTSTRAP_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        let sql = format!("INSERT INTO api_keys ({COLUMNS}) SELECT {VALUES} WHERE NOT EXISTS (SELECT 1 FROM api_keys)");
+        let inserted =
+            bind_key(sqlx::query(sqlx::AssertSqlSafe(sql)), key, hash).execute(&mut *tx).await.map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(inserted.rows_affected() == 1)
+    }
+
+    async fn insert_if_hash_absent(&self, key: &ApiKey, hash: &KeyHash) -> Result<bool, DomainError> {
+        let sql = format!("INSERT INTO api_keys ({COLUMNS}) VALUES ({VALUES}) ON CONFLICT (key_hash) DO NOTHING");
+        let inserted =
+            bind_key(sqlx::query(sqlx::AssertSqlSafe(sql)), key, hash).execute(&self.pool).await.map_err(db_error)?;
+        Ok(inserted.rows_affected() == 1)
+    }
+
+    async fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<(ApiKey, KeyHash)>, DomainError> {
+        let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE key_hash = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(hash.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<ApiKey>, DomainError> {
+        let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&self.pool).await.map_err(db_error)?;
+        Ok(row.as_ref().map(key_from_row).transpose()?.map(|(key, _)| key))
+    }
+
+    async fn list(&self, page: &PageRequest) -> Result<Page<ApiKey>, DomainError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM api_keys
+             WHERE $1::uuid IS NULL OR (created_at, id) < (SELECT created_at, id FROM api_keys WHERE id = $1)
+             ORDER BY created_at DESC, id DESC LIMIT $2"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(page.after)
+            .bind(page.fetch_limit())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        let keys = rows.iter().map(|row| key_from_row(row).map(|(key, _)| key)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_rows(keys, page, |key| key.id))
+    }
+
+    async fn revoke(&self, id: Uuid, at: DateTime<Utc>) -> Result<bool, DomainError> {
+        let done = sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1")
+            .bind(id)
+            .bind(at)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+}

@@ -1,0 +1,96 @@
+//! The command line: `rdev-api [serve]`, `rdev-api migrate`, `rdev-api keys create`.
+
+use std::{sync::Arc, time::Duration};
+
+use clap::{Parser, Subcommand};
+
+use crate::{
+    adapters::Database,
+    app::{App, shutdown_signal},
+    config::Config,
+    domain::{ApiKeySecret, Scope},
+    ports::{Clock, SystemClock},
+    services::{ApiKeyService, NewApiKey},
+};
+
+#[derive(Debug, Parser)]
+#[command(name = "rdev-api", version, about = "Run shell commands in development environments over HTTP")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API (what `rdev-api` alone does).
+    Serve,
+    /// Apply the database migrations embedded in this binary, then exit.
+    Migrate,
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create an API key and print its secret (shown this once).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Comma-separated, e.g. `projects:read,commands:execute`, or `admin`.
+        #[arg(long)]
+        scopes: String,
+        /// Lifetime, e.g. `30d`; without it the key does not expire.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<Duration>,
+    },
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(cli.config).await,
+        Command::Migrate => {
+            let database = Database::connect(&cli.config.database_url, 1).await?;
+            database.migrate().await?;
+            println!("migrations applied ({})", database.kind());
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Create { name, scopes, expires_in }) => {
+            create_key(&cli.config, name, &scopes, expires_in).await
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let app = App::build(config).await?;
+    let addr = app.local_addr()?;
+    if let Some(secret) = &app.generated_admin_key {
+        announce_admin_key(secret, addr.port());
+    }
+    tracing::info!(%addr, "listening");
+    app.run_until_stopped(shutdown_signal()).await
+}
+
+/// Shown once, on stderr, so it stays out of log collectors reading stdout.
+fn announce_admin_key(secret: &ApiKeySecret, port: u16) {
+    eprintln!(
+        "\nrdev-api created an admin API key. It is shown only this once; keep it somewhere safe:\n\n    {key}\n\nTry it:\n    curl -H \"X-API-Key: {key}\" localhost:{port}/projects\n",
+        key = secret.expose()
+    );
+}
+
+async fn create_key(config: &Config, name: String, scopes: &str, expires_in: Option<Duration>) -> anyhow::Result<()> {
+    let scopes = Scope::parse_list(scopes)?;
+    let database = Database::connect(&config.database_url, 1).await?;
+    database.migrate().await?;
+    let clock = SystemClock;
+    let expires_at = expires_in.map(|d| chrono::Duration::from_std(d).map(|d| clock.now() + d)).transpose()?;
+    let service = ApiKeyService::new(database.api_keys(), Arc::new(clock));
+    let (key, secret) = service.create(None, NewApiKey { name, scopes, expires_at, allowed_ips: vec![] }).await?;
+    eprintln!("created API key {} ({}); its secret is shown only this once:", key.id, key.name);
+    println!("{}", secret.expose());
+    database.close().await;
+    Ok(())
+}

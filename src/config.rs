@@ -1,0 +1,118 @@
+//! Every setting, in one struct: each is a flag and an environment variable (see `--help`),
+//! checked at start so a bad value stops the server with a message naming it.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::bail;
+use clap::{Args, ValueEnum};
+
+use crate::domain::{ApiKeySecret, execution::MAX_COMMAND_BYTES};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExecutorChoice {
+    /// Projects are folders under RDEV_PROJECTS_DIR; commands run as local processes.
+    Local,
+    /// Projects are labelled pods in RDEV_NAMESPACE; commands run over pod exec.
+    Kubernetes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Args)]
+pub struct Config {
+    /// Address and port to serve HTTP on.
+    #[arg(long, env = "RDEV_LISTEN", default_value = "0.0.0.0:8080", global = true)]
+    pub listen: SocketAddr,
+
+    /// `sqlite://FILE` (created if missing) or `postgres://…`.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://rdev.db", global = true, hide_env_values = true)]
+    pub database_url: String,
+
+    /// Upper bound of the database connection pool.
+    #[arg(long, env = "RDEV_DB_MAX_CONNECTIONS", default_value_t = 10, global = true)]
+    pub db_max_connections: u32,
+
+    /// Where projects live and commands run.
+    #[arg(long, env = "RDEV_EXECUTOR", value_enum, default_value = "local", global = true)]
+    pub executor: ExecutorChoice,
+
+    /// The local executor's projects: each folder directly inside is one project.
+    #[arg(long, env = "RDEV_PROJECTS_DIR", default_value = "./projects", global = true)]
+    pub projects_dir: PathBuf,
+
+    /// Default time limit of a command (1s to 1h), e.g. `60s`, `5m`.
+    #[arg(long, env = "RDEV_COMMAND_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration, global = true)]
+    pub command_timeout: Duration,
+
+    /// Cap on each of stdout and stderr kept per command, in bytes.
+    #[arg(long, env = "RDEV_MAX_OUTPUT_BYTES", default_value_t = 1024 * 1024, global = true)]
+    pub max_output_bytes: usize,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "RDEV_MAX_BODY_BYTES", default_value_t = 256 * 1024, global = true)]
+    pub max_body_bytes: usize,
+
+    /// How long running requests may take to finish after SIGTERM.
+    #[arg(long, env = "RDEV_SHUTDOWN_GRACE", default_value = "25s", value_parser = humantime::parse_duration, global = true)]
+    pub shutdown_grace: Duration,
+
+    /// An API key secret (`rdev_…`) to store as an admin key at start, instead of generating one.
+    #[arg(long, env = "RDEV_BOOTSTRAP_API_KEY", hide_env_values = true, global = true)]
+    pub bootstrap_api_key: Option<String>,
+
+    /// Log line format.
+    #[arg(long, env = "RDEV_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    pub log_format: LogFormat,
+}
+
+impl std::fmt::Debug for Config {
+    /// Leaves out the database URL (it may hold a password) and the bootstrap key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("executor", &self.executor)
+            .field("projects_dir", &self.projects_dir)
+            .field("command_timeout", &self.command_timeout)
+            .field("max_output_bytes", &self.max_output_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Room for the largest command plus JSON framing and some environment variables.
+const MIN_BODY_BYTES: usize = MAX_COMMAND_BYTES * 2;
+const MAX_OUTPUT_CAP: usize = 64 * 1024 * 1024;
+
+impl Config {
+    /// The checks clap's parsers cannot express; each message names the variable to fix.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&self.command_timeout) {
+            bail!("RDEV_COMMAND_TIMEOUT must be between 1s and 1h, got {:?}", self.command_timeout);
+        }
+        if !(1..=MAX_OUTPUT_CAP).contains(&self.max_output_bytes) {
+            bail!("RDEV_MAX_OUTPUT_BYTES must be between 1 and {MAX_OUTPUT_CAP}, got {}", self.max_output_bytes);
+        }
+        if self.max_body_bytes < MIN_BODY_BYTES {
+            bail!("RDEV_MAX_BODY_BYTES must be at least {MIN_BODY_BYTES}, got {}", self.max_body_bytes);
+        }
+        if !(1..=1000).contains(&self.db_max_connections) {
+            bail!("RDEV_DB_MAX_CONNECTIONS must be between 1 and 1000, got {}", self.db_max_connections);
+        }
+        if let Some(raw) = &self.bootstrap_api_key
+            && ApiKeySecret::parse(raw).is_err()
+        {
+            bail!("RDEV_BOOTSTRAP_API_KEY must be `rdev_` followed by 32 to 128 letters and digits");
+        }
+        if self.executor == ExecutorChoice::Kubernetes {
+            bail!("RDEV_EXECUTOR=kubernetes is not available in this build yet; use local");
+        }
+        Ok(())
+    }
+
+    pub fn bootstrap_secret(&self) -> Option<ApiKeySecret> {
+        self.bootstrap_api_key.as_deref().and_then(|raw| ApiKeySecret::parse(raw).ok())
+    }
+}

@@ -1,0 +1,244 @@
+//! API keys: scoped, expiring credentials. The secret (`rdev_…`) is shown once; only its SHA-256
+//! is stored, so a leaked database does not leak working keys.
+
+use chrono::{DateTime, Utc};
+use ipnet::IpNet;
+use rand::{RngExt, distr::Alphanumeric};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{DomainError, Unauthenticated};
+
+/// What a key may do. `admin` implies every other scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+pub enum Scope {
+    #[serde(rename = "projects:read")]
+    ProjectsRead,
+    #[serde(rename = "commands:execute")]
+    CommandsExecute,
+    #[serde(rename = "commands:read")]
+    CommandsRead,
+    #[serde(rename = "audit:read")]
+    AuditRead,
+    #[serde(rename = "webhooks:manage")]
+    WebhooksManage,
+    #[serde(rename = "keys:admin")]
+    KeysAdmin,
+    #[serde(rename = "admin")]
+    Admin,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 7] = [
+        Scope::ProjectsRead,
+        Scope::CommandsExecute,
+        Scope::CommandsRead,
+        Scope::AuditRead,
+        Scope::WebhooksManage,
+        Scope::KeysAdmin,
+        Scope::Admin,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::ProjectsRead => "projects:read",
+            Scope::CommandsExecute => "commands:execute",
+            Scope::CommandsRead => "commands:read",
+            Scope::AuditRead => "audit:read",
+            Scope::WebhooksManage => "webhooks:manage",
+            Scope::KeysAdmin => "keys:admin",
+            Scope::Admin => "admin",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, DomainError> {
+        Self::ALL.into_iter().find(|scope| scope.as_str() == raw).ok_or_else(|| {
+            let known: Vec<_> = Self::ALL.iter().map(|s| s.as_str()).collect();
+            DomainError::invalid("scopes", format!("unknown scope {raw:?}; known scopes: {}", known.join(", ")))
+        })
+    }
+
+    /// Parses a comma-separated list such as `projects:read,commands:execute`.
+    pub fn parse_list(raw: &str) -> Result<Vec<Self>, DomainError> {
+        raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(Self::parse).collect()
+    }
+}
+
+/// A key as stored and listed; never holds the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ApiKey {
+    pub id: Uuid,
+    pub name: String,
+    /// The first characters of the secret, enough to recognise it in a list.
+    pub prefix: String,
+    pub scopes: Vec<Scope>,
+    #[schema(value_type = Vec<String>, example = json!(["10.0.0.0/8"]))]
+    pub allowed_ips: Vec<IpNet>,
+    /// Requests per minute; `null` means the server default.
+    pub rate_limit_per_minute: Option<u32>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl ApiKey {
+    pub fn allows(&self, scope: Scope) -> bool {
+        self.scopes.iter().any(|s| *s == scope || *s == Scope::Admin)
+    }
+
+    /// `Forbidden` naming the missing scope.
+    pub fn require(&self, scope: Scope) -> Result<(), DomainError> {
+        if self.allows(scope) {
+            Ok(())
+        } else {
+            Err(DomainError::Forbidden(format!("API key lacks the {} scope", scope.as_str())))
+        }
+    }
+
+    /// Whether the key may be used at `now`: revoked beats expired, as it is the stronger fact.
+    pub fn check_usable(&self, now: DateTime<Utc>) -> Result<(), Unauthenticated> {
+        if self.revoked_at.is_some_and(|at| at <= now) {
+            Err(Unauthenticated::Revoked)
+        } else if self.expires_at.is_some_and(|at| at <= now) {
+            Err(Unauthenticated::Expired)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The secret a client sends in `X-API-Key`. Its `Debug` output is redacted so it cannot slip
+/// into a log line by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKeySecret(String);
+
+impl ApiKeySecret {
+    pub const PREFIX: &'static str = "rdev_";
+    /// 43 base62 characters carry 256 bits, i.e. at least 32 random bytes.
+    const RANDOM_CHARS: usize = 43;
+    const MIN_BODY: usize = 32;
+    const MAX_BODY: usize = 128;
+    const DISPLAY_PREFIX_LEN: usize = 12;
+
+    pub fn generate() -> Self {
+        let body: String = rand::rng().sample_iter(Alphanumeric).take(Self::RANDOM_CHARS).map(char::from).collect();
+        Self(format!("{}{body}", Self::PREFIX))
+    }
+
+    /// Checks the shape (`rdev_` and 32 to 128 base62 characters) before any database work.
+    pub fn parse(raw: &str) -> Result<Self, Unauthenticated> {
+        let body = raw.strip_prefix(Self::PREFIX).ok_or(Unauthenticated::Malformed)?;
+        let shape_ok =
+            (Self::MIN_BODY..=Self::MAX_BODY).contains(&body.len()) && body.bytes().all(|b| b.is_ascii_alphanumeric());
+        if shape_ok { Ok(Self(raw.to_owned())) } else { Err(Unauthenticated::Malformed) }
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn hash(&self) -> KeyHash {
+        KeyHash(hex(&Sha256::digest(self.0.as_bytes())))
+    }
+
+    pub fn display_prefix(&self) -> String {
+        self.0.chars().take(Self::DISPLAY_PREFIX_LEN).collect()
+    }
+}
+
+impl std::fmt::Debug for ApiKeySecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ApiKeySecret({}…)", self.display_prefix())
+    }
+}
+
+/// Hex SHA-256 of a secret: what the database stores and looks keys up by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyHash(String);
+
+impl KeyHash {
+    pub fn from_stored(hex: String) -> Self {
+        Self(hex)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Constant-time comparison, so response timing says nothing about how much of a hash matched.
+    pub fn matches(&self, other: &KeyHash) -> bool {
+        self.0.as_bytes().ct_eq(other.0.as_bytes()).into()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_secrets_parse_and_differ() {
+        let a = ApiKeySecret::generate();
+        let b = ApiKeySecret::generate();
+        assert_ne!(a, b);
+        assert_eq!(ApiKeySecret::parse(a.expose()), Ok(a.clone()));
+        assert_eq!(a.expose().len(), 5 + 43);
+        assert!(a.hash().matches(&ApiKeySecret::parse(a.expose()).unwrap().hash()));
+        assert!(!a.hash().matches(&b.hash()));
+    }
+
+    #[test]
+    fn malformed_secrets_are_rejected() {
+        for raw in
+            ["", "rdev_", "rdev_short", "xxxx_0123456789012345678901234567890123", &format!("rdev_{}!", "a".repeat(40))]
+        {
+            assert_eq!(ApiKeySecret::parse(raw), Err(Unauthenticated::Malformed), "{raw}");
+        }
+    }
+
+    #[test]
+    fn debug_output_hides_the_secret() {
+        let secret = ApiKeySecret::generate();
+        assert!(!format!("{secret:?}").contains(secret.expose()));
+    }
+
+    #[test]
+    fn admin_implies_every_scope() {
+        let key = ApiKey {
+            id: Uuid::new_v4(),
+            name: "k".into(),
+            prefix: "rdev_x".into(),
+            scopes: vec![Scope::Admin],
+            allowed_ips: vec![],
+            rate_limit_per_minute: None,
+            expires_at: None,
+            created_at: Utc::now(),
+            last_used_at: None,
+            revoked_at: None,
+        };
+        assert!(Scope::ALL.iter().all(|s| key.allows(*s)));
+        let reader = ApiKey { scopes: vec![Scope::ProjectsRead], ..key };
+        assert!(reader.allows(Scope::ProjectsRead) && !reader.allows(Scope::CommandsExecute));
+        assert!(matches!(reader.require(Scope::KeysAdmin), Err(DomainError::Forbidden(_))));
+    }
+
+    #[test]
+    fn scope_lists_parse() {
+        assert_eq!(
+            Scope::parse_list("projects:read, commands:execute").unwrap(),
+            [Scope::ProjectsRead, Scope::CommandsExecute]
+        );
+        assert!(Scope::parse_list("projects:write").is_err());
+    }
+}

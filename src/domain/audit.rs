@@ -1,0 +1,79 @@
+//! The audit log: who ran what, where, and what came of it, including attempts that were refused.
+
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::ProjectId;
+
+/// Who is asking, as the HTTP layer established it; carried into services for the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub api_key_id: Option<Uuid>,
+    pub request_id: String,
+    pub client_ip: Option<IpAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditOutcome {
+    Succeeded,
+    Failed,
+    TimedOut,
+    Rejected,
+    Error,
+}
+
+impl AuditOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditOutcome::Succeeded => "succeeded",
+            AuditOutcome::Failed => "failed",
+            AuditOutcome::TimedOut => "timed_out",
+            AuditOutcome::Rejected => "rejected",
+            AuditOutcome::Error => "error",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [Self::Succeeded, Self::Failed, Self::TimedOut, Self::Rejected, Self::Error]
+            .into_iter()
+            .find(|o| o.as_str() == raw)
+    }
+
+    /// The outcome of a command that ran to an exit code (or was stopped by its timeout).
+    pub fn of_exit(exit_code: i32, timed_out: bool) -> Self {
+        match (timed_out, exit_code) {
+            (true, _) => Self::TimedOut,
+            (false, 0) => Self::Succeeded,
+            (false, _) => Self::Failed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct AuditEntry {
+    pub id: Uuid,
+    pub at: DateTime<Utc>,
+    pub request_id: String,
+    pub api_key_id: Option<Uuid>,
+    #[schema(value_type = Option<String>)]
+    pub client_ip: Option<IpAddr>,
+    pub project_id: Option<ProjectId>,
+    pub command: Option<String>,
+    pub exit_code: Option<i32>,
+    pub outcome: AuditOutcome,
+    pub duration_ms: Option<u64>,
+}
+
+/// Filters of `GET /audit`; all optional, combined with AND.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub project_id: Option<ProjectId>,
+    pub api_key_id: Option<Uuid>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}

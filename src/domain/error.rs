@@ -1,0 +1,92 @@
+//! The one error type that crosses every port. Adapters translate their own errors into it where
+//! they occur; `http::error` maps it to a status code and a JSON body, in one place.
+
+use std::collections::BTreeMap;
+
+/// Field name → what is wrong with it, reported all at once so a client fixes a request in one go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldErrors(pub BTreeMap<String, String>);
+
+impl FieldErrors {
+    pub fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.entry(field.into()).or_insert_with(|| message.into());
+    }
+
+    pub fn single(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let mut errors = Self::default();
+        errors.add(field, message);
+        errors
+    }
+
+    /// `Ok(())` when nothing was added, else the collected errors as a `DomainError`.
+    pub fn into_result(self) -> Result<(), DomainError> {
+        if self.0.is_empty() { Ok(()) } else { Err(DomainError::Validation(self)) }
+    }
+}
+
+impl std::fmt::Display for FieldErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut first = true;
+        for (field, message) in &self.0 {
+            if !first {
+                f.write_str("; ")?;
+            }
+            write!(f, "{field}: {message}")?;
+            first = false;
+        }
+        Ok(())
+    }
+}
+
+/// Why a request could not be authenticated. The message tells the client which, so an expired
+/// key is not mistaken for a typo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unauthenticated {
+    #[error("missing X-API-Key header")]
+    Missing,
+    #[error("malformed API key")]
+    Malformed,
+    #[error("unknown API key")]
+    Unknown,
+    #[error("API key has been revoked")]
+    Revoked,
+    #[error("API key has expired")]
+    Expired,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    /// The message is `"<entity> not found"`; operators grep for `project not found`.
+    #[error("{entity} not found")]
+    NotFound { entity: &'static str, id: String },
+    #[error("invalid request: {0}")]
+    Validation(FieldErrors),
+    #[error("{0}")]
+    Unauthenticated(Unauthenticated),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Conflict(String),
+    /// The executor cannot take work now (circuit open, cluster unreachable).
+    #[error("executor unavailable: {0}")]
+    ExecutorUnavailable(String),
+    /// The database cannot be reached.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl DomainError {
+    pub fn not_found(entity: &'static str, id: impl Into<String>) -> Self {
+        Self::NotFound { entity, id: id.into() }
+    }
+
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Validation(FieldErrors::single(field, message))
+    }
+
+    pub fn internal(error: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(error.into())
+    }
+}

@@ -1,0 +1,229 @@
+//! A shell command to run now (`ShellRequest` → validated `CommandSpec`) and what came of it
+//! (`ExecOutcome` from the executor, `Execution` as the API returns it).
+
+use std::{
+    collections::BTreeMap,
+    path::{Component, Path},
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{DomainError, FieldErrors, ProjectId};
+
+pub const MAX_COMMAND_BYTES: usize = 16 * 1024;
+pub const MAX_TIMEOUT_SECS: u64 = 3600;
+pub const MAX_ENV_VARS: usize = 64;
+pub const MAX_ENV_VALUE_BYTES: usize = 32 * 1024;
+pub const MAX_WORKDIR_BYTES: usize = 4096;
+
+/// The body of `POST /projects/{id}/shell`, exactly as the client sent it.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShellRequest {
+    /// Run as `/bin/sh -c <command>`; 1 to 16384 bytes, no NUL.
+    #[schema(example = "echo hello")]
+    pub command: String,
+    /// 1 to 3600; the server's `RDEV_COMMAND_TIMEOUT` when absent.
+    pub timeout_secs: Option<u64>,
+    /// A folder inside the project, relative to its root.
+    pub workdir: Option<String>,
+    /// Extra environment variables; names match `[A-Za-z_][A-Za-z0-9_]*`, at most 64.
+    pub env: Option<BTreeMap<String, String>>,
+}
+
+/// A validated command, ready for any executor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandSpec {
+    pub command: String,
+    pub timeout: Duration,
+    /// Relative, normalised (no `.` or `..` components), never escaping the project root.
+    pub workdir: Option<String>,
+    pub env: BTreeMap<String, String>,
+}
+
+impl CommandSpec {
+    /// Checks every field and reports every problem at once.
+    pub fn from_request(request: ShellRequest, default_timeout: Duration) -> Result<Self, DomainError> {
+        let mut errors = FieldErrors::default();
+        check_command(&request.command, &mut errors);
+        let timeout = match request.timeout_secs {
+            None => default_timeout,
+            Some(secs) if (1..=MAX_TIMEOUT_SECS).contains(&secs) => Duration::from_secs(secs),
+            Some(_) => {
+                errors.add("timeout_secs", format!("must be between 1 and {MAX_TIMEOUT_SECS}"));
+                default_timeout
+            }
+        };
+        let workdir = match request.workdir.as_deref() {
+            None | Some("") => None,
+            Some(raw) => normalize_workdir(raw).map_err(|msg| errors.add("workdir", msg)).ok().flatten(),
+        };
+        let env = request.env.unwrap_or_default();
+        check_env(&env, &mut errors);
+        errors.into_result()?;
+        Ok(Self { command: request.command, timeout, workdir, env })
+    }
+}
+
+fn check_command(command: &str, errors: &mut FieldErrors) {
+    if command.is_empty() {
+        errors.add("command", "must not be empty");
+    } else if command.len() > MAX_COMMAND_BYTES {
+        errors.add("command", format!("must be at most {MAX_COMMAND_BYTES} bytes"));
+    } else if command.contains('\0') {
+        errors.add("command", "must not contain NUL bytes");
+    }
+}
+
+fn check_env(env: &BTreeMap<String, String>, errors: &mut FieldErrors) {
+    if env.len() > MAX_ENV_VARS {
+        errors.add("env", format!("at most {MAX_ENV_VARS} variables"));
+        return;
+    }
+    for (name, value) in env {
+        if !is_env_name(name) {
+            errors.add("env", format!("invalid variable name {name:?}: names match [A-Za-z_][A-Za-z0-9_]*"));
+        } else if value.contains('\0') {
+            errors.add("env", format!("value of {name} must not contain NUL bytes"));
+        } else if value.len() > MAX_ENV_VALUE_BYTES {
+            errors.add("env", format!("value of {name} must be at most {MAX_ENV_VALUE_BYTES} bytes"));
+        }
+    }
+}
+
+pub fn is_env_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && name.len() <= 256
+}
+
+/// Resolves `.` and `..` lexically; `Ok(None)` means the project root itself.
+fn normalize_workdir(raw: &str) -> Result<Option<String>, &'static str> {
+    if raw.len() > MAX_WORKDIR_BYTES {
+        return Err("is too long");
+    }
+    if raw.contains('\0') {
+        return Err("must not contain NUL bytes");
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for component in Path::new(raw).components() {
+        match component {
+            Component::Normal(part) => parts.push(part.to_str().ok_or("must be valid UTF-8")?),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                parts.pop().ok_or("must not escape the project")?;
+            }
+            Component::RootDir | Component::Prefix(_) => return Err("must be relative to the project"),
+        }
+    }
+    Ok((!parts.is_empty()).then(|| parts.join("/")))
+}
+
+/// What an executor reports. A command that ran and exited non-zero is an outcome, not an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutcome {
+    /// The exit status; `128 + signal` when a signal ended it, as shells report it.
+    pub exit_code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    pub timed_out: bool,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub duration_ms: u64,
+}
+
+/// The response of `POST /projects/{id}/shell`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Execution {
+    pub execution_id: Uuid,
+    pub project_id: ProjectId,
+    pub command: String,
+    pub exit_code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    pub timed_out: bool,
+    pub duration_ms: u64,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+}
+
+impl Execution {
+    pub fn new(execution_id: Uuid, project_id: ProjectId, command: String, outcome: ExecOutcome) -> Self {
+        Self {
+            execution_id,
+            project_id,
+            command,
+            exit_code: outcome.exit_code,
+            stdout: outcome.stdout,
+            stderr: outcome.stderr,
+            stdout_truncated: outcome.stdout_truncated,
+            stderr_truncated: outcome.stderr_truncated,
+            timed_out: outcome.timed_out,
+            duration_ms: outcome.duration_ms,
+            started_at: outcome.started_at,
+            finished_at: outcome.finished_at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(command: &str) -> ShellRequest {
+        ShellRequest { command: command.into(), timeout_secs: None, workdir: None, env: None }
+    }
+
+    fn field_errors(result: Result<CommandSpec, DomainError>) -> FieldErrors {
+        match result {
+            Err(DomainError::Validation(errors)) => errors,
+            other => panic!("expected validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn normalizes_workdir_without_escaping() {
+        assert_eq!(normalize_workdir("a/./b/../c"), Ok(Some("a/c".into())));
+        assert_eq!(normalize_workdir("."), Ok(None));
+        assert_eq!(normalize_workdir("a/.."), Ok(None));
+        assert!(normalize_workdir("../x").is_err());
+        assert!(normalize_workdir("a/../../x").is_err());
+        assert!(normalize_workdir("/etc").is_err());
+    }
+
+    #[test]
+    fn reports_every_bad_field_at_once() {
+        let mut req = request("echo\0hi");
+        req.timeout_secs = Some(0);
+        req.workdir = Some("../up".into());
+        req.env = Some([("1BAD".to_string(), "x".to_string())].into());
+        let errors = field_errors(CommandSpec::from_request(req, Duration::from_secs(60)));
+        let fields: Vec<_> = errors.0.keys().map(String::as_str).collect();
+        assert_eq!(fields, ["command", "env", "timeout_secs", "workdir"]);
+    }
+
+    #[test]
+    fn rejects_oversize_and_empty_commands() {
+        let long = "x".repeat(MAX_COMMAND_BYTES + 1);
+        assert!(
+            field_errors(CommandSpec::from_request(request(&long), Duration::from_secs(1))).0.contains_key("command")
+        );
+        assert!(field_errors(CommandSpec::from_request(request(""), Duration::from_secs(1))).0.contains_key("command"));
+        assert!(CommandSpec::from_request(request(&"x".repeat(MAX_COMMAND_BYTES)), Duration::from_secs(1)).is_ok());
+    }
+
+    #[test]
+    fn env_names() {
+        assert!(is_env_name("_A1") && is_env_name("foo"));
+        assert!(!is_env_name("") && !is_env_name("1A") && !is_env_name("A-B") && !is_env_name("A=B"));
+    }
+}

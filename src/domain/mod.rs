@@ -1,0 +1,18 @@
+//! The domain: plain types, their validation rules and the domain error.
+//!
+//! Nothing here knows about HTTP, databases, Kubernetes or processes: no axum, sqlx, kube,
+//! reqwest or `tokio::process`. Every other layer depends on this one, never the reverse.
+
+pub mod apikey;
+pub mod audit;
+pub mod error;
+pub mod execution;
+pub mod page;
+pub mod project;
+
+pub use apikey::{ApiKey, ApiKeySecret, KeyHash, Scope};
+pub use audit::{AuditEntry, AuditFilter, AuditOutcome, Caller};
+pub use error::{DomainError, FieldErrors, Unauthenticated};
+pub use execution::{CommandSpec, ExecOutcome, Execution, ShellRequest};
+pub use page::{Page, PageRequest};
+pub use project::{ExecutorKind, Project, ProjectId, ProjectStatus};

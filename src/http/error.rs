@@ -1,0 +1,222 @@
+//! Every failure becomes one JSON shape, here and nowhere else:
+//! `{"error":{"code","message","request_id","details"?}}`.
+//!
+//! Handlers return `ApiError`; its `IntoResponse` sets the status and attaches an `ErrorInfo`.
+//! The `render_errors` middleware, which knows the request id, writes the body, and also turns
+//! responses that never passed through `ApiError` (axum's unknown route and wrong method,
+//! tower-http's body limit, a caught panic) into the same shape.
+
+use axum::{
+    body::Body,
+    extract::{
+        Request,
+        rejection::{JsonRejection, PathRejection, QueryRejection},
+    },
+    http::{HeaderValue, StatusCode, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+use crate::domain::{DomainError, FieldErrors, Unauthenticated};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// Malformed JSON, wrong content type.
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("request body is larger than the limit")]
+    PayloadTooLarge,
+}
+
+impl From<Unauthenticated> for ApiError {
+    fn from(reason: Unauthenticated) -> Self {
+        Self::Domain(DomainError::Unauthenticated(reason))
+    }
+}
+
+/// What `render_errors` needs to write the body; travels in the response extensions.
+#[derive(Debug, Clone)]
+struct ErrorInfo {
+    code: &'static str,
+    message: String,
+    details: Option<Value>,
+}
+
+/// The error body, for the OpenAPI document.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// One of the codes in API.md, e.g. `NOT_FOUND`, `VALIDATION_FAILED`.
+    pub code: String,
+    pub message: String,
+    pub request_id: Option<String>,
+    /// For `VALIDATION_FAILED`: `{"fields": {"<field>": "<what is wrong>"}}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Domain(error) => match error {
+                DomainError::NotFound { .. } => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+                DomainError::Validation(_) => (StatusCode::BAD_REQUEST, "VALIDATION_FAILED"),
+                DomainError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+                DomainError::Forbidden(_) => (StatusCode::FORBIDDEN, "FORBIDDEN"),
+                DomainError::Conflict(_) => (StatusCode::CONFLICT, "CONFLICT"),
+                DomainError::ExecutorUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "EXECUTOR_UNAVAILABLE"),
+                DomainError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+                DomainError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
+            },
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
+            ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let details = match &self {
+            ApiError::Domain(DomainError::Validation(FieldErrors(fields))) => Some(json!({ "fields": fields })),
+            _ => None,
+        };
+        let message = match &self {
+            // Internals go to the log, never to the client.
+            ApiError::Domain(DomainError::Internal(cause)) => {
+                tracing::error!(error = format!("{cause:#}"), "request failed");
+                "internal error".to_owned()
+            }
+            ApiError::Domain(DomainError::Unavailable(cause)) => {
+                tracing::error!(error = %cause, "database unavailable");
+                "the database is unavailable; try again shortly".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let mut response = status.into_response();
+        response.extensions_mut().insert(ErrorInfo { code, message, details });
+        response
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::JsonDataError(error) => field_error(&error.body_text(), "body"),
+            JsonRejection::JsonSyntaxError(error) => {
+                ApiError::BadRequest(format!("malformed JSON: {}", serde_message(&error.body_text())))
+            }
+            JsonRejection::MissingJsonContentType(_) => {
+                ApiError::BadRequest("expected a JSON body with Content-Type: application/json".into())
+            }
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+            other => ApiError::BadRequest(other.body_text()),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        field_error(&rejection.body_text(), "query")
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::Domain(DomainError::invalid("id", serde_message(&rejection.body_text())))
+    }
+}
+
+/// axum prefixes serde's message with its own sentence; keep serde's part.
+fn serde_message(text: &str) -> String {
+    text.split_once(": ").map_or(text, |(_, rest)| rest).to_owned()
+}
+
+/// A serde message as a field error: `missing field `x``, `unknown field `x``, or `x: …` (whose
+/// prefix is then dropped, as the field already names it). `fallback` when no field is named.
+fn field_error(text: &str, fallback: &str) -> ApiError {
+    let message = serde_message(text);
+    let (field, message) = split_field(&message).unwrap_or((fallback, &message));
+    ApiError::Domain(DomainError::invalid(field, message))
+}
+
+fn split_field(message: &str) -> Option<(&str, &str)> {
+    for marker in ["missing field `", "unknown field `"] {
+        if let Some((_, rest)) = message.split_once(marker) {
+            return rest.split('`').next().map(|field| (field, message));
+        }
+    }
+    let (path, rest) = message.split_once(": ")?;
+    let field = path.split(['.', '[']).next()?;
+    let plain = !field.is_empty() && field.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    plain.then_some((field, rest))
+}
+
+/// The middleware that writes every error body; it must sit inside the request-id layer.
+pub async fn render_errors(request: Request, next: Next) -> Response {
+    let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let response = next.run(request).await;
+    let status = response.status();
+    if !status.is_client_error() && !status.is_server_error() {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let info = match parts.extensions.remove::<ErrorInfo>() {
+        Some(info) => info,
+        None if is_json(&parts.headers) => return Response::from_parts(parts, body),
+        None => info_for_status(status),
+    };
+    let body = ErrorBody {
+        error: ErrorDetail { code: info.code.to_owned(), message: info.message, request_id, details: info.details },
+    };
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"))
+}
+
+/// For error responses produced outside our handlers.
+fn info_for_status(status: StatusCode) -> ErrorInfo {
+    let (code, message) = match status {
+        StatusCode::NOT_FOUND => ("NOT_FOUND", "no such route"),
+        StatusCode::METHOD_NOT_ALLOWED => ("METHOD_NOT_ALLOWED", "method not allowed on this route"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("PAYLOAD_TOO_LARGE", "request body is larger than the limit"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("BAD_REQUEST", "unsupported content type"),
+        StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => ("TIMEOUT", "the request ran out of time"),
+        StatusCode::SERVICE_UNAVAILABLE => ("UNAVAILABLE", "service unavailable"),
+        s if s.is_server_error() => ("INTERNAL", "internal error"),
+        _ => ("BAD_REQUEST", "bad request"),
+    };
+    ErrorInfo { code, message: message.to_owned(), details: None }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_field_in_serde_messages() {
+        let missing = "missing field `command` at line 1 column 2";
+        assert_eq!(split_field(missing), Some(("command", missing)));
+        assert_eq!(split_field("unknown field `comand`, expected `command`").map(|f| f.0), Some("comand"));
+        assert_eq!(
+            split_field("timeout_secs: invalid type: string, expected u64"),
+            Some(("timeout_secs", "invalid type: string, expected u64"))
+        );
+        assert_eq!(split_field("env.FOO: invalid type").map(|f| f.0), Some("env"));
+        assert_eq!(split_field("invalid type: integer"), None);
+    }
+}

@@ -1,0 +1,57 @@
+//! `GET /audit`: the audit log, newest first, filtered and paginated.
+
+use axum::{Json, extract::State};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::{
+    domain::{AuditEntry, AuditFilter, PageRequest, ProjectId},
+    http::{
+        auth::{Authorized, scope},
+        error::{ApiError, ErrorBody},
+        extract::ApiQuery,
+        state::AppState,
+    },
+};
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AuditParams {
+    project_id: Option<String>,
+    api_key_id: Option<Uuid>,
+    /// Entries at or after this time (RFC 3339).
+    since: Option<DateTime<Utc>>,
+    /// Entries before this time (RFC 3339).
+    until: Option<DateTime<Utc>>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditList {
+    entries: Vec<AuditEntry>,
+    next_cursor: Option<String>,
+}
+
+#[utoipa::path(
+    get, path = "/audit", tag = "audit", security(("api_key" = [])),
+    params(AuditParams),
+    responses((status = 200, body = AuditList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody))
+)]
+pub async fn list_audit(
+    _auth: Authorized<scope::AuditRead>,
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<AuditParams>,
+) -> Result<Json<AuditList>, ApiError> {
+    let filter = AuditFilter {
+        project_id: params.project_id.as_deref().map(ProjectId::parse).transpose()?,
+        api_key_id: params.api_key_id,
+        since: params.since,
+        until: params.until,
+    };
+    let page = state.audit.list(&filter, &PageRequest::parse(params.limit, params.cursor.as_deref())?).await?;
+    Ok(Json(AuditList { entries: page.items, next_cursor: page.next_cursor }))
+}

@@ -1,0 +1,47 @@
+//! `GET /health` (the process is alive) and `GET /ready` (it can serve: database and executor).
+
+use std::collections::BTreeMap;
+
+use axum::{Json, extract::State, http::StatusCode};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::http::state::AppState;
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    status: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` or `not_ready`.
+    status: &'static str,
+    /// Each dependency: `ok`, or why it is not.
+    checks: BTreeMap<&'static str, String>,
+}
+
+#[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, description = "The process is alive", body = Health)))]
+pub async fn get_health() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+#[utoipa::path(
+    get, path = "/ready", tag = "health",
+    responses(
+        (status = 200, description = "Ready to serve", body = Readiness),
+        (status = 503, description = "A dependency is down", body = Readiness),
+    )
+)]
+pub async fn get_ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
+    let results = futures_util::future::join_all(
+        state.readiness.iter().map(|check| async move { (check.name(), check.check().await) }),
+    )
+    .await;
+    let ready = results.iter().all(|(_, result)| result.is_ok());
+    let checks =
+        results.into_iter().map(|(name, result)| (name, result.err().unwrap_or_else(|| "ok".to_owned()))).collect();
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(Readiness { status: if ready { "ready" } else { "not_ready" }, checks }))
+}

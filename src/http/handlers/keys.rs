@@ -1,0 +1,104 @@
+//! `/api-keys`: create (the secret is in this one response only), list, get, revoke.
+
+use axum::{Json, extract::State, http::StatusCode};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::{
+    domain::{ApiKey, PageRequest},
+    http::{
+        auth::{Authorized, scope},
+        error::{ApiError, ErrorBody},
+        extract::{ApiJson, ApiPath, ApiQuery},
+        state::AppState,
+    },
+    services::NewApiKey,
+};
+
+#[derive(Serialize, ToSchema)]
+pub struct CreatedApiKey {
+    #[serde(flatten)]
+    api_key: ApiKey,
+    /// The secret: shown in this response only. Send it as `X-API-Key`.
+    key: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeyList {
+    api_keys: Vec<ApiKey>,
+    next_cursor: Option<String>,
+}
+
+/// `limit` (1..=500, default 50) and `cursor` (the previous page's `next_cursor`).
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+impl PageParams {
+    pub fn page(&self) -> Result<PageRequest, ApiError> {
+        Ok(PageRequest::parse(self.limit, self.cursor.as_deref())?)
+    }
+}
+
+#[utoipa::path(
+    post, path = "/api-keys", tag = "api-keys", security(("api_key" = [])),
+    request_body = NewApiKey,
+    responses(
+        (status = 201, description = "Created; `key` is the secret, shown this once", body = CreatedApiKey),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    )
+)]
+pub async fn create_api_key(
+    auth: Authorized<scope::KeysAdmin>,
+    State(state): State<AppState>,
+    ApiJson(new): ApiJson<NewApiKey>,
+) -> Result<(StatusCode, Json<CreatedApiKey>), ApiError> {
+    let (api_key, secret) = state.keys.create(Some(&auth.key), new).await?;
+    Ok((StatusCode::CREATED, Json(CreatedApiKey { api_key, key: secret.expose().to_owned() })))
+}
+
+#[utoipa::path(
+    get, path = "/api-keys", tag = "api-keys", security(("api_key" = [])),
+    params(PageParams),
+    responses((status = 200, body = ApiKeyList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody))
+)]
+pub async fn list_api_keys(
+    _auth: Authorized<scope::KeysAdmin>,
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<PageParams>,
+) -> Result<Json<ApiKeyList>, ApiError> {
+    let page = state.keys.list(&params.page()?).await?;
+    Ok(Json(ApiKeyList { api_keys: page.items, next_cursor: page.next_cursor }))
+}
+
+#[utoipa::path(
+    get, path = "/api-keys/{id}", tag = "api-keys", security(("api_key" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = ApiKey), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody))
+)]
+pub async fn get_api_key(
+    _auth: Authorized<scope::KeysAdmin>,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<ApiKey>, ApiError> {
+    Ok(Json(state.keys.get(id).await?))
+}
+
+#[utoipa::path(
+    delete, path = "/api-keys/{id}", tag = "api-keys", security(("api_key" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 204, description = "Revoked"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody))
+)]
+pub async fn revoke_api_key(
+    _auth: Authorized<scope::KeysAdmin>,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    state.keys.revoke(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,52 @@
+//! `GET /projects` and `GET /projects/{id}`.
+
+use axum::{Json, extract::State};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::{
+    domain::{Project, ProjectId},
+    http::{
+        auth::{Authorized, scope},
+        error::{ApiError, ErrorBody},
+        extract::ApiPath,
+        state::AppState,
+    },
+};
+
+#[derive(Serialize, ToSchema)]
+pub struct ProjectList {
+    projects: Vec<Project>,
+}
+
+#[utoipa::path(
+    get, path = "/projects", tag = "projects", security(("api_key" = [])),
+    responses(
+        (status = 200, body = ProjectList),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    )
+)]
+pub async fn list_projects(
+    _auth: Authorized<scope::ProjectsRead>,
+    State(state): State<AppState>,
+) -> Result<Json<ProjectList>, ApiError> {
+    Ok(Json(ProjectList { projects: state.projects.list().await? }))
+}
+
+#[utoipa::path(
+    get, path = "/projects/{id}", tag = "projects", security(("api_key" = [])),
+    params(("id" = String, Path, description = "Project id")),
+    responses(
+        (status = 200, body = Project),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, description = "project not found", body = ErrorBody),
+    )
+)]
+pub async fn get_project(
+    _auth: Authorized<scope::ProjectsRead>,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Project>, ApiError> {
+    let id = ProjectId::parse(&id)?;
+    Ok(Json(state.projects.get(&id).await?))
+}

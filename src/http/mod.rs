@@ -1,0 +1,68 @@
+//! The HTTP adapter: axum router, middleware and handlers over the services.
+//!
+//! Layers, outermost first: request id (set, then echoed on the response), tracing span,
+//! error rendering (every failure in the API's JSON shape), panic catching, body limit. Routes
+//! that need a key sit behind `auth::authenticate`; each handler names its scope.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod handlers;
+mod openapi;
+pub mod state;
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, Request},
+    http::header,
+    middleware,
+    routing::get,
+};
+use tower::ServiceBuilder;
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use handlers::{audit, health, keys, projects, shell};
+pub use state::AppState;
+
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    let public = OpenApiRouter::new().routes(routes!(health::get_health)).routes(routes!(health::get_ready));
+    let protected = OpenApiRouter::new()
+        .routes(routes!(projects::list_projects))
+        .routes(routes!(projects::get_project))
+        .routes(routes!(shell::run_shell))
+        .routes(routes!(keys::create_api_key, keys::list_api_keys))
+        .routes(routes!(keys::get_api_key, keys::revoke_api_key))
+        .routes(routes!(audit::list_audit))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));
+    let (router, api) = OpenApiRouter::with_openapi(openapi::base()).merge(public).merge(protected).split_for_parts();
+    let document: Arc<str> = api.to_json().unwrap_or_default().into();
+
+    router
+        .route(
+            "/openapi.json",
+            get(move || async move { ([(header::CONTENT_TYPE, "application/json")], document.to_string()) }),
+        )
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(request_span))
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(middleware::from_fn(error::render_errors))
+                .layer(CatchPanicLayer::new())
+                .layer(DefaultBodyLimit::max(max_body_bytes)),
+        )
+}
+
+/// Every log line of a request carries its id, so one request can be followed through the logs.
+fn request_span(request: &Request) -> tracing::Span {
+    let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+}

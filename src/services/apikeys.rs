@@ -1,0 +1,194 @@
+//! Creating, authenticating, listing and revoking API keys.
+
+use std::{net::IpAddr, sync::Arc};
+
+use chrono::{DateTime, Utc};
+use ipnet::IpNet;
+use serde::Deserialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::{
+    domain::{ApiKey, ApiKeySecret, DomainError, FieldErrors, Page, PageRequest, Scope, Unauthenticated},
+    ports::{ApiKeyRepo, Clock},
+};
+
+const MAX_NAME_CHARS: usize = 100;
+const MAX_ALLOWED_IPS: usize = 100;
+
+/// The body of `POST /api-keys`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewApiKey {
+    /// 1 to 100 characters.
+    pub name: String,
+    /// At least one; a key can only grant scopes it holds itself.
+    pub scopes: Vec<Scope>,
+    /// Must lie in the future; absent means the key does not expire.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// CIDRs or single addresses (IPv4 or IPv6) the key may be used from; empty means anywhere.
+    #[serde(default)]
+    pub allowed_ips: Vec<String>,
+}
+
+pub struct ApiKeyService {
+    repo: Arc<dyn ApiKeyRepo>,
+    clock: Arc<dyn Clock>,
+}
+
+impl ApiKeyService {
+    pub fn new(repo: Arc<dyn ApiKeyRepo>, clock: Arc<dyn Clock>) -> Self {
+        Self { repo, clock }
+    }
+
+    /// Creates a key and returns it with its secret, which is not stored and cannot be shown again.
+    /// `granter` is the key making the request (`None` for the command line): it cannot hand out
+    /// scopes it does not hold.
+    pub async fn create(
+        &self,
+        granter: Option<&ApiKey>,
+        new: NewApiKey,
+    ) -> Result<(ApiKey, ApiKeySecret), DomainError> {
+        let key = self.validate(granter, new)?;
+        let secret = ApiKeySecret::generate();
+        let key = ApiKey { prefix: secret.display_prefix(), ..key };
+        self.repo.insert(&key, &secret.hash()).await?;
+        Ok((key, secret))
+    }
+
+    fn validate(&self, granter: Option<&ApiKey>, new: NewApiKey) -> Result<ApiKey, DomainError> {
+        let mut errors = FieldErrors::default();
+        let name = new.name.trim();
+        if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+            errors.add("name", format!("must be 1 to {MAX_NAME_CHARS} characters"));
+        }
+        let mut scopes = new.scopes;
+        scopes.sort();
+        scopes.dedup();
+        if scopes.is_empty() {
+            errors.add("scopes", "must name at least one scope");
+        }
+        if let Some(granter) = granter
+            && let Some(extra) = scopes.iter().find(|scope| !granter.allows(**scope))
+        {
+            errors.add("scopes", format!("cannot grant {}, which the requesting key does not hold", extra.as_str()));
+        }
+        let now = self.clock.now();
+        if new.expires_at.is_some_and(|at| at <= now) {
+            errors.add("expires_at", "must be in the future");
+        }
+        let allowed_ips = parse_allowed_ips(&new.allowed_ips, &mut errors);
+        errors.into_result()?;
+        Ok(ApiKey {
+            id: Uuid::new_v4(),
+            name: name.to_owned(),
+            prefix: String::new(),
+            scopes,
+            allowed_ips,
+            rate_limit_per_minute: None,
+            expires_at: new.expires_at,
+            created_at: now,
+            last_used_at: None,
+            revoked_at: None,
+        })
+    }
+
+    /// Resolves the `X-API-Key` header to a usable key, checking shape before touching storage,
+    /// then revocation, expiry and the key's IP allowlist.
+    pub async fn authenticate(&self, header: Option<&str>, client_ip: Option<IpAddr>) -> Result<ApiKey, DomainError> {
+        let raw = header.ok_or(DomainError::Unauthenticated(Unauthenticated::Missing))?;
+        let secret = ApiKeySecret::parse(raw).map_err(DomainError::Unauthenticated)?;
+        let hash = secret.hash();
+        let (key, stored) =
+            self.repo.find_by_hash(&hash).await?.ok_or(DomainError::Unauthenticated(Unauthenticated::Unknown))?;
+        if !stored.matches(&hash) {
+            return Err(DomainError::Unauthenticated(Unauthenticated::Unknown));
+        }
+        key.check_usable(self.clock.now()).map_err(DomainError::Unauthenticated)?;
+        if !key.allowed_ips.is_empty()
+            && !client_ip.is_some_and(|ip| key.allowed_ips.iter().any(|net| net.contains(&ip)))
+        {
+            return Err(DomainError::Forbidden("client IP is not in this API key's allowlist".into()));
+        }
+        Ok(key)
+    }
+
+    pub async fn get(&self, id: Uuid) -> Result<ApiKey, DomainError> {
+        self.repo.get(id).await?.ok_or_else(|| DomainError::not_found("API key", id.to_string()))
+    }
+
+    pub async fn list(&self, page: &PageRequest) -> Result<Page<ApiKey>, DomainError> {
+        self.repo.list(page).await
+    }
+
+    /// Revokes the key. Revoking a revoked key succeeds again (idempotent DELETE).
+    pub async fn revoke(&self, id: Uuid) -> Result<(), DomainError> {
+        if self.repo.revoke(id, self.clock.now()).await? {
+            Ok(())
+        } else {
+            Err(DomainError::not_found("API key", id.to_string()))
+        }
+    }
+
+    /// Makes sure someone can log in on a fresh install.
+    ///
+    /// With `supplied`, that secret is stored (hashed) as an `admin` key unless it already is:
+    /// applied at every start, it stays revoked once an operator revokes it. Without it, and only
+    /// if no key exists at all, a new `admin` key is generated and returned so it can be shown once.
+    pub async fn bootstrap(&self, supplied: Option<&ApiKeySecret>) -> Result<Option<ApiKeySecret>, DomainError> {
+        let (secret, generated) = match supplied {
+            Some(secret) => (secret.clone(), false),
+            None => (ApiKeySecret::generate(), true),
+        };
+        let key = ApiKey {
+            id: Uuid::new_v4(),
+            name: if generated { "admin" } else { "bootstrap" }.into(),
+            prefix: secret.display_prefix(),
+            scopes: vec![Scope::Admin],
+            allowed_ips: vec![],
+            rate_limit_per_minute: None,
+            expires_at: None,
+            created_at: self.clock.now(),
+            last_used_at: None,
+            revoked_at: None,
+        };
+        if generated {
+            let stored = self.repo.insert_if_none(&key, &secret.hash()).await?;
+            Ok(stored.then_some(secret))
+        } else {
+            self.repo.insert_if_hash_absent(&key, &secret.hash()).await?;
+            Ok(None)
+        }
+    }
+}
+
+fn parse_allowed_ips(raw: &[String], errors: &mut FieldErrors) -> Vec<IpNet> {
+    if raw.len() > MAX_ALLOWED_IPS {
+        errors.add("allowed_ips", format!("at most {MAX_ALLOWED_IPS} entries"));
+        return vec![];
+    }
+    let mut nets = Vec::with_capacity(raw.len());
+    for entry in raw {
+        match entry.parse::<IpNet>().or_else(|_| entry.parse::<IpAddr>().map(IpNet::from)) {
+            Ok(net) => nets.push(net.trunc()),
+            Err(_) => errors.add("allowed_ips", format!("{entry:?} is not an IP address or CIDR")),
+        }
+    }
+    nets
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_ips_accept_cidrs_and_single_addresses() {
+        let mut errors = FieldErrors::default();
+        let nets = parse_allowed_ips(&["10.1.2.3/8".into(), "::1".into(), "192.168.0.7".into()], &mut errors);
+        assert!(errors.0.is_empty());
+        let shown: Vec<_> = nets.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["10.0.0.0/8", "::1/128", "192.168.0.7/32"]);
+        parse_allowed_ips(&["nope".into()], &mut errors);
+        assert!(errors.0.contains_key("allowed_ips"));
+    }
+}
