@@ -1,0 +1,141 @@
+//! The real `rdev-api` binary, started as a newcomer would: empty folder, no settings but a port.
+
+use std::process::Stdio;
+
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rdev-api");
+
+/// Starts `rdev-api` in `dir` and reads its output until it is listening; returns the child, the
+/// address and the admin key it printed.
+async fn start(dir: &std::path::Path) -> (Child, String, String) {
+    let mut child = Command::new(BIN)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RDEV_LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("binary starts");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut key = None;
+    while let Some(line) = stderr.next_line().await.unwrap() {
+        if let Some(found) = line.split_whitespace().find(|w| w.starts_with("rdev_")) {
+            key = Some(found.to_owned());
+            break;
+        }
+    }
+    let mut addr = None;
+    while let Some(line) = stdout.next_line().await.unwrap() {
+        if let Some((_, rest)) = line.split_once("addr=") {
+            addr = Some(rest.split_whitespace().next().unwrap().to_owned());
+            break;
+        }
+    }
+    (child, addr.expect("logs its address"), key.expect("prints an admin key on first start"))
+}
+
+#[tokio::test]
+async fn fresh_start_serves_hello_with_the_printed_key_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr, key) = start(dir.path()).await;
+    assert!(dir.path().join("rdev.db").exists(), "SQLite file created");
+    assert!(dir.path().join("projects/hello").is_dir(), "example project created");
+
+    let client = reqwest::Client::new();
+    let projects: Value = client
+        .get(format!("http://{addr}/projects"))
+        .header("X-API-Key", &key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(projects["projects"][0]["id"], "hello");
+    let run: Value = client
+        .post(format!("http://{addr}/projects/hello/shell"))
+        .header("X-API-Key", &key)
+        .json(&json!({"command": "echo hello"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((run["exit_code"].as_i64(), run["stdout"].as_str()), (Some(0), Some("hello\n")));
+
+    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = child.wait().await.unwrap();
+    assert!(status.success(), "exits 0 on SIGTERM: {status}");
+
+    // A second start on the same folder keeps the key and prints none.
+    let mut again = Command::new(BIN)
+        .current_dir(dir.path())
+        .env_clear()
+        .env("RDEV_LISTEN", "127.0.0.1:0")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(again.stderr.take().unwrap()).lines();
+    again.start_kill().unwrap();
+    while let Some(line) = stderr.next_line().await.unwrap() {
+        assert!(!line.contains("rdev_"), "no key printed on a later start: {line}");
+    }
+}
+
+#[tokio::test]
+async fn migrate_and_keys_create_work_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(BIN).args(args).current_dir(dir.path()).env_clear().output().expect("runs")
+    };
+    let migrate = run(&["migrate"]);
+    assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
+    let created =
+        run(&["keys", "create", "--name", "ci", "--scopes", "projects:read,commands:execute", "--expires-in", "30d"]);
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let secret = String::from_utf8(created.stdout).unwrap();
+    assert!(secret.trim().starts_with("rdev_"), "{secret}");
+    let bad = run(&["keys", "create", "--name", "x", "--scopes", "projects:write"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown scope"));
+}
+
+#[tokio::test]
+async fn bad_settings_stop_the_start_with_a_message_naming_them() {
+    let cases: [(&str, &str, &str); 4] = [
+        ("RDEV_COMMAND_TIMEOUT", "2h", "RDEV_COMMAND_TIMEOUT"),
+        ("RDEV_COMMAND_TIMEOUT", "soon", "RDEV_COMMAND_TIMEOUT"),
+        ("DATABASE_URL", "mysql://x", "DATABASE_URL"),
+        ("RDEV_BOOTSTRAP_API_KEY", "hunter2", "RDEV_BOOTSTRAP_API_KEY"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (name, value, expected) in cases {
+        let output = std::process::Command::new(BIN)
+            .current_dir(dir.path())
+            .env_clear()
+            .env("RDEV_LISTEN", "127.0.0.1:0")
+            .env(name, value)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{name}={value} is refused");
+        assert!(
+            stderr.contains(expected)
+                || stderr.contains(&format!("--{}", name.to_lowercase().replace('_', "-").trim_start_matches("rdev-"))),
+            "{name}={value}: {stderr}"
+        );
+        assert!(!stderr.contains("hunter2"), "the bad secret is not echoed");
+    }
+}

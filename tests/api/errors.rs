@@ -1,0 +1,102 @@
+//! Bad input: every failure answers in the API's JSON error format, naming what is wrong.
+
+use serde_json::json;
+
+use crate::{
+    helpers::{Db, spawn_app},
+    on_both_databases,
+};
+
+on_both_databases!(
+    invalid_fields_are_named,
+    malformed_and_mistyped_bodies_are_json_errors,
+    unknown_routes_and_methods_are_json_errors,
+    oversize_body_is_413,
+    unknown_project_is_404_project_not_found,
+);
+
+async fn invalid_fields_are_named(db: Db) {
+    let app = spawn_app(db).await;
+    let cases = [
+        (json!({"command": "ls", "workdir": "../other"}), "workdir"),
+        (json!({"command": "ls", "workdir": "/etc"}), "workdir"),
+        (json!({"command": "echo a\u{0}b"}), "command"),
+        (json!({"command": "x".repeat(16 * 1024 + 1)}), "command"),
+        (json!({"command": ""}), "command"),
+        (json!({"command": "ls", "env": {"1BAD": "x"}}), "env"),
+        (json!({"command": "ls", "env": {"A-B": "x"}}), "env"),
+        (json!({"command": "ls", "timeout_secs": 0}), "timeout_secs"),
+        (json!({"command": "ls", "timeout_secs": 3601}), "timeout_secs"),
+        (json!({"command": "ls", "timeout_secs": "soon"}), "timeout_secs"),
+        (json!({"command": "ls", "comand": "typo"}), "comand"),
+        (json!({}), "command"),
+    ];
+    for (body, field) in cases {
+        let reply = app.shell("hello", body.clone()).await;
+        assert_eq!(reply.status, 400, "{body}: {}", reply.body);
+        assert_eq!(reply.error_code(), "VALIDATION_FAILED", "{body}");
+        assert!(reply.field_error(field).is_some(), "{body} names {field}: {}", reply.body);
+    }
+    let many: serde_json::Map<_, _> = (0..65).map(|i| (format!("V{i}"), json!("x"))).collect();
+    let reply = app.shell("hello", json!({"command": "ls", "env": many})).await;
+    assert_eq!(reply.field_error("env"), Some("at most 64 variables"));
+}
+
+async fn malformed_and_mistyped_bodies_are_json_errors(db: Db) {
+    let app = spawn_app(db).await;
+    let url = app.url("/projects/hello/shell");
+    let malformed = app
+        .send(
+            app.client
+                .post(&url)
+                .header("X-API-Key", &app.admin_key)
+                .header("content-type", "application/json")
+                .body("{\"command\":"),
+        )
+        .await;
+    assert_eq!((malformed.status, malformed.error_code()), (400, "BAD_REQUEST"));
+    assert!(malformed.message().contains("malformed JSON"), "{}", malformed.body);
+    let untyped =
+        app.send(app.client.post(&url).header("X-API-Key", &app.admin_key).body("{\"command\":\"ls\"}")).await;
+    assert_eq!((untyped.status, untyped.error_code()), (400, "BAD_REQUEST"));
+    let not_object = app.send(app.client.post(&url).header("X-API-Key", &app.admin_key).json(&json!(["ls"]))).await;
+    assert_eq!((not_object.status, not_object.error_code()), (400, "VALIDATION_FAILED"));
+    let bad_query = app.get("/audit?limit=0", &app.admin_key).await;
+    assert_eq!((bad_query.status, bad_query.field_error("limit").is_some()), (400, true), "{}", bad_query.body);
+    let bad_cursor = app.get("/audit?cursor=nonsense", &app.admin_key).await;
+    assert!(bad_cursor.field_error("cursor").is_some());
+    let unknown_param = app.get("/audit?colour=red", &app.admin_key).await;
+    assert_eq!(unknown_param.status, 400);
+    let bad_id = app.get("/api-keys/not-a-uuid", &app.admin_key).await;
+    assert_eq!((bad_id.status, bad_id.error_code()), (400, "VALIDATION_FAILED"));
+}
+
+async fn unknown_routes_and_methods_are_json_errors(db: Db) {
+    let app = spawn_app(db).await;
+    let missing = app.get("/no/such/route", &app.admin_key).await;
+    assert_eq!((missing.status, missing.error_code()), (404, "NOT_FOUND"));
+    let wrong_method = app.send(app.client.delete(app.url("/projects")).header("X-API-Key", &app.admin_key)).await;
+    assert_eq!((wrong_method.status, wrong_method.error_code()), (405, "METHOD_NOT_ALLOWED"));
+    let request_id = "client-chosen-id-123";
+    let echoed = app.send(app.client.get(app.url("/no/such/route")).header("x-request-id", request_id)).await;
+    assert_eq!(echoed.headers["x-request-id"], request_id);
+    assert_eq!(echoed.body["error"]["request_id"], request_id);
+}
+
+async fn oversize_body_is_413(db: Db) {
+    let app = spawn_app(db).await;
+    let huge = json!({"command": "x".repeat(300 * 1024)});
+    let reply = app.shell("hello", huge).await;
+    assert_eq!((reply.status, reply.error_code()), (413, "PAYLOAD_TOO_LARGE"));
+}
+
+async fn unknown_project_is_404_project_not_found(db: Db) {
+    let app = spawn_app(db).await;
+    for reply in [app.shell("nope", json!({"command": "true"})).await, app.get("/projects/nope", &app.admin_key).await]
+    {
+        assert_eq!((reply.status, reply.error_code(), reply.message()), (404, "NOT_FOUND", "project not found"));
+    }
+    // An id that could never be a folder or label (here `../etc`, percent-encoded) is a 400.
+    let reply = app.get("/projects/..%2Fetc", &app.admin_key).await;
+    assert_eq!((reply.status, reply.error_code()), (400, "VALIDATION_FAILED"));
+}

@@ -1,0 +1,219 @@
+//! `spawn_app`: the real `App` on port 0 against a fresh database, with a temp projects folder.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use clap::Parser as _;
+use rdev_api::{
+    App, Config,
+    adapters::Database,
+    cli::Cli,
+    domain::{ApiKey, ApiKeySecret, Scope},
+};
+use serde_json::{Value, json};
+use sqlx::Connection as _;
+use tempfile::TempDir;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// Generates, for each named `async fn name(db: Db)`, a test per database: `name::sqlite` and
+/// `name::postgres`, so every behaviour is checked on both with one body.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::helpers::Db::Sqlite).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name($crate::helpers::Db::Postgres).await
+            }
+        }
+    )*};
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    /// An `admin` key, stored through the bootstrap path.
+    pub admin_key: String,
+    pub projects_dir: PathBuf,
+    /// A second connection to the same database, to arrange what the API cannot (expired keys).
+    pub database: Database,
+    pub database_url: String,
+    _dir: TempDir,
+}
+
+pub async fn spawn_app(db: Db) -> TestApp {
+    spawn_app_with(db, |_| {}).await
+}
+
+pub async fn spawn_app_with(db: Db, configure: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database_url = fresh_database(db, dir.path()).await;
+    let admin = ApiKeySecret::generate();
+    let projects_dir = dir.path().join("projects");
+    let mut config = test_config(&database_url, &projects_dir);
+    config.bootstrap_api_key = Some(admin.expose().to_owned());
+    configure(&mut config);
+    let app = App::build(config).await.expect("app builds");
+    let addr = app.local_addr().expect("bound");
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    let database = Database::connect(&database_url, 2).await.expect("second connection");
+    TestApp {
+        addr,
+        client: reqwest::Client::new(),
+        admin_key: admin.expose().to_owned(),
+        projects_dir,
+        database,
+        database_url,
+        _dir: dir,
+    }
+}
+
+/// Settings for a server on a random loopback port, as a flag-less start would have them.
+pub fn test_config(database_url: &str, projects_dir: &Path) -> Config {
+    let cli = Cli::parse_from([
+        "rdev-api",
+        "--listen=127.0.0.1:0",
+        &format!("--database-url={database_url}"),
+        &format!("--projects-dir={}", projects_dir.display()),
+        "--db-max-connections=4",
+    ]);
+    cli.config
+}
+
+/// A URL of a database no other test uses: a SQLite file in `dir`, or a new Postgres database.
+pub async fn fresh_database(db: Db, dir: &Path) -> String {
+    match db {
+        Db::Sqlite => format!("sqlite://{}", dir.join("rdev.db").display()),
+        Db::Postgres => fresh_postgres_database().await,
+    }
+}
+
+/// A new, empty Postgres database for one test, so tests run in parallel without sharing rows.
+/// `scripts/test` drops them all before the next run.
+async fn fresh_postgres_database() -> String {
+    let admin_url = std::env::var("RDEV_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let name = format!("rdev_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn =
+        sqlx::PgConnection::connect(&admin_url).await.expect("Postgres is reachable (scripts/test starts it)");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let (base, _) = admin_url.rsplit_once('/').expect("URL with a database name");
+    format!("{base}/{name}")
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    /// The `code` of an error body, checking the error shape on the way.
+    pub fn error_code(&self) -> &str {
+        let error = &self.body["error"];
+        assert!(error["message"].is_string(), "error has a message: {}", self.body);
+        assert!(error["request_id"].is_string(), "error has a request_id: {}", self.body);
+        error["code"].as_str().unwrap_or_else(|| panic!("not an error body: {}", self.body))
+    }
+
+    pub fn message(&self) -> &str {
+        self.body["error"]["message"].as_str().unwrap_or_default()
+    }
+
+    pub fn field_error(&self, field: &str) -> Option<&str> {
+        self.body["error"]["details"]["fields"][field].as_str()
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("JSON body, got {status}: {text:?}"))
+        };
+        Reply { status, headers, body }
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> Reply {
+        self.send(self.client.get(self.url(path)).header("X-API-Key", key)).await
+    }
+
+    pub async fn post(&self, path: &str, key: &str, body: Value) -> Reply {
+        self.send(self.client.post(self.url(path)).header("X-API-Key", key).json(&body)).await
+    }
+
+    pub async fn shell(&self, project: &str, body: Value) -> Reply {
+        self.post(&format!("/projects/{project}/shell"), &self.admin_key, body).await
+    }
+
+    /// Creates a key through the API and returns (id, secret).
+    pub async fn create_key(&self, scopes: &[&str]) -> (String, String) {
+        let reply = self.post("/api-keys", &self.admin_key, json!({"name": "test", "scopes": scopes})).await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        (reply.body["id"].as_str().unwrap().to_owned(), reply.body["key"].as_str().unwrap().to_owned())
+    }
+
+    /// Stores a key directly, bypassing the API's checks (e.g. one that expired already).
+    pub async fn insert_key(&self, edit: impl FnOnce(&mut ApiKey)) -> String {
+        let secret = ApiKeySecret::generate();
+        let mut key = ApiKey {
+            id: uuid::Uuid::new_v4(),
+            name: "direct".into(),
+            prefix: secret.display_prefix(),
+            scopes: vec![Scope::Admin],
+            allowed_ips: vec![],
+            rate_limit_per_minute: None,
+            expires_at: None,
+            created_at: chrono::Utc::now(),
+            last_used_at: None,
+            revoked_at: None,
+        };
+        edit(&mut key);
+        self.database.api_keys().insert(&key, &secret.hash()).await.expect("insert key");
+        secret.expose().to_owned()
+    }
+
+    pub fn project_path(&self, project: &str) -> PathBuf {
+        self.projects_dir.join(project)
+    }
+}
+
+/// Processes whose command line contains `marker` and that are still running (zombies, which
+/// only wait for their parent to reap them, do not count).
+pub fn live_processes_with(marker: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return vec![] };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let proc = Path::new("/proc").join(pid.to_string());
+            let cmdline = std::fs::read(proc.join("cmdline")).unwrap_or_default();
+            let stat = std::fs::read_to_string(proc.join("stat")).unwrap_or_default();
+            let zombie = stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z'));
+            String::from_utf8_lossy(&cmdline).contains(marker) && !zombie
+        })
+        .collect()
+}

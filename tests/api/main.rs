@@ -1,0 +1,11 @@
+//! Integration tests: the real server on a random port, over real HTTP, on a fresh database
+//! (SQLite file or Postgres database) per test, running real child processes.
+
+mod helpers;
+
+mod auth;
+mod binary;
+mod errors;
+mod keys;
+mod projects;
+mod shell;

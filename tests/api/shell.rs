@@ -1,0 +1,150 @@
+//! `POST /projects/{id}/shell` with the local executor.
+
+use serde_json::json;
+
+use crate::{
+    helpers::{Db, live_processes_with, spawn_app, spawn_app_with},
+    on_both_databases,
+};
+
+on_both_databases!(
+    runs_a_command_and_returns_its_output,
+    non_zero_exit_is_still_200,
+    stderr_is_kept_apart_from_stdout,
+    timeout_kills_the_whole_process_group,
+    output_past_the_cap_is_truncated_while_the_command_finishes,
+    env_and_workdir_apply,
+    workdir_that_does_not_exist_is_a_validation_error,
+    every_execution_writes_an_audit_row,
+);
+
+async fn runs_a_command_and_returns_its_output(db: Db) {
+    let app = spawn_app(db).await;
+    let reply = app.shell("hello", json!({"command": "echo hello"})).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body["exit_code"], 0);
+    assert_eq!(reply.body["stdout"], "hello\n");
+    assert_eq!(reply.body["stderr"], "");
+    assert_eq!(reply.body["timed_out"], false);
+    assert_eq!(reply.body["project_id"], "hello");
+    assert_eq!(reply.body["command"], "echo hello");
+    assert!(
+        reply.body["execution_id"].is_string()
+            && reply.body["started_at"].is_string()
+            && reply.body["duration_ms"].is_u64()
+    );
+    assert!(reply.headers.contains_key("x-request-id"));
+}
+
+async fn non_zero_exit_is_still_200(db: Db) {
+    let app = spawn_app(db).await;
+    let reply = app.shell("hello", json!({"command": "echo before; exit 3"})).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body["exit_code"], 3);
+    assert_eq!(reply.body["stdout"], "before\n");
+}
+
+async fn stderr_is_kept_apart_from_stdout(db: Db) {
+    let app = spawn_app(db).await;
+    let reply = app.shell("hello", json!({"command": "echo out; echo err >&2; echo out2"})).await;
+    assert_eq!(reply.body["stdout"], "out\nout2\n");
+    assert_eq!(reply.body["stderr"], "err\n");
+}
+
+async fn timeout_kills_the_whole_process_group(db: Db) {
+    let app = spawn_app(db).await;
+    // A unique duration marks this test's processes in /proc.
+    let marker = format!("300.{}", rand_digits());
+    let command = format!("echo started; sleep {marker} & sleep {marker}");
+    let reply = app.shell("hello", json!({"command": command, "timeout_secs": 1})).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body["timed_out"], true);
+    assert_eq!(reply.body["exit_code"], 128 + 9, "killed by SIGKILL");
+    assert_eq!(reply.body["stdout"], "started\n", "output before the timeout is kept");
+    assert_eq!(
+        live_processes_with(&marker),
+        Vec::<u32>::new(),
+        "no process of the command survives, background job included"
+    );
+}
+
+async fn output_past_the_cap_is_truncated_while_the_command_finishes(db: Db) {
+    let app = spawn_app_with(db, |config| config.max_output_bytes = 1000).await;
+    let reply = app
+        .shell(
+            "hello",
+            json!({"command": "head -c 100000 /dev/zero | tr '\\0' a; echo finished >&2; echo -n ok > done.txt"}),
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body["stdout"].as_str().unwrap(), "a".repeat(1000));
+    assert_eq!(reply.body["stdout_truncated"], true);
+    assert_eq!(reply.body["stderr"], "finished\n");
+    assert_eq!(reply.body["stderr_truncated"], false);
+    assert_eq!(reply.body["exit_code"], 0);
+    assert_eq!(std::fs::read_to_string(app.project_path("hello").join("done.txt")).unwrap(), "ok", "ran to completion");
+}
+
+async fn env_and_workdir_apply(db: Db) {
+    let app = spawn_app(db).await;
+    std::fs::create_dir_all(app.project_path("hello").join("sub/dir")).unwrap();
+    let reply = app.shell("hello", json!({"command": "pwd; echo \"$FOO $BAR\"", "workdir": "sub/./dir", "env": {"FOO": "foo value", "BAR": "it's \"quoted\""}})).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let stdout = reply.body["stdout"].as_str().unwrap();
+    let expected_dir = std::fs::canonicalize(app.project_path("hello").join("sub/dir")).unwrap();
+    assert_eq!(stdout, format!("{}\nfoo value it's \"quoted\"\n", expected_dir.display()));
+}
+
+async fn workdir_that_does_not_exist_is_a_validation_error(db: Db) {
+    let app = spawn_app(db).await;
+    let reply = app.shell("hello", json!({"command": "true", "workdir": "missing"})).await;
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.error_code(), "VALIDATION_FAILED");
+    assert!(reply.field_error("workdir").is_some(), "{}", reply.body);
+    // A symlink pointing out of the project is refused too.
+    std::os::unix::fs::symlink("/tmp", app.project_path("hello").join("out")).unwrap();
+    let reply = app.shell("hello", json!({"command": "true", "workdir": "out"})).await;
+    assert_eq!(reply.field_error("workdir"), Some("must not escape the project"));
+}
+
+async fn every_execution_writes_an_audit_row(db: Db) {
+    let app = spawn_app(db).await;
+    let ok = app.shell("hello", json!({"command": "true"})).await;
+    let failed = app.shell("hello", json!({"command": "exit 2"})).await;
+    let timed_out = app.shell("hello", json!({"command": "sleep 5", "timeout_secs": 1})).await;
+    let missing = app.shell("nope", json!({"command": "true"})).await;
+    assert_eq!(missing.status, 404);
+
+    let audit = app.get("/audit", &app.admin_key).await;
+    assert_eq!(audit.status, 200, "{}", audit.body);
+    let entries = audit.body["entries"].as_array().unwrap();
+    let outcomes: Vec<_> = entries.iter().map(|e| e["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["rejected", "timed_out", "failed", "succeeded"], "newest first");
+    assert_eq!(entries[3]["id"], ok.body["execution_id"], "the row is the execution");
+    assert_eq!(entries[2]["exit_code"], 2);
+    assert_eq!(entries[2]["id"], failed.body["execution_id"]);
+    assert_eq!(entries[1]["id"], timed_out.body["execution_id"]);
+    assert_eq!(entries[0]["project_id"], "nope");
+    assert_eq!(entries[3]["command"], "true");
+    assert_eq!(entries[3]["client_ip"], "127.0.0.1");
+    assert!(
+        entries[3]["api_key_id"].is_string()
+            && entries[3]["request_id"].is_string()
+            && entries[3]["duration_ms"].is_u64()
+    );
+
+    // Filters and pagination.
+    let hello = app.get("/audit?project_id=hello&limit=2", &app.admin_key).await;
+    assert_eq!(hello.body["entries"].as_array().unwrap().len(), 2);
+    let cursor = hello.body["next_cursor"].as_str().expect("a second page").to_owned();
+    let rest = app.get(&format!("/audit?project_id=hello&limit=2&cursor={cursor}"), &app.admin_key).await;
+    assert_eq!(rest.body["entries"].as_array().unwrap().len(), 1);
+    assert_eq!(rest.body["entries"][0]["outcome"], "succeeded");
+    assert!(rest.body["next_cursor"].is_null());
+    let future = app.get("/audit?since=2999-01-01T00:00:00Z", &app.admin_key).await;
+    assert_eq!(future.body["entries"].as_array().unwrap().len(), 0);
+}
+
+fn rand_digits() -> u32 {
+    uuid::Uuid::new_v4().as_u128() as u32 % 1_000_000
+}
