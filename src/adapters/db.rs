@@ -15,7 +15,7 @@ use sqlx::{
 use super::{postgres, sqlite};
 use crate::{
     domain::DomainError,
-    ports::{ApiKeyRepo, AuditLog, HealthCheck},
+    ports::{ApiKeyRepo, AuditLog, HealthCheck, RateLimiter},
 };
 
 mod embedded {
@@ -88,6 +88,13 @@ impl Database {
         match self {
             Self::Postgres(pool) => Arc::new(postgres::PgAuditLog::new(pool.clone())),
             Self::Sqlite(pool) => Arc::new(sqlite::SqliteAuditLog::new(pool.clone())),
+        }
+    }
+
+    pub fn rate_limiter(&self) -> Arc<dyn RateLimiter> {
+        match self {
+            Self::Postgres(pool) => Arc::new(postgres::PgRateLimiter::new(pool.clone())),
+            Self::Sqlite(pool) => Arc::new(sqlite::SqliteRateLimiter::new(pool.clone())),
         }
     }
 

@@ -1,10 +1,12 @@
 //! Adapters: the ports implemented with real technology. Each module names its technology;
 //! `app.rs` is the only place that picks between them.
 //!
+//! - `cache`: moka decorators that keep hot lookups off the database for `CACHE_TTL`.
 //! - `db`: connecting to Postgres or SQLite by URL, running the embedded migrations.
 //! - `postgres`, `sqlite`: the repositories, one file per aggregate.
 //! - `local`: projects as folders and commands as child processes.
 
+pub mod cache;
 pub mod db;
 pub mod local;
 pub mod postgres;

@@ -111,30 +111,32 @@ impl ApiKey {
     }
 }
 
-/// The secret a client sends in `X-API-Key`. Its `Debug` output is redacted so it cannot slip
-/// into a log line by accident.
+/// The secret a client sends in `X-API-Key`: `rdev_`, 43 random base62 characters (256 bits),
+/// then 6 base62 characters of their CRC32. The checksum lets a secret scanner tell a real key
+/// from noise, and lets us refuse a mistyped key before any database work. Its `Debug` output is
+/// redacted so it cannot slip into a log line by accident.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ApiKeySecret(String);
 
 impl ApiKeySecret {
     pub const PREFIX: &'static str = "rdev_";
-    /// 43 base62 characters carry 256 bits, i.e. at least 32 random bytes.
     const RANDOM_CHARS: usize = 43;
-    const MIN_BODY: usize = 32;
-    const MAX_BODY: usize = 128;
+    const CHECKSUM_CHARS: usize = 6;
     const DISPLAY_PREFIX_LEN: usize = 12;
 
     pub fn generate() -> Self {
-        let body: String = rand::rng().sample_iter(Alphanumeric).take(Self::RANDOM_CHARS).map(char::from).collect();
-        Self(format!("{}{body}", Self::PREFIX))
+        let random: String = rand::rng().sample_iter(Alphanumeric).take(Self::RANDOM_CHARS).map(char::from).collect();
+        Self(format!("{}{random}{}", Self::PREFIX, checksum(&random)))
     }
 
-    /// Checks the shape (`rdev_` and 32 to 128 base62 characters) before any database work.
+    /// Checks the shape and the checksum, so a malformed key costs no database work.
     pub fn parse(raw: &str) -> Result<Self, Unauthenticated> {
         let body = raw.strip_prefix(Self::PREFIX).ok_or(Unauthenticated::Malformed)?;
-        let shape_ok =
-            (Self::MIN_BODY..=Self::MAX_BODY).contains(&body.len()) && body.bytes().all(|b| b.is_ascii_alphanumeric());
-        if shape_ok { Ok(Self(raw.to_owned())) } else { Err(Unauthenticated::Malformed) }
+        if body.len() != Self::RANDOM_CHARS + Self::CHECKSUM_CHARS || !body.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(Unauthenticated::Malformed);
+        }
+        let (random, sum) = body.split_at(Self::RANDOM_CHARS);
+        if checksum(random) == sum { Ok(Self(raw.to_owned())) } else { Err(Unauthenticated::Malformed) }
     }
 
     pub fn expose(&self) -> &str {
@@ -148,6 +150,18 @@ impl ApiKeySecret {
     pub fn display_prefix(&self) -> String {
         self.0.chars().take(Self::DISPLAY_PREFIX_LEN).collect()
     }
+}
+
+/// CRC32 of `text` in 6 base62 digits (62^6 > 2^32), most significant first.
+fn checksum(text: &str) -> String {
+    const DIGITS: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut value = crc32fast::hash(text.as_bytes());
+    let mut out = [b'0'; ApiKeySecret::CHECKSUM_CHARS];
+    for slot in out.iter_mut().rev() {
+        *slot = DIGITS[(value % 62) as usize];
+        value /= 62;
+    }
+    out.iter().map(|b| char::from(*b)).collect()
 }
 
 impl std::fmt::Debug for ApiKeySecret {
@@ -193,7 +207,7 @@ mod tests {
         let b = ApiKeySecret::generate();
         assert_ne!(a, b);
         assert_eq!(ApiKeySecret::parse(a.expose()), Ok(a.clone()));
-        assert_eq!(a.expose().len(), 5 + 43);
+        assert_eq!(a.expose().len(), 5 + 43 + 6);
         assert!(a.hash().matches(&ApiKeySecret::parse(a.expose()).unwrap().hash()));
         assert!(!a.hash().matches(&b.hash()));
     }

@@ -52,6 +52,9 @@ pub enum Unauthenticated {
     Revoked,
     #[error("API key has expired")]
     Expired,
+    /// An old secret of a rotated key, after its grace period.
+    #[error("API key secret was replaced by a rotation and its grace period has ended")]
+    Superseded,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,10 +1,20 @@
-//! Storage of API keys.
+//! Storage of API keys and their secrets' hashes.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::{ApiKey, DomainError, KeyHash, Page, PageRequest};
+
+/// A key found by the hash of a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    pub key: ApiKey,
+    /// The stored hash that matched, for a constant-time comparison.
+    pub hash: KeyHash,
+    /// `Some` when the hash is an old secret replaced by a rotation: usable until then.
+    pub secret_valid_until: Option<DateTime<Utc>>,
+}
 
 #[async_trait]
 pub trait ApiKeyRepo: Send + Sync {
@@ -19,14 +29,31 @@ pub trait ApiKeyRepo: Send + Sync {
     /// stored. Idempotent, so a bootstrap secret can be applied at every start.
     async fn insert_if_hash_absent(&self, key: &ApiKey, hash: &KeyHash) -> Result<bool, DomainError>;
 
-    /// The key with this secret hash, with the stored hash for a constant-time check.
-    async fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<(ApiKey, KeyHash)>, DomainError>;
+    /// The key whose current or previous (rotated) secret has this hash.
+    async fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<StoredKey>, DomainError>;
 
     async fn get(&self, id: Uuid) -> Result<Option<ApiKey>, DomainError>;
 
     /// Newest first.
     async fn list(&self, page: &PageRequest) -> Result<Page<ApiKey>, DomainError>;
 
+    /// Saves name, scopes, allowed_ips, rate_limit_per_minute and expires_at. `Ok(false)` if no
+    /// such key exists.
+    async fn update(&self, key: &ApiKey) -> Result<bool, DomainError>;
+
+    /// Makes `new_hash` the key's secret; the current one keeps working until `old_valid_until`.
+    /// `Ok(false)` if no such key exists.
+    async fn rotate(
+        &self,
+        id: Uuid,
+        new_hash: &KeyHash,
+        new_prefix: &str,
+        old_valid_until: DateTime<Utc>,
+    ) -> Result<bool, DomainError>;
+
     /// Marks the key revoked at `at` unless it already is. `Ok(false)` if no such key exists.
     async fn revoke(&self, id: Uuid, at: DateTime<Utc>) -> Result<bool, DomainError>;
+
+    /// Records when keys were last used, in one batch; never moves a time backwards.
+    async fn record_usage(&self, used: &[(Uuid, DateTime<Utc>)]) -> Result<(), DomainError>;
 }

@@ -11,10 +11,12 @@ pub mod clock;
 pub mod executor;
 pub mod health;
 pub mod projects;
+pub mod ratelimit;
 
-pub use apikeys::ApiKeyRepo;
+pub use apikeys::{ApiKeyRepo, StoredKey};
 pub use audit::AuditLog;
 pub use clock::{Clock, SystemClock};
 pub use executor::Executor;
 pub use health::HealthCheck;
 pub use projects::ProjectSource;
+pub use ratelimit::{RateDecision, RateLimiter};

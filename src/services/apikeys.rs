@@ -8,6 +8,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::UsageTracker;
 use crate::{
     domain::{ApiKey, ApiKeySecret, DomainError, FieldErrors, Page, PageRequest, Scope, Unauthenticated},
     ports::{ApiKeyRepo, Clock},
@@ -15,6 +16,9 @@ use crate::{
 
 const MAX_NAME_CHARS: usize = 100;
 const MAX_ALLOWED_IPS: usize = 100;
+const MAX_RATE_LIMIT: u32 = 1_000_000;
+/// Longest overlap of an old and a new secret after a rotation: a week.
+pub const MAX_GRACE_SECONDS: u64 = 7 * 24 * 3600;
 
 /// The body of `POST /api-keys`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -29,16 +33,44 @@ pub struct NewApiKey {
     /// CIDRs or single addresses (IPv4 or IPv6) the key may be used from; empty means anywhere.
     #[serde(default)]
     pub allowed_ips: Vec<String>,
+    /// Requests per minute (1 to 1,000,000); absent means the server default.
+    pub rate_limit_per_minute: Option<u32>,
+}
+
+/// The body of `PATCH /api-keys/{id}`: absent fields stay as they are; `null` clears
+/// `expires_at` (never expires) and `rate_limit_per_minute` (server default).
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyChanges {
+    pub name: Option<String>,
+    pub scopes: Option<Vec<Scope>>,
+    pub allowed_ips: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>)]
+    pub rate_limit_per_minute: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<DateTime<Utc>>)]
+    pub expires_at: Option<Option<DateTime<Utc>>>,
+}
+
+/// Tells a field sent as `null` (`Some(None)`) from one not sent at all (`None`).
+fn present<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(deserializer).map(Some)
 }
 
 pub struct ApiKeyService {
     repo: Arc<dyn ApiKeyRepo>,
     clock: Arc<dyn Clock>,
+    usage: UsageTracker,
 }
 
 impl ApiKeyService {
     pub fn new(repo: Arc<dyn ApiKeyRepo>, clock: Arc<dyn Clock>) -> Self {
-        Self { repo, clock }
+        Self { usage: UsageTracker::new(repo.clone()), repo, clock }
+    }
+
+    pub fn usage(&self) -> &UsageTracker {
+        &self.usage
     }
 
     /// Creates a key and returns it with its secret, which is not stored and cannot be shown again.
@@ -57,68 +89,140 @@ impl ApiKeyService {
     }
 
     fn validate(&self, granter: Option<&ApiKey>, new: NewApiKey) -> Result<ApiKey, DomainError> {
-        let mut errors = FieldErrors::default();
-        let name = new.name.trim();
-        if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
-            errors.add("name", format!("must be 1 to {MAX_NAME_CHARS} characters"));
-        }
-        let mut scopes = new.scopes;
-        scopes.sort();
-        scopes.dedup();
-        if scopes.is_empty() {
-            errors.add("scopes", "must name at least one scope");
-        }
-        if let Some(granter) = granter
-            && let Some(extra) = scopes.iter().find(|scope| !granter.allows(**scope))
-        {
-            errors.add("scopes", format!("cannot grant {}, which the requesting key does not hold", extra.as_str()));
-        }
         let now = self.clock.now();
-        if new.expires_at.is_some_and(|at| at <= now) {
-            errors.add("expires_at", "must be in the future");
-        }
-        let allowed_ips = parse_allowed_ips(&new.allowed_ips, &mut errors);
-        errors.into_result()?;
-        Ok(ApiKey {
+        let mut key = ApiKey {
             id: Uuid::new_v4(),
-            name: name.to_owned(),
+            name: String::new(),
             prefix: String::new(),
-            scopes,
-            allowed_ips,
+            scopes: vec![],
+            allowed_ips: vec![],
             rate_limit_per_minute: None,
-            expires_at: new.expires_at,
+            expires_at: None,
             created_at: now,
             last_used_at: None,
             revoked_at: None,
-        })
+        };
+        let changes = ApiKeyChanges {
+            name: Some(new.name),
+            scopes: Some(new.scopes),
+            allowed_ips: Some(new.allowed_ips),
+            rate_limit_per_minute: Some(new.rate_limit_per_minute),
+            expires_at: Some(new.expires_at),
+        };
+        self.apply(granter, &mut key, changes)?;
+        Ok(key)
+    }
+
+    /// Applies `changes` to `key`, checking each field and reporting every problem at once.
+    fn apply(&self, granter: Option<&ApiKey>, key: &mut ApiKey, changes: ApiKeyChanges) -> Result<(), DomainError> {
+        let mut errors = FieldErrors::default();
+        if let Some(name) = changes.name {
+            let name = name.trim();
+            if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+                errors.add("name", format!("must be 1 to {MAX_NAME_CHARS} characters"));
+            }
+            key.name = name.to_owned();
+        }
+        if let Some(mut scopes) = changes.scopes {
+            scopes.sort();
+            scopes.dedup();
+            if scopes.is_empty() {
+                errors.add("scopes", "must name at least one scope");
+            }
+            if let Some(granter) = granter
+                && let Some(extra) = scopes.iter().find(|scope| !granter.allows(**scope))
+            {
+                errors
+                    .add("scopes", format!("cannot grant {}, which the requesting key does not hold", extra.as_str()));
+            }
+            key.scopes = scopes;
+        }
+        if let Some(raw) = changes.allowed_ips {
+            key.allowed_ips = parse_allowed_ips(&raw, &mut errors);
+        }
+        if let Some(limit) = changes.rate_limit_per_minute {
+            if limit.is_some_and(|l| !(1..=MAX_RATE_LIMIT).contains(&l)) {
+                errors.add("rate_limit_per_minute", format!("must be between 1 and {MAX_RATE_LIMIT}"));
+            }
+            key.rate_limit_per_minute = limit;
+        }
+        if let Some(expires_at) = changes.expires_at {
+            if expires_at.is_some_and(|at| at <= self.clock.now()) {
+                errors.add("expires_at", "must be in the future");
+            }
+            key.expires_at = expires_at;
+        }
+        errors.into_result()
+    }
+
+    /// Changes a key. A revoked key cannot be changed (`Conflict`): revocation is final.
+    pub async fn update(&self, granter: &ApiKey, id: Uuid, changes: ApiKeyChanges) -> Result<ApiKey, DomainError> {
+        let mut key = self.get(id).await?;
+        if key.revoked_at.is_some() {
+            return Err(DomainError::Conflict("API key is revoked and cannot be changed".into()));
+        }
+        self.apply(Some(granter), &mut key, changes)?;
+        if !self.repo.update(&key).await? {
+            return Err(DomainError::not_found("API key", id.to_string()));
+        }
+        Ok(key)
+    }
+
+    /// Gives the key a new secret. The old one keeps working for `grace_seconds` (0 = stops now),
+    /// so clients can switch over without an outage.
+    pub async fn rotate(&self, id: Uuid, grace_seconds: u64) -> Result<(ApiKey, ApiKeySecret), DomainError> {
+        if grace_seconds > MAX_GRACE_SECONDS {
+            return Err(DomainError::invalid("grace_seconds", format!("must be at most {MAX_GRACE_SECONDS}")));
+        }
+        let key = self.get(id).await?;
+        if key.revoked_at.is_some() {
+            return Err(DomainError::Conflict("API key is revoked and cannot be rotated".into()));
+        }
+        let secret = ApiKeySecret::generate();
+        let grace = chrono::Duration::seconds(i64::try_from(grace_seconds).unwrap_or(i64::MAX));
+        let prefix = secret.display_prefix();
+        if !self.repo.rotate(id, &secret.hash(), &prefix, self.clock.now() + grace).await? {
+            return Err(DomainError::not_found("API key", id.to_string()));
+        }
+        Ok((ApiKey { prefix, ..key }, secret))
     }
 
     /// Resolves the `X-API-Key` header to a usable key, checking shape before touching storage,
-    /// then revocation, expiry and the key's IP allowlist.
+    /// then revocation, expiry, rotation grace and the key's IP allowlist.
     pub async fn authenticate(&self, header: Option<&str>, client_ip: Option<IpAddr>) -> Result<ApiKey, DomainError> {
         let raw = header.ok_or(DomainError::Unauthenticated(Unauthenticated::Missing))?;
         let secret = ApiKeySecret::parse(raw).map_err(DomainError::Unauthenticated)?;
         let hash = secret.hash();
-        let (key, stored) =
+        let stored =
             self.repo.find_by_hash(&hash).await?.ok_or(DomainError::Unauthenticated(Unauthenticated::Unknown))?;
-        if !stored.matches(&hash) {
+        if !stored.hash.matches(&hash) {
             return Err(DomainError::Unauthenticated(Unauthenticated::Unknown));
         }
-        key.check_usable(self.clock.now()).map_err(DomainError::Unauthenticated)?;
+        let now = self.clock.now();
+        let key = stored.key;
+        key.check_usable(now).map_err(DomainError::Unauthenticated)?;
+        if stored.secret_valid_until.is_some_and(|until| until <= now) {
+            return Err(DomainError::Unauthenticated(Unauthenticated::Superseded));
+        }
         if !key.allowed_ips.is_empty()
             && !client_ip.is_some_and(|ip| key.allowed_ips.iter().any(|net| net.contains(&ip)))
         {
             return Err(DomainError::Forbidden("client IP is not in this API key's allowlist".into()));
         }
+        self.usage.record(key.id, now);
         Ok(key)
     }
 
     pub async fn get(&self, id: Uuid) -> Result<ApiKey, DomainError> {
-        self.repo.get(id).await?.ok_or_else(|| DomainError::not_found("API key", id.to_string()))
+        let mut key = self.repo.get(id).await?.ok_or_else(|| DomainError::not_found("API key", id.to_string()))?;
+        self.usage.overlay(&mut key);
+        Ok(key)
     }
 
     pub async fn list(&self, page: &PageRequest) -> Result<Page<ApiKey>, DomainError> {
-        self.repo.list(page).await
+        let mut page = self.repo.list(page).await?;
+        page.items.iter_mut().for_each(|key| self.usage.overlay(key));
+        Ok(page)
     }
 
     /// Revokes the key. Revoking a revoked key succeeds again (idempotent DELETE).

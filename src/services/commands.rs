@@ -27,34 +27,26 @@ impl CommandService {
         Self { projects, executor, audit, default_timeout }
     }
 
-    /// Validates and runs a shell command now. The audit entry is written before this returns,
-    /// so a response that reports success always has its row.
+    /// Validates and runs a shell command now. The audit entry of the execution is written
+    /// before this returns, so a response that reports success always has its row. Refusals
+    /// (validation, unknown project) are audited by the HTTP layer, which sees every refusal.
     pub async fn run_shell(
         &self,
         caller: &Caller,
         project_id: &ProjectId,
         request: ShellRequest,
     ) -> Result<Execution, DomainError> {
-        let command = request.command.clone();
-        let spec = match CommandSpec::from_request(request, self.default_timeout) {
-            Ok(spec) => spec,
-            Err(error) => return Err(self.rejected(caller, project_id, &command, error).await),
-        };
-        let project = match self.projects.get(project_id).await {
-            Ok(project) => project,
-            Err(error) => return Err(self.rejected(caller, project_id, &command, error).await),
-        };
+        let spec = CommandSpec::from_request(request, self.default_timeout)?;
+        let project = self.projects.get(project_id).await?;
         let execution_id = Uuid::new_v4();
         let outcome = match self.executor.run(&project, &spec).await {
             Ok(outcome) => outcome,
-            Err(DomainError::Validation(fields)) => {
-                return Err(self.rejected(caller, project_id, &command, DomainError::Validation(fields)).await);
-            }
+            Err(error @ DomainError::Validation(_)) => return Err(error),
             Err(error) => {
                 let record = AuditRecord {
                     id: execution_id,
                     project_id: Some(project_id),
-                    command: Some(&command),
+                    command: Some(&spec.command),
                     exit_code: None,
                     outcome: AuditOutcome::Error,
                     duration_ms: None,
@@ -68,23 +60,12 @@ impl CommandService {
         let record = AuditRecord {
             id: execution_id,
             project_id: Some(project_id),
-            command: Some(&command),
+            command: Some(&spec.command),
             exit_code: Some(outcome.exit_code),
             outcome: AuditOutcome::of_exit(outcome.exit_code, outcome.timed_out),
             duration_ms: Some(outcome.duration_ms),
         };
         self.audit.record(caller, record).await?;
-        Ok(Execution::new(execution_id, project_id.clone(), command, outcome))
-    }
-
-    async fn rejected(
-        &self,
-        caller: &Caller,
-        project_id: &ProjectId,
-        command: &str,
-        error: DomainError,
-    ) -> DomainError {
-        self.audit.record_rejection(caller, Some(project_id), Some(command)).await;
-        error
+        Ok(Execution::new(execution_id, project_id.clone(), spec.command, outcome))
     }
 }

@@ -4,8 +4,12 @@ pub mod apikeys;
 pub mod audit;
 pub mod commands;
 pub mod projects;
+pub mod ratelimit;
+pub mod usage;
 
-pub use apikeys::{ApiKeyService, NewApiKey};
+pub use apikeys::{ApiKeyChanges, ApiKeyService, NewApiKey};
 pub use audit::AuditService;
 pub use commands::CommandService;
 pub use projects::ProjectService;
+pub use ratelimit::RateLimitService;
+pub use usage::UsageTracker;

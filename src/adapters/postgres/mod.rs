@@ -4,6 +4,8 @@
 
 mod apikeys;
 mod audit;
+mod ratelimit;
 
 pub use apikeys::PgApiKeyRepo;
 pub use audit::PgAuditLog;
+pub use ratelimit::PgRateLimiter;

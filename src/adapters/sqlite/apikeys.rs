@@ -12,10 +12,12 @@ use crate::{
         rows,
     },
     domain::{ApiKey, DomainError, KeyHash, Page, PageRequest},
-    ports::ApiKeyRepo,
+    ports::{ApiKeyRepo, StoredKey},
 };
 
 const COLUMNS: &str = "id, name, prefix, key_hash, scopes, allowed_ips, rate_limit_per_minute, expires_at, created_at, last_used_at, revoked_at";
+/// `COLUMNS` of the `k` alias, for joins.
+const PREFIXED: &str = "k.id, k.name, k.prefix, k.key_hash, k.scopes, k.allowed_ips, k.rate_limit_per_minute, k.expires_at, k.created_at, k.last_used_at, k.revoked_at";
 const VALUES: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11";
 
 pub struct SqliteApiKeyRepo {
@@ -96,14 +98,38 @@ impl ApiKeyRepo for SqliteApiKeyRepo {
         Ok(inserted.rows_affected() == 1)
     }
 
-    async fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<(ApiKey, KeyHash)>, DomainError> {
+    async fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<StoredKey>, DomainError> {
         let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE key_hash = ?1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let current = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(hash.as_str())
             .fetch_optional(&self.pool)
             .await
             .map_err(db_error)?;
-        row.as_ref().map(key_from_row).transpose()
+        if let Some(row) = current {
+            let (key, hash) = key_from_row(&row)?;
+            return Ok(Some(StoredKey { key, hash, secret_valid_until: None }));
+        }
+        // Only a miss pays for the second lookup: rotated-out secrets are rare.
+        let sql = format!(
+            "SELECT {PREFIXED}, p.key_hash AS previous_hash, p.valid_until
+             FROM api_key_previous_secrets p JOIN api_keys k ON k.id = p.key_id WHERE p.key_hash = ?1"
+        );
+        let previous = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(hash.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        previous
+            .map(|row| {
+                let (key, _) = key_from_row(&row)?;
+                let hash = KeyHash::from_stored(row.try_get("previous_hash").map_err(db_error)?);
+                Ok(StoredKey {
+                    key,
+                    hash,
+                    secret_valid_until: Some(from_micros(row.try_get("valid_until").map_err(db_error)?)?),
+                })
+            })
+            .transpose()
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<ApiKey>, DomainError> {
@@ -132,6 +158,54 @@ impl ApiKeyRepo for SqliteApiKeyRepo {
         Ok(Page::from_rows(keys, page, |key| key.id))
     }
 
+    async fn update(&self, key: &ApiKey) -> Result<bool, DomainError> {
+        let done = sqlx::query(
+            "UPDATE api_keys SET name = ?2, scopes = ?3, allowed_ips = ?4, rate_limit_per_minute = ?5, expires_at = ?6
+             WHERE id = ?1",
+        )
+        .bind(key.id.to_string())
+        .bind(&key.name)
+        .bind(json_list(rows::scopes_to_strings(&key.scopes)))
+        .bind(json_list(rows::nets_to_strings(&key.allowed_ips)))
+        .bind(key.rate_limit_per_minute.map(i64::from))
+        .bind(key.expires_at.map(micros))
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn rotate(
+        &self,
+        id: Uuid,
+        new_hash: &KeyHash,
+        new_prefix: &str,
+        old_valid_until: DateTime<Utc>,
+    ) -> Result<bool, DomainError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
+        let moved = sqlx::query(
+            "INSERT INTO api_key_previous_secrets (key_hash, key_id, valid_until)
+             SELECT key_hash, id, ?2 FROM api_keys WHERE id = ?1",
+        )
+        .bind(id.to_string())
+        .bind(micros(old_valid_until))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        if moved.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE api_keys SET key_hash = ?2, prefix = ?3 WHERE id = ?1")
+            .bind(id.to_string())
+            .bind(new_hash.as_str())
+            .bind(new_prefix)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(true)
+    }
+
     async fn revoke(&self, id: Uuid, at: DateTime<Utc>) -> Result<bool, DomainError> {
         let done = sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1")
             .bind(id.to_string())
@@ -140,5 +214,18 @@ impl ApiKeyRepo for SqliteApiKeyRepo {
             .await
             .map_err(db_error)?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn record_usage(&self, used: &[(Uuid, DateTime<Utc>)]) -> Result<(), DomainError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
+        for (id, at) in used {
+            sqlx::query("UPDATE api_keys SET last_used_at = MAX(COALESCE(last_used_at, ?2), ?2) WHERE id = ?1")
+                .bind(id.to_string())
+                .bind(micros(*at))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)
     }
 }

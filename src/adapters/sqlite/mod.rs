@@ -3,9 +3,11 @@
 
 mod apikeys;
 mod audit;
+mod ratelimit;
 
 pub use apikeys::SqliteApiKeyRepo;
 pub use audit::SqliteAuditLog;
+pub use ratelimit::SqliteRateLimiter;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;

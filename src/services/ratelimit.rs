@@ -1,0 +1,38 @@
+//! Rate-limit policy: each key's limit (its own, or the server default) over a one-minute
+//! sliding window, and what to do when the shared counter cannot be reached.
+
+use std::sync::Arc;
+
+use crate::{
+    domain::{ApiKey, DomainError},
+    ports::{Clock, RateDecision, RateLimiter},
+};
+
+const WINDOW_SECS: u32 = 60;
+
+pub struct RateLimitService {
+    limiter: Arc<dyn RateLimiter>,
+    clock: Arc<dyn Clock>,
+    default_per_minute: u32,
+    fail_open: bool,
+}
+
+impl RateLimitService {
+    pub fn new(limiter: Arc<dyn RateLimiter>, clock: Arc<dyn Clock>, default_per_minute: u32, fail_open: bool) -> Self {
+        Self { limiter, clock, default_per_minute, fail_open }
+    }
+
+    /// Counts one request of `key`. `Ok(None)` when the counter is unreachable and the server is
+    /// configured to fail open; `Unavailable` when it fails closed (the default).
+    pub async fn check(&self, key: &ApiKey) -> Result<Option<RateDecision>, DomainError> {
+        let limit = key.rate_limit_per_minute.unwrap_or(self.default_per_minute);
+        match self.limiter.hit(key.id, limit, WINDOW_SECS, self.clock.now()).await {
+            Ok(decision) => Ok(Some(decision)),
+            Err(error) if self.fail_open => {
+                tracing::warn!(%error, "rate limiter unreachable; allowing the request (RDEV_RATE_LIMIT_FAIL_OPEN)");
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
+    }
+}
