@@ -1,6 +1,6 @@
 //! Wiring: the one place that picks adapters by configuration and hands them to services.
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
@@ -8,20 +8,25 @@ use tokio::net::TcpListener;
 use crate::{
     adapters::{
         Database,
+        cache::CachedApiKeyRepo,
         local::{LocalExecutor, LocalProjects},
     },
     config::Config,
     domain::ApiKeySecret,
-    http::{self, AppState},
+    http::{self, AppState, client_ip::ClientIpResolver},
     ports::{Clock, HealthCheck, SystemClock},
-    services::{ApiKeyService, AuditService, CommandService, ProjectService},
+    services::{ApiKeyService, AuditService, CommandService, ProjectService, RateLimitService},
 };
+
+/// How often batched `last_used_at` times are written.
+const USAGE_FLUSH_EVERY: Duration = Duration::from_secs(5);
 
 /// A built server: listening, migrated, wired; `run_until_stopped` serves it.
 pub struct App {
     listener: TcpListener,
     router: axum::Router,
     database: Database,
+    keys: Arc<ApiKeyService>,
     config: Config,
     /// The admin key generated on first start, if this start generated one.
     pub generated_admin_key: Option<ApiKeySecret>,
@@ -31,6 +36,11 @@ impl App {
     /// Binds first (so `RDEV_LISTEN=…:0` works and the port is known), then connects, migrates,
     /// bootstraps the first key and wires the services.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// `build` with another clock, so tests can move time instead of waiting for it.
+    pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         config.validate()?;
         let listener = TcpListener::bind(config.listen)
             .await
@@ -39,8 +49,8 @@ impl App {
         database.migrate().await?;
         tracing::info!(database = database.kind(), "database ready");
 
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let keys = Arc::new(ApiKeyService::new(database.api_keys(), clock.clone()));
+        let key_repo = Arc::new(CachedApiKeyRepo::new(database.api_keys(), config.cache_ttl));
+        let keys = Arc::new(ApiKeyService::new(key_repo, clock.clone()));
         let generated_admin_key =
             keys.bootstrap(config.bootstrap_secret().as_ref()).await.context("creating the first API key")?;
 
@@ -54,10 +64,26 @@ impl App {
         let audit = Arc::new(AuditService::new(database.audit_log(), clock.clone()));
         let commands = Arc::new(CommandService::new(projects.clone(), executor, audit.clone(), config.command_timeout));
 
+        let rate_limits = Arc::new(RateLimitService::new(
+            database.rate_limiter(),
+            clock,
+            config.rate_limit_per_minute,
+            config.rate_limit_fail_open,
+        ));
+
         let readiness: Vec<Arc<dyn HealthCheck>> = vec![Arc::new(database.clone())];
-        let state = AppState { keys, projects, commands, audit, readiness: readiness.into() };
-        let router = http::router(state, config.max_body_bytes);
-        Ok(Self { listener, router, database, config, generated_admin_key })
+        let state = AppState {
+            keys: keys.clone(),
+            projects,
+            commands,
+            audit,
+            rate_limits,
+            client_ip: Arc::new(ClientIpResolver::new(config.trusted_proxies.clone())),
+            readiness: readiness.into(),
+            max_body_bytes: config.max_body_bytes,
+        };
+        let router = http::router(state);
+        Ok(Self { listener, router, database, keys, config, generated_admin_key })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -74,6 +100,7 @@ impl App {
             tracing::info!("shutting down: no new connections, finishing requests in flight");
             let _ = stopping_tx.send(true);
         });
+        let flusher = tokio::spawn(flush_usage_periodically(self.keys.clone()));
         let grace = self.config.shutdown_grace;
         let grace_expired = async move {
             let _ = stopping_rx.wait_for(|stopping| *stopping).await;
@@ -83,24 +110,36 @@ impl App {
             result = server => result.context("serving HTTP")?,
             () = grace_expired => tracing::warn!(?grace, "shutdown grace expired with requests still running"),
         }
+        flusher.abort();
+        if let Err(error) = self.keys.usage().flush().await {
+            tracing::warn!(%error, "could not write API key usage at shutdown");
+        }
         self.database.close().await;
         Ok(())
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+async fn flush_usage_periodically(keys: Arc<ApiKeyService>) {
+    let mut every = tokio::time::interval(USAGE_FLUSH_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if let Err(error) = keys.usage().flush().await {
+            tracing::warn!(%error, "could not write API key usage; will retry");
         }
-    };
-    tokio::select! {
-        _ = interrupt => {},
-        () = terminate => {},
     }
+}
+
+/// A future that resolves on SIGINT or SIGTERM. The handlers are registered here, before it is
+/// first polled, so a signal that arrives right after start-up is not lost (nor fatal).
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {},
+            _ = terminate.recv() => {},
+        }
+    })
 }

@@ -46,6 +46,8 @@ pub enum KeysCommand {
         #[arg(long, value_parser = humantime::parse_duration)]
         expires_in: Option<Duration>,
     },
+    /// Print a new random secret without storing it, e.g. for RDEV_BOOTSTRAP_API_KEY.
+    Generate,
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -60,17 +62,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(KeysCommand::Create { name, scopes, expires_in }) => {
             create_key(&cli.config, name, &scopes, expires_in).await
         }
+        Command::Keys(KeysCommand::Generate) => {
+            println!("{}", ApiKeySecret::generate().expose());
+            Ok(())
+        }
     }
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let app = App::build(config).await?;
+    let shutdown = shutdown_signal()?;
     let addr = app.local_addr()?;
     if let Some(secret) = &app.generated_admin_key {
         announce_admin_key(secret, addr.port());
     }
     tracing::info!(%addr, "listening");
-    app.run_until_stopped(shutdown_signal()).await
+    app.run_until_stopped(shutdown).await
 }
 
 /// Shown once, on stderr, so it stays out of log collectors reading stdout.
@@ -88,7 +95,9 @@ async fn create_key(config: &Config, name: String, scopes: &str, expires_in: Opt
     let clock = SystemClock;
     let expires_at = expires_in.map(|d| chrono::Duration::from_std(d).map(|d| clock.now() + d)).transpose()?;
     let service = ApiKeyService::new(database.api_keys(), Arc::new(clock));
-    let (key, secret) = service.create(None, NewApiKey { name, scopes, expires_at, allowed_ips: vec![] }).await?;
+    let (key, secret) = service
+        .create(None, NewApiKey { name, scopes, expires_at, allowed_ips: vec![], rate_limit_per_minute: None })
+        .await?;
     eprintln!("created API key {} ({}); its secret is shown only this once:", key.id, key.name);
     println!("{}", secret.expose());
     database.close().await;

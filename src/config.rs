@@ -5,6 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::bail;
 use clap::{Args, ValueEnum};
+use ipnet::IpNet;
 
 use crate::domain::{ApiKeySecret, execution::MAX_COMMAND_BYTES};
 
@@ -64,6 +65,25 @@ pub struct Config {
     #[arg(long, env = "RDEV_BOOTSTRAP_API_KEY", hide_env_values = true, global = true)]
     pub bootstrap_api_key: Option<String>,
 
+    /// How long API key lookups (and, with Kubernetes, project lookups) are cached. A revoked key
+    /// stops working on every replica within this time. E.g. `30s`, `5s`.
+    #[arg(long, env = "CACHE_TTL", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    pub cache_ttl: Duration,
+
+    /// Requests per minute per API key, for keys without a limit of their own. Shared by all
+    /// replicas through the database.
+    #[arg(long, env = "RDEV_RATE_LIMIT_PER_MINUTE", default_value_t = 600, global = true)]
+    pub rate_limit_per_minute: u32,
+
+    /// When the database cannot count a request: `false` (default) answers 503, `true` lets it
+    /// through unlimited.
+    #[arg(long, env = "RDEV_RATE_LIMIT_FAIL_OPEN", default_value_t = false, global = true)]
+    pub rate_limit_fail_open: bool,
+
+    /// Comma-separated CIDRs of reverse proxies whose `X-Forwarded-For` is believed.
+    #[arg(long, env = "RDEV_TRUSTED_PROXIES", value_delimiter = ',', global = true)]
+    pub trusted_proxies: Vec<IpNet>,
+
     /// Log line format.
     #[arg(long, env = "RDEV_LOG_FORMAT", value_enum, default_value = "text", global = true)]
     pub log_format: LogFormat,
@@ -98,13 +118,22 @@ impl Config {
         if self.max_body_bytes < MIN_BODY_BYTES {
             bail!("RDEV_MAX_BODY_BYTES must be at least {MIN_BODY_BYTES}, got {}", self.max_body_bytes);
         }
+        if !(1..=1_000_000).contains(&self.rate_limit_per_minute) {
+            bail!("RDEV_RATE_LIMIT_PER_MINUTE must be between 1 and 1000000, got {}", self.rate_limit_per_minute);
+        }
+        if self.cache_ttl > Duration::from_secs(3600) {
+            bail!(
+                "CACHE_TTL must be at most 1h (it bounds how long a revoked key keeps working), got {:?}",
+                self.cache_ttl
+            );
+        }
         if !(1..=1000).contains(&self.db_max_connections) {
             bail!("RDEV_DB_MAX_CONNECTIONS must be between 1 and 1000, got {}", self.db_max_connections);
         }
         if let Some(raw) = &self.bootstrap_api_key
             && ApiKeySecret::parse(raw).is_err()
         {
-            bail!("RDEV_BOOTSTRAP_API_KEY must be `rdev_` followed by 32 to 128 letters and digits");
+            bail!("RDEV_BOOTSTRAP_API_KEY is not a valid rdev API key; generate one with `rdev-api keys generate`");
         }
         if self.executor == ExecutorChoice::Kubernetes {
             bail!("RDEV_EXECUTOR=kubernetes is not available in this build yet; use local");

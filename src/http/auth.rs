@@ -1,21 +1,27 @@
-//! Authentication and scopes.
+//! Authentication, rate limiting and scopes.
 //!
 //! The `authenticate` middleware guards every route that needs a key: it resolves `X-API-Key`
-//! (401 when missing, malformed, unknown, revoked or expired; 403 outside the key's IP
-//! allowlist) and leaves an `AuthContext` for the handler. Each handler then names the scope it
-//! needs in its signature, `Authorized<scope::ProjectsRead>`, which answers 403 without it.
+//! (401 when missing, malformed, unknown, revoked, expired or rotated out; 403 outside the key's
+//! IP allowlist), counts the request against the key's shared sliding window (429 past it), puts
+//! the `RateLimit-*` headers on the response, and leaves an `AuthContext` for the handler. Each
+//! handler then names the scope it needs in its signature, `Authorized<scope::ProjectsRead>`,
+//! which answers 403 without it.
 
-use std::{marker::PhantomData, net::SocketAddr};
+use std::marker::PhantomData;
 
 use axum::{
-    extract::{ConnectInfo, FromRequestParts, Request, State},
-    http::request::Parts,
+    extract::{FromRequestParts, Request, State},
+    http::{HeaderMap, HeaderValue, request::Parts},
     middleware::Next,
-    response::Response,
+    response::{IntoResponse, Response},
 };
+use uuid::Uuid;
 
 use super::{error::ApiError, state::AppState};
-use crate::domain::{ApiKey, Caller, Scope, Unauthenticated};
+use crate::{
+    domain::{ApiKey, Caller, Scope, Unauthenticated},
+    ports::RateDecision,
+};
 
 pub const API_KEY_HEADER: &str = "x-api-key";
 
@@ -26,18 +32,49 @@ pub struct AuthContext {
     pub caller: Caller,
 }
 
-pub async fn authenticate(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let client_ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip());
+/// Left on the response by `authenticate`, so outer layers (the audit of refusals) know the key.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthenticatedKey(pub Uuid);
+
+pub fn request_id(headers: &HeaderMap) -> String {
+    headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+}
+
+pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let client_ip = state.client_ip.of(request.extensions(), request.headers());
     let header = request.headers().get(API_KEY_HEADER).map(|v| v.to_str().unwrap_or(""));
-    let key = state.keys.authenticate(header, client_ip).await?;
-    let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    let caller = Caller { api_key_id: Some(key.id), request_id, client_ip };
-    request.extensions_mut().insert(AuthContext { key, caller });
-    Ok(next.run(request).await)
+    let key = match state.keys.authenticate(header, client_ip).await {
+        Ok(key) => key,
+        Err(error) => return ApiError::from(error).into_response(),
+    };
+    let key_id = key.id;
+    let mut response = match state.rate_limits.check(&key).await {
+        Err(error) => ApiError::from(error).into_response(),
+        Ok(Some(decision)) if !decision.allowed => {
+            let mut response = ApiError::RateLimited.into_response();
+            response.headers_mut().insert("retry-after", HeaderValue::from(decision.reset_secs));
+            add_rate_limit_headers(&mut response, &decision);
+            response
+        }
+        Ok(decision) => {
+            let caller = Caller { api_key_id: Some(key.id), request_id: request_id(request.headers()), client_ip };
+            request.extensions_mut().insert(AuthContext { key, caller });
+            let mut response = next.run(request).await;
+            if let Some(decision) = decision {
+                add_rate_limit_headers(&mut response, &decision);
+            }
+            response
+        }
+    };
+    response.extensions_mut().insert(AuthenticatedKey(key_id));
+    response
+}
+
+fn add_rate_limit_headers(response: &mut Response, decision: &RateDecision) {
+    let headers = response.headers_mut();
+    headers.insert("ratelimit-limit", HeaderValue::from(decision.limit));
+    headers.insert("ratelimit-remaining", HeaderValue::from(decision.remaining));
+    headers.insert("ratelimit-reset", HeaderValue::from(decision.reset_secs));
 }
 
 /// A scope a handler requires, as a type, so the requirement is visible in its signature.

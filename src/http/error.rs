@@ -31,6 +31,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("request body is larger than the limit")]
     PayloadTooLarge,
+    /// The key's rate limit is used up; the caller adds `Retry-After`.
+    #[error("rate limit exceeded for this API key")]
+    RateLimited,
 }
 
 impl From<Unauthenticated> for ApiError {
@@ -79,6 +82,7 @@ impl ApiError {
             },
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+            ApiError::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
         }
     }
 }

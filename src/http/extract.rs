@@ -18,3 +18,24 @@ pub struct ApiPath<T>(pub T);
 #[derive(FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct ApiQuery<T>(pub T);
+
+/// A JSON body that may also be absent (empty): then `T::default()`. For actions such as
+/// `POST /api-keys/{id}/rotate` whose options are all optional, so `curl -X POST` just works.
+pub struct ApiJsonOrEmpty<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJsonOrEmpty<T>
+where
+    T: serde::de::DeserializeOwned + Default,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = axum::body::Bytes::from_request(request, state).await.map_err(|_| ApiError::PayloadTooLarge)?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(T::default()));
+        }
+        let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes)?;
+        Ok(Self(value))
+    }
+}

@@ -5,10 +5,12 @@
 //! that need a key sit behind `auth::authenticate`; each handler names its scope.
 
 pub mod auth;
+pub mod client_ip;
 pub mod error;
 pub mod extract;
 pub mod handlers;
 mod openapi;
+mod refusals;
 pub mod state;
 
 use std::sync::Arc;
@@ -31,17 +33,25 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use handlers::{audit, health, keys, projects, shell};
 pub use state::AppState;
 
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+pub fn router(state: AppState) -> Router {
+    let max_body_bytes = state.max_body_bytes;
+    let authenticate = || middleware::from_fn_with_state(state.clone(), auth::authenticate);
     let public = OpenApiRouter::new().routes(routes!(health::get_health)).routes(routes!(health::get_ready));
     let protected = OpenApiRouter::new()
         .routes(routes!(projects::list_projects))
         .routes(routes!(projects::get_project))
-        .routes(routes!(shell::run_shell))
         .routes(routes!(keys::create_api_key, keys::list_api_keys))
-        .routes(routes!(keys::get_api_key, keys::revoke_api_key))
+        .routes(routes!(keys::get_api_key, keys::update_api_key, keys::revoke_api_key))
+        .routes(routes!(keys::rotate_api_key))
         .routes(routes!(audit::list_audit))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));
-    let (router, api) = OpenApiRouter::with_openapi(openapi::base()).merge(public).merge(protected).split_for_parts();
+        .route_layer(authenticate());
+    // Attempts to execute: refusals are audited around authentication itself.
+    let execute = OpenApiRouter::new()
+        .routes(routes!(shell::run_shell))
+        .route_layer(authenticate())
+        .route_layer(middleware::from_fn_with_state(state.clone(), refusals::audit_rejected_executions));
+    let (router, api) =
+        OpenApiRouter::with_openapi(openapi::base()).merge(public).merge(protected).merge(execute).split_for_parts();
     let document: Arc<str> = api.to_json().unwrap_or_default().into();
 
     router

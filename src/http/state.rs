@@ -2,9 +2,10 @@
 
 use std::sync::Arc;
 
+use super::client_ip::ClientIpResolver;
 use crate::{
     ports::HealthCheck,
-    services::{ApiKeyService, AuditService, CommandService, ProjectService},
+    services::{ApiKeyService, AuditService, CommandService, ProjectService, RateLimitService},
 };
 
 #[derive(Clone)]
@@ -13,5 +14,9 @@ pub struct AppState {
     pub projects: Arc<ProjectService>,
     pub commands: Arc<CommandService>,
     pub audit: Arc<AuditService>,
+    pub rate_limits: Arc<RateLimitService>,
+    pub client_ip: Arc<ClientIpResolver>,
     pub readiness: Arc<[Arc<dyn HealthCheck>]>,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
 }

@@ -10,11 +10,20 @@ use crate::{
     http::{
         auth::{Authorized, scope},
         error::{ApiError, ErrorBody},
-        extract::{ApiJson, ApiPath, ApiQuery},
+        extract::{ApiJson, ApiJsonOrEmpty, ApiPath, ApiQuery},
         state::AppState,
     },
-    services::NewApiKey,
+    services::{ApiKeyChanges, NewApiKey},
 };
+
+/// The body of `POST /api-keys/{id}/rotate`; may be omitted.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateRequest {
+    /// How long the old secret keeps working, 0 (default) to 604800 (a week).
+    #[serde(default)]
+    pub grace_seconds: u64,
+}
 
 #[derive(Serialize, ToSchema)]
 pub struct CreatedApiKey {
@@ -87,6 +96,45 @@ pub async fn get_api_key(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<ApiKey>, ApiError> {
     Ok(Json(state.keys.get(id).await?))
+}
+
+#[utoipa::path(
+    patch, path = "/api-keys/{id}", tag = "api-keys", security(("api_key" = [])),
+    params(("id" = Uuid, Path)),
+    request_body = ApiKeyChanges,
+    responses(
+        (status = 200, body = ApiKey),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "The key is revoked", body = ErrorBody),
+    )
+)]
+pub async fn update_api_key(
+    auth: Authorized<scope::KeysAdmin>,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(changes): ApiJson<ApiKeyChanges>,
+) -> Result<Json<ApiKey>, ApiError> {
+    Ok(Json(state.keys.update(&auth.key, id, changes).await?))
+}
+
+#[utoipa::path(
+    post, path = "/api-keys/{id}/rotate", tag = "api-keys", security(("api_key" = [])),
+    params(("id" = Uuid, Path)),
+    request_body(content = Option<RotateRequest>, description = "Optional"),
+    responses(
+        (status = 201, description = "The new secret, shown this once; the old one works for `grace_seconds`", body = CreatedApiKey),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "The key is revoked", body = ErrorBody),
+    )
+)]
+pub async fn rotate_api_key(
+    _auth: Authorized<scope::KeysAdmin>,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJsonOrEmpty(request): ApiJsonOrEmpty<RotateRequest>,
+) -> Result<(StatusCode, Json<CreatedApiKey>), ApiError> {
+    let (api_key, secret) = state.keys.rotate(id, request.grace_seconds).await?;
+    Ok((StatusCode::CREATED, Json(CreatedApiKey { api_key, key: secret.expose().to_owned() })))
 }
 
 #[utoipa::path(
