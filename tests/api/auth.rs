@@ -21,7 +21,7 @@ async fn missing_malformed_and_unknown_keys_are_401(db: Db) {
     assert_eq!((none.status, none.error_code(), none.message()), (401, "UNAUTHORIZED", "missing X-API-Key header"));
     let malformed = app.get("/projects", "not-a-key").await;
     assert_eq!((malformed.status, malformed.message()), (401, "malformed API key"));
-    let unknown = app.get("/projects", &format!("rdev_{}", "A".repeat(43))).await;
+    let unknown = app.get("/projects", rdev_api::domain::ApiKeySecret::generate().expose()).await;
     assert_eq!((unknown.status, unknown.message()), (401, "unknown API key"));
     let shell =
         app.send(app.client.post(app.url("/projects/hello/shell")).json(&json!({"command": "touch pwned"}))).await;

@@ -1,51 +1,23 @@
 //! The real `rdev-api` binary, started as a newcomer would: empty folder, no settings but a port.
 
-use std::process::Stdio;
-
 use serde_json::{Value, json};
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-};
 
-const BIN: &str = env!("CARGO_BIN_EXE_rdev-api");
+use crate::process::{BIN, ServerProcess};
 
-/// Starts `rdev-api` in `dir` and reads its output until it is listening; returns the child, the
-/// address and the admin key it printed.
-async fn start(dir: &std::path::Path) -> (Child, String, String) {
-    let mut child = Command::new(BIN)
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RDEV_LISTEN", "127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("binary starts");
-    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut key = None;
-    while let Some(line) = stderr.next_line().await.unwrap() {
-        if let Some(found) = line.split_whitespace().find(|w| w.starts_with("rdev_")) {
-            key = Some(found.to_owned());
-            break;
-        }
-    }
-    let mut addr = None;
-    while let Some(line) = stdout.next_line().await.unwrap() {
-        if let Some((_, rest)) = line.split_once("addr=") {
-            addr = Some(rest.split_whitespace().next().unwrap().to_owned());
-            break;
-        }
-    }
-    (child, addr.expect("logs its address"), key.expect("prints an admin key on first start"))
+/// Starts `rdev-api` in an empty `dir` as a newcomer would; returns it with the key it printed.
+async fn start_fresh(dir: &std::path::Path) -> (ServerProcess, String) {
+    let server = ServerProcess::start(dir, &[]).await;
+    let line = server.wait_for_line("X-API-Key: rdev_").await;
+    let (_, rest) = line.split_once("X-API-Key: ").expect("the banner shows the key");
+    let key = rest.split('"').next().unwrap_or_default().to_owned();
+    (server, key)
 }
 
 #[tokio::test]
 async fn fresh_start_serves_hello_with_the_printed_key_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr, key) = start(dir.path()).await;
+    let (mut server, key) = start_fresh(dir.path()).await;
+    let addr = server.addr.clone();
     assert!(dir.path().join("rdev.db").exists(), "SQLite file created");
     assert!(dir.path().join("projects/hello").is_dir(), "example project created");
 
@@ -72,26 +44,17 @@ async fn fresh_start_serves_hello_with_the_printed_key_and_stops_on_sigterm() {
         .unwrap();
     assert_eq!((run["exit_code"].as_i64(), run["stdout"].as_str()), (Some(0), Some("hello\n")));
 
-    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let status = child.wait().await.unwrap();
+    let status = server.terminate().await;
     assert!(status.success(), "exits 0 on SIGTERM: {status}");
 
     // A second start on the same folder keeps the key and prints none.
-    let mut again = Command::new(BIN)
-        .current_dir(dir.path())
-        .env_clear()
-        .env("RDEV_LISTEN", "127.0.0.1:0")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(again.stderr.take().unwrap()).lines();
-    again.start_kill().unwrap();
-    while let Some(line) = stderr.next_line().await.unwrap() {
-        assert!(!line.contains("rdev_"), "no key printed on a later start: {line}");
-    }
+    let mut again = ServerProcess::start(dir.path(), &[]).await;
+    assert!(again.terminate().await.success());
+    let output = again.output();
+    assert!(
+        !output.contains("X-API-Key: rdev_") && !output.contains("admin API key"),
+        "no key on a later start: {output}"
+    );
 }
 
 #[tokio::test]

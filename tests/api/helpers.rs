@@ -3,7 +3,10 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
+    sync::{Arc, Mutex},
 };
+
+use chrono::{DateTime, Utc};
 
 use clap::Parser as _;
 use rdev_api::{
@@ -11,6 +14,7 @@ use rdev_api::{
     adapters::Database,
     cli::Cli,
     domain::{ApiKey, ApiKeySecret, Scope},
+    ports::Clock,
 };
 use serde_json::{Value, json};
 use sqlx::Connection as _;
@@ -57,7 +61,31 @@ pub async fn spawn_app(db: Db) -> TestApp {
     spawn_app_with(db, |_| {}).await
 }
 
+/// A clock tests move by hand, so expiry and grace periods need no waiting.
+#[derive(Debug)]
+pub struct ManualClock(Mutex<DateTime<Utc>>);
+
+impl ManualClock {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self(Mutex::new(Utc::now())))
+    }
+
+    pub fn advance(&self, by: chrono::Duration) {
+        *self.0.lock().unwrap() += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap()
+    }
+}
+
 pub async fn spawn_app_with(db: Db, configure: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_with_clock(db, configure, Arc::new(rdev_api::ports::SystemClock)).await
+}
+
+pub async fn spawn_app_with_clock(db: Db, configure: impl FnOnce(&mut Config), clock: Arc<dyn Clock>) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let database_url = fresh_database(db, dir.path()).await;
     let admin = ApiKeySecret::generate();
@@ -65,7 +93,7 @@ pub async fn spawn_app_with(db: Db, configure: impl FnOnce(&mut Config)) -> Test
     let mut config = test_config(&database_url, &projects_dir);
     config.bootstrap_api_key = Some(admin.expose().to_owned());
     configure(&mut config);
-    let app = App::build(config).await.expect("app builds");
+    let app = App::build_with_clock(config, clock).await.expect("app builds");
     let addr = app.local_addr().expect("bound");
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     let database = Database::connect(&database_url, 2).await.expect("second connection");
@@ -166,6 +194,10 @@ impl TestApp {
         self.send(self.client.post(self.url(path)).header("X-API-Key", key).json(&body)).await
     }
 
+    pub async fn patch(&self, path: &str, key: &str, body: Value) -> Reply {
+        self.send(self.client.patch(self.url(path)).header("X-API-Key", key).json(&body)).await
+    }
+
     pub async fn shell(&self, project: &str, body: Value) -> Reply {
         self.post(&format!("/projects/{project}/shell"), &self.admin_key, body).await
     }
@@ -195,6 +227,13 @@ impl TestApp {
         edit(&mut key);
         self.database.api_keys().insert(&key, &secret.hash()).await.expect("insert key");
         secret.expose().to_owned()
+    }
+
+    /// The id of the bootstrap admin key, as the API lists it.
+    pub async fn admin_key_id(&self) -> String {
+        let keys = self.get("/api-keys?limit=500", &self.admin_key).await;
+        let admin = keys.body["api_keys"].as_array().unwrap().iter().find(|k| k["name"] == "bootstrap").unwrap();
+        admin["id"].as_str().unwrap().to_owned()
     }
 
     pub fn project_path(&self, project: &str) -> PathBuf {

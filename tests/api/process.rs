@@ -1,0 +1,85 @@
+//! Running the real `rdev-api` binary as a separate process, with its output captured, for the
+//! tests that need several replicas or must read the logs.
+
+use std::{process::Stdio, sync::Arc};
+
+use tokio::{
+    io::{AsyncBufReadExt, AsyncRead, BufReader},
+    process::{Child, Command},
+    sync::watch,
+};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_rdev-api");
+
+pub struct ServerProcess {
+    pub child: Child,
+    /// `host:port` it listens on.
+    pub addr: String,
+    /// Everything it printed so far, stdout and stderr, observable as it grows.
+    output: Arc<watch::Sender<String>>,
+}
+
+impl ServerProcess {
+    /// Starts the binary in `dir` with only `envs` (and PATH) and waits until it logs `listening`.
+    pub async fn start(dir: &std::path::Path, envs: &[(&str, &str)]) -> Self {
+        let mut server = Self::spawn(dir, envs);
+        let line = server.wait_for_line("listening").await;
+        let (_, rest) = line.split_once("addr=").expect("the listening line names the address");
+        server.addr = rest.split_whitespace().next().unwrap_or_default().to_owned();
+        server
+    }
+
+    fn spawn(dir: &std::path::Path, envs: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(BIN);
+        command
+            .current_dir(dir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RDEV_LISTEN", "127.0.0.1:0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (name, value) in envs {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("binary starts");
+        let output = Arc::new(watch::Sender::new(String::new()));
+        tokio::spawn(collect(child.stdout.take().unwrap(), output.clone()));
+        tokio::spawn(collect(child.stderr.take().unwrap(), output.clone()));
+        Self { child, addr: String::new(), output }
+    }
+
+    /// Waits until a printed line contains `pattern`, and returns that line.
+    pub async fn wait_for_line(&self, pattern: &str) -> String {
+        let mut seen = self.output.subscribe();
+        let found = seen.wait_for(|text| text.contains(pattern)).await.map(|text| text.clone());
+        let text = found.unwrap_or_else(|_| panic!("output ended without {pattern:?}: {}", self.output()));
+        text.lines().find(|line| line.contains(pattern)).unwrap_or_default().to_owned()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn output(&self) -> String {
+        self.output.borrow().clone()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id().unwrap() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        self.child.wait().await.unwrap()
+    }
+}
+
+/// Appends every line to `output`, waking whoever waits for a pattern.
+async fn collect(stream: impl AsyncRead + Unpin, output: Arc<watch::Sender<String>>) {
+    let mut lines = BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        output.send_modify(|text| {
+            text.push_str(&line);
+            text.push('\n');
+        });
+    }
+}
