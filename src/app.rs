@@ -18,8 +18,8 @@ use crate::{
     services::{ApiKeyService, AuditService, CommandService, ProjectService, RateLimitService},
 };
 
-/// How often batched `last_used_at` times are written.
-const USAGE_FLUSH_EVERY: Duration = Duration::from_secs(5);
+/// How often the maintenance task writes batched `last_used_at` times and purges old counts.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(5);
 
 /// A built server: listening, migrated, wired; `run_until_stopped` serves it.
 pub struct App {
@@ -27,6 +27,7 @@ pub struct App {
     router: axum::Router,
     database: Database,
     keys: Arc<ApiKeyService>,
+    rate_limits: Arc<RateLimitService>,
     config: Config,
     /// The admin key generated on first start, if this start generated one.
     pub generated_admin_key: Option<ApiKeySecret>,
@@ -77,13 +78,13 @@ impl App {
             projects,
             commands,
             audit,
-            rate_limits,
+            rate_limits: rate_limits.clone(),
             client_ip: Arc::new(ClientIpResolver::new(config.trusted_proxies.clone())),
             readiness: readiness.into(),
             max_body_bytes: config.max_body_bytes,
         };
         let router = http::router(state);
-        Ok(Self { listener, router, database, keys, config, generated_admin_key })
+        Ok(Self { listener, router, database, keys, rate_limits, config, generated_admin_key })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -100,7 +101,7 @@ impl App {
             tracing::info!("shutting down: no new connections, finishing requests in flight");
             let _ = stopping_tx.send(true);
         });
-        let flusher = tokio::spawn(flush_usage_periodically(self.keys.clone()));
+        let maintenance = tokio::spawn(maintain(self.keys.clone(), self.rate_limits.clone()));
         let grace = self.config.shutdown_grace;
         let grace_expired = async move {
             let _ = stopping_rx.wait_for(|stopping| *stopping).await;
@@ -110,7 +111,7 @@ impl App {
             result = server => result.context("serving HTTP")?,
             () = grace_expired => tracing::warn!(?grace, "shutdown grace expired with requests still running"),
         }
-        flusher.abort();
+        maintenance.abort();
         if let Err(error) = self.keys.usage().flush().await {
             tracing::warn!(%error, "could not write API key usage at shutdown");
         }
@@ -119,13 +120,18 @@ impl App {
     }
 }
 
-async fn flush_usage_periodically(keys: Arc<ApiKeyService>) {
-    let mut every = tokio::time::interval(USAGE_FLUSH_EVERY);
+/// Background upkeep that must not cost requests anything: batched writes and purges.
+async fn maintain(keys: Arc<ApiKeyService>, rate_limits: Arc<RateLimitService>) {
+    // The first round comes one period after start: nothing is pending at start.
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + MAINTENANCE_EVERY, MAINTENANCE_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
         if let Err(error) = keys.usage().flush().await {
             tracing::warn!(%error, "could not write API key usage; will retry");
+        }
+        if let Err(error) = rate_limits.purge_expired().await {
+            tracing::warn!(%error, "could not purge old rate-limit counts; will retry");
         }
     }
 }

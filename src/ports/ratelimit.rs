@@ -26,6 +26,9 @@ pub trait RateLimiter: Send + Sync {
         window_secs: u32,
         now: DateTime<Utc>,
     ) -> Result<RateDecision, crate::domain::DomainError>;
+
+    /// Deletes counts older than `before`, which no window needs any more. Returns how many.
+    async fn purge(&self, before: DateTime<Utc>) -> Result<u64, crate::domain::DomainError>;
 }
 
 impl RateDecision {

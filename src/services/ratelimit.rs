@@ -22,6 +22,11 @@ impl RateLimitService {
         Self { limiter, clock, default_per_minute, fail_open }
     }
 
+    /// Forgets counts that have left every window; run now and then, off the request path.
+    pub async fn purge_expired(&self) -> Result<u64, DomainError> {
+        self.limiter.purge(self.clock.now() - chrono::Duration::seconds(i64::from(WINDOW_SECS))).await
+    }
+
     /// Counts one request of `key`. `Ok(None)` when the counter is unreachable and the server is
     /// configured to fail open; `Unavailable` when it fails closed (the default).
     pub async fn check(&self, key: &ApiKey) -> Result<Option<RateDecision>, DomainError> {

@@ -12,6 +12,7 @@ on_both_databases!(
     forwarded_for_is_believed_only_from_trusted_proxies,
     rate_limit_counts_down_then_answers_429,
     refused_attempts_to_execute_are_audited,
+    purging_forgets_only_counts_outside_every_window,
 );
 
 async fn forwarded_for_is_believed_only_from_trusted_proxies(db: Db) {
@@ -145,4 +146,17 @@ async fn refused_attempts_to_execute_are_audited(db: Db) {
     assert!(next.body["next_cursor"].is_null());
     let until = app.get("/audit?until=2000-01-01T00:00:00Z", &app.admin_key).await;
     assert_eq!(until.body["entries"].as_array().unwrap().len(), 0);
+}
+
+async fn purging_forgets_only_counts_outside_every_window(db: Db) {
+    let app = spawn_app(db).await;
+    let limiter = app.database.rate_limiter();
+    let key = uuid::Uuid::new_v4();
+    let now = chrono::Utc::now();
+    limiter.hit(key, 2, 60, now - chrono::Duration::seconds(120)).await.unwrap();
+    limiter.hit(key, 2, 60, now - chrono::Duration::seconds(10)).await.unwrap();
+    assert_eq!(limiter.purge(now - chrono::Duration::seconds(60)).await.unwrap(), 1);
+    let decision = limiter.hit(key, 2, 60, now).await.unwrap();
+    assert!(decision.allowed && decision.remaining == 0, "the recent count is still there: {decision:?}");
+    assert!(!limiter.hit(key, 2, 60, now).await.unwrap().allowed);
 }

@@ -44,4 +44,13 @@ impl RateLimiter for PgRateLimiter {
         let oldest: i64 = row.try_get("oldest").map_err(db_error)?;
         Ok(RateDecision::from_window(allowed, limit, used.max(0) as u32, oldest, window_secs, now))
     }
+
+    async fn purge(&self, before: DateTime<Utc>) -> Result<u64, DomainError> {
+        let done = sqlx::query("DELETE FROM rate_limit_buckets WHERE second < $1")
+            .bind(before.timestamp())
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(done.rows_affected())
+    }
 }

@@ -34,16 +34,12 @@ impl RateLimiter for SqliteRateLimiter {
         let key = key_id.to_string();
         let second = now.timestamp();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
-        sqlx::query("DELETE FROM rate_limit_buckets WHERE key_id = ?1 AND second <= ?2")
-            .bind(&key)
-            .bind(second - i64::from(window_secs))
-            .execute(&mut *tx)
-            .await
-            .map_err(db_error)?;
         let row = sqlx::query(
-            "SELECT COALESCE(SUM(hits), 0) AS used, MIN(second) AS oldest FROM rate_limit_buckets WHERE key_id = ?1",
+            "SELECT COALESCE(SUM(hits), 0) AS used, MIN(second) AS oldest FROM rate_limit_buckets
+             WHERE key_id = ?1 AND second > ?2",
         )
         .bind(&key)
+        .bind(second - i64::from(window_secs))
         .fetch_one(&mut *tx)
         .await
         .map_err(db_error)?;
@@ -64,5 +60,14 @@ impl RateLimiter for SqliteRateLimiter {
         tx.commit().await.map_err(db_error)?;
         let used = u32::try_from(used).unwrap_or(u32::MAX).saturating_add(u32::from(allowed));
         Ok(RateDecision::from_window(allowed, limit, used, oldest.unwrap_or(second), window_secs, now))
+    }
+
+    async fn purge(&self, before: DateTime<Utc>) -> Result<u64, DomainError> {
+        let done = sqlx::query("DELETE FROM rate_limit_buckets WHERE second < ?1")
+            .bind(before.timestamp())
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
+        Ok(done.rows_affected())
     }
 }
