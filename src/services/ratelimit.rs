@@ -41,3 +41,50 @@ impl RateLimitService {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+    use chrono::{DateTime, Utc};
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::{domain::Scope, ports::SystemClock};
+
+    /// A counter whose database is down.
+    struct Unreachable;
+
+    #[async_trait]
+    impl RateLimiter for Unreachable {
+        async fn hit(&self, _: Uuid, _: u32, _: u32, _: DateTime<Utc>) -> Result<RateDecision, DomainError> {
+            Err(DomainError::Unavailable("connection refused".into()))
+        }
+
+        async fn purge(&self, _: DateTime<Utc>) -> Result<u64, DomainError> {
+            Err(DomainError::Unavailable("connection refused".into()))
+        }
+    }
+
+    fn key() -> ApiKey {
+        ApiKey {
+            id: Uuid::new_v4(),
+            name: "k".into(),
+            prefix: "rdev_x".into(),
+            scopes: vec![Scope::Admin],
+            allowed_ips: vec![],
+            rate_limit_per_minute: None,
+            expires_at: None,
+            created_at: Utc::now(),
+            last_used_at: None,
+            revoked_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_counter_fails_closed_by_default_and_open_when_configured() {
+        let closed = RateLimitService::new(Arc::new(Unreachable), Arc::new(SystemClock), 60, false);
+        assert!(matches!(closed.check(&key()).await, Err(DomainError::Unavailable(_))));
+        let open = RateLimitService::new(Arc::new(Unreachable), Arc::new(SystemClock), 60, true);
+        assert!(matches!(open.check(&key()).await, Ok(None)));
+    }
+}
