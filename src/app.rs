@@ -81,6 +81,7 @@ impl App {
             rate_limits: rate_limits.clone(),
             client_ip: Arc::new(ClientIpResolver::new(config.trusted_proxies.clone())),
             readiness: readiness.into(),
+            metrics: crate::telemetry::metrics::handle(),
             max_body_bytes: config.max_body_bytes,
         };
         let router = http::router(state);

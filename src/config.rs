@@ -84,6 +84,11 @@ pub struct Config {
     #[arg(long, env = "RDEV_TRUSTED_PROXIES", value_delimiter = ',', global = true)]
     pub trusted_proxies: Vec<IpNet>,
 
+    /// OTLP/HTTP collector base URL (e.g. `http://otel-collector:4318`); traces are exported to
+    /// `<url>/v1/traces` only when this is set.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
+    pub otlp_endpoint: Option<String>,
+
     /// Log line format.
     #[arg(long, env = "RDEV_LOG_FORMAT", value_enum, default_value = "text", global = true)]
     pub log_format: LogFormat,

@@ -1,15 +1,27 @@
-//! The `rdev-api` binary: parse the command line, set up logging, run the chosen command.
+//! The `rdev-api` binary: parse the command line, set up telemetry, run the chosen command.
+//!
+//! The runtime is built by hand rather than with `#[tokio::main]` so telemetry is set up before
+//! it starts and flushed after it ends: the trace exporter blocks, which async code must not.
 
 use std::process::ExitCode;
 
 use clap::Parser as _;
 use rdev_api::cli::Cli;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    rdev_api::telemetry::init(cli.config.log_format);
-    match rdev_api::cli::run(cli).await {
+    let telemetry = match rdev_api::telemetry::init(cli.config.log_format, cli.config.otlp_endpoint.as_deref()) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("rdev-api: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(rdev_api::cli::run(cli)));
+    telemetry.shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("rdev-api: {error:#}");

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::{
     domain::{ApiKey, DomainError, KeyHash, Page, PageRequest},
     ports::{ApiKeyRepo, StoredKey},
+    telemetry::metrics::CACHE_REQUESTS_TOTAL,
 };
 
 const MAX_ENTRIES: u64 = 10_000;
@@ -53,8 +54,10 @@ impl ApiKeyRepo for CachedApiKeyRepo {
 
     async fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<StoredKey>, DomainError> {
         if let Some(hit) = self.by_hash.get(hash.as_str()).await {
+            metrics::counter!(CACHE_REQUESTS_TOTAL, "cache" => "api_keys", "result" => "hit").increment(1);
             return Ok(Some(hit));
         }
+        metrics::counter!(CACHE_REQUESTS_TOTAL, "cache" => "api_keys", "result" => "miss").increment(1);
         let found = self.inner.find_by_hash(hash).await?;
         if let Some(stored) = &found {
             self.by_hash.insert(hash.as_str().to_owned(), stored.clone()).await;

@@ -21,6 +21,7 @@ use super::{error::ApiError, state::AppState};
 use crate::{
     domain::{ApiKey, Caller, Scope, Unauthenticated},
     ports::RateDecision,
+    telemetry::metrics::RATE_LIMITED_REQUESTS_TOTAL,
 };
 
 pub const API_KEY_HEADER: &str = "x-api-key";
@@ -51,6 +52,7 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
     let mut response = match state.rate_limits.check(&key).await {
         Err(error) => ApiError::from(error).into_response(),
         Ok(Some(decision)) if !decision.allowed => {
+            metrics::counter!(RATE_LIMITED_REQUESTS_TOTAL).increment(1);
             let mut response = ApiError::RateLimited.into_response();
             response.headers_mut().insert("retry-after", HeaderValue::from(decision.reset_secs));
             add_rate_limit_headers(&mut response, &decision);

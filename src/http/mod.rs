@@ -9,6 +9,7 @@ pub mod client_ip;
 pub mod error;
 pub mod extract;
 pub mod handlers;
+mod metrics;
 mod openapi;
 mod refusals;
 pub mod state;
@@ -17,7 +18,7 @@ use std::sync::Arc;
 
 use axum::{
     Router,
-    extract::{DefaultBodyLimit, Request},
+    extract::{DefaultBodyLimit, MatchedPath, Request},
     http::header,
     middleware,
     routing::get,
@@ -31,12 +32,17 @@ use tower_http::{
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use handlers::{audit, health, keys, projects, shell};
+
+use crate::telemetry;
 pub use state::AppState;
 
 pub fn router(state: AppState) -> Router {
     let max_body_bytes = state.max_body_bytes;
     let authenticate = || middleware::from_fn_with_state(state.clone(), auth::authenticate);
-    let public = OpenApiRouter::new().routes(routes!(health::get_health)).routes(routes!(health::get_ready));
+    let public = OpenApiRouter::new()
+        .routes(routes!(health::get_health))
+        .routes(routes!(health::get_ready))
+        .routes(routes!(health::get_metrics));
     let protected = OpenApiRouter::new()
         .routes(routes!(projects::list_projects))
         .routes(routes!(projects::get_project))
@@ -63,16 +69,39 @@ pub fn router(state: AppState) -> Router {
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                .layer(TraceLayer::new_for_http().make_span_with(request_span))
+                .layer(TraceLayer::new_for_http().make_span_with(request_span).on_response(record_status))
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(middleware::from_fn(error::render_errors))
+                .layer(middleware::from_fn(metrics::record_http_metrics))
                 .layer(CatchPanicLayer::new())
                 .layer(DefaultBodyLimit::max(max_body_bytes)),
         )
 }
 
-/// Every log line of a request carries its id, so one request can be followed through the logs.
+/// The span of one request: every log line inside carries its request id, and exported traces
+/// get the OpenTelemetry HTTP server attributes, under the client's `traceparent` if it sent one.
 fn request_span(request: &Request) -> tracing::Span {
     let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
-    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+    let route = request.extensions().get::<MatchedPath>().map_or(metrics::UNMATCHED_ROUTE, MatchedPath::as_str);
+    let method = request.method().as_str();
+    let span = tracing::info_span!(
+        "request",
+        otel.name = format!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = method,
+        http.route = route,
+        url.path = request.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        request_id,
+    );
+    telemetry::propagation::adopt_remote_parent(&span, request.headers());
+    span
+}
+
+fn record_status(response: &axum::response::Response, _latency: std::time::Duration, span: &tracing::Span) {
+    span.record("http.response.status_code", response.status().as_u16());
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
 }

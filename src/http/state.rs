@@ -17,6 +17,8 @@ pub struct AppState {
     pub rate_limits: Arc<RateLimitService>,
     pub client_ip: Arc<ClientIpResolver>,
     pub readiness: Arc<[Arc<dyn HealthCheck>]>,
+    /// Renders `/metrics`.
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
 }

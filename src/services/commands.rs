@@ -6,9 +6,21 @@ use uuid::Uuid;
 
 use super::{AuditService, ProjectService, audit::AuditRecord};
 use crate::{
-    domain::{AuditOutcome, Caller, CommandSpec, DomainError, Execution, ProjectId, ShellRequest},
+    domain::{AuditOutcome, Caller, CommandSpec, DomainError, Execution, ExecutorKind, ProjectId, ShellRequest},
     ports::Executor,
+    telemetry::metrics::{COMMAND_DURATION_SECONDS, COMMAND_EXECUTIONS_TOTAL},
 };
+
+fn record_execution(executor: ExecutorKind, outcome: AuditOutcome, duration_ms: Option<u64>) {
+    let executor = match executor {
+        ExecutorKind::Local => "local",
+        ExecutorKind::Kubernetes => "kubernetes",
+    };
+    metrics::counter!(COMMAND_EXECUTIONS_TOTAL, "executor" => executor, "outcome" => outcome.as_str()).increment(1);
+    if let Some(ms) = duration_ms {
+        metrics::histogram!(COMMAND_DURATION_SECONDS, "executor" => executor).record(ms as f64 / 1000.0);
+    }
+}
 
 pub struct CommandService {
     projects: Arc<ProjectService>,
@@ -43,6 +55,7 @@ impl CommandService {
             Ok(outcome) => outcome,
             Err(error @ DomainError::Validation(_)) => return Err(error),
             Err(error) => {
+                record_execution(project.executor, AuditOutcome::Error, None);
                 let record = AuditRecord {
                     id: execution_id,
                     project_id: Some(project_id),
@@ -65,6 +78,7 @@ impl CommandService {
             outcome: AuditOutcome::of_exit(outcome.exit_code, outcome.timed_out),
             duration_ms: Some(outcome.duration_ms),
         };
+        record_execution(project.executor, record.outcome, record.duration_ms);
         self.audit.record(caller, record).await?;
         Ok(Execution::new(execution_id, project_id.clone(), spec.command, outcome))
     }

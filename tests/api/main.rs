@@ -9,6 +9,7 @@ mod errors;
 mod keys;
 mod lifecycle;
 mod limits;
+mod observability;
 mod process;
 mod projects;
 mod replicas;

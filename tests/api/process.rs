@@ -24,8 +24,13 @@ impl ServerProcess {
     pub async fn start(dir: &std::path::Path, envs: &[(&str, &str)]) -> Self {
         let mut server = Self::spawn(dir, envs);
         let line = server.wait_for_line("listening").await;
-        let (_, rest) = line.split_once("addr=").expect("the listening line names the address");
-        server.addr = rest.split_whitespace().next().unwrap_or_default().to_owned();
+        server.addr = match serde_json::from_str::<serde_json::Value>(&line) {
+            Ok(json) => json["addr"].as_str().expect("the JSON listening line names the address").to_owned(),
+            Err(_) => {
+                let (_, rest) = line.split_once("addr=").expect("the listening line names the address");
+                rest.split_whitespace().next().unwrap_or_default().to_owned()
+            }
+        };
         server
     }
 

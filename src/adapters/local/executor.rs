@@ -118,6 +118,7 @@ fn exit_code(status: ExitStatus) -> i32 {
 
 #[async_trait]
 impl Executor for LocalExecutor {
+    #[tracing::instrument(name = "command.execute", skip_all, fields(project.id = %project.id, executor = "local", exit_code))]
     async fn run(&self, project: &Project, spec: &CommandSpec) -> Result<ExecOutcome, DomainError> {
         let dir = self.working_dir(project, spec.workdir.as_deref()).await?;
         let started_at = Utc::now();
@@ -161,6 +162,7 @@ impl Executor for LocalExecutor {
         };
         let status =
             status.map_err(|e| DomainError::internal(anyhow::Error::new(e).context("waiting for the command")))?;
+        tracing::Span::current().record("exit_code", exit_code(status));
         let (stdout, stdout_truncated) = stdout.finish();
         let (stderr, stderr_truncated) = stderr.finish();
         Ok(ExecOutcome {

@@ -90,6 +90,7 @@ impl ApiKeyRepo for PgApiKeyRepo {
         Ok(inserted.rows_affected() == 1)
     }
 
+    #[tracing::instrument(name = "db api_keys.find_by_hash", skip_all, fields(db.system = "postgresql"))]
     async fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<StoredKey>, DomainError> {
         let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE key_hash = $1");
         let current = sqlx::query(sqlx::AssertSqlSafe(sql))

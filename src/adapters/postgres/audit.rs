@@ -36,6 +36,7 @@ fn entry_from_row(row: &PgRow) -> Result<AuditEntry, DomainError> {
 
 #[async_trait]
 impl AuditLog for PgAuditLog {
+    #[tracing::instrument(name = "db audit.record", skip_all, fields(db.system = "postgresql"))]
     async fn record(&self, entry: &AuditEntry) -> Result<(), DomainError> {
         sqlx::query(
             "INSERT INTO audit_log (id, at, request_id, api_key_id, client_ip, project_id, command, exit_code, outcome, duration_ms)
@@ -57,6 +58,7 @@ impl AuditLog for PgAuditLog {
         Ok(())
     }
 
+    #[tracing::instrument(name = "db audit.list", skip_all, fields(db.system = "postgresql"))]
     async fn list(&self, filter: &AuditFilter, page: &PageRequest) -> Result<Page<AuditEntry>, DomainError> {
         let rows = sqlx::query(
             "SELECT id, at, request_id, api_key_id, client_ip, project_id, command, exit_code, outcome, duration_ms

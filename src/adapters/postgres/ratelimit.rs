@@ -24,6 +24,7 @@ impl PgRateLimiter {
 
 #[async_trait]
 impl RateLimiter for PgRateLimiter {
+    #[tracing::instrument(name = "db rate_limit.hit", skip_all, fields(db.system = "postgresql"))]
     async fn hit(
         &self,
         key_id: Uuid,

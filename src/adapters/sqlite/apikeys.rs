@@ -98,6 +98,7 @@ impl ApiKeyRepo for SqliteApiKeyRepo {
         Ok(inserted.rows_affected() == 1)
     }
 
+    #[tracing::instrument(name = "db api_keys.find_by_hash", skip_all, fields(db.system = "sqlite"))]
     async fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<StoredKey>, DomainError> {
         let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE key_hash = ?1");
         let current = sqlx::query(sqlx::AssertSqlSafe(sql))

@@ -38,6 +38,7 @@ fn entry_from_row(row: &SqliteRow) -> Result<AuditEntry, DomainError> {
 
 #[async_trait]
 impl AuditLog for SqliteAuditLog {
+    #[tracing::instrument(name = "db audit.record", skip_all, fields(db.system = "sqlite"))]
     async fn record(&self, entry: &AuditEntry) -> Result<(), DomainError> {
         sqlx::query(
             "INSERT INTO audit_log (id, at, request_id, api_key_id, client_ip, project_id, command, exit_code, outcome, duration_ms)
@@ -59,6 +60,7 @@ impl AuditLog for SqliteAuditLog {
         Ok(())
     }
 
+    #[tracing::instrument(name = "db audit.list", skip_all, fields(db.system = "sqlite"))]
     async fn list(&self, filter: &AuditFilter, page: &PageRequest) -> Result<Page<AuditEntry>, DomainError> {
         let rows = sqlx::query(
             "SELECT id, at, request_id, api_key_id, client_ip, project_id, command, exit_code, outcome, duration_ms

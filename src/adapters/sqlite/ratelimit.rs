@@ -24,6 +24,7 @@ impl SqliteRateLimiter {
 
 #[async_trait]
 impl RateLimiter for SqliteRateLimiter {
+    #[tracing::instrument(name = "db rate_limit.hit", skip_all, fields(db.system = "sqlite"))]
     async fn hit(
         &self,
         key_id: Uuid,

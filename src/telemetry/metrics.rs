@@ -1,0 +1,68 @@
+//! Prometheus metrics: every series this service exports is named here, once, with its help
+//! text, so runbooks and alerts have one place to check names against.
+//!
+//! Code records through the `metrics` facade (like logging through `tracing`); this module
+//! installs the recorder and renders `/metrics`. Label values are always from small fixed sets
+//! (route templates, outcomes, status codes), never ids or keys.
+
+use std::sync::OnceLock;
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram, gauge};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const HTTP_REQUESTS_TOTAL: &str = "http_requests_total";
+pub const HTTP_REQUEST_DURATION_SECONDS: &str = "http_request_duration_seconds";
+pub const COMMAND_EXECUTIONS_TOTAL: &str = "command_executions_total";
+pub const COMMAND_DURATION_SECONDS: &str = "command_duration_seconds";
+pub const RATE_LIMITED_REQUESTS_TOTAL: &str = "rate_limited_requests_total";
+pub const CACHE_REQUESTS_TOTAL: &str = "cache_requests_total";
+pub const BUILD_INFO: &str = "rdev_build_info";
+
+/// Buckets for request and command durations: 1 ms to 5 min.
+const SECONDS_BUCKETS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder on first use and returns the handle that renders it.
+/// Several `App`s in one process (tests) share it.
+pub fn handle() -> PrometheusHandle {
+    HANDLE.get_or_init(install).clone()
+}
+
+fn install() -> PrometheusHandle {
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+        .map(|builder| builder.build_recorder());
+    let recorder = match recorder {
+        Ok(recorder) => recorder,
+        // Only an empty bucket list fails, and ours is not empty.
+        Err(_) => PrometheusBuilder::new().build_recorder(),
+    };
+    let handle = recorder.handle();
+    // Fails only if another recorder was installed first; then ours stays unused but harmless.
+    let _ = metrics::set_global_recorder(recorder);
+    describe();
+    handle
+}
+
+fn describe() {
+    describe_counter!(HTTP_REQUESTS_TOTAL, "HTTP requests served, by method, route template and status code.");
+    describe_histogram!(
+        HTTP_REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time to answer HTTP requests, by method and route."
+    );
+    describe_counter!(
+        COMMAND_EXECUTIONS_TOTAL,
+        "Commands run, by executor and outcome (succeeded, failed, timed_out, error)."
+    );
+    describe_histogram!(COMMAND_DURATION_SECONDS, Unit::Seconds, "Run time of commands, by executor.");
+    describe_counter!(
+        RATE_LIMITED_REQUESTS_TOTAL,
+        "Requests refused with 429 because their API key's rate limit was used up."
+    );
+    describe_counter!(CACHE_REQUESTS_TOTAL, "Cache lookups, by cache and result (hit, miss).");
+    describe_gauge!(BUILD_INFO, "Always 1; the version label says which build is running.");
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
