@@ -8,13 +8,15 @@ use tokio::net::TcpListener;
 use crate::{
     adapters::{
         Database,
-        cache::CachedApiKeyRepo,
+        breaker::{BreakerExecutor, BreakerProjects, CircuitBreaker},
+        cache::{CachedApiKeyRepo, CachedProjectSource},
+        kube::{KubeClients, KubeExecutor, KubeProjects},
         local::{LocalExecutor, LocalProjects},
     },
-    config::Config,
+    config::{Config, ExecutorChoice},
     domain::ApiKeySecret,
     http::{self, AppState, client_ip::ClientIpResolver},
-    ports::{Clock, HealthCheck, SystemClock},
+    ports::{Clock, Executor, HealthCheck, ProjectSource, SystemClock},
     services::{ApiKeyService, AuditService, CommandService, ProjectService, RateLimitService},
 };
 
@@ -43,6 +45,8 @@ impl App {
     /// `build` with another clock, so tests can move time instead of waiting for it.
     pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         config.validate()?;
+        // kube builds its TLS from the process-wide rustls provider; ring keeps TLS pure Rust.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listening on {} (RDEV_LISTEN)", config.listen))?;
@@ -55,13 +59,8 @@ impl App {
         let generated_admin_key =
             keys.bootstrap(config.bootstrap_secret().as_ref()).await.context("creating the first API key")?;
 
-        let local_projects = LocalProjects::new(&config.projects_dir);
-        local_projects
-            .ensure_exists()
-            .await
-            .with_context(|| format!("creating {} (RDEV_PROJECTS_DIR)", config.projects_dir.display()))?;
-        let projects = Arc::new(ProjectService::new(Arc::new(local_projects)));
-        let executor = Arc::new(LocalExecutor::new(&config.projects_dir, config.max_output_bytes));
+        let (source, executor, executor_health) = executor_adapters(&config, clock.clone()).await?;
+        let projects = Arc::new(ProjectService::new(source));
         let audit = Arc::new(AuditService::new(database.audit_log(), clock.clone()));
         let commands = Arc::new(CommandService::new(projects.clone(), executor, audit.clone(), config.command_timeout));
 
@@ -72,7 +71,8 @@ impl App {
             config.rate_limit_fail_open,
         ));
 
-        let readiness: Vec<Arc<dyn HealthCheck>> = vec![Arc::new(database.clone())];
+        let mut readiness: Vec<Arc<dyn HealthCheck>> = vec![Arc::new(database.clone())];
+        readiness.extend(executor_health);
         let state = AppState {
             keys: keys.clone(),
             projects,
@@ -118,6 +118,43 @@ impl App {
         }
         self.database.close().await;
         Ok(())
+    }
+}
+
+/// The project source and executor the configuration asks for, and their readiness check.
+/// Kubernetes: both behind one circuit breaker, and projects cached for `CACHE_TTL` in front of
+/// it (a cache hit never touches the breaker or the API).
+async fn executor_adapters(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<(Arc<dyn ProjectSource>, Arc<dyn Executor>, Option<Arc<dyn HealthCheck>>)> {
+    match config.executor {
+        ExecutorChoice::Local => {
+            let projects = LocalProjects::new(&config.projects_dir);
+            projects
+                .ensure_exists()
+                .await
+                .with_context(|| format!("creating {} (RDEV_PROJECTS_DIR)", config.projects_dir.display()))?;
+            let executor = LocalExecutor::new(&config.projects_dir, config.max_output_bytes);
+            Ok((Arc::new(projects), Arc::new(executor), None))
+        }
+        ExecutorChoice::Kubernetes => {
+            let clients = KubeClients::connect(config.kubeconfig.as_deref(), config.kube_api_timeout).await?;
+            let breaker = Arc::new(CircuitBreaker::new(
+                "kubernetes",
+                config.breaker_failures,
+                config.breaker_cooldown,
+                clock.clone(),
+            ));
+            let projects =
+                BreakerProjects { breaker: breaker.clone(), inner: KubeProjects::new(clients.api, &config.namespace) };
+            let projects = CachedProjectSource::new(Arc::new(projects), config.cache_ttl, clock);
+            let exec =
+                KubeExecutor::new(clients.exec, &config.namespace, config.kube_api_timeout, config.max_output_bytes);
+            let executor = BreakerExecutor { breaker: breaker.clone(), inner: exec };
+            tracing::info!(namespace = %config.namespace, "using the Kubernetes executor");
+            Ok((Arc::new(projects), Arc::new(executor), Some(breaker)))
+        }
     }
 }
 

@@ -45,6 +45,27 @@ pub struct Config {
     #[arg(long, env = "RDEV_PROJECTS_DIR", default_value = "./projects", global = true)]
     pub projects_dir: PathBuf,
 
+    /// The Kubernetes executor's namespace: projects are pods there.
+    #[arg(long, env = "RDEV_NAMESPACE", default_value = "rdev", global = true)]
+    pub namespace: String,
+
+    /// A kubeconfig file for the Kubernetes executor; without it, the in-cluster service account
+    /// (or `~/.kube/config`).
+    #[arg(long, env = "KUBECONFIG", global = true)]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// How long a Kubernetes API call (not a running command) may take before it counts as failed.
+    #[arg(long, env = "RDEV_KUBE_API_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration, global = true)]
+    pub kube_api_timeout: Duration,
+
+    /// Consecutive Kubernetes infrastructure failures that open the circuit breaker.
+    #[arg(long, env = "RDEV_BREAKER_FAILURES", default_value_t = 5, global = true)]
+    pub breaker_failures: u32,
+
+    /// How long the open circuit refuses calls before one probe may try again.
+    #[arg(long, env = "RDEV_BREAKER_COOLDOWN", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    pub breaker_cooldown: Duration,
+
     /// Default time limit of a command (1s to 1h), e.g. `60s`, `5m`.
     #[arg(long, env = "RDEV_COMMAND_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration, global = true)]
     pub command_timeout: Duration,
@@ -140,8 +161,14 @@ impl Config {
         {
             bail!("RDEV_BOOTSTRAP_API_KEY is not a valid rdev API key; generate one with `rdev-api keys generate`");
         }
-        if self.executor == ExecutorChoice::Kubernetes {
-            bail!("RDEV_EXECUTOR=kubernetes is not available in this build yet; use local");
+        if self.breaker_failures == 0 {
+            bail!("RDEV_BREAKER_FAILURES must be at least 1");
+        }
+        if self.kube_api_timeout.is_zero() {
+            bail!("RDEV_KUBE_API_TIMEOUT must be more than 0");
+        }
+        if crate::domain::ProjectId::parse(&self.namespace).is_err() {
+            bail!("RDEV_NAMESPACE must be a Kubernetes namespace name, got {:?}", self.namespace);
         }
         Ok(())
     }

@@ -119,12 +119,12 @@ impl HealthCheck for Database {
         "database"
     }
 
-    async fn check(&self) -> Result<(), String> {
+    async fn check(&self) -> Result<String, String> {
         let result = match self {
             Self::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
             Self::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
         };
-        result.map_err(|error| error.to_string())
+        result.map(|()| "ok".to_owned()).map_err(|error| error.to_string())
     }
 }
 

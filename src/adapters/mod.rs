@@ -5,9 +5,13 @@
 //! - `db`: connecting to Postgres or SQLite by URL, running the embedded migrations.
 //! - `postgres`, `sqlite`: the repositories, one file per aggregate.
 //! - `local`: projects as folders and commands as child processes.
+//! - `kube`: projects as labelled pods and commands over pod exec, behind `breaker`.
 
+pub mod breaker;
 pub mod cache;
+pub(crate) mod capture;
 pub mod db;
+pub mod kube;
 pub mod local;
 pub mod postgres;
 mod rows;

@@ -70,9 +70,10 @@ pub enum DomainError {
     Forbidden(String),
     #[error("{0}")]
     Conflict(String),
-    /// The executor cannot take work now (circuit open, cluster unreachable).
-    #[error("executor unavailable: {0}")]
-    ExecutorUnavailable(String),
+    /// The executor cannot take work now (circuit open, cluster unreachable); `retry_after`
+    /// tells when trying again makes sense, if known.
+    #[error("executor unavailable: {reason}")]
+    ExecutorUnavailable { reason: String, retry_after: Option<std::time::Duration> },
     /// The database cannot be reached.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
@@ -87,6 +88,10 @@ impl DomainError {
 
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Validation(FieldErrors::single(field, message))
+    }
+
+    pub fn executor_unavailable(reason: impl Into<String>) -> Self {
+        Self::ExecutorUnavailable { reason: reason.into(), retry_after: None }
     }
 
     pub fn internal(error: impl Into<anyhow::Error>) -> Self {

@@ -78,6 +78,10 @@ pub struct Project {
     pub pod: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub created_at: Option<DateTime<Utc>>,
+    /// Kubernetes: the container commands run in (the pod's `rdev.orchard9.ai/container`
+    /// annotation, else its first container). Not part of the API.
+    #[serde(skip)]
+    pub container: Option<String>,
 }
 
 #[cfg(test)]

@@ -76,7 +76,7 @@ impl ApiError {
                 DomainError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
                 DomainError::Forbidden(_) => (StatusCode::FORBIDDEN, "FORBIDDEN"),
                 DomainError::Conflict(_) => (StatusCode::CONFLICT, "CONFLICT"),
-                DomainError::ExecutorUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "EXECUTOR_UNAVAILABLE"),
+                DomainError::ExecutorUnavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "EXECUTOR_UNAVAILABLE"),
                 DomainError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
                 DomainError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
             },
@@ -107,6 +107,10 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         let mut response = status.into_response();
+        if let ApiError::Domain(DomainError::ExecutorUnavailable { retry_after: Some(after), .. }) = &self {
+            let seconds = after.as_secs_f64().ceil().max(1.0) as u64;
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response.extensions_mut().insert(ErrorInfo { code, message, details });
         response
     }

@@ -7,6 +7,7 @@ pub trait HealthCheck: Send + Sync {
     /// The name shown under `checks` in `/ready`, e.g. `database`.
     fn name(&self) -> &'static str;
 
-    /// `Err` with a short reason when the dependency cannot serve requests now.
-    async fn check(&self) -> Result<(), String>;
+    /// `Ok` with a short status (`ok`, or e.g. `circuit open` for a degraded but non-fatal
+    /// state), or `Err` with a reason when the dependency cannot serve requests now.
+    async fn check(&self) -> Result<String, String>;
 }

@@ -16,6 +16,7 @@ pub const COMMAND_EXECUTIONS_TOTAL: &str = "command_executions_total";
 pub const COMMAND_DURATION_SECONDS: &str = "command_duration_seconds";
 pub const RATE_LIMITED_REQUESTS_TOTAL: &str = "rate_limited_requests_total";
 pub const CACHE_REQUESTS_TOTAL: &str = "cache_requests_total";
+pub const CIRCUIT_BREAKER_STATE: &str = "circuit_breaker_state";
 pub const BUILD_INFO: &str = "rdev_build_info";
 
 /// Buckets for request and command durations: 1 ms to 5 min.
@@ -63,6 +64,10 @@ fn describe() {
         "Requests refused with 429 because their API key's rate limit was used up."
     );
     describe_counter!(CACHE_REQUESTS_TOTAL, "Cache lookups, by cache and result (hit, miss).");
+    describe_gauge!(
+        CIRCUIT_BREAKER_STATE,
+        "State of the circuit breaker around an executor: 0 closed, 1 half-open, 2 open."
+    );
     describe_gauge!(BUILD_INFO, "Always 1; the version label says which build is running.");
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }

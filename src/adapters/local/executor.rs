@@ -25,7 +25,7 @@ use nix::{
 };
 use tokio::process::Command;
 
-use super::capture::{CappedBuffer, drain};
+use crate::adapters::capture::{CappedBuffer, drain};
 use crate::{
     domain::{CommandSpec, DomainError, ExecOutcome, Project},
     ports::Executor,

@@ -1,7 +1,6 @@
 //! The local executor: projects are folders directly under the projects directory, and commands
 //! run as child processes of this server, each in its own process group.
 
-mod capture;
 mod executor;
 mod projects;
 

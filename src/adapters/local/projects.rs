@@ -50,6 +50,7 @@ impl LocalProjects {
             namespace: None,
             pod: None,
             created_at,
+            container: None,
         })
     }
 }

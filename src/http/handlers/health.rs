@@ -44,8 +44,7 @@ pub async fn get_ready(State(state): State<AppState>) -> (StatusCode, Json<Readi
     )
     .await;
     let ready = results.iter().all(|(_, result)| result.is_ok());
-    let checks =
-        results.into_iter().map(|(name, result)| (name, result.err().unwrap_or_else(|| "ok".to_owned()))).collect();
+    let checks = results.into_iter().map(|(name, result)| (name, result.unwrap_or_else(|reason| reason))).collect();
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(Readiness { status: if ready { "ready" } else { "not_ready" }, checks }))
 }

@@ -1,19 +1,20 @@
-//! Reading a child's output into a buffer with a cap: past the cap, output is read and thrown
-//! away, so the child never blocks on a full pipe and runs to completion.
+//! Reading a command's output into a buffer with a cap: past the cap, output is read and thrown
+//! away, so the command never blocks on a full pipe and runs to completion. Both executors use
+//! it, so output is capped and decoded the same way whichever ran the command.
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 const CHUNK: usize = 16 * 1024;
 
 #[derive(Debug)]
-pub(super) struct CappedBuffer {
+pub(crate) struct CappedBuffer {
     bytes: Vec<u8>,
     cap: usize,
     truncated: bool,
 }
 
 impl CappedBuffer {
-    pub(super) fn new(cap: usize) -> Self {
+    pub(crate) fn new(cap: usize) -> Self {
         Self { bytes: Vec::new(), cap, truncated: false }
     }
 
@@ -26,7 +27,7 @@ impl CappedBuffer {
     }
 
     /// The text (invalid UTF-8 replaced, never an error) and whether anything was dropped.
-    pub(super) fn finish(self) -> (String, bool) {
+    pub(crate) fn finish(self) -> (String, bool) {
         let text = match String::from_utf8(self.bytes) {
             Ok(text) => text,
             Err(invalid) => String::from_utf8_lossy(invalid.as_bytes()).into_owned(),
@@ -37,7 +38,7 @@ impl CappedBuffer {
 
 /// Reads `source` to EOF into `into`. Stops quietly on a read error: the exit status, not the
 /// pipe, is the command's result.
-pub(super) async fn drain(source: Option<&mut (impl AsyncRead + Unpin)>, into: &mut CappedBuffer) {
+pub(crate) async fn drain(source: Option<&mut (impl AsyncRead + Unpin)>, into: &mut CappedBuffer) {
     let Some(source) = source else { return };
     let mut chunk = vec![0u8; CHUNK];
     while let Ok(n) = source.read(&mut chunk).await {

@@ -1,0 +1,126 @@
+//! `Executor` over pod exec. stdout and stderr are read as they arrive into capped buffers while
+//! waiting for the exec status; the exit code comes from the status channel (`ExitCode` cause).
+//!
+//! kube-rs never ends the output streams when the connection drops without a close frame, so the
+//! status is raced against the reading instead of awaited after it: a status that never comes is
+//! a lost stream, an infrastructure failure.
+//!
+//! On timeout (or when the caller goes away) the exec stream is closed. The kubelet then closes
+//! the command's stdio; a command that ignores that keeps running in the container until it ends,
+//! which Kubernetes offers no way to prevent short of a TTY.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::Status};
+use kube::{Api, api::AttachParams};
+
+use super::{
+    errors::kube_error,
+    script::{WORKDIR_MISSING, WORKDIR_MISSING_EXIT, argv},
+};
+use crate::{
+    adapters::capture::{CappedBuffer, drain},
+    domain::{CommandSpec, DomainError, ExecOutcome, Project},
+    ports::Executor,
+};
+
+/// How long output may keep arriving after the status, or the status after the output ended.
+const SETTLE: Duration = Duration::from_secs(5);
+
+pub struct KubeExecutor {
+    pods: Api<Pod>,
+    api_timeout: Duration,
+    max_output_bytes: usize,
+}
+
+impl KubeExecutor {
+    pub fn new(exec_client: kube::Client, namespace: &str, api_timeout: Duration, max_output_bytes: usize) -> Self {
+        Self { pods: Api::namespaced(exec_client, namespace), api_timeout, max_output_bytes }
+    }
+}
+
+/// The exit code a status reports, or why it reports none.
+fn exit_code(status: &Status) -> Result<i32, DomainError> {
+    if status.status.as_deref() == Some("Success") {
+        return Ok(0);
+    }
+    let causes = status.details.as_ref().and_then(|d| d.causes.as_ref());
+    let code = causes
+        .and_then(|causes| causes.iter().find(|c| c.reason.as_deref() == Some("ExitCode")))
+        .and_then(|cause| cause.message.as_deref()?.parse().ok());
+    code.ok_or_else(|| {
+        let message = status.message.as_deref().unwrap_or_default();
+        let reason = status.reason.as_deref().unwrap_or_default();
+        DomainError::internal(anyhow::anyhow!("pod exec failed: {message} ({reason})"))
+    })
+}
+
+#[async_trait]
+impl Executor for KubeExecutor {
+    #[tracing::instrument(name = "command.execute", skip_all, fields(project.id = %project.id, executor = "kubernetes", exit_code))]
+    async fn run(&self, project: &Project, spec: &CommandSpec) -> Result<ExecOutcome, DomainError> {
+        let pod = project.pod.as_deref().ok_or_else(|| DomainError::not_found("project", project.id.as_str()))?;
+        let mut params = AttachParams::default().stdin(false).stdout(true).stderr(true);
+        if let Some(container) = &project.container {
+            params = params.container(container.clone());
+        }
+        let started_at = Utc::now();
+        let clock = Instant::now();
+        let mut attached = tokio::time::timeout(self.api_timeout, self.pods.exec(pod, argv(spec), &params))
+            .await
+            .map_err(|_| {
+                DomainError::executor_unavailable("starting pod exec: the Kubernetes API did not answer in time")
+            })?
+            .map_err(|e| kube_error("starting pod exec", e))?;
+        let (mut stdout_pipe, mut stderr_pipe) = (attached.stdout(), attached.stderr());
+        let status = attached
+            .take_status()
+            .ok_or_else(|| DomainError::internal(anyhow::anyhow!("exec without a status channel")))?;
+        let mut stdout = CappedBuffer::new(self.max_output_bytes);
+        let mut stderr = CappedBuffer::new(self.max_output_bytes);
+
+        let run = async {
+            let output = async {
+                tokio::join!(drain(stdout_pipe.as_mut(), &mut stdout), drain(stderr_pipe.as_mut(), &mut stderr))
+            };
+            tokio::pin!(output, status);
+            tokio::select! {
+                status = &mut status => {
+                    // A lost stream (no status) will never end the output either.
+                    if status.is_some() {
+                        let _ = tokio::time::timeout(SETTLE, &mut output).await;
+                    }
+                    status
+                }
+                _ = &mut output => tokio::time::timeout(SETTLE, &mut status).await.ok().flatten(),
+            }
+        };
+        let finished = tokio::time::timeout(spec.timeout, run).await;
+        // Closes the exec stream, whatever happened.
+        attached.abort();
+        let (exit_code, timed_out) = match finished {
+            Err(_elapsed) => (128 + 9, true),
+            Ok(None) => return Err(DomainError::executor_unavailable("pod exec stream ended without a status")),
+            Ok(Some(status)) => (exit_code(&status)?, false),
+        };
+        let (stdout, stdout_truncated) = stdout.finish();
+        let (stderr, stderr_truncated) = stderr.finish();
+        if exit_code == WORKDIR_MISSING_EXIT && stderr.trim_end() == WORKDIR_MISSING {
+            return Err(DomainError::invalid("workdir", "does not exist in the project"));
+        }
+        tracing::Span::current().record("exit_code", exit_code);
+        Ok(ExecOutcome {
+            exit_code,
+            stdout,
+            stderr,
+            stdout_truncated,
+            stderr_truncated,
+            timed_out,
+            started_at,
+            finished_at: Utc::now(),
+            duration_ms: u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+}

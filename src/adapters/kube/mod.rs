@@ -1,0 +1,17 @@
+//! The Kubernetes executor: projects are pods labelled `rdev.orchard9.ai/project=true` in one
+//! namespace, identified by their `rdev.orchard9.ai/project-id` label; commands run over pod exec
+//! (kube-rs, rustls). `app.rs` wraps both in the circuit breaker and the project cache.
+
+mod client;
+mod errors;
+mod executor;
+mod projects;
+mod script;
+
+pub use client::KubeClients;
+pub use executor::KubeExecutor;
+pub use projects::KubeProjects;
+
+pub const PROJECT_LABEL: &str = "rdev.orchard9.ai/project";
+pub const PROJECT_ID_LABEL: &str = "rdev.orchard9.ai/project-id";
+pub const CONTAINER_ANNOTATION: &str = "rdev.orchard9.ai/container";
