@@ -3,8 +3,8 @@
 use serde_json::json;
 
 use crate::{
-    helpers::{Db, spawn_app},
-    on_both_databases,
+    helpers::{Backend, Db, spawn_app, spawn_backend},
+    on_both_databases, on_every_backend,
 };
 
 on_both_databases!(
@@ -12,8 +12,9 @@ on_both_databases!(
     malformed_and_mistyped_bodies_are_json_errors,
     unknown_routes_and_methods_are_json_errors,
     oversize_body_is_413,
-    unknown_project_is_404_project_not_found,
 );
+
+on_every_backend!(unknown_project_is_404_project_not_found);
 
 async fn invalid_fields_are_named(db: Db) {
     let app = spawn_app(db).await;
@@ -90,8 +91,8 @@ async fn oversize_body_is_413(db: Db) {
     assert_eq!((reply.status, reply.error_code()), (413, "PAYLOAD_TOO_LARGE"));
 }
 
-async fn unknown_project_is_404_project_not_found(db: Db) {
-    let app = spawn_app(db).await;
+async fn unknown_project_is_404_project_not_found(backend: Backend) {
+    let app = spawn_backend(backend).await;
     for reply in [app.shell("nope", json!({"command": "true"})).await, app.get("/projects/nope", &app.admin_key).await]
     {
         assert_eq!((reply.status, reply.error_code(), reply.message()), (404, "NOT_FOUND", "project not found"));

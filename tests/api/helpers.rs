@@ -26,6 +26,53 @@ pub enum Db {
     Postgres,
 }
 
+/// Where commands run: local processes, or pods of the fake Kubernetes API server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Local(Db),
+    Kubernetes,
+}
+
+/// The namespace and pod that stand for the `hello` project on the fake cluster.
+pub const NAMESPACE: &str = "rdev";
+pub const HELLO_POD: &str = "hello-7d4b9";
+
+/// A project pod as the product labels it.
+pub fn project_pod(name: &str, project_id: &str) -> fake_kube::PodSpec {
+    fake_kube::PodSpec::new(NAMESPACE, name)
+        .label("rdev.orchard9.ai/project", "true")
+        .label("rdev.orchard9.ai/project-id", project_id)
+        .annotation("rdev.orchard9.ai/container", "main")
+        .container("sidecar")
+        .container("main")
+}
+
+/// Generates, for each named `async fn name(backend: Backend)`, a test per backend: `name::sqlite`
+/// and `name::postgres` with the local executor, `name::kubernetes` on the fake cluster.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use $crate::helpers::{Backend, Db};
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(Backend::Local(Db::Sqlite)).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(Backend::Local(Db::Postgres)).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn kubernetes() {
+                super::$name(Backend::Kubernetes).await
+            }
+        }
+    )*};
+}
+
 /// Generates, for each named `async fn name(db: Db)`, a test per database: `name::sqlite` and
 /// `name::postgres`, so every behaviour is checked on both with one body.
 #[macro_export]
@@ -54,6 +101,8 @@ pub struct TestApp {
     /// A second connection to the same database, to arrange what the API cannot (expired keys).
     pub database: Database,
     pub database_url: String,
+    /// The fake cluster, for `Backend::Kubernetes`.
+    pub kube: Option<fake_kube::FakeKube>,
     _dir: TempDir,
 }
 
@@ -86,12 +135,43 @@ pub async fn spawn_app_with(db: Db, configure: impl FnOnce(&mut Config)) -> Test
 }
 
 pub async fn spawn_app_with_clock(db: Db, configure: impl FnOnce(&mut Config), clock: Arc<dyn Clock>) -> TestApp {
+    spawn(Backend::Local(db), configure, clock).await
+}
+
+pub async fn spawn_backend(backend: Backend) -> TestApp {
+    spawn(backend, |_| {}, Arc::new(rdev_api::ports::SystemClock)).await
+}
+
+pub async fn spawn_backend_with(backend: Backend, configure: impl FnOnce(&mut Config)) -> TestApp {
+    spawn(backend, configure, Arc::new(rdev_api::ports::SystemClock)).await
+}
+
+/// The real app on `backend`: Kubernetes runs on SQLite against a fresh fake cluster that holds
+/// the `hello` project as a pod.
+pub async fn spawn(backend: Backend, configure: impl FnOnce(&mut Config), clock: Arc<dyn Clock>) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
+    let db = match backend {
+        Backend::Local(db) => db,
+        Backend::Kubernetes => Db::Sqlite,
+    };
     let database_url = fresh_database(db, dir.path()).await;
     let admin = ApiKeySecret::generate();
     let projects_dir = dir.path().join("projects");
     let mut config = test_config(&database_url, &projects_dir);
     config.bootstrap_api_key = Some(admin.expose().to_owned());
+    let kube = match backend {
+        Backend::Local(_) => None,
+        Backend::Kubernetes => {
+            let kube = fake_kube::FakeKube::start().await.expect("fake cluster starts");
+            kube.add_pod(project_pod(HELLO_POD, "hello")).expect("pod added");
+            let kubeconfig = dir.path().join("kubeconfig");
+            kube.write_kubeconfig(&kubeconfig, NAMESPACE).expect("kubeconfig written");
+            config.executor = rdev_api::config::ExecutorChoice::Kubernetes;
+            config.kubeconfig = Some(kubeconfig);
+            config.namespace = NAMESPACE.into();
+            Some(kube)
+        }
+    };
     configure(&mut config);
     let app = App::build_with_clock(config, clock).await.expect("app builds");
     let addr = app.local_addr().expect("bound");
@@ -104,6 +184,7 @@ pub async fn spawn_app_with_clock(db: Db, configure: impl FnOnce(&mut Config), c
         projects_dir,
         database,
         database_url,
+        kube,
         _dir: dir,
     }
 }
@@ -236,8 +317,23 @@ impl TestApp {
         admin["id"].as_str().unwrap().to_owned()
     }
 
+    /// Where a project's files are: its folder, or its pod's folder on the fake cluster.
     pub fn project_path(&self, project: &str) -> PathBuf {
-        self.projects_dir.join(project)
+        match &self.kube {
+            None => self.projects_dir.join(project),
+            Some(kube) => {
+                assert_eq!(project, "hello", "only hello has a pod in these tests");
+                kube.pod_dir(NAMESPACE, HELLO_POD).expect("the hello pod")
+            }
+        }
+    }
+
+    /// Resolves once the fake cluster has killed and reaped every command whose exec stream
+    /// closed; at once for the local executor, which reaps before it answers.
+    pub async fn commands_settled(&self) {
+        if let Some(kube) = &self.kube {
+            kube.wait_execs_finished().await;
+        }
     }
 }
 

@@ -7,6 +7,7 @@ mod auth;
 mod binary;
 mod errors;
 mod keys;
+mod kube;
 mod lifecycle;
 mod limits;
 mod observability;
