@@ -16,8 +16,11 @@ use crate::{
     config::{Config, ExecutorChoice},
     domain::ApiKeySecret,
     http::{self, AppState, client_ip::ClientIpResolver},
-    ports::{Clock, Executor, HealthCheck, ProjectSource, SystemClock},
-    services::{ApiKeyService, AuditService, CommandService, ProjectService, RateLimitService},
+    ports::{Clock, CommandQueue, Executor, HealthCheck, LogEvents, ProjectSource, SystemClock},
+    services::{
+        ApiKeyService, AuditService, CommandService, ProjectService, QueueService, QueueWorker, RateLimitService,
+        RunningCommands,
+    },
 };
 
 /// How often the maintenance task writes batched `last_used_at` times and purges old counts.
@@ -30,6 +33,9 @@ pub struct App {
     database: Database,
     keys: Arc<ApiKeyService>,
     rate_limits: Arc<RateLimitService>,
+    queue: Arc<dyn CommandQueue>,
+    clock: Arc<dyn Clock>,
+    workers: Vec<QueueWorker>,
     config: Config,
     /// The admin key generated on first start, if this start generated one.
     pub generated_admin_key: Option<ApiKeySecret>,
@@ -62,11 +68,35 @@ impl App {
         let (source, executor, executor_health) = executor_adapters(&config, clock.clone()).await?;
         let projects = Arc::new(ProjectService::new(source));
         let audit = Arc::new(AuditService::new(database.audit_log(), clock.clone()));
-        let commands = Arc::new(CommandService::new(projects.clone(), executor, audit.clone(), config.command_timeout));
+        let commands =
+            Arc::new(CommandService::new(projects.clone(), executor.clone(), audit.clone(), config.command_timeout));
+        let queue = database.command_queue();
+        let running = Arc::new(RunningCommands::default());
+        let queue_service = Arc::new(QueueService::new(
+            queue.clone(),
+            projects.clone(),
+            running.clone(),
+            clock.clone(),
+            config.command_timeout,
+        ));
+        let replica = uuid::Uuid::new_v4().simple().to_string();
+        let workers = (0..config.queue_workers)
+            .map(|i| QueueWorker {
+                name: format!("{}-{}-{i}", std::process::id(), &replica[..8]),
+                queue: queue.clone(),
+                projects: projects.clone(),
+                executor: executor.clone(),
+                audit: audit.clone(),
+                events: Arc::new(LogEvents),
+                running: running.clone(),
+                clock: clock.clone(),
+                lease: config.queue_lease,
+            })
+            .collect();
 
         let rate_limits = Arc::new(RateLimitService::new(
             database.rate_limiter(),
-            clock,
+            clock.clone(),
             config.rate_limit_per_minute,
             config.rate_limit_fail_open,
         ));
@@ -77,6 +107,7 @@ impl App {
             keys: keys.clone(),
             projects,
             commands,
+            queue: queue_service,
             audit,
             rate_limits: rate_limits.clone(),
             client_ip: Arc::new(ClientIpResolver::new(config.trusted_proxies.clone())),
@@ -85,32 +116,45 @@ impl App {
             max_body_bytes: config.max_body_bytes,
         };
         let router = http::router(state);
-        Ok(Self { listener, router, database, keys, rate_limits, config, generated_admin_key })
+        Ok(Self { listener, router, database, keys, rate_limits, queue, clock, workers, config, generated_admin_key })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` completes, then lets in-flight requests finish for up to
-    /// `RDEV_SHUTDOWN_GRACE` before closing the database.
+    /// Serves and runs the queue workers until `shutdown` completes; then stops accepting
+    /// connections and claiming commands, and lets requests and commands in flight finish for up
+    /// to `RDEV_SHUTDOWN_GRACE` before closing the database. Commands still running after that
+    /// are killed with the process; their leases expire and another replica records them.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
+        let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
+        let mut workers = tokio::task::JoinSet::new();
+        for worker in self.workers {
+            workers.spawn(worker.run(stopping_rx.clone()));
+        }
         let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
         let server = axum::serve(self.listener, service).with_graceful_shutdown(async move {
             shutdown.await;
-            tracing::info!("shutting down: no new connections, finishing requests in flight");
+            tracing::info!("shutting down: no new connections or claims, finishing what is in flight");
             let _ = stopping_tx.send(true);
         });
-        let maintenance = tokio::spawn(maintain(self.keys.clone(), self.rate_limits.clone()));
+        let maintenance =
+            tokio::spawn(maintain(self.keys.clone(), self.rate_limits.clone(), self.queue.clone(), self.clock.clone()));
         let grace = self.config.shutdown_grace;
+        let mut stopping = stopping_rx;
         let grace_expired = async move {
-            let _ = stopping_rx.wait_for(|stopping| *stopping).await;
+            let _ = stopping.wait_for(|stopping| *stopping).await;
             tokio::time::sleep(grace).await;
         };
+        let drained = async {
+            server.await.context("serving HTTP")?;
+            while workers.join_next().await.is_some() {}
+            anyhow::Ok(())
+        };
         tokio::select! {
-            result = server => result.context("serving HTTP")?,
-            () = grace_expired => tracing::warn!(?grace, "shutdown grace expired with requests still running"),
+            result = drained => result?,
+            () = grace_expired => tracing::warn!(?grace, "shutdown grace expired with work still running"),
         }
         maintenance.abort();
         if let Err(error) = self.keys.usage().flush().await {
@@ -158,8 +202,14 @@ async fn executor_adapters(
     }
 }
 
-/// Background upkeep that must not cost requests anything: batched writes and purges.
-async fn maintain(keys: Arc<ApiKeyService>, rate_limits: Arc<RateLimitService>) {
+/// Background upkeep that must not cost requests anything: batched writes, purges, and taking
+/// back the commands of replicas whose leases ran out.
+async fn maintain(
+    keys: Arc<ApiKeyService>,
+    rate_limits: Arc<RateLimitService>,
+    queue: Arc<dyn CommandQueue>,
+    clock: Arc<dyn Clock>,
+) {
     // The first round comes one period after start: nothing is pending at start.
     let mut every = tokio::time::interval_at(tokio::time::Instant::now() + MAINTENANCE_EVERY, MAINTENANCE_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -170,6 +220,10 @@ async fn maintain(keys: Arc<ApiKeyService>, rate_limits: Arc<RateLimitService>) 
         }
         if let Err(error) = rate_limits.purge_expired().await {
             tracing::warn!(%error, "could not purge old rate-limit counts; will retry");
+        }
+        match queue.recover_expired(clock.now()).await {
+            Ok(lost) => lost.iter().for_each(|c| tracing::warn!(command.id = %c.id, "command lost with its worker")),
+            Err(error) => tracing::warn!(%error, "could not recover expired command leases; will retry"),
         }
     }
 }

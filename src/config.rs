@@ -78,6 +78,15 @@ pub struct Config {
     #[arg(long, env = "RDEV_MAX_BODY_BYTES", default_value_t = 256 * 1024, global = true)]
     pub max_body_bytes: usize,
 
+    /// Queue workers per replica: how many queued commands this replica runs at once (0: none).
+    #[arg(long, env = "RDEV_QUEUE_WORKERS", default_value_t = 4, global = true)]
+    pub queue_workers: u32,
+
+    /// How long a worker's claim on a queued command lasts without renewal. A replica that dies
+    /// loses its commands to the others after this long.
+    #[arg(long, env = "RDEV_QUEUE_LEASE", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    pub queue_lease: Duration,
+
     /// How long running requests may take to finish after SIGTERM.
     #[arg(long, env = "RDEV_SHUTDOWN_GRACE", default_value = "25s", value_parser = humantime::parse_duration, global = true)]
     pub shutdown_grace: Duration,
@@ -160,6 +169,12 @@ impl Config {
             && ApiKeySecret::parse(raw).is_err()
         {
             bail!("RDEV_BOOTSTRAP_API_KEY is not a valid rdev API key; generate one with `rdev-api keys generate`");
+        }
+        if self.queue_workers > 256 {
+            bail!("RDEV_QUEUE_WORKERS must be at most 256, got {}", self.queue_workers);
+        }
+        if self.queue_lease < Duration::from_secs(1) {
+            bail!("RDEV_QUEUE_LEASE must be at least 1s, got {:?}", self.queue_lease);
         }
         if self.breaker_failures == 0 {
             bail!("RDEV_BREAKER_FAILURES must be at least 1");

@@ -15,7 +15,7 @@ use sqlx::{
 use super::{postgres, sqlite};
 use crate::{
     domain::DomainError,
-    ports::{ApiKeyRepo, AuditLog, HealthCheck, RateLimiter},
+    ports::{ApiKeyRepo, AuditLog, CommandQueue, HealthCheck, RateLimiter},
 };
 
 mod embedded {
@@ -88,6 +88,14 @@ impl Database {
         match self {
             Self::Postgres(pool) => Arc::new(postgres::PgAuditLog::new(pool.clone())),
             Self::Sqlite(pool) => Arc::new(sqlite::SqliteAuditLog::new(pool.clone())),
+        }
+    }
+
+    /// The queue. Build it once per process and share it: it carries the wake-up signal.
+    pub fn command_queue(&self) -> Arc<dyn CommandQueue> {
+        match self {
+            Self::Postgres(pool) => Arc::new(postgres::PgCommandQueue::new(pool.clone())),
+            Self::Sqlite(pool) => Arc::new(sqlite::SqliteCommandQueue::new(pool.clone())),
         }
     }
 

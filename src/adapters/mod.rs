@@ -14,6 +14,7 @@ pub mod db;
 pub mod kube;
 pub mod local;
 pub mod postgres;
+mod queue_rows;
 mod rows;
 pub mod sqlite;
 

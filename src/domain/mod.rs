@@ -5,6 +5,7 @@
 
 pub mod apikey;
 pub mod audit;
+pub mod command;
 pub mod error;
 pub mod execution;
 pub mod page;
@@ -12,6 +13,7 @@ pub mod project;
 
 pub use apikey::{ApiKey, ApiKeySecret, KeyHash, Scope};
 pub use audit::{AuditEntry, AuditFilter, AuditOutcome, Caller};
+pub use command::{Command, CommandEnd, CommandFilter, CommandStatus, EnqueueRequest};
 pub use error::{DomainError, FieldErrors, Unauthenticated};
 pub use execution::{CommandSpec, ExecOutcome, Execution, ShellRequest};
 pub use page::{Page, PageRequest};

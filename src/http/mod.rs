@@ -31,7 +31,7 @@ use tower_http::{
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use handlers::{audit, health, keys, projects, shell};
+use handlers::{audit, commands, health, keys, projects, shell};
 
 use crate::telemetry;
 pub use state::AppState;
@@ -50,10 +50,14 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(keys::get_api_key, keys::update_api_key, keys::revoke_api_key))
         .routes(routes!(keys::rotate_api_key))
         .routes(routes!(audit::list_audit))
+        .routes(routes!(commands::list_commands))
+        .routes(routes!(commands::get_command))
+        .routes(routes!(commands::cancel_command))
         .route_layer(authenticate());
     // Attempts to execute: refusals are audited around authentication itself.
     let execute = OpenApiRouter::new()
         .routes(routes!(shell::run_shell))
+        .routes(routes!(commands::enqueue_command))
         .route_layer(authenticate())
         .route_layer(middleware::from_fn_with_state(state.clone(), refusals::audit_rejected_executions));
     let (router, api) =

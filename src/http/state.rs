@@ -5,7 +5,7 @@ use std::sync::Arc;
 use super::client_ip::ClientIpResolver;
 use crate::{
     ports::HealthCheck,
-    services::{ApiKeyService, AuditService, CommandService, ProjectService, RateLimitService},
+    services::{ApiKeyService, AuditService, CommandService, ProjectService, QueueService, RateLimitService},
 };
 
 #[derive(Clone)]
@@ -13,6 +13,7 @@ pub struct AppState {
     pub keys: Arc<ApiKeyService>,
     pub projects: Arc<ProjectService>,
     pub commands: Arc<CommandService>,
+    pub queue: Arc<QueueService>,
     pub audit: Arc<AuditService>,
     pub rate_limits: Arc<RateLimitService>,
     pub client_ip: Arc<ClientIpResolver>,

@@ -8,15 +8,19 @@
 pub mod apikeys;
 pub mod audit;
 pub mod clock;
+pub mod events;
 pub mod executor;
 pub mod health;
 pub mod projects;
+pub mod queue;
 pub mod ratelimit;
 
 pub use apikeys::{ApiKeyRepo, StoredKey};
 pub use audit::AuditLog;
 pub use clock::{Clock, SystemClock};
+pub use events::{CommandEvents, CommandFinished, LogEvents};
 pub use executor::Executor;
 pub use health::HealthCheck;
 pub use projects::ProjectSource;
+pub use queue::{CancelEffect, CommandQueue};
 pub use ratelimit::{RateDecision, RateLimiter};

@@ -4,12 +4,16 @@ pub mod apikeys;
 pub mod audit;
 pub mod commands;
 pub mod projects;
+pub mod queue;
 pub mod ratelimit;
 pub mod usage;
+pub mod worker;
 
 pub use apikeys::{ApiKeyChanges, ApiKeyService, NewApiKey};
 pub use audit::AuditService;
 pub use commands::CommandService;
 pub use projects::ProjectService;
+pub use queue::{Cancelled, QueueService};
 pub use ratelimit::RateLimitService;
 pub use usage::UsageTracker;
+pub use worker::{QueueWorker, RunningCommands};

@@ -16,6 +16,8 @@ pub const COMMAND_EXECUTIONS_TOTAL: &str = "command_executions_total";
 pub const COMMAND_DURATION_SECONDS: &str = "command_duration_seconds";
 pub const RATE_LIMITED_REQUESTS_TOTAL: &str = "rate_limited_requests_total";
 pub const CACHE_REQUESTS_TOTAL: &str = "cache_requests_total";
+pub const COMMAND_QUEUE_DEPTH: &str = "command_queue_depth";
+pub const COMMAND_QUEUE_WAIT_SECONDS: &str = "command_queue_wait_seconds";
 pub const CIRCUIT_BREAKER_STATE: &str = "circuit_breaker_state";
 pub const BUILD_INFO: &str = "rdev_build_info";
 

@@ -4,8 +4,10 @@
 
 mod apikeys;
 mod audit;
+mod queue;
 mod ratelimit;
 
 pub use apikeys::PgApiKeyRepo;
 pub use audit::PgAuditLog;
+pub use queue::PgCommandQueue;
 pub use ratelimit::PgRateLimiter;

@@ -3,10 +3,12 @@
 
 mod apikeys;
 mod audit;
+mod queue;
 mod ratelimit;
 
 pub use apikeys::SqliteApiKeyRepo;
 pub use audit::SqliteAuditLog;
+pub use queue::SqliteCommandQueue;
 pub use ratelimit::SqliteRateLimiter;
 
 use chrono::{DateTime, Utc};

@@ -1,6 +1,7 @@
 //! One module per resource. A handler extracts, calls one service and converts the result.
 
 pub mod audit;
+pub mod commands;
 pub mod health;
 pub mod keys;
 pub mod projects;

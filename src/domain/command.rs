@@ -1,0 +1,208 @@
+//! Queued commands: what a client asks to run later (`EnqueueRequest`), and the persisted
+//! `Command` as it moves from `queued` to a final status.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{Caller, CommandSpec, DomainError, ExecOutcome, FieldErrors, ProjectId, ShellRequest};
+
+pub const DEFAULT_PRIORITY: u8 = 5;
+pub const MAX_PRIORITY: u8 = 9;
+pub const MAX_ATTEMPTS: u32 = 10;
+
+/// The body of `POST /projects/{id}/commands`: a shell request plus queueing options.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnqueueRequest {
+    #[schema(example = "make test")]
+    pub command: String,
+    pub timeout_secs: Option<u64>,
+    pub workdir: Option<String>,
+    pub env: Option<BTreeMap<String, String>>,
+    /// 0 to 9; 9 runs first. Default 5.
+    pub priority: Option<u8>,
+    /// How many times the command may be started, 1 (default) to 10. Shell commands are not
+    /// idempotent: only above 1 is a command whose worker died started again.
+    pub max_attempts: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Cancelled,
+}
+
+impl CommandStatus {
+    pub const ALL: [Self; 6] =
+        [Self::Queued, Self::Running, Self::Succeeded, Self::Failed, Self::TimedOut, Self::Cancelled];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::TimedOut => "timed_out",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+
+    pub fn is_final(self) -> bool {
+        !matches!(self, Self::Queued | Self::Running)
+    }
+
+    /// The final status of a command that ran to an exit code or its timeout.
+    pub fn of_exit(exit_code: i32, timed_out: bool) -> Self {
+        match (timed_out, exit_code) {
+            (true, _) => Self::TimedOut,
+            (false, 0) => Self::Succeeded,
+            (false, _) => Self::Failed,
+        }
+    }
+}
+
+/// A queued command as stored and returned by `GET /commands/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Command {
+    pub id: Uuid,
+    pub project_id: ProjectId,
+    pub command: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    #[serde(skip)]
+    pub env: BTreeMap<String, String>,
+    pub timeout_secs: u64,
+    pub priority: u8,
+    pub status: CommandStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stdout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    /// Why it ended without an exit code, e.g. `worker lost`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub cancel_requested: bool,
+    pub created_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Who enqueued it, for the audit entry written when it finishes.
+    #[serde(skip)]
+    pub caller: Caller,
+}
+
+impl Command {
+    /// Validates a request into a new queued command.
+    pub fn new(
+        request: EnqueueRequest,
+        project_id: ProjectId,
+        caller: Caller,
+        default_timeout: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Self, DomainError> {
+        let mut errors = FieldErrors::default();
+        let priority = request.priority.unwrap_or(DEFAULT_PRIORITY);
+        if priority > MAX_PRIORITY {
+            errors.add("priority", format!("must be between 0 and {MAX_PRIORITY}"));
+        }
+        let max_attempts = request.max_attempts.unwrap_or(1);
+        if !(1..=MAX_ATTEMPTS).contains(&max_attempts) {
+            errors.add("max_attempts", format!("must be between 1 and {MAX_ATTEMPTS}"));
+        }
+        let shell = ShellRequest {
+            command: request.command,
+            timeout_secs: request.timeout_secs,
+            workdir: request.workdir,
+            env: request.env,
+        };
+        let spec = match CommandSpec::from_request(shell, default_timeout) {
+            Ok(spec) => Some(spec),
+            Err(DomainError::Validation(more)) => {
+                more.0.into_iter().for_each(|(field, message)| errors.add(field, message));
+                None
+            }
+            Err(other) => return Err(other),
+        };
+        errors.into_result()?;
+        let spec = spec.ok_or_else(|| DomainError::internal(anyhow::anyhow!("validated spec missing")))?;
+        Ok(Self {
+            id: Uuid::new_v4(),
+            project_id,
+            command: spec.command,
+            workdir: spec.workdir,
+            env: spec.env,
+            timeout_secs: spec.timeout.as_secs(),
+            priority,
+            status: CommandStatus::Queued,
+            exit_code: None,
+            stdout: None,
+            stderr: None,
+            stdout_truncated: false,
+            stderr_truncated: false,
+            error: None,
+            attempts: 0,
+            max_attempts,
+            cancel_requested: false,
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            caller,
+        })
+    }
+
+    pub fn spec(&self) -> CommandSpec {
+        CommandSpec {
+            command: self.command.clone(),
+            timeout: std::time::Duration::from_secs(self.timeout_secs),
+            workdir: self.workdir.clone(),
+            env: self.env.clone(),
+        }
+    }
+}
+
+/// How a claimed command ended, as its worker reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandEnd {
+    Ran(ExecOutcome),
+    Cancelled,
+    /// It could not run (project gone, executor unavailable): `failed` with this error.
+    Error(String),
+}
+
+impl CommandEnd {
+    /// The final status this ending gives a command.
+    pub fn status(&self) -> CommandStatus {
+        match self {
+            CommandEnd::Ran(outcome) => CommandStatus::of_exit(outcome.exit_code, outcome.timed_out),
+            CommandEnd::Cancelled => CommandStatus::Cancelled,
+            CommandEnd::Error(_) => CommandStatus::Failed,
+        }
+    }
+}
+
+/// Filters of `GET /commands`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandFilter {
+    pub project_id: Option<ProjectId>,
+    pub status: Option<CommandStatus>,
+}

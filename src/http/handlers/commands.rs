@@ -1,0 +1,114 @@
+//! The command queue: `POST /projects/{id}/commands`, `GET /commands`, `GET /commands/{id}`,
+//! `POST /commands/{id}/cancel`.
+
+use axum::{
+    Json,
+    extract::State,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::{
+    domain::{Command, CommandFilter, CommandStatus, EnqueueRequest, PageRequest, ProjectId},
+    http::{
+        auth::{Authorized, scope},
+        error::{ApiError, ErrorBody},
+        extract::{ApiJson, ApiPath, ApiQuery},
+        state::AppState,
+    },
+    services::Cancelled,
+};
+
+#[utoipa::path(
+    post, path = "/projects/{id}/commands", tag = "commands", security(("api_key" = [])),
+    params(("id" = String, Path, description = "Project id")),
+    request_body = EnqueueRequest,
+    responses(
+        (status = 202, description = "Queued; `Location` is the command", body = Command),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, description = "project not found", body = ErrorBody), (status = 429, body = ErrorBody),
+    )
+)]
+pub async fn enqueue_command(
+    auth: Authorized<scope::CommandsExecute>,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(request): ApiJson<EnqueueRequest>,
+) -> Result<Response, ApiError> {
+    let id = ProjectId::parse(&id)?;
+    let command = state.queue.enqueue(auth.caller, &id, request).await?;
+    let location = format!("/commands/{}", command.id);
+    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(command)).into_response())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CommandParams {
+    project_id: Option<String>,
+    /// queued, running, succeeded, failed, timed_out or cancelled.
+    status: Option<CommandStatus>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CommandList {
+    commands: Vec<Command>,
+    next_cursor: Option<String>,
+}
+
+#[utoipa::path(
+    get, path = "/commands", tag = "commands", security(("api_key" = [])),
+    params(CommandParams),
+    responses((status = 200, body = CommandList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody))
+)]
+pub async fn list_commands(
+    _auth: Authorized<scope::CommandsRead>,
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<CommandParams>,
+) -> Result<Json<CommandList>, ApiError> {
+    let filter = CommandFilter {
+        project_id: params.project_id.as_deref().map(ProjectId::parse).transpose()?,
+        status: params.status,
+    };
+    let page = state.queue.list(&filter, &PageRequest::parse(params.limit, params.cursor.as_deref())?).await?;
+    Ok(Json(CommandList { commands: page.items, next_cursor: page.next_cursor }))
+}
+
+#[utoipa::path(
+    get, path = "/commands/{id}", tag = "commands", security(("api_key" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = Command), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody))
+)]
+pub async fn get_command(
+    _auth: Authorized<scope::CommandsRead>,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<Command>, ApiError> {
+    Ok(Json(state.queue.get(id).await?))
+}
+
+#[utoipa::path(
+    post, path = "/commands/{id}/cancel", tag = "commands", security(("api_key" = [])),
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, description = "Cancelled (a running command was killed)", body = Command),
+        (status = 202, description = "Its worker was asked to stop it and has not confirmed yet", body = Command),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "Already finished", body = ErrorBody),
+    )
+)]
+pub async fn cancel_command(
+    _auth: Authorized<scope::CommandsExecute>,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<(StatusCode, Json<Command>), ApiError> {
+    Ok(match state.queue.cancel(id).await? {
+        Cancelled::Done(command) => (StatusCode::OK, Json(command)),
+        Cancelled::Pending(command) => (StatusCode::ACCEPTED, Json(command)),
+    })
+}

@@ -1,0 +1,66 @@
+//! The persisted command queue, shared by every replica through the database.
+//!
+//! A worker `claim`s the next command (highest priority, oldest first) with a lease, marks it
+//! `start`ed just before running it, `renew`s the lease while it runs (learning on the way
+//! whether someone asked to cancel it), and `finish`es it. A command is claimed by exactly one
+//! worker; a lease that runs out (the worker's replica died) is `recover_expired`: unstarted
+//! claims go back to the queue, started ones fail with `worker lost` unless attempts remain.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::domain::{Command, CommandEnd, CommandFilter, DomainError, Page, PageRequest};
+
+/// What a cancel did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelEffect {
+    /// It was queued and is now cancelled.
+    Cancelled,
+    /// It is running; its worker was asked to stop it.
+    Requested,
+    /// It had already finished; nothing changed.
+    AlreadyFinished,
+}
+
+#[async_trait]
+pub trait CommandQueue: Send + Sync {
+    async fn enqueue(&self, command: &Command) -> Result<(), DomainError>;
+
+    async fn get(&self, id: Uuid) -> Result<Option<Command>, DomainError>;
+
+    /// Newest first.
+    async fn list(&self, filter: &CommandFilter, page: &PageRequest) -> Result<Page<Command>, DomainError>;
+
+    /// Takes the next queued command for `worker` until `lease_until`, atomically across replicas.
+    async fn claim(&self, worker: &str, lease_until: DateTime<Utc>) -> Result<Option<Command>, DomainError>;
+
+    /// Marks a claimed command as started (one more attempt). `false` if the claim was lost.
+    async fn start(&self, id: Uuid, worker: &str, at: DateTime<Utc>) -> Result<bool, DomainError>;
+
+    /// Extends the lease. `Some(cancel_requested)` while the claim holds, `None` once lost.
+    async fn renew(&self, id: Uuid, worker: &str, lease_until: DateTime<Utc>) -> Result<Option<bool>, DomainError>;
+
+    /// Records how the command ended and returns it; `None` if the claim was lost meanwhile.
+    async fn finish(
+        &self,
+        id: Uuid,
+        worker: &str,
+        end: &CommandEnd,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Command>, DomainError>;
+
+    /// Returns an unstarted claim to the queue (shutdown before it ran).
+    async fn release(&self, id: Uuid, worker: &str) -> Result<(), DomainError>;
+
+    /// Queued: cancelled at once. Running: marked `cancel_requested` for its worker. Returns the
+    /// command as it is afterwards and what the call did; `None` if there is no such command.
+    async fn cancel(&self, id: Uuid, at: DateTime<Utc>) -> Result<Option<(Command, CancelEffect)>, DomainError>;
+
+    /// Deals with leases that ran out before `now`; returns the commands that failed for it.
+    async fn recover_expired(&self, now: DateTime<Utc>) -> Result<Vec<Command>, DomainError>;
+
+    /// Resolves when new work may have arrived (a notification); callers also poll slowly, as a
+    /// notification can be missed.
+    async fn wait_for_work(&self);
+}

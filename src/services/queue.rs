@@ -1,0 +1,91 @@
+//! Enqueueing, reading and cancelling queued commands.
+
+use std::{sync::Arc, time::Duration};
+
+use uuid::Uuid;
+
+use super::{ProjectService, worker::RunningCommands};
+use crate::{
+    domain::{Caller, Command, CommandFilter, DomainError, EnqueueRequest, Page, PageRequest, ProjectId},
+    ports::{CancelEffect, Clock, CommandQueue},
+};
+
+/// How long a cancel of a running command waits to report it stopped, polling at `CANCEL_POLL`.
+const CANCEL_WAIT: Duration = Duration::from_secs(10);
+const CANCEL_POLL: Duration = Duration::from_millis(50);
+
+pub struct QueueService {
+    queue: Arc<dyn CommandQueue>,
+    projects: Arc<ProjectService>,
+    running: Arc<RunningCommands>,
+    clock: Arc<dyn Clock>,
+    default_timeout: Duration,
+}
+
+/// What a cancel request achieved.
+pub enum Cancelled {
+    /// The command is cancelled now.
+    Done(Command),
+    /// Its worker was asked to stop it and has not confirmed yet.
+    Pending(Command),
+}
+
+impl QueueService {
+    pub fn new(
+        queue: Arc<dyn CommandQueue>,
+        projects: Arc<ProjectService>,
+        running: Arc<RunningCommands>,
+        clock: Arc<dyn Clock>,
+        default_timeout: Duration,
+    ) -> Self {
+        Self { queue, projects, running, clock, default_timeout }
+    }
+
+    /// Validates and persists a command for the workers; the project must exist now.
+    pub async fn enqueue(
+        &self,
+        caller: Caller,
+        project_id: &ProjectId,
+        request: EnqueueRequest,
+    ) -> Result<Command, DomainError> {
+        let command = Command::new(request, project_id.clone(), caller, self.default_timeout, self.clock.now())?;
+        self.projects.get(project_id).await?;
+        self.queue.enqueue(&command).await?;
+        Ok(command)
+    }
+
+    pub async fn get(&self, id: Uuid) -> Result<Command, DomainError> {
+        self.queue.get(id).await?.ok_or_else(|| DomainError::not_found("command", id.to_string()))
+    }
+
+    pub async fn list(&self, filter: &CommandFilter, page: &PageRequest) -> Result<Page<Command>, DomainError> {
+        self.queue.list(filter, page).await
+    }
+
+    /// Queued: cancelled at once. Running: its worker, on whichever replica, is asked to kill it;
+    /// this waits a little for that to happen. Finished: `Conflict`.
+    pub async fn cancel(&self, id: Uuid) -> Result<Cancelled, DomainError> {
+        let (command, effect) = self
+            .queue
+            .cancel(id, self.clock.now())
+            .await?
+            .ok_or_else(|| DomainError::not_found("command", id.to_string()))?;
+        match effect {
+            CancelEffect::Cancelled => return Ok(Cancelled::Done(command)),
+            CancelEffect::AlreadyFinished => {
+                return Err(DomainError::Conflict(format!("command already finished ({})", command.status.as_str())));
+            }
+            CancelEffect::Requested => self.running.cancel(id),
+        }
+        let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
+        let mut latest = command;
+        while tokio::time::Instant::now() < deadline {
+            latest = self.get(id).await?;
+            if latest.status.is_final() {
+                return Ok(Cancelled::Done(latest));
+            }
+            tokio::time::sleep(CANCEL_POLL).await;
+        }
+        Ok(Cancelled::Pending(latest))
+    }
+}

@@ -1,0 +1,195 @@
+//! A queue worker: claims the next command, runs it with a lease it keeps renewing, and records
+//! how it ended (command row, audit entry, metrics, event). `RDEV_QUEUE_WORKERS` run per replica.
+//!
+//! Cancellation reaches a running command two ways: directly, when the cancel request lands on
+//! this replica (`RunningCommands`), or through the `cancel_requested` flag its lease renewal
+//! reads, from any replica. Either way the executor future is dropped, which kills the process
+//! group (local) or closes the exec stream (Kubernetes).
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use tokio::sync::{Notify, watch};
+use uuid::Uuid;
+
+use super::{AuditService, ProjectService, audit::AuditRecord};
+use crate::{
+    domain::{AuditOutcome, Command, CommandEnd},
+    ports::{Clock, CommandEvents, CommandFinished, CommandQueue, Executor},
+    telemetry::metrics::{COMMAND_EXECUTIONS_TOTAL, COMMAND_QUEUE_WAIT_SECONDS},
+};
+
+/// How often an idle worker looks at the queue even without a notification.
+const IDLE_POLL: Duration = Duration::from_secs(5);
+/// Longest pause between lease renewals, which is also how fast a cancel from another replica
+/// is noticed.
+const MAX_RENEW_EVERY: Duration = Duration::from_secs(1);
+
+/// Commands running on this replica, so a cancel arriving here stops them at once.
+#[derive(Default)]
+pub struct RunningCommands(std::sync::Mutex<HashMap<Uuid, Arc<Notify>>>);
+
+impl RunningCommands {
+    fn register(&self, id: Uuid) -> Arc<Notify> {
+        let signal = Arc::new(Notify::new());
+        self.lock().insert(id, signal.clone());
+        signal
+    }
+
+    fn remove(&self, id: Uuid) {
+        self.lock().remove(&id);
+    }
+
+    /// Stops the command if it runs here; a no-op otherwise.
+    pub fn cancel(&self, id: Uuid) {
+        if let Some(signal) = self.lock().get(&id) {
+            signal.notify_one();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<Notify>>> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+pub struct QueueWorker {
+    pub name: String,
+    pub queue: Arc<dyn CommandQueue>,
+    pub projects: Arc<ProjectService>,
+    pub executor: Arc<dyn Executor>,
+    pub audit: Arc<AuditService>,
+    pub events: Arc<dyn CommandEvents>,
+    pub running: Arc<RunningCommands>,
+    pub clock: Arc<dyn Clock>,
+    pub lease: Duration,
+}
+
+enum Interrupted {
+    Cancelled,
+    ClaimLost,
+}
+
+impl QueueWorker {
+    fn lease_until(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now() + chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::seconds(30))
+    }
+
+    /// Works until `stopping` turns true; a command already running is finished first.
+    pub async fn run(self, mut stopping: watch::Receiver<bool>) {
+        while !*stopping.borrow() {
+            match self.queue.claim(&self.name, self.lease_until()).await {
+                Ok(Some(command)) if *stopping.borrow() => {
+                    if let Err(error) = self.queue.release(command.id, &self.name).await {
+                        tracing::warn!(%error, "could not release a claim at shutdown; its lease will");
+                    }
+                }
+                Ok(Some(command)) => self.process(command).await,
+                Ok(None) => {
+                    tokio::select! {
+                        () = self.queue.wait_for_work() => {}
+                        () = tokio::time::sleep(IDLE_POLL) => {}
+                        _ = stopping.changed() => {}
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, worker = %self.name, "claiming from the queue failed; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(IDLE_POLL) => {}
+                        _ = stopping.changed() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    #[tracing::instrument(name = "queue.command", skip_all, fields(command.id = %command.id, project.id = %command.project_id))]
+    async fn process(&self, command: Command) {
+        let started_at = self.clock.now();
+        match self.queue.start(command.id, &self.name, started_at).await {
+            Ok(true) => {}
+            Ok(false) => return tracing::warn!("claim lost before the command started"),
+            Err(error) => return tracing::warn!(%error, "could not mark the command started; its lease will return it"),
+        }
+        let waited = (started_at - command.created_at).num_milliseconds().max(0) as f64 / 1000.0;
+        metrics::histogram!(COMMAND_QUEUE_WAIT_SECONDS).record(waited);
+        let end = match self.projects.get(&command.project_id).await {
+            Err(error) => CommandEnd::Error(error.to_string()),
+            Ok(project) => {
+                let signal = self.running.register(command.id);
+                let spec = command.spec();
+                let end = tokio::select! {
+                    outcome = self.executor.run(&project, &spec) => match outcome {
+                        Ok(outcome) => CommandEnd::Ran(outcome),
+                        Err(error) => CommandEnd::Error(error.to_string()),
+                    },
+                    interrupted = self.keep_lease(command.id) => match interrupted {
+                        Interrupted::Cancelled => CommandEnd::Cancelled,
+                        Interrupted::ClaimLost => {
+                            self.running.remove(command.id);
+                            return tracing::warn!("lease lost while running; another replica has taken over");
+                        }
+                    },
+                    () = signal.notified() => CommandEnd::Cancelled,
+                };
+                self.running.remove(command.id);
+                end
+            }
+        };
+        self.record(&command, end).await;
+    }
+
+    /// Renews the lease until the command is cancelled or the claim is lost.
+    async fn keep_lease(&self, id: Uuid) -> Interrupted {
+        let every = (self.lease / 3).min(MAX_RENEW_EVERY);
+        loop {
+            tokio::time::sleep(every).await;
+            match self.queue.renew(id, &self.name, self.lease_until()).await {
+                Ok(Some(false)) => {}
+                Ok(Some(true)) => return Interrupted::Cancelled,
+                Ok(None) => return Interrupted::ClaimLost,
+                // A blip: the lease is long enough to try again.
+                Err(error) => tracing::warn!(%error, "could not renew a lease"),
+            }
+        }
+    }
+
+    /// Audits, stores, counts and announces how the command ended. The audit entry goes first,
+    /// so a client that sees the final status can already find it in `/audit`.
+    async fn record(&self, command: &Command, end: CommandEnd) {
+        let status = end.status();
+        let (exit_code, outcome) = match &end {
+            CommandEnd::Ran(ran) => (Some(ran.exit_code), AuditOutcome::of_exit(ran.exit_code, ran.timed_out)),
+            CommandEnd::Cancelled => (None, AuditOutcome::Rejected),
+            CommandEnd::Error(_) => (None, AuditOutcome::Error),
+        };
+        let duration_ms = match &end {
+            CommandEnd::Ran(ran) => Some(ran.duration_ms),
+            _ => None,
+        };
+        let record = AuditRecord {
+            id: command.id,
+            project_id: Some(&command.project_id),
+            command: Some(&command.command),
+            exit_code,
+            outcome,
+            duration_ms,
+        };
+        if let Err(error) = self.audit.record(&command.caller, record).await {
+            tracing::error!(%error, "could not write the audit entry of a queued command");
+        }
+        let finished = match self.queue.finish(command.id, &self.name, &end, self.clock.now()).await {
+            Ok(Some(finished)) => finished,
+            Ok(None) => return tracing::warn!("claim lost before the result was stored"),
+            Err(error) => return tracing::error!(%error, "could not store a command's result; its lease will expire"),
+        };
+        metrics::counter!(COMMAND_EXECUTIONS_TOTAL, "executor" => "queue", "outcome" => status.as_str()).increment(1);
+        let event = CommandFinished {
+            id: finished.id,
+            project_id: finished.project_id.clone(),
+            status,
+            exit_code,
+            queued: true,
+            finished_at: finished.finished_at.unwrap_or_else(|| self.clock.now()),
+        };
+        self.events.command_finished(&event).await;
+    }
+}
