@@ -103,7 +103,7 @@ pub struct TestApp {
     pub database_url: String,
     /// The fake cluster, for `Backend::Kubernetes`.
     pub kube: Option<fake_kube::FakeKube>,
-    _dir: TempDir,
+    _dir: Arc<TempDir>,
 }
 
 pub async fn spawn_app(db: Db) -> TestApp {
@@ -185,7 +185,7 @@ pub async fn spawn(backend: Backend, configure: impl FnOnce(&mut Config), clock:
         database,
         database_url,
         kube,
-        _dir: dir,
+        _dir: Arc::new(dir),
     }
 }
 
@@ -250,6 +250,42 @@ impl Reply {
 }
 
 impl TestApp {
+    /// Another replica: a second server on the same database and projects folder, with the same
+    /// admin key (local executor).
+    pub async fn replica(&self, configure: impl FnOnce(&mut Config)) -> TestApp {
+        let mut config = test_config(&self.database_url, &self.projects_dir);
+        config.bootstrap_api_key = Some(self.admin_key.clone());
+        configure(&mut config);
+        let app = App::build(config).await.expect("replica builds");
+        let addr = app.local_addr().expect("bound");
+        tokio::spawn(app.run_until_stopped(std::future::pending()));
+        TestApp {
+            addr,
+            client: reqwest::Client::new(),
+            admin_key: self.admin_key.clone(),
+            projects_dir: self.projects_dir.clone(),
+            database: Database::connect(&self.database_url, 2).await.expect("second connection"),
+            database_url: self.database_url.clone(),
+            kube: None,
+            _dir: self._dir.clone(),
+        }
+    }
+
+    /// Polls `GET /commands/{id}` until `done` holds for it (30 s at most): queued work has no
+    /// signal a client could await.
+    pub async fn wait_for_command(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let reply = self.get(&format!("/commands/{id}"), &self.admin_key).await;
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            if done(&reply.body) {
+                return reply.body;
+            }
+            assert!(std::time::Instant::now() < deadline, "command never got there: {}", reply.body);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

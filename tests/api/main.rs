@@ -13,5 +13,6 @@ mod limits;
 mod observability;
 mod process;
 mod projects;
+mod queue;
 mod replicas;
 mod shell;

@@ -164,3 +164,165 @@ async fn secrets_never_reach_the_database_or_the_logs() {
         }
     }
 }
+
+/// Waits until `GET /commands?status=…` lists `count` commands (60 s at most).
+async fn wait_until_listed(
+    client: &reqwest::Client,
+    server: &ServerProcess,
+    key: &str,
+    status: &str,
+    count: usize,
+) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let listed: Value = client
+            .get(server.url(&format!("/commands?status={status}&limit=500")))
+            .header("X-API-Key", key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let commands = listed["commands"].as_array().unwrap().clone();
+        if commands.len() >= count {
+            return commands;
+        }
+        assert!(Instant::now() < deadline, "only {} {status} commands after 60 s", commands.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn enqueue(pair: &Pair, server: &ServerProcess, command: String) -> String {
+    let reply = pair
+        .client
+        .post(server.url("/projects/hello/commands"))
+        .header("X-API-Key", &pair.admin)
+        .json(&json!({"command": command}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 202);
+    reply.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_drain_200_commands_each_exactly_once() {
+    let pair = two_replicas(&[("RDEV_QUEUE_WORKERS", "4")]).await;
+    for n in 0..200 {
+        let server = if n % 2 == 0 { &pair.a } else { &pair.b };
+        enqueue(&pair, server, format!("echo {n} >> ids.txt")).await;
+    }
+    wait_until_listed(&pair.client, &pair.a, &pair.admin, "succeeded", 200).await;
+    let ids = std::fs::read_to_string(pair._dir.path().join("projects/hello/ids.txt")).unwrap();
+    let mut ran: Vec<u32> = ids.lines().map(|l| l.parse().unwrap()).collect();
+    ran.sort_unstable();
+    assert_eq!(ran, (0..200).collect::<Vec<_>>(), "every id exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_run_loses_only_what_it_was_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database(Db::Postgres, dir.path()).await;
+    let admin = ApiKeySecret::generate().expose().to_owned();
+    let replica = |workers: &'static str| {
+        [
+            ("DATABASE_URL", url.clone()),
+            ("RDEV_BOOTSTRAP_API_KEY", admin.clone()),
+            ("RDEV_QUEUE_WORKERS", workers.to_owned()),
+            ("RDEV_QUEUE_LEASE", "2s".to_owned()),
+        ]
+    };
+    let envs = |pairs: &[(&'static str, String); 4]| -> Vec<(&'static str, String)> { pairs.to_vec() };
+    let doomed_env = envs(&replica("2"));
+    let doomed_env: Vec<(&str, &str)> = doomed_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut doomed = ServerProcess::start(dir.path(), &doomed_env).await;
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for n in 0..12 {
+        let command = format!("echo start-{n} >> log.txt; sleep 1; echo end-{n} >> log.txt");
+        let reply = client
+            .post(doomed.url("/projects/hello/commands"))
+            .header("X-API-Key", &admin)
+            .json(&json!({"command": command}))
+            .send()
+            .await
+            .unwrap();
+        ids.push(reply.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
+    }
+    // Both of the doomed replica's workers are running something: kill it without warning.
+    // Claimed-but-unstarted commands would rightly go back to the queue: wait for two started.
+    let running = loop {
+        let running = wait_until_listed(&client, &doomed, &admin, "running", 2).await;
+        if running.iter().filter(|c| c["started_at"].is_string()).count() == 2 {
+            break running;
+        }
+    };
+    let mut interrupted: Vec<String> = running.iter().map(|c| c["id"].as_str().unwrap().to_owned()).collect();
+    doomed.child.start_kill().unwrap();
+    doomed.child.wait().await.unwrap();
+
+    // The survivor takes the rest once the dead replica's leases run out.
+    let survivor_env = envs(&replica("2"));
+    let survivor_env: Vec<(&str, &str)> = survivor_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut survivor = ServerProcess::start(dir.path(), &survivor_env).await;
+    let failed = wait_until_listed(&client, &survivor, &admin, "failed", interrupted.len()).await;
+    let succeeded = wait_until_listed(&client, &survivor, &admin, "succeeded", ids.len() - interrupted.len()).await;
+    let mut lost: Vec<String> = failed.iter().map(|c| c["id"].as_str().unwrap().to_owned()).collect();
+    lost.sort();
+    interrupted.sort();
+    assert_eq!(lost, interrupted, "exactly the commands that were running were lost");
+    assert!(failed.iter().all(|c| c["error"] == "worker lost"), "{failed:?}");
+    assert_eq!(succeeded.len() + failed.len(), ids.len(), "every queued command finished");
+    let log = std::fs::read_to_string(dir.path().join("projects/hello/log.txt")).unwrap();
+    for n in 0..12 {
+        let starts = log.lines().filter(|l| *l == format!("start-{n}")).count();
+        assert_eq!(starts, 1, "command {n} started exactly once:\n{log}");
+    }
+    assert!(survivor.terminate().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_running_command_finish_then_exits_0_within_the_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = ApiKeySecret::generate().expose().to_owned();
+    let mut server =
+        ServerProcess::start(dir.path(), &[("RDEV_BOOTSTRAP_API_KEY", &admin), ("RDEV_SHUTDOWN_GRACE", "20s")]).await;
+    let client = reqwest::Client::new();
+    let reply: Value = client
+        .post(server.url("/projects/hello/commands"))
+        .header("X-API-Key", &admin)
+        .json(&json!({"command": "sleep 2; echo finished > sigterm.txt"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reply["status"], "queued");
+    wait_for_running(&client, &server, &admin, reply["id"].as_str().unwrap()).await;
+    let asked = Instant::now();
+    assert!(server.terminate().await.success(), "exits 0");
+    assert!(asked.elapsed() < Duration::from_secs(20), "within the grace");
+    assert_eq!(std::fs::read_to_string(dir.path().join("projects/hello/sigterm.txt")).unwrap(), "finished\n");
+}
+
+async fn wait_for_running(client: &reqwest::Client, server: &ServerProcess, key: &str, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let command: Value = client
+            .get(server.url(&format!("/commands/{id}")))
+            .header("X-API-Key", key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if command["status"] == "running" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never started: {command}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
