@@ -68,8 +68,14 @@ impl App {
         let (source, executor, executor_health) = executor_adapters(&config, clock.clone()).await?;
         let projects = Arc::new(ProjectService::new(source));
         let audit = Arc::new(AuditService::new(database.audit_log(), clock.clone()));
-        let commands =
-            Arc::new(CommandService::new(projects.clone(), executor.clone(), audit.clone(), config.command_timeout));
+        let events: Arc<dyn crate::ports::CommandEvents> = Arc::new(LogEvents);
+        let commands = Arc::new(CommandService::new(
+            projects.clone(),
+            executor.clone(),
+            audit.clone(),
+            events.clone(),
+            config.command_timeout,
+        ));
         let queue = database.command_queue();
         let running = Arc::new(RunningCommands::default());
         let queue_service = Arc::new(QueueService::new(
@@ -87,7 +93,7 @@ impl App {
                 projects: projects.clone(),
                 executor: executor.clone(),
                 audit: audit.clone(),
-                events: Arc::new(LogEvents),
+                events: events.clone(),
                 running: running.clone(),
                 clock: clock.clone(),
                 lease: config.queue_lease,
@@ -210,7 +216,8 @@ async fn maintain(
     queue: Arc<dyn CommandQueue>,
     clock: Arc<dyn Clock>,
 ) {
-    // The first round comes one period after start: nothing is pending at start.
+    publish_queue_depth(queue.as_ref()).await;
+    // The first full round comes one period after start: nothing is pending to write yet.
     let mut every = tokio::time::interval_at(tokio::time::Instant::now() + MAINTENANCE_EVERY, MAINTENANCE_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -221,6 +228,7 @@ async fn maintain(
         if let Err(error) = rate_limits.purge_expired().await {
             tracing::warn!(%error, "could not purge old rate-limit counts; will retry");
         }
+        publish_queue_depth(queue.as_ref()).await;
         match queue.recover_expired(clock.now()).await {
             Ok(lost) => lost.iter().for_each(|c| tracing::warn!(command.id = %c.id, "command lost with its worker")),
             Err(error) => tracing::warn!(%error, "could not recover expired command leases; will retry"),
@@ -240,4 +248,18 @@ pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 's
             _ = terminate.recv() => {},
         }
     })
+}
+
+/// `command_queue_depth{priority}` for every priority, zeros included, so the series exist.
+async fn publish_queue_depth(queue: &dyn CommandQueue) {
+    match queue.depth().await {
+        Ok(depth) => {
+            for priority in 0..=crate::domain::command::MAX_PRIORITY {
+                let waiting = depth.iter().find(|(p, _)| *p == priority).map_or(0, |(_, n)| *n);
+                metrics::gauge!(crate::telemetry::metrics::COMMAND_QUEUE_DEPTH, "priority" => priority.to_string())
+                    .set(waiting as f64);
+            }
+        }
+        Err(error) => tracing::warn!(%error, "could not measure the queue"),
+    }
 }

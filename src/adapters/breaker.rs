@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 
 use crate::{
     domain::{CommandSpec, DomainError, ExecOutcome, Project, ProjectId},
-    ports::{Clock, Executor, HealthCheck, ProjectSource},
+    ports::{Clock, Executor, HealthCheck, OutputSink, ProjectSource},
     telemetry::metrics::CIRCUIT_BREAKER_STATE,
 };
 
@@ -185,8 +185,8 @@ pub struct BreakerExecutor<E> {
 
 #[async_trait]
 impl<E: Executor> Executor for BreakerExecutor<E> {
-    async fn run(&self, project: &Project, spec: &CommandSpec) -> Result<ExecOutcome, DomainError> {
-        self.breaker.call(self.inner.run(project, spec)).await
+    async fn run(&self, project: &Project, spec: &CommandSpec, live: OutputSink) -> Result<ExecOutcome, DomainError> {
+        self.breaker.call(self.inner.run(project, spec, live)).await
     }
 }
 

@@ -87,14 +87,15 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// Status, code, message and details; server errors are logged here, with their cause.
+    fn info(&self) -> (StatusCode, ErrorInfo) {
         let (status, code) = self.status_and_code();
-        let details = match &self {
+        let details = match self {
             ApiError::Domain(DomainError::Validation(FieldErrors(fields))) => Some(json!({ "fields": fields })),
             _ => None,
         };
-        let message = match &self {
+        let message = match self {
             // Internals go to the log, never to the client.
             ApiError::Domain(DomainError::Internal(cause)) => {
                 tracing::error!(error = format!("{cause:#}"), "request failed");
@@ -106,12 +107,28 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
+        (status, ErrorInfo { code, message, details })
+    }
+
+    /// The JSON body alone, for an error that cannot be a response of its own (one that happens
+    /// after a stream has started).
+    pub fn to_body(&self, request_id: Option<String>) -> ErrorBody {
+        let (_, info) = self.info();
+        ErrorBody {
+            error: ErrorDetail { code: info.code.to_owned(), message: info.message, request_id, details: info.details },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, info) = self.info();
         let mut response = status.into_response();
         if let ApiError::Domain(DomainError::ExecutorUnavailable { retry_after: Some(after), .. }) = &self {
             let seconds = after.as_secs_f64().ceil().max(1.0) as u64;
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
-        response.extensions_mut().insert(ErrorInfo { code, message, details });
+        response.extensions_mut().insert(info);
         response
     }
 }

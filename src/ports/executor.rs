@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 
+use super::OutputSink;
 use crate::domain::{CommandSpec, DomainError, ExecOutcome, Project};
 
 #[async_trait]
@@ -12,6 +13,8 @@ pub trait Executor: Send + Sync {
     /// are for what prevented running it: `Validation` (e.g. `workdir` does not exist),
     /// `ExecutorUnavailable` (infrastructure down), `Internal`.
     ///
+    /// Output is also sent to `live` as it arrives (the part within the cap).
+    ///
     /// Cancellation: dropping the future kills the command and everything it started.
-    async fn run(&self, project: &Project, spec: &CommandSpec) -> Result<ExecOutcome, DomainError>;
+    async fn run(&self, project: &Project, spec: &CommandSpec, live: OutputSink) -> Result<ExecOutcome, DomainError>;
 }

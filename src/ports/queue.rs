@@ -60,6 +60,9 @@ pub trait CommandQueue: Send + Sync {
     /// Deals with leases that ran out before `now`; returns the commands that failed for it.
     async fn recover_expired(&self, now: DateTime<Utc>) -> Result<Vec<Command>, DomainError>;
 
+    /// How many commands wait, per priority (priorities with none may be left out).
+    async fn depth(&self) -> Result<Vec<(u8, u64)>, DomainError>;
+
     /// Resolves when new work may have arrived (a notification); callers also poll slowly, as a
     /// notification can be missed.
     async fn wait_for_work(&self);

@@ -2,12 +2,16 @@
 
 use std::{sync::Arc, time::Duration};
 
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{AuditService, ProjectService, audit::AuditRecord};
 use crate::{
-    domain::{AuditOutcome, Caller, CommandSpec, DomainError, Execution, ExecutorKind, ProjectId, ShellRequest},
-    ports::Executor,
+    domain::{
+        AuditOutcome, Caller, CommandSpec, CommandStatus, DomainError, Execution, ExecutorKind, Project, ProjectId,
+        ShellRequest,
+    },
+    ports::{CommandEvents, CommandFinished, Executor, OutputSink},
     telemetry::metrics::{COMMAND_DURATION_SECONDS, COMMAND_EXECUTIONS_TOTAL},
 };
 
@@ -26,7 +30,15 @@ pub struct CommandService {
     projects: Arc<ProjectService>,
     executor: Arc<dyn Executor>,
     audit: Arc<AuditService>,
+    events: Arc<dyn CommandEvents>,
     default_timeout: Duration,
+}
+
+/// A validated command and the project it will run in: everything that can refuse a request has
+/// been checked, so a stream can start.
+pub struct PreparedShell {
+    project: Project,
+    spec: CommandSpec,
 }
 
 impl CommandService {
@@ -34,31 +46,61 @@ impl CommandService {
         projects: Arc<ProjectService>,
         executor: Arc<dyn Executor>,
         audit: Arc<AuditService>,
+        events: Arc<dyn CommandEvents>,
         default_timeout: Duration,
     ) -> Self {
-        Self { projects, executor, audit, default_timeout }
+        Self { projects, executor, audit, events, default_timeout }
     }
 
-    /// Validates and runs a shell command now. The audit entry of the execution is written
-    /// before this returns, so a response that reports success always has its row. Refusals
-    /// (validation, unknown project) are audited by the HTTP layer, which sees every refusal.
+    /// Validates and runs a shell command now, and waits for it.
     pub async fn run_shell(
         &self,
         caller: &Caller,
         project_id: &ProjectId,
         request: ShellRequest,
     ) -> Result<Execution, DomainError> {
+        let prepared = self.prepare(project_id, request).await?;
+        self.execute(caller, prepared, None, None).await
+    }
+
+    /// Checks the request and finds the project. Refusals (validation, unknown project) are
+    /// audited by the HTTP layer, which sees every refusal.
+    pub async fn prepare(&self, project_id: &ProjectId, request: ShellRequest) -> Result<PreparedShell, DomainError> {
         let spec = CommandSpec::from_request(request, self.default_timeout)?;
         let project = self.projects.get(project_id).await?;
+        Ok(PreparedShell { project, spec })
+    }
+
+    /// Runs a prepared command, sending its output to `live` as it arrives. `stop` (the client
+    /// went away) kills it. The audit entry is written before this returns, so a response that
+    /// reports success always has its row.
+    pub async fn execute(
+        &self,
+        caller: &Caller,
+        prepared: PreparedShell,
+        live: OutputSink,
+        stop: Option<Arc<Notify>>,
+    ) -> Result<Execution, DomainError> {
+        let PreparedShell { project, spec } = prepared;
         let execution_id = Uuid::new_v4();
-        let outcome = match self.executor.run(&project, &spec).await {
+        let stopped = async {
+            match stop {
+                Some(stop) => stop.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        let result = tokio::select! {
+            result = self.executor.run(&project, &spec, live) => result,
+            () = stopped => Err(DomainError::internal(anyhow::anyhow!("the client went away; command killed"))),
+        };
+        let outcome = match result {
             Ok(outcome) => outcome,
             Err(error @ DomainError::Validation(_)) => return Err(error),
             Err(error) => {
                 record_execution(project.executor, AuditOutcome::Error, None);
                 let record = AuditRecord {
                     id: execution_id,
-                    project_id: Some(project_id),
+                    project_id: Some(&project.id),
                     command: Some(&spec.command),
                     exit_code: None,
                     outcome: AuditOutcome::Error,
@@ -72,7 +114,7 @@ impl CommandService {
         };
         let record = AuditRecord {
             id: execution_id,
-            project_id: Some(project_id),
+            project_id: Some(&project.id),
             command: Some(&spec.command),
             exit_code: Some(outcome.exit_code),
             outcome: AuditOutcome::of_exit(outcome.exit_code, outcome.timed_out),
@@ -80,6 +122,15 @@ impl CommandService {
         };
         record_execution(project.executor, record.outcome, record.duration_ms);
         self.audit.record(caller, record).await?;
-        Ok(Execution::new(execution_id, project_id.clone(), spec.command, outcome))
+        let event = CommandFinished {
+            id: execution_id,
+            project_id: project.id.clone(),
+            status: CommandStatus::of_exit(outcome.exit_code, outcome.timed_out),
+            exit_code: Some(outcome.exit_code),
+            queued: false,
+            finished_at: outcome.finished_at,
+        };
+        self.events.command_finished(&event).await;
+        Ok(Execution::new(execution_id, project.id, spec.command, outcome))
     }
 }

@@ -11,7 +11,7 @@ pub mod worker;
 
 pub use apikeys::{ApiKeyChanges, ApiKeyService, NewApiKey};
 pub use audit::AuditService;
-pub use commands::CommandService;
+pub use commands::{CommandService, PreparedShell};
 pub use projects::ProjectService;
 pub use queue::{Cancelled, QueueService};
 pub use ratelimit::RateLimitService;

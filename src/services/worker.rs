@@ -117,7 +117,7 @@ impl QueueWorker {
                 let signal = self.running.register(command.id);
                 let spec = command.spec();
                 let end = tokio::select! {
-                    outcome = self.executor.run(&project, &spec) => match outcome {
+                    outcome = self.executor.run(&project, &spec, None) => match outcome {
                         Ok(outcome) => CommandEnd::Ran(outcome),
                         Err(error) => CommandEnd::Error(error.to_string()),
                     },

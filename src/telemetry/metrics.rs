@@ -66,6 +66,12 @@ fn describe() {
         "Requests refused with 429 because their API key's rate limit was used up."
     );
     describe_counter!(CACHE_REQUESTS_TOTAL, "Cache lookups, by cache and result (hit, miss).");
+    describe_gauge!(COMMAND_QUEUE_DEPTH, "Commands waiting in the queue, by priority (0 to 9; 9 runs first).");
+    describe_histogram!(
+        COMMAND_QUEUE_WAIT_SECONDS,
+        Unit::Seconds,
+        "Time queued commands waited before a worker started them."
+    );
     describe_gauge!(
         CIRCUIT_BREAKER_STATE,
         "State of the circuit breaker around an executor: 0 closed, 1 half-open, 2 open."

@@ -16,3 +16,4 @@ mod projects;
 mod queue;
 mod replicas;
 mod shell;
+mod stream;

@@ -20,6 +20,8 @@ async fn metrics_carry_every_series_with_bounded_labels_and_pass_promtool() {
     assert_eq!(app.get("/projects/missing", &app.admin_key).await.status, 404);
     assert_eq!(app.shell("hello", json!({"command": "true"})).await.status, 200);
     assert_eq!(app.shell("hello", json!({"command": "exit 1"})).await.status, 200);
+    let queued = app.post("/projects/hello/commands", &app.admin_key, json!({"command": "true"})).await;
+    app.wait_for_command(queued.body["id"].as_str().unwrap(), |c| c["status"] == "succeeded").await;
     let one = app
         .post(
             "/api-keys",
@@ -44,6 +46,9 @@ async fn metrics_carry_every_series_with_bounded_labels_and_pass_promtool() {
         "rate_limited_requests_total 1",
         r#"cache_requests_total{cache="api_keys",result="hit"}"#,
         r#"rdev_build_info{version=""#,
+        r#"command_queue_depth{priority="9"} 0"#,
+        "command_queue_wait_seconds_count 1",
+        r#"command_executions_total{executor="queue",outcome="succeeded"} 1"#,
     ] {
         assert!(text.contains(series), "{series} in\n{text}");
     }

@@ -23,7 +23,7 @@ use super::{
 use crate::{
     adapters::capture::{CappedBuffer, drain},
     domain::{CommandSpec, DomainError, ExecOutcome, Project},
-    ports::Executor,
+    ports::{Executor, OutputSink, Stream},
 };
 
 /// How long output may keep arriving after the status, or the status after the output ended.
@@ -60,7 +60,7 @@ fn exit_code(status: &Status) -> Result<i32, DomainError> {
 #[async_trait]
 impl Executor for KubeExecutor {
     #[tracing::instrument(name = "command.execute", skip_all, fields(project.id = %project.id, executor = "kubernetes", exit_code))]
-    async fn run(&self, project: &Project, spec: &CommandSpec) -> Result<ExecOutcome, DomainError> {
+    async fn run(&self, project: &Project, spec: &CommandSpec, live: OutputSink) -> Result<ExecOutcome, DomainError> {
         let pod = project.pod.as_deref().ok_or_else(|| DomainError::not_found("project", project.id.as_str()))?;
         let mut params = AttachParams::default().stdin(false).stdout(true).stderr(true);
         if let Some(container) = &project.container {
@@ -78,12 +78,15 @@ impl Executor for KubeExecutor {
         let status = attached
             .take_status()
             .ok_or_else(|| DomainError::internal(anyhow::anyhow!("exec without a status channel")))?;
-        let mut stdout = CappedBuffer::new(self.max_output_bytes);
-        let mut stderr = CappedBuffer::new(self.max_output_bytes);
+        let mut stdout = CappedBuffer::new(self.max_output_bytes, Stream::Stdout);
+        let mut stderr = CappedBuffer::new(self.max_output_bytes, Stream::Stderr);
 
         let run = async {
             let output = async {
-                tokio::join!(drain(stdout_pipe.as_mut(), &mut stdout), drain(stderr_pipe.as_mut(), &mut stderr))
+                tokio::join!(
+                    drain(stdout_pipe.as_mut(), &mut stdout, &live),
+                    drain(stderr_pipe.as_mut(), &mut stderr, &live)
+                )
             };
             tokio::pin!(output, status);
             tokio::select! {

@@ -28,7 +28,7 @@ use tokio::process::Command;
 use crate::adapters::capture::{CappedBuffer, drain};
 use crate::{
     domain::{CommandSpec, DomainError, ExecOutcome, Project},
-    ports::Executor,
+    ports::{Executor, OutputSink, Stream},
 };
 
 /// Server environment variables a command inherits; everything else comes from the request.
@@ -119,7 +119,7 @@ fn exit_code(status: ExitStatus) -> i32 {
 #[async_trait]
 impl Executor for LocalExecutor {
     #[tracing::instrument(name = "command.execute", skip_all, fields(project.id = %project.id, executor = "local", exit_code))]
-    async fn run(&self, project: &Project, spec: &CommandSpec) -> Result<ExecOutcome, DomainError> {
+    async fn run(&self, project: &Project, spec: &CommandSpec, live: OutputSink) -> Result<ExecOutcome, DomainError> {
         let dir = self.working_dir(project, spec.workdir.as_deref()).await?;
         let started_at = Utc::now();
         let clock = Instant::now();
@@ -131,8 +131,8 @@ impl Executor for LocalExecutor {
         let mut group = GroupGuard(pgid);
         let mut stdout_pipe = child.stdout.take();
         let mut stderr_pipe = child.stderr.take();
-        let mut stdout = CappedBuffer::new(self.max_output_bytes);
-        let mut stderr = CappedBuffer::new(self.max_output_bytes);
+        let mut stdout = CappedBuffer::new(self.max_output_bytes, Stream::Stdout);
+        let mut stderr = CappedBuffer::new(self.max_output_bytes, Stream::Stderr);
 
         let run = async {
             let exited = async {
@@ -142,7 +142,10 @@ impl Executor for LocalExecutor {
                 status
             };
             let output = async {
-                tokio::join!(drain(stdout_pipe.as_mut(), &mut stdout), drain(stderr_pipe.as_mut(), &mut stderr))
+                tokio::join!(
+                    drain(stdout_pipe.as_mut(), &mut stdout, &live),
+                    drain(stderr_pipe.as_mut(), &mut stderr, &live)
+                )
             };
             tokio::join!(exited, output).0
         };
@@ -154,7 +157,10 @@ impl Executor for LocalExecutor {
                 group.kill();
                 let status = child.wait().await;
                 let output = async {
-                    tokio::join!(drain(stdout_pipe.as_mut(), &mut stdout), drain(stderr_pipe.as_mut(), &mut stderr))
+                    tokio::join!(
+                        drain(stdout_pipe.as_mut(), &mut stdout, &live),
+                        drain(stderr_pipe.as_mut(), &mut stderr, &live)
+                    )
                 };
                 let _ = tokio::time::timeout(DRAIN_AFTER_KILL, output).await;
                 (status, true)

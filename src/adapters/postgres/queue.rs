@@ -290,6 +290,24 @@ impl CommandQueue for PgCommandQueue {
         lost.iter().map(command_from_row).collect()
     }
 
+    async fn depth(&self) -> Result<Vec<(u8, u64)>, DomainError> {
+        let rows =
+            sqlx::query("SELECT priority, COUNT(*) AS waiting FROM commands WHERE status = 'queued' GROUP BY priority")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                let priority: i64 = row
+                    .try_get::<i64, _>("priority")
+                    .or_else(|_| row.try_get::<i16, _>("priority").map(i64::from))
+                    .map_err(db_error)?;
+                let waiting: i64 = row.try_get("waiting").map_err(db_error)?;
+                Ok((priority.clamp(0, 9) as u8, waiting.max(0) as u64))
+            })
+            .collect()
+    }
+
     async fn wait_for_work(&self) {
         self.listener.get_or_init(|| self.listen()).await;
         self.work.notified().await;

@@ -1,15 +1,34 @@
-//! `POST /projects/{id}/shell`: run a command now and wait for it.
+//! `POST /projects/{id}/shell`: run a command now and wait for it, or, with
+//! `Accept: text/event-stream`, stream its output as it arrives.
+//!
+//! A stream is Server-Sent Events: `stdout` and `stderr` events carry output chunks, then one
+//! `exit` event carries the `Execution` without its output (or an `error` event the error body).
+//! A client that disconnects kills the command: the stream holds a guard that stops it.
 
-use axum::{Json, extract::State};
+use std::{convert::Infallible, sync::Arc};
+
+use axum::{
+    Json,
+    extract::State,
+    http::{HeaderMap, header},
+    response::{
+        IntoResponse, Response,
+        sse::{Event, KeepAlive, Sse},
+    },
+};
+use futures_util::Stream;
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::{
-    domain::{Execution, ProjectId, ShellRequest},
+    domain::{Caller, Execution, ProjectId, ShellRequest},
     http::{
         auth::{Authorized, scope},
         error::{ApiError, ErrorBody},
         extract::{ApiJson, ApiPath},
         state::AppState,
     },
+    ports::OutputChunk,
+    services::PreparedShell,
 };
 
 #[utoipa::path(
@@ -17,18 +36,91 @@ use crate::{
     params(("id" = String, Path, description = "Project id")),
     request_body = ShellRequest,
     responses(
-        (status = 200, description = "The command ran; a non-zero exit is still 200", body = Execution),
+        (status = 200, description = "The command ran; a non-zero exit is still 200. With `Accept: text/event-stream`, \\
+            `stdout`/`stderr` events as output arrives, then an `exit` event (the Execution without output)",
+            content((Execution = "application/json"), (String = "text/event-stream"))),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, description = "project not found", body = ErrorBody), (status = 413, body = ErrorBody),
-        (status = 503, body = ErrorBody),
+        (status = 429, body = ErrorBody), (status = 503, body = ErrorBody),
     )
 )]
 pub async fn run_shell(
     auth: Authorized<scope::CommandsExecute>,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
+    headers: HeaderMap,
     ApiJson(request): ApiJson<ShellRequest>,
-) -> Result<Json<Execution>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = ProjectId::parse(&id)?;
-    Ok(Json(state.commands.run_shell(&auth.caller, &id, request).await?))
+    // Everything that can refuse the request is checked before a stream starts.
+    let prepared = state.commands.prepare(&id, request).await?;
+    if wants_event_stream(&headers) {
+        return Ok(stream(state, auth.caller, prepared).into_response());
+    }
+    Ok(Json(state.commands.execute(&auth.caller, prepared, None, None).await?).into_response())
+}
+
+fn wants_event_stream(headers: &HeaderMap) -> bool {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|accept| accept.contains("text/event-stream"))
+}
+
+/// Stops the command when the response stream is dropped (the client went away).
+struct StopOnDrop(Arc<Notify>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.notify_one();
+    }
+}
+
+fn stream(
+    state: AppState,
+    caller: Caller,
+    prepared: PreparedShell,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let (output_tx, output) = mpsc::unbounded_channel::<OutputChunk>();
+    let (done_tx, done) = oneshot::channel();
+    let stop = Arc::new(Notify::new());
+    let request_id = caller.request_id.clone();
+    let task_stop = stop.clone();
+    tokio::spawn(async move {
+        let result = state.commands.execute(&caller, prepared, Some(output_tx), Some(task_stop)).await;
+        let _ = done_tx.send(result);
+    });
+    let events = futures_util::stream::unfold(Some((output, done, StopOnDrop(stop))), move |open| {
+        let request_id = request_id.clone();
+        async move {
+            let (mut output, done, guard) = open?;
+            // All output first: the sender is dropped when the command has finished.
+            if let Some(chunk) = output.recv().await {
+                let event = Event::default().event(chunk.stream.as_str()).data(chunk.text);
+                return Some((Ok(event), Some((output, done, guard))));
+            }
+            let event = match done.await {
+                Ok(Ok(execution)) => exit_event(&execution),
+                Ok(Err(error)) => error_event(ApiError::from(error), request_id),
+                Err(_) => error_event(
+                    ApiError::from(crate::domain::DomainError::internal(anyhow::anyhow!("execution task ended"))),
+                    request_id,
+                ),
+            };
+            Some((Ok(event), None))
+        }
+    });
+    Sse::new(events).keep_alive(KeepAlive::default())
+}
+
+/// The `Execution` without the output the stream already carried.
+fn exit_event(execution: &Execution) -> Event {
+    let mut summary = serde_json::to_value(execution).unwrap_or_default();
+    if let Some(fields) = summary.as_object_mut() {
+        fields.remove("stdout");
+        fields.remove("stderr");
+    }
+    Event::default().event("exit").data(summary.to_string())
+}
+
+fn error_event(error: ApiError, request_id: String) -> Event {
+    let body = error.to_body(Some(request_id));
+    Event::default().event("error").data(serde_json::to_string(&body).unwrap_or_default())
 }

@@ -1,0 +1,115 @@
+//! `POST /projects/{id}/shell` with `Accept: text/event-stream`, on both executors.
+
+use serde_json::{Value, json};
+
+use crate::{
+    helpers::{Backend, TestApp, live_processes_with, spawn_backend},
+    on_every_backend,
+};
+
+on_every_backend!(
+    output_arrives_while_the_command_runs_then_the_exit_event,
+    a_client_that_disconnects_kills_the_command,
+    refusals_before_the_stream_are_plain_json_errors,
+);
+
+/// An SSE response read event by event.
+struct Events {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl Events {
+    async fn open(app: &TestApp, body: Value) -> Self {
+        let response = app
+            .client
+            .post(app.url("/projects/hello/shell"))
+            .header("X-API-Key", &app.admin_key)
+            .header("Accept", "text/event-stream")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+        Self { response, buffer: String::new() }
+    }
+
+    /// The next `(event, data)`, skipping keep-alive comments; `None` at the end of the stream.
+    async fn next(&mut self) -> Option<(String, String)> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let (mut event, mut data) = (String::new(), Vec::new());
+                for line in block.lines() {
+                    if let Some(name) = line.strip_prefix("event: ") {
+                        event = name.to_owned();
+                    } else if let Some(part) = line.strip_prefix("data: ").or_else(|| line.strip_prefix("data:")) {
+                        data.push(part.to_owned());
+                    }
+                }
+                if !event.is_empty() {
+                    return Some((event, data.join("\n")));
+                }
+                continue;
+            }
+            let chunk = self.response.chunk().await.unwrap()?;
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
+
+async fn output_arrives_while_the_command_runs_then_the_exit_event(backend: Backend) {
+    let app = spawn_backend(backend).await;
+    let go = app.project_path("hello").join("go");
+    let command = "echo first; while [ ! -f go ]; do sleep 0.02; done; echo second >&2; exit 4";
+    let mut events = Events::open(&app, json!({"command": command})).await;
+    assert_eq!(events.next().await, Some(("stdout".into(), "first\n".into())), "the chunk arrives while it waits");
+    // Only now may the command go on: it was still running when the chunk arrived.
+    std::fs::write(&go, "").unwrap();
+    assert_eq!(events.next().await, Some(("stderr".into(), "second\n".into())));
+    let (name, data) = events.next().await.unwrap();
+    assert_eq!(name, "exit");
+    let exit: Value = serde_json::from_str(&data).unwrap();
+    assert_eq!((exit["exit_code"].as_i64(), exit["project_id"].as_str()), (Some(4), Some("hello")));
+    assert!(exit.get("stdout").is_none() && exit["execution_id"].is_string());
+    assert_eq!(events.next().await, None, "the stream ends after exit");
+    let audit = app.get("/audit?project_id=hello", &app.admin_key).await;
+    assert_eq!(audit.body["entries"][0]["id"], exit["execution_id"]);
+}
+
+async fn a_client_that_disconnects_kills_the_command(backend: Backend) {
+    let app = spawn_backend(backend).await;
+    let marker = format!("300.{}", uuid::Uuid::new_v4().as_u128() % 1_000_000);
+    let mut events =
+        Events::open(&app, json!({"command": format!("echo ready; sleep {marker} & sleep {marker}")})).await;
+    assert_eq!(events.next().await.map(|e| e.0), Some("stdout".into()));
+    drop(events);
+    // The server records the killed command once it is gone: wait for that row.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let audit = app.get("/audit?project_id=hello", &app.admin_key).await;
+        if audit.body["entries"][0]["outcome"] == "error" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no audit entry for the killed command: {}", audit.body);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    app.commands_settled().await;
+    assert_eq!(live_processes_with(&marker), Vec::<u32>::new());
+}
+
+async fn refusals_before_the_stream_are_plain_json_errors(backend: Backend) {
+    let app = spawn_backend(backend).await;
+    let request = |project: &str, body: Value| {
+        app.client
+            .post(app.url(&format!("/projects/{project}/shell")))
+            .header("X-API-Key", &app.admin_key)
+            .header("Accept", "text/event-stream")
+            .json(&body)
+    };
+    let invalid = app.send(request("hello", json!({"command": "ls", "workdir": "../x"}))).await;
+    assert_eq!((invalid.status, invalid.error_code()), (400, "VALIDATION_FAILED"));
+    let missing = app.send(request("nope", json!({"command": "ls"}))).await;
+    assert_eq!((missing.status, missing.message()), (404, "project not found"));
+}
