@@ -13,6 +13,7 @@ on_both_databases!(
     cancelling_a_queued_command_is_immediate_and_final,
     cancelling_a_running_command_kills_it_on_whichever_replica_runs_it,
     bad_enqueues_are_refused_and_audited,
+    expired_leases_requeue_unstarted_or_retryable_commands_and_fail_the_rest,
 );
 
 fn is_final(command: &Value) -> bool {
@@ -132,4 +133,51 @@ async fn bad_enqueues_are_refused_and_audited(db: Db) {
     let audit = app.get("/audit?project_id=nope", &app.admin_key).await;
     assert_eq!(audit.body["entries"][0]["outcome"], "rejected");
     assert_eq!(app.get("/commands", &app.admin_key).await.body["commands"], json!([]), "nothing was queued");
+}
+
+/// The queue adapter itself, with leases that expire on a clock the test controls.
+async fn expired_leases_requeue_unstarted_or_retryable_commands_and_fail_the_rest(db: Db) {
+    use rdev_api::domain::{Caller, Command, CommandStatus, EnqueueRequest, ProjectId};
+    let app = spawn_app_with(db, |config| config.queue_workers = 0).await;
+    let queue = app.database.command_queue();
+    let now = chrono::Utc::now();
+    let new = |command: &str, max_attempts: u32| {
+        let request = EnqueueRequest {
+            command: command.into(),
+            timeout_secs: None,
+            workdir: None,
+            env: None,
+            priority: None,
+            max_attempts: Some(max_attempts),
+        };
+        let caller = Caller { api_key_id: None, request_id: "r".into(), client_ip: None };
+        Command::new(request, ProjectId::parse("hello").unwrap(), caller, std::time::Duration::from_secs(5), now)
+            .unwrap()
+    };
+    let (unstarted, retryable, once) = (new("a", 1), new("b", 2), new("c", 1));
+    for command in [&unstarted, &retryable, &once] {
+        queue.enqueue(command).await.unwrap();
+    }
+    let lease = now + chrono::Duration::seconds(2);
+    let mut claimed = Vec::new();
+    for _ in 0..3 {
+        claimed.push(queue.claim("dead-worker", lease).await.unwrap().unwrap().id);
+    }
+    assert!(queue.claim("dead-worker", lease).await.unwrap().is_none(), "each command is claimed once");
+    queue.start(retryable.id, "dead-worker", now).await.unwrap();
+    queue.start(once.id, "dead-worker", now).await.unwrap();
+
+    assert!(queue.recover_expired(now).await.unwrap().is_empty(), "leases still hold");
+    let lost = queue.recover_expired(now + chrono::Duration::seconds(3)).await.unwrap();
+    assert_eq!(lost.iter().map(|c| c.id).collect::<Vec<_>>(), [once.id]);
+    let status = |id| {
+        let queue = queue.clone();
+        async move { queue.get(id).await.unwrap().unwrap() }
+    };
+    assert_eq!(status(unstarted.id).await.status, CommandStatus::Queued, "never started: simply back");
+    let again = status(retryable.id).await;
+    assert_eq!((again.status, again.attempts), (CommandStatus::Queued, 1), "started once, may start once more");
+    let failed = status(once.id).await;
+    assert_eq!((failed.status, failed.error.as_deref()), (CommandStatus::Failed, Some("worker lost")));
+    assert!(queue.renew(once.id, "dead-worker", lease).await.unwrap().is_none(), "the dead worker's claim is gone");
 }
