@@ -2,9 +2,15 @@
 //! away, so the command never blocks on a full pipe and runs to completion. Both executors use
 //! it, so output is capped, decoded and streamed the same way whichever ran the command.
 
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::ports::{OutputChunk, OutputSink, Stream};
+use crate::{
+    domain::ExecOutcome,
+    ports::{OutputChunk, OutputSink, Stream},
+};
 
 const CHUNK: usize = 16 * 1024;
 
@@ -59,6 +65,31 @@ impl CappedBuffer {
             Err(invalid) => String::from_utf8_lossy(invalid.as_bytes()).into_owned(),
         };
         (text, self.truncated)
+    }
+}
+
+/// The outcome of a run that started at `started_at` (wall clock) and `started` (monotonic, for
+/// the duration), from its captured output.
+pub(crate) fn outcome(
+    stdout: CappedBuffer,
+    stderr: CappedBuffer,
+    exit_code: i32,
+    timed_out: bool,
+    started_at: DateTime<Utc>,
+    started: Instant,
+) -> ExecOutcome {
+    let (stdout, stdout_truncated) = stdout.finish();
+    let (stderr, stderr_truncated) = stderr.finish();
+    ExecOutcome {
+        exit_code,
+        stdout,
+        stderr,
+        stdout_truncated,
+        stderr_truncated,
+        timed_out,
+        started_at,
+        finished_at: Utc::now(),
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     }
 }
 

@@ -1,6 +1,6 @@
 //! The real `rdev-api` binary, started as a newcomer would: empty folder, no settings but a port.
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::process::{BIN, ServerProcess};
 
@@ -17,31 +17,12 @@ async fn start_fresh(dir: &std::path::Path) -> (ServerProcess, String) {
 async fn fresh_start_serves_hello_with_the_printed_key_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let (mut server, key) = start_fresh(dir.path()).await;
-    let addr = server.addr.clone();
     assert!(dir.path().join("rdev.db").exists(), "SQLite file created");
     assert!(dir.path().join("projects/hello").is_dir(), "example project created");
 
-    let client = reqwest::Client::new();
-    let projects: Value = client
-        .get(format!("http://{addr}/projects"))
-        .header("X-API-Key", &key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let projects = server.get_json("/projects", &key).await;
     assert_eq!(projects["projects"][0]["id"], "hello");
-    let run: Value = client
-        .post(format!("http://{addr}/projects/hello/shell"))
-        .header("X-API-Key", &key)
-        .json(&json!({"command": "echo hello"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let run = server.post_json("/projects/hello/shell", &key, &json!({"command": "echo hello"})).await;
     assert_eq!((run["exit_code"].as_i64(), run["stdout"].as_str()), (Some(0), Some("hello\n")));
 
     let status = server.terminate().await;

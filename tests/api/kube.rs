@@ -133,20 +133,9 @@ async fn the_binary_with_a_kubeconfig_lists_pods_and_runs_echo_hello() {
         ("RDEV_BOOTSTRAP_API_KEY", key.as_str()),
     ];
     let mut server = ServerProcess::start(dir.path(), &envs).await;
-    let client = reqwest::Client::new();
-    let projects: Value =
-        client.get(server.url("/projects")).header("X-API-Key", &key).send().await.unwrap().json().await.unwrap();
+    let projects: Value = server.get_json("/projects", &key).await;
     assert_eq!(projects["projects"][0]["pod"], HELLO_POD);
-    let run: Value = client
-        .post(server.url("/projects/hello/shell"))
-        .header("X-API-Key", &key)
-        .json(&json!({"command": "echo hello"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let run: Value = server.post_json("/projects/hello/shell", &key, &json!({"command": "echo hello"})).await;
     assert_eq!((run["exit_code"].as_i64(), run["stdout"].as_str()), (Some(0), Some("hello\n")));
     assert!(!dir.path().join("projects").exists(), "no local projects folder with the Kubernetes executor");
     assert!(server.terminate().await.success());

@@ -107,27 +107,10 @@ async fn secrets_never_reach_the_database_or_the_logs() {
         let envs = [("DATABASE_URL", url.as_str()), ("RDEV_BOOTSTRAP_API_KEY", admin.as_str()), ("RUST_LOG", "trace")];
         let mut server = ServerProcess::start(dir.path(), &envs).await;
         let client = reqwest::Client::new();
-        let body: Value = client
-            .post(server.url("/api-keys"))
-            .header("X-API-Key", &admin)
-            .json(&json!({"name": "s", "scopes": ["admin"]}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body: Value = server.post_json("/api-keys", &admin, &json!({"name": "s", "scopes": ["admin"]})).await;
         let (id, first) = (body["id"].as_str().unwrap().to_owned(), body["key"].as_str().unwrap().to_owned());
         client.get(server.url("/projects")).header("X-API-Key", &first).send().await.unwrap();
-        let rotated: Value = client
-            .post(server.url(&format!("/api-keys/{id}/rotate")))
-            .header("X-API-Key", &admin)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let rotated: Value = server.post_json(&format!("/api-keys/{id}/rotate"), &admin, &json!({})).await;
         let second = rotated["key"].as_str().unwrap().to_owned();
         client
             .post(server.url("/projects/hello/shell"))
@@ -166,24 +149,10 @@ async fn secrets_never_reach_the_database_or_the_logs() {
 }
 
 /// Waits until `GET /commands?status=…` lists `count` commands (60 s at most).
-async fn wait_until_listed(
-    client: &reqwest::Client,
-    server: &ServerProcess,
-    key: &str,
-    status: &str,
-    count: usize,
-) -> Vec<Value> {
+async fn wait_until_listed(server: &ServerProcess, key: &str, status: &str, count: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let listed: Value = client
-            .get(server.url(&format!("/commands?status={status}&limit=500")))
-            .header("X-API-Key", key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let listed: Value = server.get_json(&format!("/commands?status={status}&limit=500"), key).await;
         let commands = listed["commands"].as_array().unwrap().clone();
         if commands.len() >= count {
             return commands;
@@ -213,7 +182,7 @@ async fn two_processes_drain_200_commands_each_exactly_once() {
         let server = if n % 2 == 0 { &pair.a } else { &pair.b };
         enqueue(&pair, server, format!("echo {n} >> ids.txt")).await;
     }
-    wait_until_listed(&pair.client, &pair.a, &pair.admin, "succeeded", 200).await;
+    wait_until_listed(&pair.a, &pair.admin, "succeeded", 200).await;
     let ids = std::fs::read_to_string(pair._dir.path().join("projects/hello/ids.txt")).unwrap();
     let mut ran: Vec<u32> = ids.lines().map(|l| l.parse().unwrap()).collect();
     ran.sort_unstable();
@@ -253,7 +222,7 @@ async fn a_replica_killed_mid_run_loses_only_what_it_was_running() {
     // Both of the doomed replica's workers are running something: kill it without warning.
     // Claimed-but-unstarted commands would rightly go back to the queue: wait for two started.
     let running = loop {
-        let running = wait_until_listed(&client, &doomed, &admin, "running", 2).await;
+        let running = wait_until_listed(&doomed, &admin, "running", 2).await;
         if running.iter().filter(|c| c["started_at"].is_string()).count() == 2 {
             break running;
         }
@@ -266,8 +235,8 @@ async fn a_replica_killed_mid_run_loses_only_what_it_was_running() {
     let survivor_env = envs(&replica("2"));
     let survivor_env: Vec<(&str, &str)> = survivor_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut survivor = ServerProcess::start(dir.path(), &survivor_env).await;
-    let failed = wait_until_listed(&client, &survivor, &admin, "failed", interrupted.len()).await;
-    let succeeded = wait_until_listed(&client, &survivor, &admin, "succeeded", ids.len() - interrupted.len()).await;
+    let failed = wait_until_listed(&survivor, &admin, "failed", interrupted.len()).await;
+    let succeeded = wait_until_listed(&survivor, &admin, "succeeded", ids.len() - interrupted.len()).await;
     let mut lost: Vec<String> = failed.iter().map(|c| c["id"].as_str().unwrap().to_owned()).collect();
     lost.sort();
     interrupted.sort();
@@ -288,37 +257,21 @@ async fn sigterm_lets_a_running_command_finish_then_exits_0_within_the_grace() {
     let admin = ApiKeySecret::generate().expose().to_owned();
     let mut server =
         ServerProcess::start(dir.path(), &[("RDEV_BOOTSTRAP_API_KEY", &admin), ("RDEV_SHUTDOWN_GRACE", "20s")]).await;
-    let client = reqwest::Client::new();
-    let reply: Value = client
-        .post(server.url("/projects/hello/commands"))
-        .header("X-API-Key", &admin)
-        .json(&json!({"command": "sleep 2; echo finished > sigterm.txt"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let reply: Value = server
+        .post_json("/projects/hello/commands", &admin, &json!({"command": "sleep 2; echo finished > sigterm.txt"}))
+        .await;
     assert_eq!(reply["status"], "queued");
-    wait_for_running(&client, &server, &admin, reply["id"].as_str().unwrap()).await;
+    wait_for_running(&server, &admin, reply["id"].as_str().unwrap()).await;
     let asked = Instant::now();
     assert!(server.terminate().await.success(), "exits 0");
     assert!(asked.elapsed() < Duration::from_secs(20), "within the grace");
     assert_eq!(std::fs::read_to_string(dir.path().join("projects/hello/sigterm.txt")).unwrap(), "finished\n");
 }
 
-async fn wait_for_running(client: &reqwest::Client, server: &ServerProcess, key: &str, id: &str) {
+async fn wait_for_running(server: &ServerProcess, key: &str, id: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let command: Value = client
-            .get(server.url(&format!("/commands/{id}")))
-            .header("X-API-Key", key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let command: Value = server.get_json(&format!("/commands/{id}"), key).await;
         if command["status"] == "running" {
             return;
         }

@@ -21,7 +21,7 @@ use super::{
     script::{WORKDIR_MISSING, WORKDIR_MISSING_EXIT, argv},
 };
 use crate::{
-    adapters::capture::{CappedBuffer, drain},
+    adapters::capture::{CappedBuffer, drain, outcome},
     domain::{CommandSpec, DomainError, ExecOutcome, Project},
     ports::{Executor, OutputSink, Stream},
 };
@@ -108,22 +108,11 @@ impl Executor for KubeExecutor {
             Ok(None) => return Err(DomainError::executor_unavailable("pod exec stream ended without a status")),
             Ok(Some(status)) => (exit_code(&status)?, false),
         };
-        let (stdout, stdout_truncated) = stdout.finish();
-        let (stderr, stderr_truncated) = stderr.finish();
-        if exit_code == WORKDIR_MISSING_EXIT && stderr.trim_end() == WORKDIR_MISSING {
+        let outcome = outcome(stdout, stderr, exit_code, timed_out, started_at, clock);
+        if exit_code == WORKDIR_MISSING_EXIT && outcome.stderr.trim_end() == WORKDIR_MISSING {
             return Err(DomainError::invalid("workdir", "does not exist in the project"));
         }
         tracing::Span::current().record("exit_code", exit_code);
-        Ok(ExecOutcome {
-            exit_code,
-            stdout,
-            stderr,
-            stdout_truncated,
-            stderr_truncated,
-            timed_out,
-            started_at,
-            finished_at: Utc::now(),
-            duration_ms: u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX),
-        })
+        Ok(outcome)
     }
 }

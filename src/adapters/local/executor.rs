@@ -25,7 +25,7 @@ use nix::{
 };
 use tokio::process::Command;
 
-use crate::adapters::capture::{CappedBuffer, drain};
+use crate::adapters::capture::{CappedBuffer, drain, outcome};
 use crate::{
     domain::{CommandSpec, DomainError, ExecOutcome, Project},
     ports::{Executor, OutputSink, Stream},
@@ -169,18 +169,6 @@ impl Executor for LocalExecutor {
         let status =
             status.map_err(|e| DomainError::internal(anyhow::Error::new(e).context("waiting for the command")))?;
         tracing::Span::current().record("exit_code", exit_code(status));
-        let (stdout, stdout_truncated) = stdout.finish();
-        let (stderr, stderr_truncated) = stderr.finish();
-        Ok(ExecOutcome {
-            exit_code: exit_code(status),
-            stdout,
-            stderr,
-            stdout_truncated,
-            stderr_truncated,
-            timed_out,
-            started_at,
-            finished_at: Utc::now(),
-            duration_ms: u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX),
-        })
+        Ok(outcome(stdout, stderr, exit_code(status), timed_out, started_at, clock))
     }
 }
