@@ -33,7 +33,7 @@ pub struct Config {
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://rdev.db", global = true, hide_env_values = true)]
     pub database_url: String,
 
-    /// Upper bound of the database connection pool.
+    /// Upper bound of the Postgres connection pool (SQLite always uses one connection).
     #[arg(long, env = "RDEV_DB_MAX_CONNECTIONS", default_value_t = 10, global = true)]
     pub db_max_connections: u32,
 

