@@ -18,15 +18,21 @@ pub const MAX_ATTEMPTS: u32 = 10;
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnqueueRequest {
-    #[schema(example = "make test")]
+    /// Run as `/bin/sh -c <command>`; 1 to 16384 bytes, no NUL.
+    #[schema(example = "make test", min_length = 1, max_length = 16384, pattern = "^[^\\x00]+$")]
     pub command: String,
+    /// 1 to 3600; the server's `RDEV_COMMAND_TIMEOUT` when absent.
+    #[schema(minimum = 1, maximum = 3600)]
     pub timeout_secs: Option<u64>,
     pub workdir: Option<String>,
+    /// Extra environment variables; names match `[A-Za-z_][A-Za-z0-9_]*`, at most 64.
     pub env: Option<BTreeMap<String, String>>,
     /// 0 to 9; 9 runs first. Default 5.
+    #[schema(minimum = 0, maximum = 9)]
     pub priority: Option<u8>,
     /// How many times the command may be started, 1 (default) to 10. Shell commands are not
     /// idempotent: only above 1 is a command whose worker died started again.
+    #[schema(minimum = 1, maximum = 10)]
     pub max_attempts: Option<u32>,
 }
 

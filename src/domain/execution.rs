@@ -25,9 +25,10 @@ pub const MAX_WORKDIR_BYTES: usize = 4096;
 #[serde(deny_unknown_fields)]
 pub struct ShellRequest {
     /// Run as `/bin/sh -c <command>`; 1 to 16384 bytes, no NUL.
-    #[schema(example = "echo hello")]
+    #[schema(example = "echo hello", min_length = 1, max_length = 16384, pattern = "^[^\\x00]+$")]
     pub command: String,
     /// 1 to 3600; the server's `RDEV_COMMAND_TIMEOUT` when absent.
+    #[schema(minimum = 1, maximum = 3600)]
     pub timeout_secs: Option<u64>,
     /// A folder inside the project, relative to its root.
     pub workdir: Option<String>,

@@ -25,8 +25,10 @@ pub const MAX_GRACE_SECONDS: u64 = 7 * 24 * 3600;
 #[serde(deny_unknown_fields)]
 pub struct NewApiKey {
     /// 1 to 100 characters.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     /// At least one; a key can only grant scopes it holds itself.
+    #[schema(min_items = 1)]
     pub scopes: Vec<Scope>,
     /// Must lie in the future; absent means the key does not expire.
     pub expires_at: Option<DateTime<Utc>>,
@@ -34,19 +36,23 @@ pub struct NewApiKey {
     #[serde(default)]
     pub allowed_ips: Vec<String>,
     /// Requests per minute (1 to 1,000,000); absent means the server default.
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub rate_limit_per_minute: Option<u32>,
 }
 
 /// The body of `PATCH /api-keys/{id}`: absent fields stay as they are; `null` clears
-/// `expires_at` (never expires) and `rate_limit_per_minute` (server default).
+/// `expires_at` (never expires), `rate_limit_per_minute` (server default) and `allowed_ips`
+/// (anywhere).
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyChanges {
     pub name: Option<String>,
     pub scopes: Option<Vec<Scope>>,
-    pub allowed_ips: Option<Vec<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<u32>)]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub allowed_ips: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 1_000_000)]
     pub rate_limit_per_minute: Option<Option<u32>>,
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<DateTime<Utc>>)]
@@ -105,7 +111,7 @@ impl ApiKeyService {
         let changes = ApiKeyChanges {
             name: Some(new.name),
             scopes: Some(new.scopes),
-            allowed_ips: Some(new.allowed_ips),
+            allowed_ips: Some(Some(new.allowed_ips)),
             rate_limit_per_minute: Some(new.rate_limit_per_minute),
             expires_at: Some(new.expires_at),
         };
@@ -138,7 +144,7 @@ impl ApiKeyService {
             key.scopes = scopes;
         }
         if let Some(raw) = changes.allowed_ips {
-            key.allowed_ips = parse_allowed_ips(&raw, &mut errors);
+            key.allowed_ips = parse_allowed_ips(&raw.unwrap_or_default(), &mut errors);
         }
         if let Some(limit) = changes.rate_limit_per_minute {
             if limit.is_some_and(|l| !(1..=MAX_RATE_LIMIT).contains(&l)) {

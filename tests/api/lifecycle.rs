@@ -38,9 +38,14 @@ async fn patch_changes_each_field_and_null_clears(db: Db) {
     assert_eq!(run.headers["ratelimit-limit"], "42");
 
     let cleared = app
-        .patch(&format!("/api-keys/{id}"), &app.admin_key, json!({"expires_at": null, "rate_limit_per_minute": null}))
+        .patch(
+            &format!("/api-keys/{id}"),
+            &app.admin_key,
+            json!({"expires_at": null, "rate_limit_per_minute": null, "allowed_ips": null}),
+        )
         .await;
     assert!(cleared.body["expires_at"].is_null() && cleared.body["rate_limit_per_minute"].is_null());
+    assert_eq!(cleared.body["allowed_ips"], json!([]), "null clears the allowlist too");
     assert_eq!(cleared.body["name"], "renamed", "fields not sent stay");
     let fetched = app.get(&format!("/api-keys/{id}"), &app.admin_key).await;
     assert_eq!(fetched.body["scopes"], json!(["projects:read", "commands:execute"]));

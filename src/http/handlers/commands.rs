@@ -98,7 +98,7 @@ pub async fn get_command(
     responses(
         (status = 200, description = "Cancelled (a running command was killed)", body = Command),
         (status = 202, description = "Its worker was asked to stop it and has not confirmed yet", body = Command),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, description = "Already finished", body = ErrorBody),
     )
 )]
