@@ -111,6 +111,25 @@ impl ApiKey {
     }
 }
 
+#[cfg(test)]
+impl ApiKey {
+    /// A usable key holding `scopes`, for unit tests.
+    pub(crate) fn for_tests(scopes: Vec<Scope>) -> Self {
+        Self {
+            id: Uuid::new_v4(),
+            name: "test".into(),
+            prefix: "rdev_test".into(),
+            scopes,
+            allowed_ips: vec![],
+            rate_limit_per_minute: None,
+            expires_at: None,
+            created_at: Utc::now(),
+            last_used_at: None,
+            revoked_at: None,
+        }
+    }
+}
+
 /// The secret a client sends in `X-API-Key`: `rdev_`, 43 random base62 characters (256 bits),
 /// then 6 base62 characters of their CRC32. The checksum lets a secret scanner tell a real key
 /// from noise, and lets us refuse a mistyped key before any database work. Its `Debug` output is
@@ -229,18 +248,7 @@ mod tests {
 
     #[test]
     fn admin_implies_every_scope() {
-        let key = ApiKey {
-            id: Uuid::new_v4(),
-            name: "k".into(),
-            prefix: "rdev_x".into(),
-            scopes: vec![Scope::Admin],
-            allowed_ips: vec![],
-            rate_limit_per_minute: None,
-            expires_at: None,
-            created_at: Utc::now(),
-            last_used_at: None,
-            revoked_at: None,
-        };
+        let key = ApiKey::for_tests(vec![Scope::Admin]);
         assert!(Scope::ALL.iter().all(|s| key.allows(*s)));
         let reader = ApiKey { scopes: vec![Scope::ProjectsRead], ..key };
         assert!(reader.allows(Scope::ProjectsRead) && !reader.allows(Scope::CommandsExecute));

@@ -66,18 +66,7 @@ mod tests {
     }
 
     fn key() -> ApiKey {
-        ApiKey {
-            id: Uuid::new_v4(),
-            name: "k".into(),
-            prefix: "rdev_x".into(),
-            scopes: vec![Scope::Admin],
-            allowed_ips: vec![],
-            rate_limit_per_minute: None,
-            expires_at: None,
-            created_at: Utc::now(),
-            last_used_at: None,
-            revoked_at: None,
-        }
+        ApiKey::for_tests(vec![Scope::Admin])
     }
 
     #[tokio::test]
