@@ -10,6 +10,7 @@ pub mod error;
 pub mod execution;
 pub mod page;
 pub mod project;
+pub mod webhook;
 
 pub use apikey::{ApiKey, ApiKeySecret, KeyHash, Scope};
 pub use audit::{AuditEntry, AuditFilter, AuditOutcome, Caller};

@@ -17,4 +17,5 @@ mod projects;
 mod queue;
 mod replicas;
 mod shell;
+mod signing;
 mod stream;

@@ -1,0 +1,186 @@
+//! Webhooks: which events a subscriber wants, the secret that signs what it receives, and which
+//! addresses a delivery may go to.
+//!
+//! Signing follows the Standard Webhooks scheme: headers `webhook-id` (stable across retries, so
+//! receivers can deduplicate), `webhook-timestamp` (Unix seconds) and
+//! `webhook-signature: v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, keyed with the
+//! bytes the secret's `whsec_<base64>` carries.
+
+use std::net::IpAddr;
+
+use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
+use hmac::{Hmac, KeyInit as _, Mac as _};
+use rand::RngExt as _;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use utoipa::ToSchema;
+
+use super::CommandStatus;
+
+/// What a webhook can subscribe to: how a command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+pub enum WebhookEvent {
+    #[serde(rename = "command.succeeded")]
+    CommandSucceeded,
+    #[serde(rename = "command.failed")]
+    CommandFailed,
+    #[serde(rename = "command.timed_out")]
+    CommandTimedOut,
+    #[serde(rename = "command.cancelled")]
+    CommandCancelled,
+}
+
+impl WebhookEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CommandSucceeded => "command.succeeded",
+            Self::CommandFailed => "command.failed",
+            Self::CommandTimedOut => "command.timed_out",
+            Self::CommandCancelled => "command.cancelled",
+        }
+    }
+
+    /// The event a final command status raises; `None` for statuses that are not final.
+    pub fn of(status: CommandStatus) -> Option<Self> {
+        match status {
+            CommandStatus::Succeeded => Some(Self::CommandSucceeded),
+            CommandStatus::Failed => Some(Self::CommandFailed),
+            CommandStatus::TimedOut => Some(Self::CommandTimedOut),
+            CommandStatus::Cancelled => Some(Self::CommandCancelled),
+            CommandStatus::Queued | CommandStatus::Running => None,
+        }
+    }
+}
+
+/// A webhook's signing secret, `whsec_` + base64 of 24 random bytes. Shown once at creation;
+/// stored so deliveries can be signed; its `Debug` output is redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookSecret(String);
+
+impl WebhookSecret {
+    pub const PREFIX: &'static str = "whsec_";
+    const KEY_BYTES: usize = 24;
+
+    pub fn generate() -> Self {
+        let mut key = [0u8; Self::KEY_BYTES];
+        rand::rng().fill(&mut key);
+        Self(format!("{}{}", Self::PREFIX, BASE64.encode(key)))
+    }
+
+    /// A stored secret; `None` unless it is `whsec_` and valid base64.
+    pub fn from_stored(raw: String) -> Option<Self> {
+        let key = raw.strip_prefix(Self::PREFIX)?;
+        BASE64.decode(key).ok().filter(|bytes| !bytes.is_empty())?;
+        Some(Self(raw))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    fn key(&self) -> Vec<u8> {
+        // `from_stored` and `generate` only ever hold valid base64 after the prefix.
+        BASE64.decode(self.0.trim_start_matches(Self::PREFIX)).unwrap_or_default()
+    }
+
+    /// The `webhook-signature` header value for one delivery.
+    pub fn sign(&self, message_id: &str, timestamp: i64, body: &[u8]) -> String {
+        let mut mac = <Hmac<Sha256>>::new_from_slice(&self.key())
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(message_id.as_bytes());
+        mac.update(b".");
+        mac.update(timestamp.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()))
+    }
+}
+
+impl std::fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookSecret(whsec_…)")
+    }
+}
+
+/// Whether deliveries may go to `ip` without `RDEV_WEBHOOK_ALLOW_PRIVATE`: not loopback,
+/// private, link-local, shared (CGNAT), unspecified, multicast, documentation or unique-local, so
+/// a webhook cannot be aimed at the cluster's own network or a cloud metadata endpoint.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b)))
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || first == 0x2001 && v6.segments()[1] == 0x0db8)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_the_standard_webhooks_reference_vector() {
+        // From the Standard Webhooks specification's test suite.
+        let secret = WebhookSecret::from_stored("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()).unwrap();
+        let body = br#"{"test": 2432232314}"#;
+        assert_eq!(
+            secret.sign("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+    }
+
+    #[test]
+    fn secrets_are_whsec_base64_and_hidden_from_debug() {
+        let secret = WebhookSecret::generate();
+        assert!(secret.expose().starts_with("whsec_"));
+        assert_eq!(WebhookSecret::from_stored(secret.expose().to_owned()), Some(secret.clone()));
+        assert!(WebhookSecret::from_stored("whsec_!!".into()).is_none());
+        assert!(!format!("{secret:?}").contains(secret.expose()));
+    }
+
+    #[test]
+    fn private_and_special_addresses_are_not_public() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(!is_public(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["93.184.216.34", "1.1.1.1", "2606:4700::1111"] {
+            assert!(is_public(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn final_statuses_raise_their_event() {
+        assert_eq!(WebhookEvent::of(CommandStatus::TimedOut), Some(WebhookEvent::CommandTimedOut));
+        assert_eq!(WebhookEvent::of(CommandStatus::Running), None);
+        assert_eq!(serde_json::to_string(&WebhookEvent::CommandCancelled).unwrap(), r#""command.cancelled""#);
+    }
+}
