@@ -56,13 +56,16 @@ impl LocalExecutor {
         Self { root: root.into(), max_output_bytes, base_env }
     }
 
-    /// The folder to run in: the project folder, or `workdir` inside it. Symlinks are resolved
-    /// before the containment check, so a link cannot lead out of the project.
+    /// The folder to run in: the project folder, or `workdir` inside it. The project source has
+    /// just found the folder, so without a workdir nothing is resolved (no file system calls on
+    /// the common path); with one, symlinks are resolved before the containment check, so a link
+    /// cannot lead out of the project.
     async fn working_dir(&self, project: &Project, workdir: Option<&str>) -> Result<PathBuf, DomainError> {
-        let project_dir = tokio::fs::canonicalize(self.root.join(project.id.as_str()))
+        let project_dir = self.root.join(project.id.as_str());
+        let Some(workdir) = workdir else { return Ok(project_dir) };
+        let project_dir = tokio::fs::canonicalize(&project_dir)
             .await
             .map_err(|_| DomainError::not_found("project", project.id.as_str()))?;
-        let Some(workdir) = workdir else { return Ok(project_dir) };
         let dir = tokio::fs::canonicalize(project_dir.join(workdir))
             .await
             .map_err(|_| DomainError::invalid("workdir", "does not exist in the project"))?;
@@ -123,10 +126,14 @@ impl Executor for LocalExecutor {
         let dir = self.working_dir(project, spec.workdir.as_deref()).await?;
         let started_at = Utc::now();
         let clock = Instant::now();
-        let mut child = self
-            .command(spec, &dir)
-            .spawn()
-            .map_err(|e| DomainError::internal(anyhow::Error::new(e).context("spawning /bin/sh")))?;
+        let mut child = match self.command(spec, &dir).spawn() {
+            Ok(child) => child,
+            // The folder went away since the project was looked up.
+            Err(_) if !tokio::fs::try_exists(&dir).await.unwrap_or(false) => {
+                return Err(DomainError::not_found("project", project.id.as_str()));
+            }
+            Err(e) => return Err(DomainError::internal(anyhow::Error::new(e).context("spawning /bin/sh"))),
+        };
         let pgid = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw);
         let mut group = GroupGuard(pgid);
         let mut stdout_pipe = child.stdout.take();
