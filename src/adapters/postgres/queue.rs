@@ -298,10 +298,7 @@ impl CommandQueue for PgCommandQueue {
                 .map_err(db_error)?;
         rows.iter()
             .map(|row| {
-                let priority: i64 = row
-                    .try_get::<i64, _>("priority")
-                    .or_else(|_| row.try_get::<i16, _>("priority").map(i64::from))
-                    .map_err(db_error)?;
+                let priority: i64 = row.try_get::<i16, _>("priority").map(i64::from).map_err(db_error)?;
                 let waiting: i64 = row.try_get("waiting").map_err(db_error)?;
                 Ok((priority.clamp(0, 9) as u8, waiting.max(0) as u64))
             })
