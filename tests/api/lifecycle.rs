@@ -104,6 +104,16 @@ async fn rotate_without_grace_stops_the_old_secret_at_once(db: Db) {
     let app = spawn_app(db).await;
     let (id, old) = app.create_key(&["projects:read"]).await;
     assert_eq!(app.get("/projects", &old).await.status, 200, "cached on this replica");
+    let oversize = app
+        .send(
+            app.client
+                .post(app.url(&format!("/api-keys/{id}/rotate")))
+                .header("X-API-Key", &app.admin_key)
+                .header("content-type", "application/json")
+                .body(format!("{{\"grace_seconds\": 1{}}}", " ".repeat(300 * 1024))),
+        )
+        .await;
+    assert_eq!((oversize.status, oversize.error_code()), (413, "PAYLOAD_TOO_LARGE"));
     // No body at all: grace 0.
     let rotated =
         app.send(app.client.post(app.url(&format!("/api-keys/{id}/rotate"))).header("X-API-Key", &app.admin_key)).await;
