@@ -12,14 +12,15 @@ use crate::{
         cache::{CachedApiKeyRepo, CachedProjectSource},
         kube::{KubeClients, KubeExecutor, KubeProjects},
         local::{LocalExecutor, LocalProjects},
+        webhook_sender::HttpWebhookSender,
     },
     config::{Config, ExecutorChoice},
     domain::ApiKeySecret,
     http::{self, AppState, client_ip::ClientIpResolver},
-    ports::{Clock, CommandQueue, Executor, HealthCheck, LogEvents, ProjectSource, SystemClock},
+    ports::{Clock, CommandEvents, CommandQueue, Executor, HealthCheck, ProjectSource, SystemClock},
     services::{
-        ApiKeyService, AuditService, CommandService, ProjectService, QueueService, QueueWorker, RateLimitService,
-        RunningCommands,
+        ApiKeyService, AuditService, CommandService, DispatchSettings, DispatchWake, ProjectService, QueueService,
+        QueueWorker, RateLimitService, RunningCommands, WebhookDispatcher, WebhookService,
     },
 };
 
@@ -36,6 +37,7 @@ pub struct App {
     queue: Arc<dyn CommandQueue>,
     clock: Arc<dyn Clock>,
     workers: Vec<QueueWorker>,
+    dispatcher: Option<WebhookDispatcher>,
     config: Config,
     /// The admin key generated on first start, if this start generated one.
     pub generated_admin_key: Option<ApiKeySecret>,
@@ -51,8 +53,7 @@ impl App {
     /// `build` with another clock, so tests can move time instead of waiting for it.
     pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         config.validate()?;
-        // kube builds its TLS from the process-wide rustls provider; ring keeps TLS pure Rust.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::install_crypto_provider();
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listening on {} (RDEV_LISTEN)", config.listen))?;
@@ -68,7 +69,8 @@ impl App {
         let (source, executor, executor_health) = executor_adapters(&config, clock.clone()).await?;
         let projects = Arc::new(ProjectService::new(source));
         let audit = Arc::new(AuditService::new(database.audit_log(), clock.clone()));
-        let events: Arc<dyn crate::ports::CommandEvents> = Arc::new(LogEvents);
+        let wake = DispatchWake::default();
+        let events: Arc<dyn CommandEvents> = Arc::new(wake.clone());
         let commands = Arc::new(CommandService::new(
             projects.clone(),
             executor.clone(),
@@ -100,6 +102,28 @@ impl App {
             })
             .collect();
 
+        let (webhook_repo, deliveries) = database.webhooks();
+        let webhooks =
+            Arc::new(WebhookService::new(webhook_repo, clock.clone(), config.webhook_allow_private, wake.0.clone()));
+        let dispatcher = if config.webhook_workers == 0 {
+            None
+        } else {
+            let sender = HttpWebhookSender::new(config.webhook_timeout, config.webhook_allow_private)
+                .context("building the webhook HTTP client")?;
+            Some(WebhookDispatcher {
+                name: format!("{}-{}-webhooks", std::process::id(), &replica[..8]),
+                queue: deliveries,
+                sender: Arc::new(sender),
+                clock: clock.clone(),
+                settings: DispatchSettings {
+                    retry_schedule: config.webhook_retry_schedule.clone(),
+                    timeout: config.webhook_timeout,
+                    concurrency: config.webhook_workers as usize,
+                },
+                wake: wake.0.clone(),
+            })
+        };
+
         let rate_limits = Arc::new(RateLimitService::new(
             database.rate_limiter(),
             clock.clone(),
@@ -115,6 +139,7 @@ impl App {
             commands,
             queue: queue_service,
             audit,
+            webhooks,
             rate_limits: rate_limits.clone(),
             client_ip: Arc::new(ClientIpResolver::new(config.trusted_proxies.clone())),
             readiness: readiness.into(),
@@ -122,7 +147,19 @@ impl App {
             max_body_bytes: config.max_body_bytes,
         };
         let router = http::router(state);
-        Ok(Self { listener, router, database, keys, rate_limits, queue, clock, workers, config, generated_admin_key })
+        Ok(Self {
+            listener,
+            router,
+            database,
+            keys,
+            rate_limits,
+            queue,
+            clock,
+            workers,
+            dispatcher,
+            config,
+            generated_admin_key,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -138,6 +175,9 @@ impl App {
         let mut workers = tokio::task::JoinSet::new();
         for worker in self.workers {
             workers.spawn(worker.run(stopping_rx.clone()));
+        }
+        if let Some(dispatcher) = self.dispatcher {
+            workers.spawn(dispatcher.run(stopping_rx.clone()));
         }
         let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
         let server = axum::serve(self.listener, service).with_graceful_shutdown(async move {

@@ -87,6 +87,32 @@ pub struct Config {
     #[arg(long, env = "RDEV_QUEUE_LEASE", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
     pub queue_lease: Duration,
 
+    /// Webhook attempts in flight at once on this replica (0: this replica sends none; the
+    /// others, or a restart, deliver what is pending).
+    #[arg(long, env = "RDEV_WEBHOOK_WORKERS", default_value_t = 4, global = true)]
+    pub webhook_workers: u32,
+
+    /// The waits between webhook attempts, comma-separated; one attempt more than waits is made.
+    /// Each wait varies by up to ±20% at random.
+    #[arg(
+        long,
+        env = "RDEV_WEBHOOK_RETRY_SCHEDULE",
+        default_value = "5s,5m,30m,2h,5h,10h",
+        value_delimiter = ',',
+        value_parser = humantime::parse_duration,
+        global = true
+    )]
+    pub webhook_retry_schedule: Vec<Duration>,
+
+    /// How long one webhook attempt may take, connection to last byte.
+    #[arg(long, env = "RDEV_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration, global = true)]
+    pub webhook_timeout: Duration,
+
+    /// Allow webhooks to loopback, private, link-local and other non-public addresses. Off by
+    /// default, so a webhook cannot reach the cluster's own network or a metadata endpoint.
+    #[arg(long, env = "RDEV_WEBHOOK_ALLOW_PRIVATE", default_value_t = false, global = true)]
+    pub webhook_allow_private: bool,
+
     /// How long running requests may take to finish after SIGTERM.
     #[arg(long, env = "RDEV_SHUTDOWN_GRACE", default_value = "25s", value_parser = humantime::parse_duration, global = true)]
     pub shutdown_grace: Duration,
@@ -175,6 +201,18 @@ impl Config {
         }
         if self.queue_lease < Duration::from_secs(1) {
             bail!("RDEV_QUEUE_LEASE must be at least 1s, got {:?}", self.queue_lease);
+        }
+        if self.webhook_workers > 256 {
+            bail!("RDEV_WEBHOOK_WORKERS must be at most 256, got {}", self.webhook_workers);
+        }
+        if self.webhook_retry_schedule.len() > 20 {
+            bail!("RDEV_WEBHOOK_RETRY_SCHEDULE may list at most 20 waits, got {}", self.webhook_retry_schedule.len());
+        }
+        if self.webhook_retry_schedule.iter().any(|wait| *wait > Duration::from_secs(7 * 24 * 3600)) {
+            bail!("RDEV_WEBHOOK_RETRY_SCHEDULE waits must be at most 7 days each");
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(300)).contains(&self.webhook_timeout) {
+            bail!("RDEV_WEBHOOK_TIMEOUT must be between 100ms and 5m, got {:?}", self.webhook_timeout);
         }
         if self.breaker_failures == 0 {
             bail!("RDEV_BREAKER_FAILURES must be at least 1");

@@ -27,3 +27,9 @@ pub mod telemetry;
 
 pub use app::App;
 pub use config::Config;
+
+/// Makes ring the process-wide rustls provider, once, before any TLS client is built: kube,
+/// reqwest (webhooks, and the OTLP exporter) take theirs from it; ring keeps TLS pure Rust.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -10,6 +10,7 @@ use rdev_api::cli::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    rdev_api::install_crypto_provider();
     let telemetry = match rdev_api::telemetry::init(cli.config.log_format, cli.config.otlp_endpoint.as_deref()) {
         Ok(telemetry) => telemetry,
         Err(error) => {

@@ -15,7 +15,7 @@ use sqlx::{
 use super::{postgres, sqlite};
 use crate::{
     domain::DomainError,
-    ports::{ApiKeyRepo, AuditLog, CommandQueue, HealthCheck, RateLimiter},
+    ports::{ApiKeyRepo, AuditLog, CommandQueue, DeliveryQueue, HealthCheck, RateLimiter, WebhookRepo},
 };
 
 mod embedded {
@@ -109,6 +109,20 @@ impl Database {
         match self {
             Self::Postgres(pool) => Arc::new(postgres::PgRateLimiter::new(pool.clone())),
             Self::Sqlite(pool) => Arc::new(sqlite::SqliteRateLimiter::new(pool.clone())),
+        }
+    }
+
+    /// Webhook subscriptions (for the API) and the delivery queue (for the dispatcher).
+    pub fn webhooks(&self) -> (Arc<dyn WebhookRepo>, Arc<dyn DeliveryQueue>) {
+        match self {
+            Self::Postgres(pool) => {
+                let webhooks = Arc::new(postgres::PgWebhooks::new(pool.clone()));
+                (webhooks.clone(), webhooks)
+            }
+            Self::Sqlite(pool) => {
+                let webhooks = Arc::new(sqlite::SqliteWebhooks::new(pool.clone()));
+                (webhooks.clone(), webhooks)
+            }
         }
     }
 

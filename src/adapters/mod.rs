@@ -17,5 +17,7 @@ pub mod postgres;
 mod queue_rows;
 mod rows;
 pub mod sqlite;
+mod webhook_rows;
+pub mod webhook_sender;
 
 pub use db::Database;

@@ -6,6 +6,7 @@
 pub mod apikey;
 pub mod audit;
 pub mod command;
+pub mod delivery;
 pub mod error;
 pub mod execution;
 pub mod page;
@@ -15,7 +16,11 @@ pub mod webhook;
 pub use apikey::{ApiKey, ApiKeySecret, KeyHash, Scope};
 pub use audit::{AuditEntry, AuditFilter, AuditOutcome, Caller};
 pub use command::{Command, CommandEnd, CommandFilter, CommandStatus, EnqueueRequest};
+pub use delivery::{
+    AttemptVerdict, Delivery, DeliveryAttempt, DeliveryFilter, DeliveryStatus, DueDelivery, OutboxEvent,
+};
 pub use error::{DomainError, FieldErrors, Unauthenticated};
 pub use execution::{CommandSpec, ExecOutcome, Execution, ShellRequest};
 pub use page::{Page, PageRequest};
 pub use project::{ExecutorKind, Project, ProjectId, ProjectStatus};
+pub use webhook::{Webhook, WebhookEvent, WebhookSecret};

@@ -8,6 +8,9 @@
 
 use std::net::IpAddr;
 
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
 use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
 use hmac::{Hmac, KeyInit as _, Mac as _};
 use rand::RngExt as _;
@@ -50,6 +53,60 @@ impl WebhookEvent {
             CommandStatus::Queued | CommandStatus::Running => None,
         }
     }
+}
+
+impl WebhookEvent {
+    pub const ALL: [Self; 4] =
+        [Self::CommandSucceeded, Self::CommandFailed, Self::CommandTimedOut, Self::CommandCancelled];
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|event| event.as_str() == raw)
+    }
+}
+
+/// A subscription: where to send which events. The secret is not part of it; it is shown once
+/// at creation and otherwise only read by the dispatcher.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Webhook {
+    pub id: Uuid,
+    pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub events: Vec<WebhookEvent>,
+    /// A disabled webhook receives nothing new; deliveries already made stay listed.
+    pub enabled: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Longest accepted webhook URL.
+pub const MAX_URL_CHARS: usize = 2048;
+
+/// Checks a webhook URL: absolute http(s) with a host, and unless `allow_private`, not a literal
+/// address outside the public internet. Names are checked again after DNS
+/// resolution at every delivery, which is the check that counts; this one gives a clear error
+/// early. Returns the URL as it will be stored.
+pub fn check_url(raw: &str, allow_private: bool) -> Result<String, String> {
+    if raw.len() > MAX_URL_CHARS {
+        return Err(format!("must be at most {MAX_URL_CHARS} characters"));
+    }
+    let url = url::Url::parse(raw).map_err(|e| format!("is not an absolute URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("must use http or https".into());
+    }
+    let private = match url.host() {
+        None => return Err("must name a host".into()),
+        Some(url::Host::Ipv4(ip)) => !is_public(ip.into()),
+        Some(url::Host::Ipv6(ip)) => !is_public(ip.into()),
+        // Names are checked where it counts: on the addresses they resolve to, at each delivery.
+        Some(url::Host::Domain(_)) => false,
+    };
+    if private && !allow_private {
+        return Err("is a loopback, private or link-local address, which webhooks may not reach \
+             (the server allows it only with RDEV_WEBHOOK_ALLOW_PRIVATE=true)"
+            .into());
+    }
+    Ok(url.to_string())
 }
 
 /// A webhook's signing secret, `whsec_` + base64 of 24 random bytes. Shown once at creation;

@@ -31,7 +31,7 @@ use tower_http::{
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use handlers::{audit, commands, health, keys, projects, shell};
+use handlers::{audit, commands, health, keys, projects, shell, webhooks};
 
 use crate::telemetry;
 pub use state::AppState;
@@ -53,6 +53,10 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(commands::list_commands))
         .routes(routes!(commands::get_command))
         .routes(routes!(commands::cancel_command))
+        .routes(routes!(webhooks::create_webhook, webhooks::list_webhooks))
+        .routes(routes!(webhooks::get_webhook, webhooks::update_webhook, webhooks::delete_webhook))
+        .routes(routes!(webhooks::list_deliveries))
+        .routes(routes!(webhooks::retry_delivery))
         .route_layer(authenticate());
     // Attempts to execute: refusals are audited around authentication itself.
     let execute = OpenApiRouter::new()

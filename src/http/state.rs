@@ -5,7 +5,9 @@ use std::sync::Arc;
 use super::client_ip::ClientIpResolver;
 use crate::{
     ports::HealthCheck,
-    services::{ApiKeyService, AuditService, CommandService, ProjectService, QueueService, RateLimitService},
+    services::{
+        ApiKeyService, AuditService, CommandService, ProjectService, QueueService, RateLimitService, WebhookService,
+    },
 };
 
 #[derive(Clone)]
@@ -15,6 +17,7 @@ pub struct AppState {
     pub commands: Arc<CommandService>,
     pub queue: Arc<QueueService>,
     pub audit: Arc<AuditService>,
+    pub webhooks: Arc<WebhookService>,
     pub rate_limits: Arc<RateLimitService>,
     pub client_ip: Arc<ClientIpResolver>,
     pub readiness: Arc<[Arc<dyn HealthCheck>]>,

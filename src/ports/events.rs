@@ -1,5 +1,6 @@
-//! Domain events: a command (run now or queued) finished. The webhook dispatcher will subscribe;
-//! until then the events are logged.
+//! Domain events: a command (run now or queued) finished. Raised after its final state (and its
+//! webhook event, in the outbox) is stored; the webhook dispatcher of this replica listens, so
+//! the delivery goes out at once rather than at its next poll.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -23,14 +24,4 @@ pub struct CommandFinished {
 pub trait CommandEvents: Send + Sync {
     /// Called once per finished command. Must not fail the command: report problems itself.
     async fn command_finished(&self, event: &CommandFinished);
-}
-
-/// Writes the events to the log, at debug level.
-pub struct LogEvents;
-
-#[async_trait]
-impl CommandEvents for LogEvents {
-    async fn command_finished(&self, event: &CommandFinished) {
-        tracing::debug!(id = %event.id, project_id = %event.project_id, status = event.status.as_str(), "command finished");
-    }
 }

@@ -15,14 +15,16 @@ pub mod output;
 pub mod projects;
 pub mod queue;
 pub mod ratelimit;
+pub mod webhooks;
 
 pub use apikeys::{ApiKeyRepo, StoredKey};
 pub use audit::AuditLog;
 pub use clock::{Clock, SystemClock};
-pub use events::{CommandEvents, CommandFinished, LogEvents};
+pub use events::{CommandEvents, CommandFinished};
 pub use executor::Executor;
 pub use health::HealthCheck;
 pub use output::{OutputChunk, OutputSink, Stream};
 pub use projects::ProjectSource;
 pub use queue::{CancelEffect, CommandQueue};
 pub use ratelimit::{RateDecision, RateLimiter};
+pub use webhooks::{DeliveryQueue, WebhookRepo, WebhookRequest, WebhookResponse, WebhookSender};

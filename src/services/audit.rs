@@ -5,7 +5,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::{
-    domain::{AuditEntry, AuditFilter, AuditOutcome, Caller, DomainError, Page, PageRequest, ProjectId},
+    domain::{AuditEntry, AuditFilter, AuditOutcome, Caller, DomainError, OutboxEvent, Page, PageRequest, ProjectId},
     ports::{AuditLog, Clock},
 };
 
@@ -31,6 +31,17 @@ impl AuditService {
     }
 
     pub async fn record(&self, caller: &Caller, record: AuditRecord<'_>) -> Result<(), DomainError> {
+        self.record_with_event(caller, record, None).await
+    }
+
+    /// Records the entry and, in the same transaction, the webhook event of the command it
+    /// describes.
+    pub async fn record_with_event(
+        &self,
+        caller: &Caller,
+        record: AuditRecord<'_>,
+        event: Option<&OutboxEvent>,
+    ) -> Result<(), DomainError> {
         let entry = AuditEntry {
             id: record.id,
             at: self.clock.now(),
@@ -43,7 +54,7 @@ impl AuditService {
             outcome: record.outcome,
             duration_ms: record.duration_ms,
         };
-        self.log.record(&entry).await
+        self.log.record(&entry, event).await
     }
 
     /// Records a refused attempt. The refusal is what the client must see, so a failure to write

@@ -8,19 +8,21 @@ use uuid::Uuid;
 use super::{AuditService, ProjectService, audit::AuditRecord};
 use crate::{
     domain::{
-        AuditOutcome, Caller, CommandSpec, CommandStatus, DomainError, Execution, ExecutorKind, Project, ProjectId,
-        ShellRequest,
+        AuditOutcome, Caller, CommandSpec, CommandStatus, DomainError, Execution, ExecutorKind, OutboxEvent, Project,
+        ProjectId, ShellRequest,
     },
     ports::{CommandEvents, CommandFinished, Executor, OutputSink},
     telemetry::metrics::{COMMAND_DURATION_SECONDS, COMMAND_EXECUTIONS_TOTAL},
 };
 
-fn record_execution(executor: ExecutorKind, outcome: AuditOutcome, duration_ms: Option<u64>) {
+/// Counts one execution in `command_executions_total` (and its run time), for commands run now
+/// and queued alike. `outcome` is succeeded, failed, timed_out, cancelled or error.
+pub(crate) fn record_execution(executor: ExecutorKind, outcome: &'static str, duration_ms: Option<u64>) {
     let executor = match executor {
         ExecutorKind::Local => "local",
         ExecutorKind::Kubernetes => "kubernetes",
     };
-    metrics::counter!(COMMAND_EXECUTIONS_TOTAL, "executor" => executor, "outcome" => outcome.as_str()).increment(1);
+    metrics::counter!(COMMAND_EXECUTIONS_TOTAL, "executor" => executor, "outcome" => outcome).increment(1);
     if let Some(ms) = duration_ms {
         metrics::histogram!(COMMAND_DURATION_SECONDS, "executor" => executor).record(ms as f64 / 1000.0);
     }
@@ -97,7 +99,7 @@ impl CommandService {
             Ok(outcome) => outcome,
             Err(error @ DomainError::Validation(_)) => return Err(error),
             Err(error) => {
-                record_execution(project.executor, AuditOutcome::Error, None);
+                record_execution(project.executor, AuditOutcome::Error.as_str(), None);
                 let record = AuditRecord {
                     id: execution_id,
                     project_id: Some(&project.id),
@@ -120,17 +122,19 @@ impl CommandService {
             outcome: AuditOutcome::of_exit(outcome.exit_code, outcome.timed_out),
             duration_ms: Some(outcome.duration_ms),
         };
-        record_execution(project.executor, record.outcome, record.duration_ms);
-        self.audit.record(caller, record).await?;
+        record_execution(project.executor, record.outcome.as_str(), record.duration_ms);
+        let execution = Execution::new(execution_id, project.id.clone(), spec.command.clone(), outcome);
+        let webhook_event = OutboxEvent::for_execution(&execution);
+        self.audit.record_with_event(caller, record, webhook_event.as_ref()).await?;
         let event = CommandFinished {
             id: execution_id,
-            project_id: project.id.clone(),
-            status: CommandStatus::of_exit(outcome.exit_code, outcome.timed_out),
-            exit_code: Some(outcome.exit_code),
+            project_id: project.id,
+            status: CommandStatus::of_exit(execution.exit_code, execution.timed_out),
+            exit_code: Some(execution.exit_code),
             queued: false,
-            finished_at: outcome.finished_at,
+            finished_at: execution.finished_at,
         };
         self.events.command_finished(&event).await;
-        Ok(Execution::new(execution_id, project.id, spec.command, outcome))
+        Ok(execution)
     }
 }

@@ -3,17 +3,21 @@
 pub mod apikeys;
 pub mod audit;
 pub mod commands;
+pub mod dispatcher;
 pub mod projects;
 pub mod queue;
 pub mod ratelimit;
 pub mod usage;
+pub mod webhooks;
 pub mod worker;
 
 pub use apikeys::{ApiKeyChanges, ApiKeyService, NewApiKey};
 pub use audit::AuditService;
 pub use commands::{CommandService, PreparedShell};
+pub use dispatcher::{DispatchSettings, DispatchWake, WebhookDispatcher};
 pub use projects::ProjectService;
 pub use queue::{Cancelled, QueueService};
 pub use ratelimit::RateLimitService;
 pub use usage::UsageTracker;
+pub use webhooks::{NewWebhook, WebhookChanges, WebhookService};
 pub use worker::{QueueWorker, RunningCommands};

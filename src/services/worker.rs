@@ -11,11 +11,11 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
-use super::{AuditService, ProjectService, audit::AuditRecord};
+use super::{AuditService, ProjectService, audit::AuditRecord, commands::record_execution};
 use crate::{
-    domain::{AuditOutcome, Command, CommandEnd},
+    domain::{AuditOutcome, Command, CommandEnd, ExecutorKind},
     ports::{Clock, CommandEvents, CommandFinished, CommandQueue, Executor},
-    telemetry::metrics::{COMMAND_EXECUTIONS_TOTAL, COMMAND_QUEUE_WAIT_SECONDS},
+    telemetry::metrics::COMMAND_QUEUE_WAIT_SECONDS,
 };
 
 /// How often an idle worker looks at the queue even without a notification.
@@ -111,8 +111,8 @@ impl QueueWorker {
         }
         let waited = (started_at - command.created_at).num_milliseconds().max(0) as f64 / 1000.0;
         metrics::histogram!(COMMAND_QUEUE_WAIT_SECONDS).record(waited);
-        let end = match self.projects.get(&command.project_id).await {
-            Err(error) => CommandEnd::Error(error.to_string()),
+        let (end, executor) = match self.projects.get(&command.project_id).await {
+            Err(error) => (CommandEnd::Error(error.to_string()), None),
             Ok(project) => {
                 let signal = self.running.register(command.id);
                 let spec = command.spec();
@@ -131,10 +131,10 @@ impl QueueWorker {
                     () = signal.notified() => CommandEnd::Cancelled,
                 };
                 self.running.remove(command.id);
-                end
+                (end, Some(project.executor))
             }
         };
-        self.record(&command, end).await;
+        self.record(&command, executor, end).await;
     }
 
     /// Renews the lease until the command is cancelled or the claim is lost.
@@ -154,7 +154,8 @@ impl QueueWorker {
 
     /// Audits, stores, counts and announces how the command ended. The audit entry goes first,
     /// so a client that sees the final status can already find it in `/audit`.
-    async fn record(&self, command: &Command, end: CommandEnd) {
+    /// `executor` is `None` when the command never reached one (its project was not found).
+    async fn record(&self, command: &Command, executor: Option<ExecutorKind>, end: CommandEnd) {
         let status = end.status();
         let (exit_code, outcome) = match &end {
             CommandEnd::Ran(ran) => (Some(ran.exit_code), AuditOutcome::of_exit(ran.exit_code, ran.timed_out)),
@@ -181,7 +182,14 @@ impl QueueWorker {
             Ok(None) => return tracing::warn!("claim lost before the result was stored"),
             Err(error) => return tracing::error!(%error, "could not store a command's result; its lease will expire"),
         };
-        metrics::counter!(COMMAND_EXECUTIONS_TOTAL, "executor" => "queue", "outcome" => status.as_str()).increment(1);
+        if let Some(executor) = executor {
+            let counted = match &end {
+                CommandEnd::Ran(_) => outcome.as_str(),
+                CommandEnd::Cancelled => "cancelled",
+                CommandEnd::Error(_) => "error",
+            };
+            record_execution(executor, counted, duration_ms);
+        }
         let event = CommandFinished {
             id: finished.id,
             project_id: finished.project_id.clone(),

@@ -19,6 +19,7 @@ pub const CACHE_REQUESTS_TOTAL: &str = "cache_requests_total";
 pub const COMMAND_QUEUE_DEPTH: &str = "command_queue_depth";
 pub const COMMAND_QUEUE_WAIT_SECONDS: &str = "command_queue_wait_seconds";
 pub const CIRCUIT_BREAKER_STATE: &str = "circuit_breaker_state";
+pub const WEBHOOK_DELIVERIES_TOTAL: &str = "webhook_deliveries_total";
 pub const BUILD_INFO: &str = "rdev_build_info";
 
 /// Buckets for request and command durations: 1 ms to 5 min.
@@ -58,7 +59,7 @@ fn describe() {
     );
     describe_counter!(
         COMMAND_EXECUTIONS_TOTAL,
-        "Commands run, by executor and outcome (succeeded, failed, timed_out, error)."
+        "Commands run (now or from the queue), by executor and outcome (succeeded, failed, timed_out, cancelled, error)."
     );
     describe_histogram!(COMMAND_DURATION_SECONDS, Unit::Seconds, "Run time of commands, by executor.");
     describe_counter!(
@@ -76,6 +77,14 @@ fn describe() {
         CIRCUIT_BREAKER_STATE,
         "State of the circuit breaker around an executor: 0 closed, 1 half-open, 2 open."
     );
+    describe_counter!(
+        WEBHOOK_DELIVERIES_TOTAL,
+        "Webhook delivery attempts, by outcome: delivered, retrying (failed, another attempt is scheduled), failed (gave up)."
+    );
     describe_gauge!(BUILD_INFO, "Always 1; the version label says which build is running.");
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    // Every outcome is exported from the start, so alerts on rates see 0 rather than no data.
+    for outcome in ["delivered", "retrying", "failed"] {
+        metrics::counter!(WEBHOOK_DELIVERIES_TOTAL, "outcome" => outcome).absolute(0);
+    }
 }

@@ -106,6 +106,13 @@ pub struct TestApp {
     _dir: Arc<TempDir>,
 }
 
+/// An HTTP client for tests. reqwest's TLS needs a process-wide rustls provider (the service
+/// installs ring when it starts; a test may build a client before that).
+pub fn http_client() -> reqwest::Client {
+    rdev_api::install_crypto_provider();
+    reqwest::Client::new()
+}
+
 pub async fn spawn_app(db: Db) -> TestApp {
     spawn_app_with(db, |_| {}).await
 }
@@ -179,7 +186,7 @@ pub async fn spawn(backend: Backend, configure: impl FnOnce(&mut Config), clock:
     let database = Database::connect(&database_url, 2).await.expect("second connection");
     TestApp {
         addr,
-        client: reqwest::Client::new(),
+        client: crate::helpers::http_client(),
         admin_key: admin.expose().to_owned(),
         projects_dir,
         database,
@@ -261,7 +268,7 @@ impl TestApp {
         tokio::spawn(app.run_until_stopped(std::future::pending()));
         TestApp {
             addr,
-            client: reqwest::Client::new(),
+            client: crate::helpers::http_client(),
             admin_key: self.admin_key.clone(),
             projects_dir: self.projects_dir.clone(),
             database: Database::connect(&self.database_url, 2).await.expect("second connection"),

@@ -94,7 +94,7 @@ async fn first_start_creates_one_admin_key_only(db: Db) {
 
     let addr = second.local_addr().unwrap();
     tokio::spawn(second.run_until_stopped(std::future::pending()));
-    let reply = reqwest::Client::new()
+    let reply = crate::helpers::http_client()
         .get(format!("http://{addr}/api-keys"))
         .header("X-API-Key", secret.expose())
         .send()

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use crate::{
     helpers::{Db, spawn_app},
     process::ServerProcess,
+    receiver::Receiver,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -40,15 +41,15 @@ async fn metrics_carry_every_series_with_bounded_labels_and_pass_promtool() {
         r#"http_requests_total{method="GET",route="/projects/{id}",status="404"} 1"#,
         r#"http_requests_total{method="POST",route="/projects/{id}/shell",status="200"} 2"#,
         r#"http_request_duration_seconds_bucket{method="GET",route="/projects/{id}",le="0.005"}"#,
-        r#"command_executions_total{executor="local",outcome="succeeded"} 1"#,
+        r#"command_executions_total{executor="local",outcome="succeeded"} 2"#,
         r#"command_executions_total{executor="local",outcome="failed"} 1"#,
-        r#"command_duration_seconds_count{executor="local"} 2"#,
+        r#"command_duration_seconds_count{executor="local"} 3"#,
         "rate_limited_requests_total 1",
         r#"cache_requests_total{cache="api_keys",result="hit"}"#,
         r#"rdev_build_info{version=""#,
         r#"command_queue_depth{priority="9"} 0"#,
         "command_queue_wait_seconds_count 1",
-        r#"command_executions_total{executor="queue",outcome="succeeded"} 1"#,
+        r#"webhook_deliveries_total{outcome="failed"} 0"#,
     ] {
         assert!(text.contains(series), "{series} in\n{text}");
     }
@@ -118,11 +119,17 @@ async fn spans_of_a_shell_request_reach_the_collector_under_the_clients_trace_id
     let key = ApiKeySecret::generate().expose().to_owned();
     let mut server = ServerProcess::start(
         dir.path(),
-        &[("RDEV_BOOTSTRAP_API_KEY", &key), ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector)],
+        &[
+            ("RDEV_BOOTSTRAP_API_KEY", &key),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector),
+            ("RDEV_WEBHOOK_ALLOW_PRIVATE", "true"),
+        ],
     )
     .await;
+    let receiver = Receiver::start(&[]).await;
+    server.post_json("/webhooks", &key, &json!({"url": receiver.url()})).await;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let reply = reqwest::Client::new()
+    let reply = crate::helpers::http_client()
         .post(server.url("/projects/hello/shell"))
         .header("X-API-Key", &key)
         .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
@@ -131,12 +138,18 @@ async fn spans_of_a_shell_request_reach_the_collector_under_the_clients_trace_id
         .await
         .unwrap();
     assert_eq!(reply.status(), 200);
+    // The webhook delivery carries the trace on to the receiver.
+    let delivered = receiver.wait_for(1).await;
+    let traceparent = delivered[0].header("traceparent");
+    assert!(traceparent.starts_with(&format!("00-{trace_id}-")), "traceparent {traceparent:?}");
     // Shutdown flushes the batch; no waiting on the export interval.
     assert!(server.terminate().await.success());
     let received = spans.wait_for(|all| all.iter().any(|s| s.name == "command.execute")).await.unwrap().clone();
     let ours: Vec<_> = received.iter().filter(|s| s.trace_id == trace_id).collect();
     let names: Vec<_> = ours.iter().map(|s| s.name.as_str()).collect();
-    for expected in ["POST /projects/{id}/shell", "command.execute", "db audit.record", "db rate_limit.hit"] {
+    for expected in
+        ["POST /projects/{id}/shell", "command.execute", "db audit.record", "db rate_limit.hit", "webhook.deliver"]
+    {
         assert!(names.contains(&expected), "{expected} under the client's trace id; got {names:?}");
     }
     let request = ours.iter().find(|s| s.name == "POST /projects/{id}/shell").unwrap();
@@ -154,7 +167,7 @@ async fn a_missing_project_logs_project_not_found_with_its_id_in_text_and_json()
         let key = ApiKeySecret::generate().expose().to_owned();
         let mut server =
             ServerProcess::start(dir.path(), &[("RDEV_BOOTSTRAP_API_KEY", &key), ("RDEV_LOG_FORMAT", format)]).await;
-        let reply = reqwest::Client::new()
+        let reply = crate::helpers::http_client()
             .get(server.url("/projects/ghost-pod"))
             .header("X-API-Key", &key)
             .send()

@@ -68,14 +68,19 @@ impl ServerProcess {
 
     /// `GET path` with the key; the JSON body.
     pub async fn get_json(&self, path: &str, key: &str) -> serde_json::Value {
-        let response = reqwest::Client::new().get(self.url(path)).header("X-API-Key", key).send().await.unwrap();
+        let response = crate::helpers::http_client().get(self.url(path)).header("X-API-Key", key).send().await.unwrap();
         response.json().await.unwrap()
     }
 
     /// `POST path` with the key and a JSON body; the JSON body of the answer.
     pub async fn post_json(&self, path: &str, key: &str, body: &serde_json::Value) -> serde_json::Value {
-        let response =
-            reqwest::Client::new().post(self.url(path)).header("X-API-Key", key).json(body).send().await.unwrap();
+        let response = crate::helpers::http_client()
+            .post(self.url(path))
+            .header("X-API-Key", key)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
         response.json().await.unwrap()
     }
 

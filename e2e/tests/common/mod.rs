@@ -18,6 +18,8 @@ pub fn target(test: &str) -> Option<E2e> {
     let admin_key =
         std::env::var("RDEV_E2E_API_KEY").expect("RDEV_E2E_API_KEY (an admin key) must be set with RDEV_E2E_URL");
     let project = std::env::var("RDEV_E2E_PROJECT").unwrap_or_else(|_| "hello".to_owned());
+    // reqwest's rustls needs a process-wide provider; ring, like the service.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().expect("HTTP client");
     Some(E2e { base: url.trim_end_matches('/').to_owned(), admin_key, project, client })
 }

@@ -6,8 +6,10 @@ mod apikeys;
 mod audit;
 mod queue;
 mod ratelimit;
+mod webhooks;
 
 pub use apikeys::PgApiKeyRepo;
 pub use audit::PgAuditLog;
 pub use queue::PgCommandQueue;
 pub use ratelimit::PgRateLimiter;
+pub use webhooks::PgWebhooks;

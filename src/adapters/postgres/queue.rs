@@ -6,13 +6,13 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Row, postgres::PgRow};
+use sqlx::{PgConnection, PgPool, Row, postgres::PgRow};
 use tokio::sync::{Notify, OnceCell};
 use uuid::Uuid;
 
 use crate::{
     adapters::{db::db_error, queue_rows, rows},
-    domain::{Caller, Command, CommandEnd, CommandFilter, DomainError, Page, PageRequest},
+    domain::{Caller, Command, CommandEnd, CommandFilter, DomainError, OutboxEvent, Page, PageRequest},
     ports::{CancelEffect, CommandQueue},
 };
 
@@ -85,6 +85,18 @@ fn command_from_row(row: &PgRow) -> Result<Command, DomainError> {
             client_ip: rows::ip_from_string(row.try_get("client_ip").map_err(get)?)?,
         },
     })
+}
+
+/// Puts the webhook event of each command that reached a final status into the outbox, in the
+/// transaction that stored that status.
+async fn publish_final(
+    conn: &mut PgConnection,
+    commands: impl IntoIterator<Item = &Command>,
+) -> Result<(), DomainError> {
+    for event in commands.into_iter().filter_map(OutboxEvent::for_command) {
+        super::webhooks::publish(conn, &event).await?;
+    }
+    Ok(())
 }
 
 fn one(row: Option<PgRow>) -> Result<Option<Command>, DomainError> {
@@ -199,6 +211,7 @@ impl CommandQueue for PgCommandQueue {
              WHERE id = $1 AND claimed_by = $2 AND status = 'running'
              RETURNING {COLUMNS}"
         );
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
             .bind(worker)
@@ -210,10 +223,13 @@ impl CommandQueue for PgCommandQueue {
             .bind(end.stderr_truncated)
             .bind(end.error)
             .bind(at)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(db_error)?;
-        one(row)
+        let finished = one(row)?;
+        publish_final(&mut tx, finished.iter()).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(finished)
     }
 
     async fn release(&self, id: Uuid, worker: &str) -> Result<(), DomainError> {
@@ -233,15 +249,14 @@ impl CommandQueue for PgCommandQueue {
         let queued = format!(
             "UPDATE commands SET status = 'cancelled', finished_at = $2 WHERE id = $1 AND status = 'queued' RETURNING {COLUMNS}"
         );
-        if let Some(row) = sqlx::query(sqlx::AssertSqlSafe(queued))
-            .bind(id)
-            .bind(at)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_error)?
-        {
-            return Ok(one(Some(row))?.map(|c| (c, CancelEffect::Cancelled)));
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(queued)).bind(id).bind(at).fetch_optional(&mut *tx).await;
+        if let Some(cancelled) = one(row.map_err(db_error)?)? {
+            publish_final(&mut tx, [&cancelled]).await?;
+            tx.commit().await.map_err(db_error)?;
+            return Ok(Some((cancelled, CancelEffect::Cancelled)));
         }
+        tx.rollback().await.map_err(db_error)?;
         let running = format!(
             "UPDATE commands SET cancel_requested = TRUE WHERE id = $1 AND status = 'running' RETURNING {COLUMNS}"
         );
@@ -286,8 +301,10 @@ impl CommandQueue for PgCommandQueue {
              RETURNING {COLUMNS}"
         );
         let lost = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).fetch_all(&mut *tx).await.map_err(db_error)?;
+        let lost = lost.iter().map(command_from_row).collect::<Result<Vec<_>, _>>()?;
+        publish_final(&mut tx, lost.iter()).await?;
         tx.commit().await.map_err(db_error)?;
-        lost.iter().map(command_from_row).collect()
+        Ok(lost)
     }
 
     async fn depth(&self) -> Result<Vec<(u8, u64)>, DomainError> {

@@ -6,7 +6,7 @@ use sqlx::{Row, SqlitePool, sqlite::SqliteRow};
 use super::{from_micros, micros, uuid_from_text};
 use crate::{
     adapters::{db::db_error, rows},
-    domain::{AuditEntry, AuditFilter, DomainError, Page, PageRequest},
+    domain::{AuditEntry, AuditFilter, DomainError, OutboxEvent, Page, PageRequest},
     ports::AuditLog,
 };
 
@@ -36,28 +36,42 @@ fn entry_from_row(row: &SqliteRow) -> Result<AuditEntry, DomainError> {
     })
 }
 
+/// One audit row, on the pool or inside a transaction.
+async fn insert<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Sqlite>,
+    entry: &AuditEntry,
+) -> Result<(), DomainError> {
+    sqlx::query(
+        "INSERT INTO audit_log (id, at, request_id, api_key_id, client_ip, project_id, command, exit_code, outcome, duration_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )
+    .bind(entry.id.to_string())
+    .bind(micros(entry.at))
+    .bind(&entry.request_id)
+    .bind(entry.api_key_id.map(|id| id.to_string()))
+    .bind(entry.client_ip.map(|ip| ip.to_string()))
+    .bind(entry.project_id.as_ref().map(|p| p.as_str()))
+    .bind(entry.command.as_deref())
+    .bind(entry.exit_code)
+    .bind(entry.outcome.as_str())
+    .bind(entry.duration_ms.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)))
+    .execute(executor)
+    .await
+    .map_err(db_error)?;
+    Ok(())
+}
+
 #[async_trait]
 impl AuditLog for SqliteAuditLog {
     #[tracing::instrument(name = "db audit.record", skip_all, fields(db.system = "sqlite"))]
-    async fn record(&self, entry: &AuditEntry) -> Result<(), DomainError> {
-        sqlx::query(
-            "INSERT INTO audit_log (id, at, request_id, api_key_id, client_ip, project_id, command, exit_code, outcome, duration_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        )
-        .bind(entry.id.to_string())
-        .bind(micros(entry.at))
-        .bind(&entry.request_id)
-        .bind(entry.api_key_id.map(|id| id.to_string()))
-        .bind(entry.client_ip.map(|ip| ip.to_string()))
-        .bind(entry.project_id.as_ref().map(|p| p.as_str()))
-        .bind(entry.command.as_deref())
-        .bind(entry.exit_code)
-        .bind(entry.outcome.as_str())
-        .bind(entry.duration_ms.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)))
-        .execute(&self.pool)
-        .await
-        .map_err(db_error)?;
-        Ok(())
+    async fn record(&self, entry: &AuditEntry, event: Option<&OutboxEvent>) -> Result<(), DomainError> {
+        let Some(event) = event else {
+            return insert(&self.pool, entry).await;
+        };
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        insert(&mut *tx, entry).await?;
+        super::webhooks::publish(&mut tx, event).await?;
+        tx.commit().await.map_err(db_error)
     }
 
     #[tracing::instrument(name = "db audit.list", skip_all, fields(db.system = "sqlite"))]

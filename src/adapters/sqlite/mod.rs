@@ -5,11 +5,13 @@ mod apikeys;
 mod audit;
 mod queue;
 mod ratelimit;
+mod webhooks;
 
 pub use apikeys::SqliteApiKeyRepo;
 pub use audit::SqliteAuditLog;
 pub use queue::SqliteCommandQueue;
 pub use ratelimit::SqliteRateLimiter;
+pub use webhooks::SqliteWebhooks;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;

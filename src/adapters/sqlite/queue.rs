@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{Row, SqlitePool, sqlite::SqliteRow};
+use sqlx::{Row, SqliteConnection, SqlitePool, sqlite::SqliteRow};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -16,7 +16,7 @@ use crate::{
         db::{corrupt, db_error},
         queue_rows, rows,
     },
-    domain::{Caller, Command, CommandEnd, CommandFilter, DomainError, Page, PageRequest},
+    domain::{Caller, Command, CommandEnd, CommandFilter, DomainError, OutboxEvent, Page, PageRequest},
     ports::{CancelEffect, CommandQueue},
 };
 
@@ -66,6 +66,18 @@ fn command_from_row(row: &SqliteRow) -> Result<Command, DomainError> {
             client_ip: rows::ip_from_string(row.try_get("client_ip").map_err(get)?)?,
         },
     })
+}
+
+/// Puts the webhook event of each command that reached a final status into the outbox, in the
+/// transaction that stored that status.
+async fn publish_final(
+    conn: &mut SqliteConnection,
+    commands: impl IntoIterator<Item = &Command>,
+) -> Result<(), DomainError> {
+    for event in commands.into_iter().filter_map(OutboxEvent::for_command) {
+        super::webhooks::publish(conn, &event).await?;
+    }
+    Ok(())
 }
 
 fn one(row: Option<SqliteRow>) -> Result<Option<Command>, DomainError> {
@@ -187,6 +199,7 @@ impl CommandQueue for SqliteCommandQueue {
              WHERE id = ?1 AND claimed_by = ?2 AND status = 'running'
              RETURNING {COLUMNS}"
         );
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id.to_string())
             .bind(worker)
@@ -198,10 +211,13 @@ impl CommandQueue for SqliteCommandQueue {
             .bind(end.stderr_truncated)
             .bind(end.error)
             .bind(micros(at))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(db_error)?;
-        one(row)
+        let finished = one(row)?;
+        publish_final(&mut tx, finished.iter()).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(finished)
     }
 
     async fn release(&self, id: Uuid, worker: &str) -> Result<(), DomainError> {
@@ -222,14 +238,18 @@ impl CommandQueue for SqliteCommandQueue {
         let queued = format!(
             "UPDATE commands SET status = 'cancelled', finished_at = ?2 WHERE id = ?1 AND status = 'queued' RETURNING {COLUMNS}"
         );
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
         let row = sqlx::query(sqlx::AssertSqlSafe(queued))
             .bind(id.to_string())
             .bind(micros(at))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await;
-        if let Some(row) = row.map_err(db_error)? {
-            return Ok(one(Some(row))?.map(|c| (c, CancelEffect::Cancelled)));
+        if let Some(cancelled) = one(row.map_err(db_error)?)? {
+            publish_final(&mut tx, [&cancelled]).await?;
+            tx.commit().await.map_err(db_error)?;
+            return Ok(Some((cancelled, CancelEffect::Cancelled)));
         }
+        tx.rollback().await.map_err(db_error)?;
         let running = format!(
             "UPDATE commands SET cancel_requested = 1 WHERE id = ?1 AND status = 'running' RETURNING {COLUMNS}"
         );
@@ -275,8 +295,10 @@ impl CommandQueue for SqliteCommandQueue {
              RETURNING {COLUMNS}"
         );
         let lost = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).fetch_all(&mut *tx).await.map_err(db_error)?;
+        let lost = lost.iter().map(command_from_row).collect::<Result<Vec<_>, _>>()?;
+        publish_final(&mut tx, lost.iter()).await?;
         tx.commit().await.map_err(db_error)?;
-        lost.iter().map(command_from_row).collect()
+        Ok(lost)
     }
 
     async fn depth(&self) -> Result<Vec<(u8, u64)>, DomainError> {

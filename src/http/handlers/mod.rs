@@ -6,3 +6,4 @@ pub mod health;
 pub mod keys;
 pub mod projects;
 pub mod shell;
+pub mod webhooks;
