@@ -12,12 +12,13 @@ use crate::{
         cache::{CachedApiKeyRepo, CachedProjectSource},
         kube::{KubeClients, KubeExecutor, KubeProjects},
         local::{LocalExecutor, LocalProjects},
+        memory::MemoryRateLimiter,
         webhook_sender::HttpWebhookSender,
     },
-    config::{Config, ExecutorChoice},
+    config::{Config, ExecutorChoice, RateLimitStore},
     domain::ApiKeySecret,
     http::{self, AppState, client_ip::ClientIpResolver},
-    ports::{Clock, CommandEvents, CommandQueue, Executor, HealthCheck, ProjectSource, SystemClock},
+    ports::{Clock, CommandEvents, CommandQueue, Executor, HealthCheck, ProjectSource, RateLimiter, SystemClock},
     services::{
         ApiKeyService, AuditService, CommandService, DispatchSettings, DispatchWake, ProjectService, QueueService,
         QueueWorker, RateLimitService, RunningCommands, WebhookDispatcher, WebhookService,
@@ -125,7 +126,7 @@ impl App {
         };
 
         let rate_limits = Arc::new(RateLimitService::new(
-            database.rate_limiter(),
+            rate_limiter(&config, &database),
             clock.clone(),
             config.rate_limit_per_minute,
             config.rate_limit_fail_open,
@@ -208,6 +209,15 @@ impl App {
         }
         self.database.close().await;
         Ok(())
+    }
+}
+
+/// The rate-limit counter: in memory when one process sees every request (SQLite, or asked
+/// for), else in the database every replica shares.
+fn rate_limiter(config: &Config, database: &Database) -> Arc<dyn RateLimiter> {
+    match (config.rate_limit_store, database.kind()) {
+        (RateLimitStore::Memory, _) | (RateLimitStore::Auto, "sqlite") => Arc::new(MemoryRateLimiter::default()),
+        _ => database.rate_limiter(),
     }
 }
 

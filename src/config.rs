@@ -136,6 +136,11 @@ pub struct Config {
     #[arg(long, env = "RDEV_RATE_LIMIT_FAIL_OPEN", default_value_t = false, global = true)]
     pub rate_limit_fail_open: bool,
 
+    /// Where rate-limit counts live: `database` (shared by every replica), `memory` (this
+    /// process only) or `auto`: memory on SQLite, which has one host, the database on Postgres.
+    #[arg(long, env = "RDEV_RATE_LIMIT_STORE", value_enum, default_value = "auto", global = true)]
+    pub rate_limit_store: RateLimitStore,
+
     /// Comma-separated CIDRs of reverse proxies whose `X-Forwarded-For` is believed.
     #[arg(long, env = "RDEV_TRUSTED_PROXIES", value_delimiter = ',', global = true)]
     pub trusted_proxies: Vec<IpNet>,
@@ -148,6 +153,13 @@ pub struct Config {
     /// Log line format.
     #[arg(long, env = "RDEV_LOG_FORMAT", value_enum, default_value = "text", global = true)]
     pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RateLimitStore {
+    Auto,
+    Database,
+    Memory,
 }
 
 impl std::fmt::Debug for Config {

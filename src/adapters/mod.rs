@@ -5,6 +5,7 @@
 //! - `db`: connecting to Postgres or SQLite by URL, running the embedded migrations.
 //! - `postgres`, `sqlite`: the repositories, one file per aggregate.
 //! - `local`: projects as folders and commands as child processes.
+//! - `memory`: in-process state for single-process setups (the SQLite rate limiter).
 //! - `kube`: projects as labelled pods and commands over pod exec, behind `breaker`.
 
 pub mod breaker;
@@ -13,6 +14,7 @@ pub(crate) mod capture;
 pub mod db;
 pub mod kube;
 pub mod local;
+pub mod memory;
 pub mod postgres;
 mod queue_rows;
 mod rows;

@@ -1,0 +1,5 @@
+//! In-process adapters, for state that only one process needs to see.
+
+mod ratelimit;
+
+pub use ratelimit::MemoryRateLimiter;
