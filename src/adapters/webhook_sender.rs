@@ -1,8 +1,7 @@
 //! `WebhookSender` over reqwest (rustls, ring): one POST per attempt, no redirects, a timeout for
 //! the whole exchange, and the first bytes of the answer kept.
 //!
-//! TLS is rustls with the process-wide ring provider that `App::build` installs, and the
-//! platform's trusted roots.
+//! TLS is rustls on ring with the Mozilla root certificates built in (webpki-roots).
 //!
 //! Unless private addresses are allowed (`RDEV_WEBHOOK_ALLOW_PRIVATE`), the resolver drops every
 //! non-public address a name resolves to, and the connection goes only to what remains. Checking
@@ -37,7 +36,8 @@ impl HttpWebhookSender {
             .timeout(timeout)
             .connect_timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("rdev-api/", env!("CARGO_PKG_VERSION"), " (webhooks)"));
+            .user_agent(concat!("rdev-api/", env!("CARGO_PKG_VERSION"), " (webhooks)"))
+            .tls_backend_preconfigured(tls_config());
         if !allow_private {
             builder = builder.dns_resolver(Arc::new(PublicOnly));
         }
@@ -56,6 +56,19 @@ impl HttpWebhookSender {
         };
         (!is_public(ip)).then(|| format!("refused: {ip} is not a public address (RDEV_WEBHOOK_ALLOW_PRIVATE is off)"))
     }
+}
+
+/// rustls on ring with the Mozilla roots built in: the runtime image needs no CA bundle, and a
+/// missing one cannot stop the server from starting.
+fn tls_config() -> rustls::ClientConfig {
+    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap_or_else(|_| unreachable!("ring supports rustls's default protocol versions"))
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config
 }
 
 /// Resolves with the system resolver and keeps only public addresses.

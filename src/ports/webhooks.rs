@@ -55,7 +55,8 @@ pub trait DeliveryQueue: Send + Sync {
     async fn fan_out(&self, max_attempts: u32, now: DateTime<Utc>, limit: u32) -> Result<usize, DomainError>;
 
     /// Takes up to `limit` due deliveries for `worker` until `lease_until`, atomically across
-    /// replicas: a delivery is sent by one dispatcher at a time.
+    /// replicas: a delivery is sent by one dispatcher at a time. Deliveries of disabled webhooks
+    /// wait, and go out when it is enabled again.
     async fn claim(
         &self,
         worker: &str,

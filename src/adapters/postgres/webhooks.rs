@@ -316,6 +316,7 @@ impl DeliveryQueue for PgWebhooks {
                  UPDATE webhook_deliveries SET claimed_by = $1, lease_until = $3
                  WHERE id IN (SELECT id FROM webhook_deliveries
                               WHERE status = 'pending' AND next_attempt_at <= $2 AND (lease_until IS NULL OR lease_until < $2)
+                                AND webhook_id IN (SELECT id FROM webhooks WHERE enabled)
                               ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED)
                  RETURNING id, webhook_id, event_id, event, attempts, max_attempts, next_attempt_at)
              SELECT c.id, c.webhook_id, c.event, c.attempts, c.max_attempts, w.url, w.secret, e.payload, e.traceparent
@@ -400,7 +401,8 @@ impl DeliveryQueue for PgWebhooks {
         let row = sqlx::query(
             "SELECT CASE WHEN EXISTS (SELECT 1 FROM webhook_events WHERE NOT fanned_out) THEN $1
                     ELSE (SELECT MIN(GREATEST(next_attempt_at, lease_until))
-                          FROM webhook_deliveries WHERE status = 'pending') END AS due",
+                          FROM webhook_deliveries
+                          WHERE status = 'pending' AND webhook_id IN (SELECT id FROM webhooks WHERE enabled)) END AS due",
         )
         .bind(now)
         .fetch_one(&self.pool)

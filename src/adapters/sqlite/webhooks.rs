@@ -314,6 +314,7 @@ impl DeliveryQueue for SqliteWebhooks {
             "UPDATE webhook_deliveries SET claimed_by = ?1, lease_until = ?3
              WHERE id IN (SELECT id FROM webhook_deliveries
                           WHERE status = 'pending' AND next_attempt_at <= ?2 AND (lease_until IS NULL OR lease_until < ?2)
+                            AND webhook_id IN (SELECT id FROM webhooks WHERE enabled = 1)
                           ORDER BY next_attempt_at LIMIT ?4)
              RETURNING id",
         )
@@ -407,7 +408,8 @@ impl DeliveryQueue for SqliteWebhooks {
         let row = sqlx::query(
             "SELECT CASE WHEN EXISTS (SELECT 1 FROM webhook_events WHERE fanned_out = 0) THEN ?1
                     ELSE (SELECT MIN(CASE WHEN lease_until > next_attempt_at THEN lease_until ELSE next_attempt_at END)
-                          FROM webhook_deliveries WHERE status = 'pending') END AS due",
+                          FROM webhook_deliveries
+                          WHERE status = 'pending' AND webhook_id IN (SELECT id FROM webhooks WHERE enabled = 1)) END AS due",
         )
         .bind(micros(now))
         .fetch_one(&self.pool)
