@@ -27,6 +27,10 @@ const POLL: Duration = Duration::from_secs(1);
 /// Shortest pause between rounds that found nothing to claim, so a due time that some other
 /// replica's lease blocks cannot spin the loop.
 const MIN_PAUSE: Duration = Duration::from_millis(10);
+/// Shortest time between two rounds: under load every finished command wakes the dispatcher,
+/// and a round per command would compete with requests for the database. Deliveries wait at
+/// most this long for the next round.
+const MIN_ROUND_GAP: Duration = Duration::from_millis(20);
 /// Outbox events turned into deliveries per round.
 const FAN_OUT_BATCH: u32 = 100;
 /// How much longer than the request timeout a claim lasts: time to record the attempt.
@@ -86,6 +90,7 @@ impl WebhookDispatcher {
         let this = Arc::new(self);
         let mut in_flight = JoinSet::new();
         while !*stopping.borrow() {
+            let next_round = tokio::time::Instant::now() + MIN_ROUND_GAP;
             let busy = this.round(&mut in_flight).await;
             if busy {
                 continue;
@@ -97,6 +102,7 @@ impl WebhookDispatcher {
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
                 _ = stopping.changed() => {}
             }
+            tokio::time::sleep_until(next_round).await;
         }
         while in_flight.join_next().await.is_some() {}
     }

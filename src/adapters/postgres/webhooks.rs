@@ -34,10 +34,13 @@ impl PgWebhooks {
     }
 }
 
-/// Puts `event` into the outbox on `conn`, inside the caller's transaction.
+/// Puts `event` into the outbox on `conn`, inside the caller's transaction, if any enabled
+/// webhook subscribes to it: an event nobody wants costs no row (and no dispatcher work).
 pub(super) async fn publish(conn: &mut PgConnection, event: &OutboxEvent) -> Result<(), DomainError> {
     sqlx::query(
-        "INSERT INTO webhook_events (id, event, payload, traceparent, occurred_at) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO webhook_events (id, event, payload, traceparent, occurred_at)
+         SELECT $1, $2, $3, $4, $5
+         WHERE EXISTS (SELECT 1 FROM webhooks WHERE enabled AND created_at <= $5 AND events @> jsonb_build_array($2::text))",
     )
     .bind(event.id)
     .bind(event.event.as_str())
@@ -255,6 +258,14 @@ impl WebhookRepo for PgWebhooks {
 impl DeliveryQueue for PgWebhooks {
     #[tracing::instrument(name = "db webhooks.fan_out", skip_all, fields(db.system = "postgresql"))]
     async fn fan_out(&self, max_attempts: u32, now: DateTime<Utc>, limit: u32) -> Result<usize, DomainError> {
+        // A plain read first: the common answer is "nothing", which needs no transaction.
+        let waiting: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM webhook_events WHERE NOT fanned_out)")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)?;
+        if !waiting {
+            return Ok(0);
+        }
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         let events = sqlx::query(
             "SELECT id, event, occurred_at FROM webhook_events WHERE NOT fanned_out

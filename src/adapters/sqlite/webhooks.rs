@@ -31,20 +31,33 @@ impl SqliteWebhooks {
     }
 }
 
-/// Puts `event` into the outbox on `conn`, inside the caller's transaction.
+/// Puts `event` into the outbox on `conn`, inside the caller's transaction, if any enabled
+/// webhook subscribes to it: an event nobody wants costs no row (and no dispatcher work).
 pub(super) async fn publish(conn: &mut SqliteConnection, event: &OutboxEvent) -> Result<(), DomainError> {
     sqlx::query(
-        "INSERT INTO webhook_events (id, event, payload, traceparent, occurred_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO webhook_events (id, event, payload, traceparent, occurred_at)
+         SELECT ?1, ?2, ?3, ?4, ?5
+         WHERE EXISTS (SELECT 1 FROM webhooks WHERE enabled = 1 AND created_at <= ?5 AND events LIKE ?6)",
     )
     .bind(event.id.to_string())
     .bind(event.event.as_str())
     .bind(&event.payload)
     .bind(crate::telemetry::propagation::current_traceparent())
     .bind(micros(event.occurred_at))
+    .bind(format!("%\"{}\"%", event.event.as_str()))
     .execute(conn)
     .await
     .map_err(db_error)?;
     Ok(())
+}
+
+/// Runs a `SELECT EXISTS (…)` with at most one bound time.
+async fn exists(pool: &SqlitePool, sql: &'static str, at: Option<i64>) -> Result<bool, DomainError> {
+    let mut query = sqlx::query_scalar::<_, bool>(sql);
+    if let Some(at) = at {
+        query = query.bind(at);
+    }
+    query.fetch_one(pool).await.map_err(db_error)
 }
 
 fn webhook_from_row(row: &SqliteRow) -> Result<Webhook, DomainError> {
@@ -254,6 +267,10 @@ impl WebhookRepo for SqliteWebhooks {
 impl DeliveryQueue for SqliteWebhooks {
     #[tracing::instrument(name = "db webhooks.fan_out", skip_all, fields(db.system = "sqlite"))]
     async fn fan_out(&self, max_attempts: u32, now: DateTime<Utc>, limit: u32) -> Result<usize, DomainError> {
+        // A plain read first: the common answer is "nothing", which needs no write lock.
+        if !exists(&self.pool, "SELECT EXISTS (SELECT 1 FROM webhook_events WHERE fanned_out = 0)", None).await? {
+            return Ok(0);
+        }
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
         let events = sqlx::query(
             "SELECT id, event, occurred_at FROM webhook_events WHERE fanned_out = 0 ORDER BY occurred_at LIMIT ?1",
@@ -309,6 +326,11 @@ impl DeliveryQueue for SqliteWebhooks {
         lease_until: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<DueDelivery>, DomainError> {
+        let due = "SELECT EXISTS (SELECT 1 FROM webhook_deliveries
+                   WHERE status = 'pending' AND next_attempt_at <= ?1 AND (lease_until IS NULL OR lease_until < ?1))";
+        if !exists(&self.pool, due, Some(micros(now))).await? {
+            return Ok(Vec::new());
+        }
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
         let claimed = sqlx::query(
             "UPDATE webhook_deliveries SET claimed_by = ?1, lease_until = ?3
