@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use sqlx::{PgPool, Row, postgres::PgRow};
 
+use super::webhooks::{PgQuery, bind_event, publish_sql};
 use crate::{
     adapters::{db::db_error, rows},
     domain::{AuditEntry, AuditFilter, DomainError, OutboxEvent, Page, PageRequest},
@@ -34,42 +35,37 @@ fn entry_from_row(row: &PgRow) -> Result<AuditEntry, DomainError> {
     })
 }
 
-/// One audit row, on the pool or inside a transaction.
-async fn insert<'e>(
-    executor: impl sqlx::Executor<'e, Database = sqlx::Postgres>,
-    entry: &AuditEntry,
-) -> Result<(), DomainError> {
-    sqlx::query(
-        "INSERT INTO audit_log (id, at, request_id, api_key_id, client_ip, project_id, command, exit_code, outcome, duration_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(entry.id)
-    .bind(entry.at)
-    .bind(&entry.request_id)
-    .bind(entry.api_key_id)
-    .bind(entry.client_ip.map(|ip| ip.to_string()))
-    .bind(entry.project_id.as_ref().map(|p| p.as_str()))
-    .bind(entry.command.as_deref())
-    .bind(entry.exit_code)
-    .bind(entry.outcome.as_str())
-    .bind(entry.duration_ms.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)))
-    .execute(executor)
-    .await
-    .map_err(db_error)?;
-    Ok(())
+const INSERT: &str = "INSERT INTO audit_log (id, at, request_id, api_key_id, client_ip, project_id, command, exit_code, outcome, duration_ms)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+
+fn bind_entry<'q>(query: PgQuery<'q>, entry: &'q AuditEntry) -> PgQuery<'q> {
+    query
+        .bind(entry.id)
+        .bind(entry.at)
+        .bind(&entry.request_id)
+        .bind(entry.api_key_id)
+        .bind(entry.client_ip.map(|ip| ip.to_string()))
+        .bind(entry.project_id.as_ref().map(|p| p.as_str()))
+        .bind(entry.command.as_deref())
+        .bind(entry.exit_code)
+        .bind(entry.outcome.as_str())
+        .bind(entry.duration_ms.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)))
 }
 
 #[async_trait]
 impl AuditLog for PgAuditLog {
     #[tracing::instrument(name = "db audit.record", skip_all, fields(db.system = "postgresql"))]
     async fn record(&self, entry: &AuditEntry, event: Option<&OutboxEvent>) -> Result<(), DomainError> {
-        let Some(event) = event else {
-            return insert(&self.pool, entry).await;
+        // One statement either way: the entry and its event commit together, in one round trip.
+        let query = match event {
+            None => bind_entry(sqlx::query(INSERT), entry),
+            Some(event) => {
+                let sql = format!("WITH entry AS ({INSERT}) {}", publish_sql(11));
+                bind_event(bind_entry(sqlx::query(sqlx::AssertSqlSafe(sql)), entry), event)
+            }
         };
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
-        insert(&mut *tx, entry).await?;
-        super::webhooks::publish(&mut tx, event).await?;
-        tx.commit().await.map_err(db_error)
+        query.execute(&self.pool).await.map_err(db_error)?;
+        Ok(())
     }
 
     #[tracing::instrument(name = "db audit.list", skip_all, fields(db.system = "postgresql"))]

@@ -34,22 +34,33 @@ impl PgWebhooks {
     }
 }
 
-/// Puts `event` into the outbox on `conn`, inside the caller's transaction, if any enabled
-/// webhook subscribes to it: an event nobody wants costs no row (and no dispatcher work).
-pub(super) async fn publish(conn: &mut PgConnection, event: &OutboxEvent) -> Result<(), DomainError> {
-    sqlx::query(
+/// The outbox insert, with its parameters numbered from `$first`: the event goes in only if an
+/// enabled webhook subscribes to it, so an event nobody wants costs no row (and no dispatcher
+/// work). Bind its values with `bind_event`.
+pub(super) fn publish_sql(first: usize) -> String {
+    let [id, event, payload, traceparent, at] = std::array::from_fn(|i| format!("${}", first + i));
+    format!(
         "INSERT INTO webhook_events (id, event, payload, traceparent, occurred_at)
-         SELECT $1, $2, $3, $4, $5
-         WHERE EXISTS (SELECT 1 FROM webhooks WHERE enabled AND created_at <= $5 AND events @> jsonb_build_array($2::text))",
+         SELECT {id}, {event}, {payload}, {traceparent}, {at}
+         WHERE EXISTS (SELECT 1 FROM webhooks
+                       WHERE enabled AND created_at <= {at} AND events @> jsonb_build_array({event}::text))"
     )
-    .bind(event.id)
-    .bind(event.event.as_str())
-    .bind(&event.payload)
-    .bind(crate::telemetry::propagation::current_traceparent())
-    .bind(event.occurred_at)
-    .execute(conn)
-    .await
-    .map_err(db_error)?;
+}
+
+pub(super) type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+pub(super) fn bind_event<'q>(query: PgQuery<'q>, event: &'q OutboxEvent) -> PgQuery<'q> {
+    query
+        .bind(event.id)
+        .bind(event.event.as_str())
+        .bind(&event.payload)
+        .bind(crate::telemetry::propagation::current_traceparent())
+        .bind(event.occurred_at)
+}
+
+/// Puts `event` into the outbox on `conn`, inside the caller's transaction.
+pub(super) async fn publish(conn: &mut PgConnection, event: &OutboxEvent) -> Result<(), DomainError> {
+    bind_event(sqlx::query(sqlx::AssertSqlSafe(publish_sql(1))), event).execute(conn).await.map_err(db_error)?;
     Ok(())
 }
 
