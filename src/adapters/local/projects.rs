@@ -41,18 +41,41 @@ impl LocalProjects {
 
     async fn project_at(&self, id: ProjectId, path: &Path) -> Option<Project> {
         let metadata = tokio::fs::metadata(path).await.ok().filter(|m| m.is_dir())?;
-        let created_at = metadata.created().or_else(|_| metadata.modified()).ok().map(DateTime::<Utc>::from);
-        Some(Project {
-            name: id.as_str().to_owned(),
-            id,
-            status: ProjectStatus::Running,
-            executor: ExecutorKind::Local,
-            namespace: None,
-            pod: None,
-            created_at,
-            container: None,
-        })
+        Some(project(id, &metadata))
     }
+}
+
+fn project(id: ProjectId, metadata: &std::fs::Metadata) -> Project {
+    let created_at = metadata.created().or_else(|_| metadata.modified()).ok().map(DateTime::<Utc>::from);
+    Project {
+        name: id.as_str().to_owned(),
+        id,
+        status: ProjectStatus::Running,
+        executor: ExecutorKind::Local,
+        namespace: None,
+        pod: None,
+        created_at,
+        container: None,
+    }
+}
+
+/// Every sub-folder of `root` named like a project, sorted by id. Blocking.
+fn list_folder(root: &Path) -> io::Result<Vec<Project>> {
+    let mut projects = Vec::new();
+    for entry in std::fs::read_dir(root)? {
+        let entry = entry?;
+        let Some(id) = entry.file_name().to_str().and_then(|name| ProjectId::parse(name).ok()) else {
+            continue;
+        };
+        // Follows symlinks, as `project_at` does: a linked folder is a project too.
+        if let Ok(metadata) = std::fs::metadata(entry.path())
+            && metadata.is_dir()
+        {
+            projects.push(project(id, &metadata));
+        }
+    }
+    projects.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(projects)
 }
 
 fn io_error(error: io::Error) -> DomainError {
@@ -61,19 +84,12 @@ fn io_error(error: io::Error) -> DomainError {
 
 #[async_trait]
 impl ProjectSource for LocalProjects {
+    /// One trip to the blocking pool for the whole listing, rather than one per entry and per
+    /// metadata lookup as `tokio::fs` would make it.
     async fn list(&self) -> Result<Vec<Project>, DomainError> {
-        let mut entries = tokio::fs::read_dir(&self.root).await.map_err(io_error)?;
-        let mut projects = Vec::new();
-        while let Some(entry) = entries.next_entry().await.map_err(io_error)? {
-            let Some(id) = entry.file_name().to_str().and_then(|name| ProjectId::parse(name).ok()) else {
-                continue;
-            };
-            if let Some(project) = self.project_at(id, &entry.path()).await {
-                projects.push(project);
-            }
-        }
-        projects.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(projects)
+        let root = self.root.clone();
+        let listed = tokio::task::spawn_blocking(move || list_folder(&root)).await;
+        listed.map_err(DomainError::internal)?.map_err(io_error)
     }
 
     async fn get(&self, id: &ProjectId) -> Result<Option<Project>, DomainError> {

@@ -34,6 +34,15 @@ impl SqliteWebhooks {
 /// Puts `event` into the outbox on `conn`, inside the caller's transaction, if any enabled
 /// webhook subscribes to it: an event nobody wants costs no row (and no dispatcher work).
 pub(super) async fn publish(conn: &mut SqliteConnection, event: &OutboxEvent) -> Result<(), DomainError> {
+    publish_traced(conn, event, crate::telemetry::propagation::current_traceparent()).await
+}
+
+/// `publish` with the trace it belongs to given, for writers that run outside the request's span.
+pub(super) async fn publish_traced(
+    conn: &mut SqliteConnection,
+    event: &OutboxEvent,
+    traceparent: Option<String>,
+) -> Result<(), DomainError> {
     sqlx::query(
         "INSERT INTO webhook_events (id, event, payload, traceparent, occurred_at)
          SELECT ?1, ?2, ?3, ?4, ?5
@@ -42,7 +51,7 @@ pub(super) async fn publish(conn: &mut SqliteConnection, event: &OutboxEvent) ->
     .bind(event.id.to_string())
     .bind(event.event.as_str())
     .bind(&event.payload)
-    .bind(crate::telemetry::propagation::current_traceparent())
+    .bind(traceparent)
     .bind(micros(event.occurred_at))
     .bind(format!("%\"{}\"%", event.event.as_str()))
     .execute(conn)
