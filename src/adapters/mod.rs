@@ -12,6 +12,7 @@ pub mod breaker;
 pub mod cache;
 pub(crate) mod capture;
 pub mod db;
+mod group_commit;
 pub mod kube;
 pub mod local;
 pub mod memory;

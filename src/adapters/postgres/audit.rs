@@ -1,22 +1,27 @@
-//! `AuditLog` on Postgres.
+//! `AuditLog` on Postgres, with group commit: concurrent entries share one transaction.
 
 use async_trait::async_trait;
 use sqlx::{PgPool, Row, postgres::PgRow};
 
 use super::webhooks::{PgQuery, bind_event, publish_sql};
 use crate::{
-    adapters::{db::db_error, rows},
+    adapters::{
+        db::db_error,
+        group_commit::{BatchWriter, GroupCommit},
+        rows,
+    },
     domain::{AuditEntry, AuditFilter, DomainError, OutboxEvent, Page, PageRequest},
     ports::AuditLog,
 };
 
 pub struct PgAuditLog {
     pool: PgPool,
+    writes: GroupCommit<AuditWriter>,
 }
 
 impl PgAuditLog {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self { writes: GroupCommit::new(AuditWriter { pool: pool.clone() }), pool }
     }
 }
 
@@ -52,20 +57,48 @@ fn bind_entry<'q>(query: PgQuery<'q>, entry: &'q AuditEntry) -> PgQuery<'q> {
         .bind(entry.duration_ms.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)))
 }
 
+/// An entry with the webhook event of the execution it records, if any.
+pub(crate) struct AuditWrite {
+    entry: AuditEntry,
+    event: Option<OutboxEvent>,
+    /// The request's trace, taken before the write leaves its span.
+    traceparent: Option<String>,
+}
+
+pub(crate) struct AuditWriter {
+    pool: PgPool,
+}
+
+#[async_trait]
+impl BatchWriter for AuditWriter {
+    type Item = AuditWrite;
+
+    /// One transaction, one WAL flush, for every entry waiting; each entry with its event in
+    /// one statement (a data-modifying CTE).
+    async fn write(&self, batch: &[AuditWrite]) -> Result<(), DomainError> {
+        let with_event = format!("WITH entry AS ({INSERT}) {}", publish_sql(11));
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        for write in batch {
+            let query = match &write.event {
+                None => bind_entry(sqlx::query(INSERT), &write.entry),
+                Some(event) => bind_event(
+                    bind_entry(sqlx::query(sqlx::AssertSqlSafe(with_event.clone())), &write.entry),
+                    event,
+                    write.traceparent.clone(),
+                ),
+            };
+            query.execute(&mut *tx).await.map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)
+    }
+}
+
 #[async_trait]
 impl AuditLog for PgAuditLog {
     #[tracing::instrument(name = "db audit.record", skip_all, fields(db.system = "postgresql"))]
     async fn record(&self, entry: &AuditEntry, event: Option<&OutboxEvent>) -> Result<(), DomainError> {
-        // One statement either way: the entry and its event commit together, in one round trip.
-        let query = match event {
-            None => bind_entry(sqlx::query(INSERT), entry),
-            Some(event) => {
-                let sql = format!("WITH entry AS ({INSERT}) {}", publish_sql(11));
-                bind_event(bind_entry(sqlx::query(sqlx::AssertSqlSafe(sql)), entry), event)
-            }
-        };
-        query.execute(&self.pool).await.map_err(db_error)?;
-        Ok(())
+        let traceparent = event.and_then(|_| crate::telemetry::propagation::current_traceparent());
+        self.writes.submit(AuditWrite { entry: entry.clone(), event: event.cloned(), traceparent }).await
     }
 
     #[tracing::instrument(name = "db audit.list", skip_all, fields(db.system = "postgresql"))]

@@ -49,18 +49,16 @@ pub(super) fn publish_sql(first: usize) -> String {
 
 pub(super) type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
-pub(super) fn bind_event<'q>(query: PgQuery<'q>, event: &'q OutboxEvent) -> PgQuery<'q> {
-    query
-        .bind(event.id)
-        .bind(event.event.as_str())
-        .bind(&event.payload)
-        .bind(crate::telemetry::propagation::current_traceparent())
-        .bind(event.occurred_at)
+/// Binds `event`, and the trace it belongs to, to `publish_sql`'s parameters.
+pub(super) fn bind_event<'q>(query: PgQuery<'q>, event: &'q OutboxEvent, traceparent: Option<String>) -> PgQuery<'q> {
+    query.bind(event.id).bind(event.event.as_str()).bind(&event.payload).bind(traceparent).bind(event.occurred_at)
 }
 
 /// Puts `event` into the outbox on `conn`, inside the caller's transaction.
 pub(super) async fn publish(conn: &mut PgConnection, event: &OutboxEvent) -> Result<(), DomainError> {
-    bind_event(sqlx::query(sqlx::AssertSqlSafe(publish_sql(1))), event).execute(conn).await.map_err(db_error)?;
+    let traceparent = crate::telemetry::propagation::current_traceparent();
+    let query = bind_event(sqlx::query(sqlx::AssertSqlSafe(publish_sql(1))), event, traceparent);
+    query.execute(conn).await.map_err(db_error)?;
     Ok(())
 }
 

@@ -1,27 +1,27 @@
 //! `AuditLog` on SQLite, with group commit: concurrent entries share one transaction.
 
-use std::sync::OnceLock;
-
 use async_trait::async_trait;
 use sqlx::{Row, SqlitePool, sqlite::SqliteRow};
-use tokio::sync::{mpsc, oneshot};
 
 use super::{from_micros, micros, uuid_from_text};
 use crate::{
-    adapters::{db::db_error, rows},
+    adapters::{
+        db::db_error,
+        group_commit::{BatchWriter, GroupCommit},
+        rows,
+    },
     domain::{AuditEntry, AuditFilter, DomainError, OutboxEvent, Page, PageRequest},
     ports::AuditLog,
 };
 
 pub struct SqliteAuditLog {
     pool: SqlitePool,
-    /// The group-commit writer, started by the first entry (so construction needs no runtime).
-    writer: OnceLock<mpsc::Sender<Pending>>,
+    writes: GroupCommit<AuditWriter>,
 }
 
 impl SqliteAuditLog {
     pub fn new(pool: SqlitePool) -> Self {
-        Self { pool, writer: OnceLock::new() }
+        Self { writes: GroupCommit::new(AuditWriter { pool: pool.clone() }), pool }
     }
 }
 
@@ -66,67 +66,46 @@ async fn insert<'e>(
     Ok(())
 }
 
-/// An entry on its way to the writer, and who waits for its commit.
-struct Pending {
+/// An entry with the webhook event of the execution it records, if any.
+pub(crate) struct AuditWrite {
     entry: AuditEntry,
     event: Option<OutboxEvent>,
+    /// The request's trace, taken before the write leaves its span.
     traceparent: Option<String>,
-    committed: oneshot::Sender<Result<(), DomainError>>,
 }
 
-/// Most entries committed in one transaction.
-const MAX_BATCH: usize = 64;
-
-/// Group commit: takes every entry waiting and writes them in one transaction. Requests that
-/// arrive together share one BEGIN and one COMMIT instead of queueing for the one connection
-/// with a transaction each; each is answered only after its entry is committed.
-async fn write_batches(pool: SqlitePool, mut pending: mpsc::Receiver<Pending>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while pending.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let result = write_batch(&pool, &batch).await;
-        for waiting in batch.drain(..) {
-            let answer = match &result {
-                Ok(()) => Ok(()),
-                Err(DomainError::Unavailable(why)) => Err(DomainError::Unavailable(why.clone())),
-                Err(other) => Err(DomainError::internal(anyhow::anyhow!("writing the audit log: {other}"))),
-            };
-            let _ = waiting.committed.send(answer);
-        }
-    }
+pub(crate) struct AuditWriter {
+    pool: SqlitePool,
 }
 
-async fn write_batch(pool: &SqlitePool, batch: &[Pending]) -> Result<(), DomainError> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
-    // One look for the whole batch: with no enabled webhook, no event needs its insert.
-    let subscribed = batch.iter().any(|p| p.event.is_some())
-        && sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM webhooks WHERE enabled = 1)")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db_error)?;
-    for waiting in batch {
-        insert(&mut *tx, &waiting.entry).await?;
-        if let Some(event) = waiting.event.as_ref().filter(|_| subscribed) {
-            super::webhooks::publish_traced(&mut tx, event, waiting.traceparent.clone()).await?;
+#[async_trait]
+impl BatchWriter for AuditWriter {
+    type Item = AuditWrite;
+
+    async fn write(&self, batch: &[AuditWrite]) -> Result<(), DomainError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
+        // One look for the whole batch: with no enabled webhook, no event needs its insert.
+        let subscribed = batch.iter().any(|w| w.event.is_some())
+            && sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM webhooks WHERE enabled = 1)")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        for write in batch {
+            insert(&mut *tx, &write.entry).await?;
+            if let Some(event) = write.event.as_ref().filter(|_| subscribed) {
+                super::webhooks::publish_traced(&mut tx, event, write.traceparent.clone()).await?;
+            }
         }
+        tx.commit().await.map_err(db_error)
     }
-    tx.commit().await.map_err(db_error)
 }
 
 #[async_trait]
 impl AuditLog for SqliteAuditLog {
     #[tracing::instrument(name = "db audit.record", skip_all, fields(db.system = "sqlite"))]
     async fn record(&self, entry: &AuditEntry, event: Option<&OutboxEvent>) -> Result<(), DomainError> {
-        let writer = self.writer.get_or_init(|| {
-            let (sender, receiver) = mpsc::channel(1024);
-            tokio::spawn(write_batches(self.pool.clone(), receiver));
-            sender
-        });
-        let (committed, commit) = oneshot::channel();
         let traceparent = event.and_then(|_| crate::telemetry::propagation::current_traceparent());
-        let pending = Pending { entry: entry.clone(), event: event.cloned(), traceparent, committed };
-        let gone = || DomainError::Unavailable("the audit writer has stopped".into());
-        writer.send(pending).await.map_err(|_| gone())?;
-        commit.await.map_err(|_| gone())?
+        self.writes.submit(AuditWrite { entry: entry.clone(), event: event.cloned(), traceparent }).await
     }
 
     #[tracing::instrument(name = "db audit.list", skip_all, fields(db.system = "sqlite"))]
