@@ -28,6 +28,9 @@ use crate::{
 /// How often the maintenance task writes batched `last_used_at` times and purges old counts.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(5);
 
+/// How long a local projects folder listing (or lookup) is reused: at most `CACHE_TTL`.
+const LOCAL_PROJECTS_FRESHNESS: Duration = Duration::from_secs(1);
+
 /// A built server: listening, migrated, wired; `run_until_stopped` serves it.
 pub struct App {
     listener: TcpListener,
@@ -236,6 +239,10 @@ async fn executor_adapters(
                 .await
                 .with_context(|| format!("creating {} (RDEV_PROJECTS_DIR)", config.projects_dir.display()))?;
             let executor = LocalExecutor::new(&config.projects_dir, config.max_output_bytes);
+            // Reading the folder costs a trip to the blocking pool per lookup, which dominates
+            // a `GET /projects`; a second of staleness is invisible to someone creating folders.
+            let freshness = config.cache_ttl.min(LOCAL_PROJECTS_FRESHNESS);
+            let projects = CachedProjectSource::new(Arc::new(projects), freshness, clock);
             Ok((Arc::new(projects), Arc::new(executor), None))
         }
         ExecutorChoice::Kubernetes => {

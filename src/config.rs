@@ -122,7 +122,8 @@ pub struct Config {
     pub bootstrap_api_key: Option<String>,
 
     /// How long API key lookups (and, with Kubernetes, project lookups) are cached. A revoked key
-    /// stops working on every replica within this time. E.g. `30s`, `5s`.
+    /// stops working on every replica within this time. E.g. `30s`, `5s`. Local project folders
+    /// are re-read after at most 1s (or this, if shorter).
     #[arg(long, env = "CACHE_TTL", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
     pub cache_ttl: Duration,
 
