@@ -8,6 +8,7 @@
 //! - `memory`: in-process state for single-process setups (the SQLite rate limiter).
 //! - `kube`: projects as labelled pods and commands over pod exec, behind `breaker`.
 
+mod audit_write;
 pub mod breaker;
 pub mod cache;
 pub(crate) mod capture;

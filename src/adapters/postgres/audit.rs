@@ -6,6 +6,7 @@ use sqlx::{PgPool, Row, postgres::PgRow};
 use super::webhooks::{PgQuery, bind_event, publish_sql};
 use crate::{
     adapters::{
+        audit_write::AuditWrite,
         db::db_error,
         group_commit::{BatchWriter, GroupCommit},
         rows,
@@ -57,14 +58,6 @@ fn bind_entry<'q>(query: PgQuery<'q>, entry: &'q AuditEntry) -> PgQuery<'q> {
         .bind(entry.duration_ms.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)))
 }
 
-/// An entry with the webhook event of the execution it records, if any.
-pub(crate) struct AuditWrite {
-    entry: AuditEntry,
-    event: Option<OutboxEvent>,
-    /// The request's trace, taken before the write leaves its span.
-    traceparent: Option<String>,
-}
-
 pub(crate) struct AuditWriter {
     pool: PgPool,
 }
@@ -97,8 +90,7 @@ impl BatchWriter for AuditWriter {
 impl AuditLog for PgAuditLog {
     #[tracing::instrument(name = "db audit.record", skip_all, fields(db.system = "postgresql"))]
     async fn record(&self, entry: &AuditEntry, event: Option<&OutboxEvent>) -> Result<(), DomainError> {
-        let traceparent = event.and_then(|_| crate::telemetry::propagation::current_traceparent());
-        self.writes.submit(AuditWrite { entry: entry.clone(), event: event.cloned(), traceparent }).await
+        self.writes.submit(AuditWrite::new(entry, event)).await
     }
 
     #[tracing::instrument(name = "db audit.list", skip_all, fields(db.system = "postgresql"))]

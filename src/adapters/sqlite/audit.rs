@@ -6,6 +6,7 @@ use sqlx::{Row, SqlitePool, sqlite::SqliteRow};
 use super::{from_micros, micros, uuid_from_text};
 use crate::{
     adapters::{
+        audit_write::AuditWrite,
         db::db_error,
         group_commit::{BatchWriter, GroupCommit},
         rows,
@@ -66,14 +67,6 @@ async fn insert<'e>(
     Ok(())
 }
 
-/// An entry with the webhook event of the execution it records, if any.
-pub(crate) struct AuditWrite {
-    entry: AuditEntry,
-    event: Option<OutboxEvent>,
-    /// The request's trace, taken before the write leaves its span.
-    traceparent: Option<String>,
-}
-
 pub(crate) struct AuditWriter {
     pool: SqlitePool,
 }
@@ -104,8 +97,7 @@ impl BatchWriter for AuditWriter {
 impl AuditLog for SqliteAuditLog {
     #[tracing::instrument(name = "db audit.record", skip_all, fields(db.system = "sqlite"))]
     async fn record(&self, entry: &AuditEntry, event: Option<&OutboxEvent>) -> Result<(), DomainError> {
-        let traceparent = event.and_then(|_| crate::telemetry::propagation::current_traceparent());
-        self.writes.submit(AuditWrite { entry: entry.clone(), event: event.cloned(), traceparent }).await
+        self.writes.submit(AuditWrite::new(entry, event)).await
     }
 
     #[tracing::instrument(name = "db audit.list", skip_all, fields(db.system = "sqlite"))]

@@ -126,12 +126,8 @@ impl SqliteWebhooks {
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
-        for row in &rows {
-            let (id, attempt) = attempt_from_row(row)?;
-            if let Some(delivery) = deliveries.iter_mut().find(|d| d.id == id) {
-                delivery.attempts.push(attempt);
-            }
-        }
+        let attempts = rows.iter().map(attempt_from_row).collect::<Result<Vec<_>, _>>()?;
+        stored::attach(&mut deliveries, attempts);
         Ok(deliveries)
     }
 
@@ -393,11 +389,7 @@ impl DeliveryQueue for SqliteWebhooks {
         attempt: &DeliveryAttempt,
         verdict: AttemptVerdict,
     ) -> Result<bool, DomainError> {
-        let (status, next_attempt_at, delivered_at) = match verdict {
-            AttemptVerdict::Delivered => (DeliveryStatus::Succeeded, None, Some(attempt.at)),
-            AttemptVerdict::RetryAt(at) => (DeliveryStatus::Pending, Some(at), None),
-            AttemptVerdict::GaveUp => (DeliveryStatus::Failed, None, None),
-        };
+        let stored::AfterAttempt { status, next_attempt_at, delivered_at } = stored::AfterAttempt::of(verdict, attempt);
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
         let done = sqlx::query(
             "UPDATE webhook_deliveries
