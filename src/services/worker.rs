@@ -101,7 +101,11 @@ impl QueueWorker {
         }
     }
 
-    #[tracing::instrument(name = "queue.command", skip_all, fields(command.id = %command.id, project.id = %command.project_id))]
+    #[tracing::instrument(
+        name = "queue.command",
+        skip_all,
+        fields(command.id = %command.id, project.id = %command.project_id, queue.wait_seconds = tracing::field::Empty)
+    )]
     async fn process(&self, command: Command) {
         let started_at = self.clock.now();
         match self.queue.start(command.id, &self.name, started_at).await {
@@ -111,6 +115,7 @@ impl QueueWorker {
         }
         let waited = (started_at - command.created_at).num_milliseconds().max(0) as f64 / 1000.0;
         metrics::histogram!(COMMAND_QUEUE_WAIT_SECONDS).record(waited);
+        tracing::Span::current().record("queue.wait_seconds", waited);
         let (end, executor) = match self.projects.get(&command.project_id).await {
             Err(error) => (CommandEnd::Error(error.to_string()), None),
             Ok(project) => {
