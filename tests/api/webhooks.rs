@@ -258,7 +258,33 @@ async fn only_enabled_webhooks_subscribed_to_the_event_receive_it(db: Db) {
     assert!(disabled.received().is_empty());
 }
 
+async fn a_disabled_webhook_holds_its_pending_deliveries_until_enabled(db: Db) {
+    let addr = free_addr().await;
+    let app = app_delivering(db, &vec!["100ms"; 20].join(",")).await;
+    let (webhook, _) = subscribe(&app, &format!("http://{addr}/hook"), None).await;
+    assert_eq!(app.shell("hello", json!({"command": "true"})).await.status, 200);
+    wait_for_delivery(&app, &webhook, |d| d["attempt_count"].as_u64() >= Some(1)).await;
+
+    let disabled = app.patch(&format!("/webhooks/{webhook}"), &app.admin_key, json!({"enabled": false})).await;
+    assert_eq!(disabled.status, 200);
+    // Proving that nothing is sent needs spans of time: one for an attempt claimed just before
+    // the change to fail (at once: nothing listens), then several retry periods.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = wait_for_delivery(&app, &webhook, |_| true).await;
+    let receiver = Receiver::start_on(addr, &[]).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(receiver.received().is_empty(), "a disabled webhook is not delivered to");
+    let still = wait_for_delivery(&app, &webhook, |_| true).await;
+    assert_eq!(still["status"], "pending");
+    assert_eq!(still["attempt_count"], held["attempt_count"], "no attempts while disabled");
+
+    app.patch(&format!("/webhooks/{webhook}"), &app.admin_key, json!({"enabled": true})).await;
+    receiver.wait_for(1).await;
+    wait_for_delivery(&app, &webhook, |d| d["status"] == "succeeded").await;
+}
+
 on_both_databases!(
+    a_disabled_webhook_holds_its_pending_deliveries_until_enabled,
     deliveries_are_signed_and_verify_with_an_independent_implementation,
     a_receiver_failing_three_times_gets_four_attempts_with_one_webhook_id,
     a_receiver_that_is_down_gets_the_delivery_once_it_is_up,
