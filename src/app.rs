@@ -18,7 +18,10 @@ use crate::{
     config::{Config, ExecutorChoice, RateLimitStore},
     domain::ApiKeySecret,
     http::{self, AppState, client_ip::ClientIpResolver},
-    ports::{Clock, CommandEvents, CommandQueue, Executor, HealthCheck, ProjectSource, RateLimiter, SystemClock},
+    ports::{
+        Clock, CommandEvents, CommandQueue, DeliveryQueue, Executor, HealthCheck, ProjectSource, RateLimiter,
+        SystemClock,
+    },
     services::{
         ApiKeyService, AuditService, CommandService, DispatchSettings, DispatchWake, ProjectService, QueueService,
         QueueWorker, RateLimitService, RunningCommands, WebhookDispatcher, WebhookService,
@@ -27,6 +30,8 @@ use crate::{
 
 /// How often the maintenance task writes batched `last_used_at` times and purges old counts.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(5);
+/// How often finished webhook deliveries older than `RDEV_WEBHOOK_RETENTION` are deleted.
+const DELIVERY_PURGE_EVERY: Duration = Duration::from_secs(3600);
 
 /// How long a local projects folder listing (or lookup) is reused: at most `CACHE_TTL`.
 const LOCAL_PROJECTS_FRESHNESS: Duration = Duration::from_secs(1);
@@ -36,10 +41,7 @@ pub struct App {
     listener: TcpListener,
     router: axum::Router,
     database: Database,
-    keys: Arc<ApiKeyService>,
-    rate_limits: Arc<RateLimitService>,
-    queue: Arc<dyn CommandQueue>,
-    clock: Arc<dyn Clock>,
+    upkeep: Upkeep,
     workers: Vec<QueueWorker>,
     dispatcher: Option<WebhookDispatcher>,
     config: Config,
@@ -107,6 +109,7 @@ impl App {
             .collect();
 
         let (webhook_repo, deliveries) = database.webhooks();
+        let old_deliveries = deliveries.clone();
         let webhooks =
             Arc::new(WebhookService::new(webhook_repo, clock.clone(), config.webhook_allow_private, wake.0.clone()));
         let dispatcher = if config.webhook_workers == 0 {
@@ -151,19 +154,15 @@ impl App {
             max_body_bytes: config.max_body_bytes,
         };
         let router = http::router(state);
-        Ok(Self {
-            listener,
-            router,
-            database,
+        let upkeep = Upkeep {
             keys,
             rate_limits,
             queue,
+            deliveries: old_deliveries,
+            webhook_retention: config.webhook_retention,
             clock,
-            workers,
-            dispatcher,
-            config,
-            generated_admin_key,
-        })
+        };
+        Ok(Self { listener, router, database, upkeep, workers, dispatcher, config, generated_admin_key })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -189,8 +188,7 @@ impl App {
             tracing::info!("shutting down: no new connections or claims, finishing what is in flight");
             let _ = stopping_tx.send(true);
         });
-        let maintenance =
-            tokio::spawn(maintain(self.keys.clone(), self.rate_limits.clone(), self.queue.clone(), self.clock.clone()));
+        let maintenance = tokio::spawn(self.upkeep.clone().run());
         let grace = self.config.shutdown_grace;
         let mut stopping = stopping_rx;
         let grace_expired = async move {
@@ -207,7 +205,7 @@ impl App {
             () = grace_expired => tracing::warn!(?grace, "shutdown grace expired with work still running"),
         }
         maintenance.abort();
-        if let Err(error) = self.keys.usage().flush().await {
+        if let Err(error) = self.upkeep.keys.usage().flush().await {
             tracing::warn!(%error, "could not write API key usage at shutdown");
         }
         self.database.close().await;
@@ -267,28 +265,51 @@ async fn executor_adapters(
 
 /// Background upkeep that must not cost requests anything: batched writes, purges, and taking
 /// back the commands of replicas whose leases ran out.
-async fn maintain(
+#[derive(Clone)]
+struct Upkeep {
     keys: Arc<ApiKeyService>,
     rate_limits: Arc<RateLimitService>,
     queue: Arc<dyn CommandQueue>,
+    deliveries: Arc<dyn DeliveryQueue>,
+    webhook_retention: Duration,
     clock: Arc<dyn Clock>,
-) {
-    publish_queue_depth(queue.as_ref()).await;
-    // The first full round comes one period after start: nothing is pending to write yet.
-    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + MAINTENANCE_EVERY, MAINTENANCE_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        every.tick().await;
-        if let Err(error) = keys.usage().flush().await {
-            tracing::warn!(%error, "could not write API key usage; will retry");
+}
+
+impl Upkeep {
+    async fn run(self) {
+        publish_queue_depth(self.queue.as_ref()).await;
+        // The first full round comes one period after start: nothing is pending to write yet.
+        let mut every = tokio::time::interval_at(tokio::time::Instant::now() + MAINTENANCE_EVERY, MAINTENANCE_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut purged_deliveries_at: Option<tokio::time::Instant> = None;
+        loop {
+            every.tick().await;
+            if let Err(error) = self.keys.usage().flush().await {
+                tracing::warn!(%error, "could not write API key usage; will retry");
+            }
+            if let Err(error) = self.rate_limits.purge_expired().await {
+                tracing::warn!(%error, "could not purge old rate-limit counts; will retry");
+            }
+            publish_queue_depth(self.queue.as_ref()).await;
+            match self.queue.recover_expired(self.clock.now()).await {
+                Ok(lost) => {
+                    lost.iter().for_each(|c| tracing::warn!(command.id = %c.id, "command lost with its worker"))
+                }
+                Err(error) => tracing::warn!(%error, "could not recover expired command leases; will retry"),
+            }
+            if purged_deliveries_at.is_none_or(|at| at.elapsed() >= DELIVERY_PURGE_EVERY) {
+                purged_deliveries_at = Some(tokio::time::Instant::now());
+                self.purge_old_deliveries().await;
+            }
         }
-        if let Err(error) = rate_limits.purge_expired().await {
-            tracing::warn!(%error, "could not purge old rate-limit counts; will retry");
-        }
-        publish_queue_depth(queue.as_ref()).await;
-        match queue.recover_expired(clock.now()).await {
-            Ok(lost) => lost.iter().for_each(|c| tracing::warn!(command.id = %c.id, "command lost with its worker")),
-            Err(error) => tracing::warn!(%error, "could not recover expired command leases; will retry"),
+    }
+
+    async fn purge_old_deliveries(&self) {
+        let retention = chrono::Duration::from_std(self.webhook_retention).unwrap_or(chrono::Duration::MAX);
+        match self.deliveries.purge(self.clock.now() - retention).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "deleted webhook deliveries older than RDEV_WEBHOOK_RETENTION"),
+            Err(error) => tracing::warn!(%error, "could not purge old webhook deliveries; will retry"),
         }
     }
 }

@@ -75,6 +75,10 @@ pub trait DeliveryQueue: Send + Sync {
         verdict: AttemptVerdict,
     ) -> Result<bool, DomainError>;
 
+    /// Deletes finished deliveries (with their attempts) created before `before`, and the events
+    /// no delivery refers to any more. Pending work is never touched. Returns deliveries deleted.
+    async fn purge(&self, before: DateTime<Utc>) -> Result<u64, DomainError>;
+
     /// When work is next due: now if events wait for fan-out, else the earliest pending attempt
     /// (or lease expiry); `None` when nothing is pending.
     async fn next_due(&self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, DomainError>;

@@ -283,7 +283,30 @@ async fn a_disabled_webhook_holds_its_pending_deliveries_until_enabled(db: Db) {
     wait_for_delivery(&app, &webhook, |d| d["status"] == "succeeded").await;
 }
 
+/// What the hourly upkeep runs with `RDEV_WEBHOOK_RETENTION`: finished deliveries older than the
+/// cut-off go (with their attempts), pending ones stay whatever their age.
+async fn finished_deliveries_are_purged_after_the_retention(db: Db) {
+    let receiver = Receiver::start(&[]).await;
+    let down = free_addr().await;
+    let app = app_delivering(db, "1h").await;
+    let (delivered, _) = subscribe(&app, &receiver.url(), None).await;
+    let (pending, _) = subscribe(&app, &format!("http://{down}/hook"), None).await;
+    assert_eq!(app.shell("hello", json!({"command": "true"})).await.status, 200);
+    wait_for_delivery(&app, &delivered, |d| d["status"] == "succeeded").await;
+    wait_for_delivery(&app, &pending, |d| d["attempt_count"] == 1).await;
+
+    let (_, deliveries) = app.database.webhooks();
+    let now = chrono::Utc::now();
+    assert_eq!(deliveries.purge(now - chrono::Duration::days(1)).await.unwrap(), 0, "nothing that old");
+    assert_eq!(deliveries.purge(now + chrono::Duration::days(1)).await.unwrap(), 1, "the finished one");
+    let gone = app.get(&format!("/webhooks/{delivered}/deliveries"), &app.admin_key).await;
+    assert_eq!(gone.body["deliveries"], json!([]));
+    let kept = app.get(&format!("/webhooks/{pending}/deliveries"), &app.admin_key).await;
+    assert_eq!(kept.body["deliveries"][0]["status"], "pending", "pending work is never purged");
+}
+
 on_both_databases!(
+    finished_deliveries_are_purged_after_the_retention,
     a_disabled_webhook_holds_its_pending_deliveries_until_enabled,
     deliveries_are_signed_and_verify_with_an_independent_implementation,
     a_receiver_failing_three_times_gets_four_attempts_with_one_webhook_id,

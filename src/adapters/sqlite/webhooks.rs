@@ -427,6 +427,25 @@ impl DeliveryQueue for SqliteWebhooks {
         Ok(true)
     }
 
+    async fn purge(&self, before: DateTime<Utc>) -> Result<u64, DomainError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
+        let deliveries = sqlx::query("DELETE FROM webhook_deliveries WHERE status <> 'pending' AND created_at < ?1")
+            .bind(micros(before))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        sqlx::query(
+            "DELETE FROM webhook_events WHERE fanned_out = 1 AND occurred_at < ?1
+               AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = webhook_events.id)",
+        )
+        .bind(micros(before))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(deliveries.rows_affected())
+    }
+
     async fn next_due(&self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, DomainError> {
         let row = sqlx::query(
             "SELECT CASE WHEN EXISTS (SELECT 1 FROM webhook_events WHERE fanned_out = 0) THEN ?1
