@@ -17,7 +17,7 @@ use crate::{
     },
     config::{Config, ExecutorChoice, RateLimitStore},
     domain::ApiKeySecret,
-    http::{self, AppState, client_ip::ClientIpResolver},
+    http::{self, AppState, client_ip::ClientIpResolver, state::Services},
     ports::{
         Clock, CommandEvents, CommandQueue, DeliveryQueue, Executor, HealthCheck, ProjectSource, RateLimiter,
         SystemClock,
@@ -140,7 +140,7 @@ impl App {
 
         let mut readiness: Vec<Arc<dyn HealthCheck>> = vec![Arc::new(database.clone())];
         readiness.extend(executor_health);
-        let state = AppState {
+        let state = AppState::new(Services {
             keys: keys.clone(),
             projects,
             commands,
@@ -152,7 +152,7 @@ impl App {
             readiness: readiness.into(),
             metrics: crate::telemetry::metrics::handle(),
             max_body_bytes: config.max_body_bytes,
-        };
+        });
         let router = http::router(state);
         let upkeep = Upkeep {
             keys,

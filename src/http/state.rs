@@ -10,8 +10,26 @@ use crate::{
     },
 };
 
+/// Cloned for every request by each extractor and middleware that takes it, so it is one `Arc`:
+/// a clone is one atomic increment, not one per service.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+pub struct Services {
     pub keys: Arc<ApiKeyService>,
     pub projects: Arc<ProjectService>,
     pub commands: Arc<CommandService>,
