@@ -65,10 +65,11 @@ pub(crate) struct AuditWriter {
 #[async_trait]
 impl BatchWriter for AuditWriter {
     type Item = AuditWrite;
+    type Output = ();
 
     /// One transaction, one WAL flush, for every entry waiting; each entry with its event in
     /// one statement (a data-modifying CTE).
-    async fn write(&self, batch: &[AuditWrite]) -> Result<(), DomainError> {
+    async fn write(&self, batch: &[AuditWrite]) -> Result<Vec<()>, DomainError> {
         let with_event = format!("WITH entry AS ({INSERT}) {}", publish_sql(11));
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         for write in batch {
@@ -82,7 +83,8 @@ impl BatchWriter for AuditWriter {
             };
             query.execute(&mut *tx).await.map_err(db_error)?;
         }
-        tx.commit().await.map_err(db_error)
+        tx.commit().await.map_err(db_error)?;
+        Ok(vec![(); batch.len()])
     }
 }
 

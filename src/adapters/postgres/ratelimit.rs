@@ -1,5 +1,6 @@
-//! `RateLimiter` on Postgres: one call of `rdev_rate_limit_hit` (migration 0002) per request,
-//! which serialises each key's hits across replicas with an advisory lock.
+//! `RateLimiter` on Postgres: the hits of concurrent requests go together in one call of
+//! `rdev_rate_limit_hits` (migration 0005), which decides each with `rdev_rate_limit_hit`
+//! (migration 0002): an advisory lock per key serialises a key's hits across replicas.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -7,18 +8,83 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use crate::{
-    adapters::db::db_error,
+    adapters::{
+        db::db_error,
+        group_commit::{BatchWriter, GroupCommit},
+    },
     domain::DomainError,
     ports::{RateDecision, RateLimiter},
 };
 
 pub struct PgRateLimiter {
     pool: PgPool,
+    hits: GroupCommit<HitBatches>,
 }
 
 impl PgRateLimiter {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self { hits: GroupCommit::new(HitBatches { pool: pool.clone() }), pool }
+    }
+}
+
+/// One request's hit.
+pub(crate) struct Hit {
+    key_id: Uuid,
+    limit: u32,
+    window_secs: u32,
+    second: i64,
+}
+
+/// `(allowed, used, oldest second)`, as `rdev_rate_limit_hit` returns it.
+type Counted = (bool, i32, i64);
+
+/// Sends the hits waiting at one moment in one call of `rdev_rate_limit_hits` (migration 0005),
+/// which decides each exactly as a call of its own would, under the same per-key locks.
+pub(crate) struct HitBatches {
+    pool: PgPool,
+}
+
+#[async_trait]
+impl BatchWriter for HitBatches {
+    type Item = Hit;
+    type Output = Counted;
+
+    async fn write(&self, batch: &[Hit]) -> Result<Vec<Counted>, DomainError> {
+        let mut counted = vec![None; batch.len()];
+        // One call per (second, window) pair; in practice all hits of a batch share both.
+        let mut rest: Vec<usize> = (0..batch.len()).collect();
+        while let Some(&first) = rest.first() {
+            let (second, window) = (batch[first].second, batch[first].window_secs);
+            let (now, later): (Vec<usize>, Vec<usize>) =
+                rest.iter().partition(|&&i| batch[i].second == second && batch[i].window_secs == window);
+            rest = later;
+            let keys: Vec<Uuid> = now.iter().map(|&i| batch[i].key_id).collect();
+            let limits: Vec<i32> = now.iter().map(|&i| i32::try_from(batch[i].limit).unwrap_or(i32::MAX)).collect();
+            let rows = sqlx::query("SELECT ord, allowed, used, oldest FROM rdev_rate_limit_hits($1, $2, $3, $4)")
+                .bind(keys)
+                .bind(second)
+                .bind(i32::try_from(window).unwrap_or(i32::MAX))
+                .bind(limits)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_error)?;
+            for row in &rows {
+                let ord: i32 = row.try_get("ord").map_err(db_error)?;
+                let slot = usize::try_from(ord - 1).ok().and_then(|p| now.get(p)).copied();
+                let value = (
+                    row.try_get("allowed").map_err(db_error)?,
+                    row.try_get("used").map_err(db_error)?,
+                    row.try_get("oldest").map_err(db_error)?,
+                );
+                if let Some(slot) = slot {
+                    counted[slot] = Some(value);
+                }
+            }
+        }
+        counted
+            .into_iter()
+            .map(|c| c.ok_or_else(|| DomainError::internal(anyhow::anyhow!("a rate-limit hit went unanswered"))))
+            .collect()
     }
 }
 
@@ -32,17 +98,8 @@ impl RateLimiter for PgRateLimiter {
         window_secs: u32,
         now: DateTime<Utc>,
     ) -> Result<RateDecision, DomainError> {
-        let row = sqlx::query("SELECT allowed, used, oldest FROM rdev_rate_limit_hit($1, $2, $3, $4)")
-            .bind(key_id)
-            .bind(now.timestamp())
-            .bind(i32::try_from(window_secs).unwrap_or(i32::MAX))
-            .bind(i32::try_from(limit).unwrap_or(i32::MAX))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db_error)?;
-        let allowed: bool = row.try_get("allowed").map_err(db_error)?;
-        let used: i32 = row.try_get("used").map_err(db_error)?;
-        let oldest: i64 = row.try_get("oldest").map_err(db_error)?;
+        let hit = Hit { key_id, limit, window_secs, second: now.timestamp() };
+        let (allowed, used, oldest) = self.hits.submit(hit).await?;
         Ok(RateDecision::from_window(allowed, limit, used.max(0) as u32, oldest, window_secs, now))
     }
 

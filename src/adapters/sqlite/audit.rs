@@ -74,8 +74,9 @@ pub(crate) struct AuditWriter {
 #[async_trait]
 impl BatchWriter for AuditWriter {
     type Item = AuditWrite;
+    type Output = ();
 
-    async fn write(&self, batch: &[AuditWrite]) -> Result<(), DomainError> {
+    async fn write(&self, batch: &[AuditWrite]) -> Result<Vec<()>, DomainError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
         // One look for the whole batch: with no enabled webhook, no event needs its insert.
         let subscribed = batch.iter().any(|w| w.event.is_some())
@@ -89,7 +90,8 @@ impl BatchWriter for AuditWriter {
                 super::webhooks::publish_traced(&mut tx, event, write.traceparent.clone()).await?;
             }
         }
-        tx.commit().await.map_err(db_error)
+        tx.commit().await.map_err(db_error)?;
+        Ok(vec![(); batch.len()])
     }
 }
 
