@@ -109,7 +109,6 @@ impl App {
             .collect();
 
         let (webhook_repo, deliveries) = database.webhooks();
-        let old_deliveries = deliveries.clone();
         let webhooks =
             Arc::new(WebhookService::new(webhook_repo, clock.clone(), config.webhook_allow_private, wake.0.clone()));
         let dispatcher = if config.webhook_workers == 0 {
@@ -119,7 +118,7 @@ impl App {
                 .context("building the webhook HTTP client")?;
             Some(WebhookDispatcher {
                 name: format!("{}-{}-webhooks", std::process::id(), &replica[..8]),
-                queue: deliveries,
+                queue: deliveries.clone(),
                 sender: Arc::new(sender),
                 clock: clock.clone(),
                 settings: DispatchSettings {
@@ -154,14 +153,8 @@ impl App {
             max_body_bytes: config.max_body_bytes,
         });
         let router = http::router(state);
-        let upkeep = Upkeep {
-            keys,
-            rate_limits,
-            queue,
-            deliveries: old_deliveries,
-            webhook_retention: config.webhook_retention,
-            clock,
-        };
+        let upkeep =
+            Upkeep { keys, rate_limits, queue, deliveries, webhook_retention: config.webhook_retention, clock };
         Ok(Self { listener, router, database, upkeep, workers, dispatcher, config, generated_admin_key })
     }
 
@@ -216,8 +209,10 @@ impl App {
 /// The rate-limit counter: in memory when one process sees every request (SQLite, or asked
 /// for), else in the database every replica shares.
 fn rate_limiter(config: &Config, database: &Database) -> Arc<dyn RateLimiter> {
-    match (config.rate_limit_store, database.kind()) {
-        (RateLimitStore::Memory, _) | (RateLimitStore::Auto, "sqlite") => Arc::new(MemoryRateLimiter::default()),
+    match (config.rate_limit_store, database) {
+        (RateLimitStore::Memory, _) | (RateLimitStore::Auto, Database::Sqlite(_)) => {
+            Arc::new(MemoryRateLimiter::default())
+        }
         _ => database.rate_limiter(),
     }
 }

@@ -34,6 +34,13 @@ pub enum WebhookEvent {
 }
 
 impl WebhookEvent {
+    pub const ALL: [Self; 4] =
+        [Self::CommandSucceeded, Self::CommandFailed, Self::CommandTimedOut, Self::CommandCancelled];
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|event| event.as_str() == raw)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::CommandSucceeded => "command.succeeded",
@@ -52,15 +59,6 @@ impl WebhookEvent {
             CommandStatus::Cancelled => Some(Self::CommandCancelled),
             CommandStatus::Queued | CommandStatus::Running => None,
         }
-    }
-}
-
-impl WebhookEvent {
-    pub const ALL: [Self; 4] =
-        [Self::CommandSucceeded, Self::CommandFailed, Self::CommandTimedOut, Self::CommandCancelled];
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|event| event.as_str() == raw)
     }
 }
 

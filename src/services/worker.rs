@@ -188,11 +188,8 @@ impl QueueWorker {
             Err(error) => return tracing::error!(%error, "could not store a command's result; its lease will expire"),
         };
         if let Some(executor) = executor {
-            let counted = match &end {
-                CommandEnd::Ran(_) => outcome.as_str(),
-                CommandEnd::Cancelled => "cancelled",
-                CommandEnd::Error(_) => "error",
-            };
+            // The audit calls a cancel `rejected`; the metric names it.
+            let counted = if end == CommandEnd::Cancelled { "cancelled" } else { outcome.as_str() };
             record_execution(executor, counted, duration_ms);
         }
         let event = CommandFinished {

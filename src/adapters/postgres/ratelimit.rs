@@ -2,6 +2,8 @@
 //! `rdev_rate_limit_hits` (migration 0005), which decides each with `rdev_rate_limit_hit`
 //! (migration 0002): an advisory lock per key serialises a key's hits across replicas.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Row};
@@ -50,16 +52,15 @@ impl BatchWriter for HitBatches {
     type Output = Counted;
 
     async fn write(&self, batch: &[Hit]) -> Result<Vec<Counted>, DomainError> {
-        let mut counted = vec![None; batch.len()];
         // One call per (second, window) pair; in practice all hits of a batch share both.
-        let mut rest: Vec<usize> = (0..batch.len()).collect();
-        while let Some(&first) = rest.first() {
-            let (second, window) = (batch[first].second, batch[first].window_secs);
-            let (now, later): (Vec<usize>, Vec<usize>) =
-                rest.iter().partition(|&&i| batch[i].second == second && batch[i].window_secs == window);
-            rest = later;
-            let keys: Vec<Uuid> = now.iter().map(|&i| batch[i].key_id).collect();
-            let limits: Vec<i32> = now.iter().map(|&i| i32::try_from(batch[i].limit).unwrap_or(i32::MAX)).collect();
+        let mut groups: BTreeMap<(i64, u32), Vec<usize>> = BTreeMap::new();
+        for (index, hit) in batch.iter().enumerate() {
+            groups.entry((hit.second, hit.window_secs)).or_default().push(index);
+        }
+        let mut counted = vec![None; batch.len()];
+        for ((second, window), members) in groups {
+            let keys: Vec<Uuid> = members.iter().map(|&i| batch[i].key_id).collect();
+            let limits: Vec<i32> = members.iter().map(|&i| i32::try_from(batch[i].limit).unwrap_or(i32::MAX)).collect();
             let rows = sqlx::query("SELECT ord, allowed, used, oldest FROM rdev_rate_limit_hits($1, $2, $3, $4)")
                 .bind(keys)
                 .bind(second)
@@ -70,14 +71,14 @@ impl BatchWriter for HitBatches {
                 .map_err(db_error)?;
             for row in &rows {
                 let ord: i32 = row.try_get("ord").map_err(db_error)?;
-                let slot = usize::try_from(ord - 1).ok().and_then(|p| now.get(p)).copied();
                 let value = (
                     row.try_get("allowed").map_err(db_error)?,
                     row.try_get("used").map_err(db_error)?,
                     row.try_get("oldest").map_err(db_error)?,
                 );
-                if let Some(slot) = slot {
-                    counted[slot] = Some(value);
+                // `ord` is the 1-based position of the hit in this call's arrays.
+                if let Some(&index) = usize::try_from(ord - 1).ok().and_then(|p| members.get(p)) {
+                    counted[index] = Some(value);
                 }
             }
         }
