@@ -25,8 +25,9 @@ pub trait ApiKeyRepo: Send + Sync {
     /// together. Returns whether it was stored.
     async fn insert_if_none(&self, key: &ApiKey, hash: &KeyHash) -> Result<bool, DomainError>;
 
-    /// Stores the key unless its hash is already stored (revoked or not). Returns whether it was
-    /// stored. Idempotent, so a bootstrap secret can be applied at every start.
+    /// Stores the key unless its hash is already stored: as a key's secret (revoked or not) or
+    /// as a secret a rotation replaced. Returns whether it was stored. Idempotent, so a bootstrap
+    /// secret can be applied at every start, and stays dead once revoked or rotated out.
     async fn insert_if_hash_absent(&self, key: &ApiKey, hash: &KeyHash) -> Result<bool, DomainError>;
 
     /// The key whose current or previous (rotated) secret has this hash.

@@ -163,9 +163,11 @@ impl ApiKeyService {
         errors.into_result()
     }
 
-    /// Changes a key. A revoked key cannot be changed (`Conflict`): revocation is final.
+    /// Changes a key. A revoked key cannot be changed (`Conflict`): revocation is final. The
+    /// caller must hold every scope the key has (and, as at creation, every scope it gets).
     pub async fn update(&self, granter: &ApiKey, id: Uuid, changes: ApiKeyChanges) -> Result<ApiKey, DomainError> {
         let mut key = self.get(id).await?;
+        may_manage(granter, &key)?;
         if key.revoked_at.is_some() {
             return Err(DomainError::Conflict("API key is revoked and cannot be changed".into()));
         }
@@ -177,12 +179,19 @@ impl ApiKeyService {
     }
 
     /// Gives the key a new secret. The old one keeps working for `grace_seconds` (0 = stops now),
-    /// so clients can switch over without an outage.
-    pub async fn rotate(&self, id: Uuid, grace_seconds: u64) -> Result<(ApiKey, ApiKeySecret), DomainError> {
+    /// so clients can switch over without an outage. Only a caller holding every scope of the
+    /// key may: the new secret is the key's whole power.
+    pub async fn rotate(
+        &self,
+        actor: &ApiKey,
+        id: Uuid,
+        grace_seconds: u64,
+    ) -> Result<(ApiKey, ApiKeySecret), DomainError> {
         if grace_seconds > MAX_GRACE_SECONDS {
             return Err(DomainError::invalid("grace_seconds", format!("must be at most {MAX_GRACE_SECONDS}")));
         }
         let key = self.get(id).await?;
+        may_manage(actor, &key)?;
         if key.revoked_at.is_some() {
             return Err(DomainError::Conflict("API key is revoked and cannot be rotated".into()));
         }
@@ -233,8 +242,10 @@ impl ApiKeyService {
         Ok(page)
     }
 
-    /// Revokes the key. Revoking a revoked key succeeds again (idempotent DELETE).
-    pub async fn revoke(&self, id: Uuid) -> Result<(), DomainError> {
+    /// Revokes the key. Revoking a revoked key succeeds again (idempotent DELETE). Only a caller
+    /// holding every scope of the key may.
+    pub async fn revoke(&self, actor: &ApiKey, id: Uuid) -> Result<(), DomainError> {
+        may_manage(actor, &self.get(id).await?)?;
         if self.repo.revoke(id, self.clock.now()).await? {
             Ok(())
         } else {
@@ -274,6 +285,31 @@ impl ApiKeyService {
     }
 }
 
+/// A key acts on another key only when it holds every scope that key has: otherwise a key
+/// limited to `keys:admin` could rotate an `admin` key and keep its new secret, or strip its
+/// allowlist and expiry.
+fn may_manage(actor: &ApiKey, key: &ApiKey) -> Result<(), DomainError> {
+    match key.scopes.iter().find(|scope| !actor.allows(**scope)) {
+        None => Ok(()),
+        Some(scope) => Err(DomainError::Forbidden(format!(
+            "this API key cannot manage a key holding {}, which it does not hold itself",
+            scope.as_str()
+        ))),
+    }
+}
+
+/// The net an allowlist entry stands for, as client addresses are compared: an IPv4-mapped
+/// IPv6 entry (`::ffff:127.0.0.1`) is the IPv4 net it maps, since clients reach us as IPv4.
+fn canonical_net(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map(IpNet::V4).unwrap_or(net),
+            None => net,
+        },
+        other => other,
+    }
+}
+
 fn parse_allowed_ips(raw: &[String], errors: &mut FieldErrors) -> Vec<IpNet> {
     if raw.len() > MAX_ALLOWED_IPS {
         errors.add("allowed_ips", format!("at most {MAX_ALLOWED_IPS} entries"));
@@ -282,7 +318,7 @@ fn parse_allowed_ips(raw: &[String], errors: &mut FieldErrors) -> Vec<IpNet> {
     let mut nets = Vec::with_capacity(raw.len());
     for entry in raw {
         match entry.parse::<IpNet>().or_else(|_| entry.parse::<IpAddr>().map(IpNet::from)) {
-            Ok(net) => nets.push(net.trunc()),
+            Ok(net) => nets.push(canonical_net(net).trunc()),
             Err(_) => errors.add("allowed_ips", format!("{entry:?} is not an IP address or CIDR")),
         }
     }
@@ -300,6 +336,9 @@ mod tests {
         assert!(errors.0.is_empty());
         let shown: Vec<_> = nets.iter().map(ToString::to_string).collect();
         assert_eq!(shown, ["10.0.0.0/8", "::1/128", "192.168.0.7/32"]);
+        let mapped = parse_allowed_ips(&["::ffff:127.0.0.1".into(), "::ffff:10.0.0.0/104".into()], &mut errors);
+        let shown: Vec<_> = mapped.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["127.0.0.1/32", "10.0.0.0/8"], "IPv4-mapped entries match IPv4 clients");
         parse_allowed_ips(&["nope".into()], &mut errors);
         assert!(errors.0.contains_key("allowed_ips"));
     }

@@ -84,7 +84,13 @@ impl ApiKeyRepo for PgApiKeyRepo {
     }
 
     async fn insert_if_hash_absent(&self, key: &ApiKey, hash: &KeyHash) -> Result<bool, DomainError> {
-        let sql = format!("INSERT INTO api_keys ({COLUMNS}) VALUES ({VALUES}) ON CONFLICT (key_hash) DO NOTHING");
+        // A secret replaced by a rotation stays retired: its hash is kept with the previous
+        // secrets (never purged), so re-applying the same bootstrap secret stores nothing.
+        let sql = format!(
+            "INSERT INTO api_keys ({COLUMNS}) SELECT {VALUES}
+             WHERE NOT EXISTS (SELECT 1 FROM api_key_previous_secrets WHERE key_hash = $4)
+             ON CONFLICT (key_hash) DO NOTHING"
+        );
         let inserted =
             bind_key(sqlx::query(sqlx::AssertSqlSafe(sql)), key, hash).execute(&self.pool).await.map_err(db_error)?;
         Ok(inserted.rows_affected() == 1)

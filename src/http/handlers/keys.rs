@@ -128,12 +128,12 @@ pub async fn update_api_key(
     )
 )]
 pub async fn rotate_api_key(
-    _auth: Authorized<scope::KeysAdmin>,
+    auth: Authorized<scope::KeysAdmin>,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<Uuid>,
     ApiJsonOrEmpty(request): ApiJsonOrEmpty<RotateRequest>,
 ) -> Result<(StatusCode, Json<CreatedApiKey>), ApiError> {
-    let (api_key, secret) = state.keys.rotate(id, request.grace_seconds).await?;
+    let (api_key, secret) = state.keys.rotate(&auth.key, id, request.grace_seconds).await?;
     Ok((StatusCode::CREATED, Json(CreatedApiKey { api_key, key: secret.expose().to_owned() })))
 }
 
@@ -143,10 +143,10 @@ pub async fn rotate_api_key(
     responses((status = 204, description = "Revoked"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody))
 )]
 pub async fn revoke_api_key(
-    _auth: Authorized<scope::KeysAdmin>,
+    auth: Authorized<scope::KeysAdmin>,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<StatusCode, ApiError> {
-    state.keys.revoke(id).await?;
+    state.keys.revoke(&auth.key, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
