@@ -17,7 +17,7 @@ use reqwest::{
 };
 
 use crate::{
-    domain::webhook::is_public,
+    domain::address::is_public,
     ports::{WebhookRequest, WebhookResponse, WebhookSender},
     telemetry::propagation::current_traceparent,
 };

@@ -3,6 +3,7 @@
 //! Nothing here knows about HTTP, databases, Kubernetes or processes: no axum, sqlx, kube,
 //! reqwest or `tokio::process`. Every other layer depends on this one, never the reverse.
 
+pub mod address;
 pub mod apikey;
 pub mod audit;
 pub mod command;

@@ -6,8 +6,6 @@
 //! `webhook-signature: v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, keyed with the
 //! bytes the secret's `whsec_<base64>` carries.
 
-use std::net::IpAddr;
-
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -18,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use utoipa::ToSchema;
 
-use super::CommandStatus;
+use super::{CommandStatus, address::is_public};
 
 /// What a webhook can subscribe to: how a command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
@@ -157,35 +155,6 @@ impl std::fmt::Debug for WebhookSecret {
     }
 }
 
-/// Whether deliveries may go to `ip` without `RDEV_WEBHOOK_ALLOW_PRIVATE`: not loopback,
-/// private, link-local, shared (CGNAT), unspecified, multicast, documentation or unique-local, so
-/// a webhook cannot be aimed at the cluster's own network or a cloud metadata endpoint.
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b)))
-        }
-        IpAddr::V6(v6) => {
-            let first = v6.segments()[0];
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || first == 0x2001 && v6.segments()[1] == 0x0db8)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,28 +177,6 @@ mod tests {
         assert_eq!(WebhookSecret::from_stored(secret.expose().to_owned()), Some(secret.clone()));
         assert!(WebhookSecret::from_stored("whsec_!!".into()).is_none());
         assert!(!format!("{secret:?}").contains(secret.expose()));
-    }
-
-    #[test]
-    fn private_and_special_addresses_are_not_public() {
-        for ip in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "::1",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:10.0.0.1",
-        ] {
-            assert!(!is_public(ip.parse().unwrap()), "{ip}");
-        }
-        for ip in ["93.184.216.34", "1.1.1.1", "2606:4700::1111"] {
-            assert!(is_public(ip.parse().unwrap()), "{ip}");
-        }
     }
 
     #[test]
