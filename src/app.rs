@@ -30,7 +30,7 @@ use crate::{
 
 /// How often the maintenance task writes batched `last_used_at` times and purges old counts.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(5);
-/// How often finished webhook deliveries older than `RDEV_WEBHOOK_RETENTION` are deleted.
+/// How often webhook deliveries and audit entries past their retention are deleted.
 const DELIVERY_PURGE_EVERY: Duration = Duration::from_secs(3600);
 
 /// How long a local projects folder listing (or lookup) is reused: at most `CACHE_TTL`.
@@ -144,7 +144,7 @@ impl App {
             projects,
             commands,
             queue: queue_service,
-            audit,
+            audit: audit.clone(),
             webhooks,
             rate_limits: rate_limits.clone(),
             client_ip: Arc::new(ClientIpResolver::new(config.trusted_proxies.clone())),
@@ -153,8 +153,16 @@ impl App {
             max_body_bytes: config.max_body_bytes,
         });
         let router = http::router(state);
-        let upkeep =
-            Upkeep { keys, rate_limits, queue, deliveries, webhook_retention: config.webhook_retention, clock };
+        let upkeep = Upkeep {
+            keys,
+            rate_limits,
+            queue,
+            deliveries,
+            audit,
+            webhook_retention: config.webhook_retention,
+            audit_retention: config.audit_retention,
+            clock,
+        };
         Ok(Self { listener, router, database, upkeep, workers, dispatcher, config, generated_admin_key })
     }
 
@@ -266,7 +274,9 @@ struct Upkeep {
     rate_limits: Arc<RateLimitService>,
     queue: Arc<dyn CommandQueue>,
     deliveries: Arc<dyn DeliveryQueue>,
+    audit: Arc<AuditService>,
     webhook_retention: Duration,
+    audit_retention: Duration,
     clock: Arc<dyn Clock>,
 }
 
@@ -295,7 +305,16 @@ impl Upkeep {
             if purged_deliveries_at.is_none_or(|at| at.elapsed() >= DELIVERY_PURGE_EVERY) {
                 purged_deliveries_at = Some(tokio::time::Instant::now());
                 self.purge_old_deliveries().await;
+                self.purge_old_audit_entries().await;
             }
+        }
+    }
+
+    async fn purge_old_audit_entries(&self) {
+        match self.audit.purge_older_than(self.audit_retention).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "deleted audit entries older than RDEV_AUDIT_RETENTION"),
+            Err(error) => tracing::warn!(%error, "could not purge old audit entries; will retry"),
         }
     }
 

@@ -113,6 +113,10 @@ pub struct Config {
     #[arg(long, env = "RDEV_WEBHOOK_RETENTION", default_value = "30days", value_parser = humantime::parse_duration, global = true)]
     pub webhook_retention: Duration,
 
+    /// How long audit entries are kept; older ones are deleted hourly. At least `1h`.
+    #[arg(long, env = "RDEV_AUDIT_RETENTION", default_value = "90days", value_parser = humantime::parse_duration, global = true)]
+    pub audit_retention: Duration,
+
     /// Allow webhooks to loopback, private, link-local and other non-public addresses. Off by
     /// default, so a webhook cannot reach the cluster's own network or a metadata endpoint.
     #[arg(long, env = "RDEV_WEBHOOK_ALLOW_PRIVATE", default_value_t = false, global = true)]
@@ -231,6 +235,9 @@ impl Config {
         }
         if !(Duration::from_millis(100)..=Duration::from_secs(300)).contains(&self.webhook_timeout) {
             bail!("RDEV_WEBHOOK_TIMEOUT must be between 100ms and 5m, got {:?}", self.webhook_timeout);
+        }
+        if self.audit_retention < Duration::from_secs(3600) {
+            bail!("RDEV_AUDIT_RETENTION must be at least 1h, got {:?}", self.audit_retention);
         }
         if self.webhook_retention < Duration::from_secs(3600) {
             bail!("RDEV_WEBHOOK_RETENTION must be at least 1h, got {:?}", self.webhook_retention);

@@ -76,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
         .layer(
             ServiceBuilder::new()
+                .map_request(drop_unfit_request_id)
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(TraceLayer::new_for_http().make_span_with(request_span).on_response(record_status))
                 .layer(PropagateRequestIdLayer::x_request_id())
@@ -84,6 +85,25 @@ pub fn router(state: AppState) -> Router {
                 .layer(CatchPanicLayer::new())
                 .layer(DefaultBodyLimit::max(max_body_bytes)),
         )
+}
+
+/// Longest request id a client may choose; it is echoed, logged and stored with every row.
+const MAX_REQUEST_ID_CHARS: usize = 128;
+
+/// Drops a client's `X-Request-Id` unless it is 1 to 128 visible ASCII characters, so the
+/// layer after it generates one: a request id is echoed, logged and audited, and must not
+/// carry 60 KB or control characters into any of them.
+fn drop_unfit_request_id(mut request: Request) -> Request {
+    let fits = |value: &axum::http::HeaderValue| {
+        let bytes = value.as_bytes();
+        (1..=MAX_REQUEST_ID_CHARS).contains(&bytes.len()) && bytes.iter().all(|b| b.is_ascii_graphic())
+    };
+    let headers = request.headers();
+    let all_fit = headers.get_all("x-request-id").iter().all(fits);
+    if !all_fit || headers.get_all("x-request-id").iter().count() > 1 {
+        request.headers_mut().remove("x-request-id");
+    }
+    request
 }
 
 /// The span of one request: every log line inside carries its request id, and exported traces

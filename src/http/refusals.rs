@@ -15,7 +15,7 @@ use super::{
     error::ApiError,
     state::AppState,
 };
-use crate::domain::{Caller, ProjectId, execution::MAX_COMMAND_BYTES};
+use crate::domain::{Caller, ProjectId};
 
 pub async fn audit_rejected_executions(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let client_ip = state.client_ip.of(request.extensions(), request.headers());
@@ -40,13 +40,8 @@ pub async fn audit_rejected_executions(State(state): State<AppState>, request: R
     response
 }
 
-/// The `command` of a JSON body, if it has one, cut to the longest command a request may carry.
+/// The `command` of a JSON body, if it has one (the audit service shortens it).
 fn command_of(body: &[u8]) -> Option<String> {
     let value: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let mut command = value.get("command")?.as_str()?.to_owned();
-    if command.len() > MAX_COMMAND_BYTES {
-        let cut = (0..=MAX_COMMAND_BYTES).rev().find(|i| command.is_char_boundary(*i)).unwrap_or(0);
-        command.truncate(cut);
-    }
-    Some(command)
+    Some(value.get("command")?.as_str()?.to_owned())
 }

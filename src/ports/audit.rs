@@ -13,4 +13,8 @@ pub trait AuditLog: Send + Sync {
 
     /// Entries matching `filter`, newest first.
     async fn list(&self, filter: &AuditFilter, page: &PageRequest) -> Result<Page<AuditEntry>, DomainError>;
+
+    /// Deletes entries recorded before `before`, in batches that never hold a lock for long.
+    /// Returns how many.
+    async fn purge(&self, before: chrono::DateTime<chrono::Utc>) -> Result<u64, DomainError>;
 }

@@ -1,17 +1,81 @@
 //! Reading the audit log, and writing entries for what services did.
+//!
+//! Every execution is audited. Refused attempts are too, within a budget: a flood of refusals
+//! (no key, a bad key, 429s) must cost the attacker more than it costs our disk. Past the
+//! budget they are counted in `audit_rejections_suppressed_total` and logged once per client
+//! and minute instead.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::{
     domain::{AuditEntry, AuditFilter, AuditOutcome, Caller, DomainError, OutboxEvent, Page, PageRequest, ProjectId},
     ports::{AuditLog, Clock},
+    telemetry::metrics::AUDIT_REJECTIONS_SUPPRESSED_TOTAL,
 };
+
+/// Rows of refused attempts written per client (API key, else address) per minute.
+const REJECTIONS_PER_CLIENT_PER_MINUTE: u32 = 30;
+/// Rows of refused attempts this replica writes per minute, whoever sends them.
+const REJECTIONS_PER_MINUTE: u32 = 1200;
+/// Longest command kept in the row of a refused attempt; longer ones end with `…`.
+pub const MAX_REJECTED_COMMAND_BYTES: usize = 1024;
 
 pub struct AuditService {
     log: Arc<dyn AuditLog>,
     clock: Arc<dyn Clock>,
+    rejections: std::sync::Mutex<RejectionBudget>,
+}
+
+/// This minute's count of refused attempts written, overall and per client. A client enters
+/// the map only with a row written, so the map holds at most `REJECTIONS_PER_MINUTE` entries.
+#[derive(Default)]
+struct RejectionBudget {
+    minute: i64,
+    total: u32,
+    per_client: HashMap<String, u32>,
+}
+
+/// Whether a refused attempt gets its row.
+#[derive(Debug, PartialEq, Eq)]
+enum Admission {
+    Write,
+    /// Not written; `first` for the first one refused this minute (for one log line).
+    Suppress {
+        first: bool,
+    },
+}
+
+impl RejectionBudget {
+    fn admit(&mut self, client: &str, now: DateTime<Utc>) -> Admission {
+        let minute = now.timestamp().div_euclid(60);
+        if minute != self.minute {
+            *self = Self { minute, ..Self::default() };
+        }
+        let used = self.per_client.get(client).copied().unwrap_or(0);
+        if used >= REJECTIONS_PER_CLIENT_PER_MINUTE {
+            self.per_client.insert(client.to_owned(), used.saturating_add(1));
+            return Admission::Suppress { first: used == REJECTIONS_PER_CLIENT_PER_MINUTE };
+        }
+        if self.total >= REJECTIONS_PER_MINUTE {
+            self.total = self.total.saturating_add(1);
+            return Admission::Suppress { first: self.total == REJECTIONS_PER_MINUTE + 1 };
+        }
+        self.total += 1;
+        self.per_client.insert(client.to_owned(), used + 1);
+        Admission::Write
+    }
+}
+
+/// A command cut to `max` bytes at a character boundary, marked with `…` when cut.
+fn shortened(command: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if command.len() <= max {
+        return command.into();
+    }
+    let cut = (0..=max).rev().find(|i| command.is_char_boundary(*i)).unwrap_or(0);
+    format!("{}…", &command[..cut]).into()
 }
 
 /// What one audited attempt was about; the caller and the time are added by `AuditService`.
@@ -27,7 +91,7 @@ pub struct AuditRecord<'a> {
 
 impl AuditService {
     pub fn new(log: Arc<dyn AuditLog>, clock: Arc<dyn Clock>) -> Self {
-        Self { log, clock }
+        Self { log, clock, rejections: Default::default() }
     }
 
     pub async fn record(&self, caller: &Caller, record: AuditRecord<'_>) -> Result<(), DomainError> {
@@ -57,13 +121,28 @@ impl AuditService {
         self.log.record(&entry, event).await
     }
 
-    /// Records a refused attempt. The refusal is what the client must see, so a failure to write
-    /// it is logged rather than returned.
+    /// Records a refused attempt, within the budget above, its command shortened to
+    /// `MAX_REJECTED_COMMAND_BYTES`. The refusal is what the client must see, so a failure to
+    /// write it is logged rather than returned.
     pub async fn record_rejection(&self, caller: &Caller, project_id: Option<&ProjectId>, command: Option<&str>) {
+        let client = match (caller.api_key_id, caller.client_ip) {
+            (Some(key), _) => format!("key {key}"),
+            (None, Some(ip)) => format!("address {ip}"),
+            (None, None) => "unknown client".to_owned(),
+        };
+        let admission = self.rejections.lock().unwrap_or_else(|p| p.into_inner()).admit(&client, self.clock.now());
+        if let Admission::Suppress { first } = admission {
+            metrics::counter!(AUDIT_REJECTIONS_SUPPRESSED_TOTAL).increment(1);
+            if first {
+                tracing::warn!(client, "too many refused attempts: not auditing more of them this minute");
+            }
+            return;
+        }
+        let command = command.map(|c| shortened(c, MAX_REJECTED_COMMAND_BYTES));
         let record = AuditRecord {
             id: Uuid::new_v4(),
             project_id,
-            command,
+            command: command.as_deref(),
             exit_code: None,
             outcome: AuditOutcome::Rejected,
             duration_ms: None,
@@ -75,5 +154,40 @@ impl AuditService {
 
     pub async fn list(&self, filter: &AuditFilter, page: &PageRequest) -> Result<Page<AuditEntry>, DomainError> {
         self.log.list(filter, page).await
+    }
+
+    /// Deletes entries older than `retention`; returns how many.
+    pub async fn purge_older_than(&self, retention: std::time::Duration) -> Result<u64, DomainError> {
+        let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+        self.log.purge(self.clock.now() - retention).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_written_within_a_budget_per_client_and_overall() {
+        let mut budget = RejectionBudget::default();
+        let now = Utc::now();
+        for _ in 0..REJECTIONS_PER_CLIENT_PER_MINUTE {
+            assert_eq!(budget.admit("a", now), Admission::Write);
+        }
+        assert_eq!(budget.admit("a", now), Admission::Suppress { first: true });
+        assert_eq!(budget.admit("a", now), Admission::Suppress { first: false });
+        assert_eq!(budget.admit("b", now), Admission::Write, "another client has its own budget");
+        for n in 0..REJECTIONS_PER_MINUTE * 2 {
+            budget.admit(&format!("c{n}"), now);
+        }
+        assert!(budget.per_client.len() <= REJECTIONS_PER_MINUTE as usize, "memory stays bounded");
+        assert!(matches!(budget.admit("fresh", now), Admission::Suppress { .. }));
+        assert_eq!(budget.admit("a", now + chrono::Duration::seconds(60)), Admission::Write, "a new minute");
+    }
+
+    #[test]
+    fn long_commands_are_shortened_on_a_character_boundary() {
+        assert_eq!(shortened("short", 10), "short");
+        assert_eq!(shortened("ééé", 3), "é…");
     }
 }

@@ -20,6 +20,7 @@ pub const COMMAND_QUEUE_DEPTH: &str = "command_queue_depth";
 pub const COMMAND_QUEUE_WAIT_SECONDS: &str = "command_queue_wait_seconds";
 pub const CIRCUIT_BREAKER_STATE: &str = "circuit_breaker_state";
 pub const WEBHOOK_DELIVERIES_TOTAL: &str = "webhook_deliveries_total";
+pub const AUDIT_REJECTIONS_SUPPRESSED_TOTAL: &str = "audit_rejections_suppressed_total";
 pub const BUILD_INFO: &str = "rdev_build_info";
 
 /// Buckets for request and command durations: 1 ms to 5 min.
@@ -81,6 +82,11 @@ fn describe() {
         WEBHOOK_DELIVERIES_TOTAL,
         "Webhook delivery attempts, by outcome: delivered, retrying (failed, another attempt is scheduled), failed (gave up)."
     );
+    describe_counter!(
+        AUDIT_REJECTIONS_SUPPRESSED_TOTAL,
+        "Refused attempts not written to the audit log because their client (or this replica) used up its budget for the minute."
+    );
+    metrics::counter!(AUDIT_REJECTIONS_SUPPRESSED_TOTAL).absolute(0);
     describe_gauge!(BUILD_INFO, "Always 1; the version label says which build is running.");
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     // Every outcome is exported from the start, so alerts on rates see 0 rather than no data.

@@ -17,6 +17,7 @@ mod projects;
 mod queue;
 mod receiver;
 mod replicas;
+mod security;
 mod shell;
 mod signing;
 mod stream;

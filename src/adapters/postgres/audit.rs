@@ -119,4 +119,20 @@ impl AuditLog for PgAuditLog {
         let entries = rows.iter().map(entry_from_row).collect::<Result<Vec<_>, _>>()?;
         Ok(Page::from_rows(entries, page, |entry| entry.id))
     }
+
+    async fn purge(&self, before: chrono::DateTime<chrono::Utc>) -> Result<u64, DomainError> {
+        let mut purged = 0;
+        loop {
+            let done =
+                sqlx::query("DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE at < $1 LIMIT 10000)")
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db_error)?;
+            purged += done.rows_affected();
+            if done.rows_affected() < 10000 {
+                return Ok(purged);
+            }
+        }
+    }
 }
