@@ -11,11 +11,14 @@ use crate::{
         breaker::{BreakerExecutor, BreakerProjects, CircuitBreaker},
         cache::{CachedApiKeyRepo, CachedProjectSource},
         kube::{KubeClients, KubeExecutor, KubeProjects},
-        local::{LocalExecutor, LocalProjects},
+        local::{
+            LocalExecutor, LocalProjects, SandboxHealth,
+            sandbox::{self, Sandbox, ServerFiles},
+        },
         memory::MemoryRateLimiter,
         webhook_sender::HttpWebhookSender,
     },
-    config::{Config, ExecutorChoice, RateLimitStore},
+    config::{Config, ExecutorChoice, RateLimitStore, SandboxMode},
     domain::ApiKeySecret,
     http::{self, AppState, client_ip::ClientIpResolver, state::Services},
     ports::{
@@ -239,12 +242,14 @@ async fn executor_adapters(
                 .ensure_exists()
                 .await
                 .with_context(|| format!("creating {} (RDEV_PROJECTS_DIR)", config.projects_dir.display()))?;
-            let executor = LocalExecutor::new(&config.projects_dir, config.max_output_bytes);
+            let sandbox = Arc::new(start_sandbox(config).await?);
+            let root = sandbox.projects_root().to_path_buf();
+            let executor = LocalExecutor::new(root, config.max_output_bytes, sandbox.clone());
             // Reading the folder costs a trip to the blocking pool per lookup, which dominates
             // a `GET /projects`; a second of staleness is invisible to someone creating folders.
             let freshness = config.cache_ttl.min(LOCAL_PROJECTS_FRESHNESS);
             let projects = CachedProjectSource::new(Arc::new(projects), freshness, clock);
-            Ok((Arc::new(projects), Arc::new(executor), None))
+            Ok((Arc::new(projects), Arc::new(executor), Some(Arc::new(SandboxHealth(sandbox)))))
         }
         ExecutorChoice::Kubernetes => {
             let clients = KubeClients::connect(config.kubeconfig.as_deref(), config.kube_api_timeout).await?;
@@ -264,6 +269,36 @@ async fn executor_adapters(
             Ok((Arc::new(projects), Arc::new(executor), Some(breaker)))
         }
     }
+}
+
+/// The helper that starts local commands, confined as `RDEV_SANDBOX` asks. From here on no
+/// other process of this user may read the server's memory or `/proc` entries either.
+async fn start_sandbox(config: &Config) -> anyhow::Result<Sandbox> {
+    let files = ServerFiles {
+        database_file: Database::sqlite_file(&config.database_url),
+        database_socket_dir: Database::socket_dir(&config.database_url),
+    };
+    let confine = config.sandbox == SandboxMode::Required;
+    let (helper, warnings) = sandbox::helper_config(&config.projects_dir, confine, &config.sandbox_read_paths, &files)
+        .context("deciding what commands may read (RDEV_SANDBOX)")?;
+    warnings.iter().for_each(|warning| tracing::warn!("{warning}"));
+    let program = match &config.sandbox_helper {
+        Some(program) => program.clone(),
+        None => std::env::current_exe().context("finding this binary, which starts commands")?,
+    };
+    let sandbox = Sandbox::start(program, helper).await.context("starting the sandbox helper (RDEV_SANDBOX)")?;
+    let capabilities = sandbox.capabilities();
+    if capabilities.confined {
+        tracing::info!(
+            landlock_abi = capabilities.landlock_abi,
+            user_namespace = capabilities.user_namespace,
+            "commands run confined"
+        );
+    } else {
+        tracing::warn!("RDEV_SANDBOX=off: commands run unconfined and can read whatever this server's user can");
+    }
+    nix::sys::prctl::set_dumpable(false).context("making this process's memory unreadable to others")?;
+    Ok(sandbox)
 }
 
 /// Background upkeep that must not cost requests anything: batched writes, purges, and taking

@@ -17,6 +17,16 @@ pub enum ExecutorChoice {
     Kubernetes,
 }
 
+/// How the local executor confines commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SandboxMode {
+    /// Namespaces, Landlock and no capabilities; the server does not start without them.
+    Required,
+    /// No confinement: commands see what the server's user sees. Only for kernels without
+    /// Landlock or user namespaces, on a machine where every API key is trusted.
+    Off,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -44,6 +54,21 @@ pub struct Config {
     /// The local executor's projects: each folder directly inside is one project.
     #[arg(long, env = "RDEV_PROJECTS_DIR", default_value = "./projects", global = true)]
     pub projects_dir: PathBuf,
+
+    /// How the local executor confines commands: `required` (each command in its own PID and
+    /// mount namespaces under Landlock, without capabilities; no start without them) or `off`.
+    #[arg(long, env = "RDEV_SANDBOX", value_enum, default_value = "required", global = true)]
+    pub sandbox: SandboxMode,
+
+    /// Comma-separated folders confined commands may also read and execute, besides the system
+    /// folders (e.g. a toolchain under /root/.cargo).
+    #[arg(long, env = "RDEV_SANDBOX_READ_PATHS", value_delimiter = ',', global = true)]
+    pub sandbox_read_paths: Vec<PathBuf>,
+
+    /// The `rdev-api` binary that starts commands (as `rdev-api __sandbox-helper`); this one
+    /// when unset.
+    #[arg(long, env = "RDEV_SANDBOX_HELPER", global = true)]
+    pub sandbox_helper: Option<PathBuf>,
 
     /// The Kubernetes executor's namespace: projects are pods there.
     #[arg(long, env = "RDEV_NAMESPACE", default_value = "rdev", global = true)]

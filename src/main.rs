@@ -9,6 +9,10 @@ use clap::Parser as _;
 use rdev_api::cli::Cli;
 
 fn main() -> ExitCode {
+    // The process that starts local commands is this binary too; it needs nothing below.
+    if std::env::args_os().nth(1).is_some_and(|arg| arg == rdev_api::adapters::local::sandbox::HELPER_ARG) {
+        return rdev_api::adapters::local::sandbox::helper_main();
+    }
     let cli = Cli::parse();
     rdev_api::install_crypto_provider();
     let telemetry = match rdev_api::telemetry::init(cli.config.log_format, cli.config.otlp_endpoint.as_deref()) {

@@ -126,6 +126,24 @@ impl Database {
         }
     }
 
+    /// The database file of a `sqlite:` URL (`None` for Postgres and in-memory databases).
+    pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+        let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+        let path = rest.split('?').next().unwrap_or_default();
+        (!path.is_empty() && path != ":memory:").then(|| path.into())
+    }
+
+    /// The folder of the Unix socket a `postgres:` URL connects through, if it names one
+    /// (`?host=/run/postgresql`, or the host written percent-encoded).
+    pub fn socket_dir(url: &str) -> Option<std::path::PathBuf> {
+        let parsed = url::Url::parse(url).ok().filter(|u| matches!(u.scheme(), "postgres" | "postgresql"))?;
+        let from_query = parsed.query_pairs().find(|(k, _)| k == "host").map(|(_, v)| v.into_owned());
+        let from_host = parsed
+            .host_str()
+            .map(|h| url::form_urlencoded::parse(h.as_bytes()).map(|(k, _)| k.into_owned()).collect::<String>());
+        [from_query, from_host].into_iter().flatten().find(|h| h.starts_with('/')).map(Into::into)
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Postgres(_) => "postgres",

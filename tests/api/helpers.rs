@@ -204,6 +204,8 @@ pub fn test_config(database_url: &str, projects_dir: &Path) -> Config {
         &format!("--database-url={database_url}"),
         &format!("--projects-dir={}", projects_dir.display()),
         "--db-max-connections=4",
+        // This test binary cannot start commands; the real one can.
+        concat!("--sandbox-helper=", env!("CARGO_BIN_EXE_rdev-api")),
     ]);
     cli.config
 }

@@ -7,6 +7,8 @@ mod architecture;
 mod auth;
 mod binary;
 mod errors;
+mod escapes;
+mod isolation;
 mod keys;
 mod kube;
 mod lifecycle;

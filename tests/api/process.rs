@@ -23,19 +23,41 @@ impl ServerProcess {
     /// Starts the binary in `dir` with only `envs` (and PATH) and waits until it logs `listening`.
     pub async fn start(dir: &std::path::Path, envs: &[(&str, &str)]) -> Self {
         let mut server = Self::spawn(dir, envs);
-        let line = server.wait_for_line("listening").await;
-        server.addr = match serde_json::from_str::<serde_json::Value>(&line) {
-            Ok(json) => json["addr"].as_str().expect("the JSON listening line names the address").to_owned(),
-            Err(_) => {
-                let (_, rest) = line.split_once("addr=").expect("the listening line names the address");
-                rest.split_whitespace().next().unwrap_or_default().to_owned()
-            }
-        };
+        server.addr = listening_addr(&server.wait_for_line("listening").await);
         server
     }
 
+    /// `start`, as the unprivileged user `uid` (which must be able to use `dir`).
+    pub async fn start_as(dir: &std::path::Path, envs: &[(&str, &str)], uid: u32) -> Self {
+        let mut server = Self::spawn_with(dir, envs, Some(uid));
+        server.addr = listening_addr(&server.wait_for_line("listening").await);
+        server
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
     fn spawn(dir: &std::path::Path, envs: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(BIN);
+        Self::spawn_with(dir, envs, None)
+    }
+
+    fn spawn_with(dir: &std::path::Path, envs: &[(&str, &str)], uid: Option<u32>) -> Self {
+        // Another user cannot reach the build folder; a link to the binary inside `dir` can.
+        let program = match uid {
+            None => std::path::PathBuf::from(BIN),
+            Some(_) => {
+                let link = dir.join("rdev-api");
+                if std::fs::hard_link(BIN, &link).is_err() {
+                    std::fs::copy(BIN, &link).expect("binary copied");
+                }
+                link
+            }
+        };
+        let mut command = Command::new(program);
+        if let Some(uid) = uid {
+            command.uid(uid).gid(uid);
+        }
         command
             .current_dir(dir)
             .env_clear()
@@ -93,6 +115,17 @@ impl ServerProcess {
         let pid = nix::unistd::Pid::from_raw(self.child.id().unwrap() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
         self.child.wait().await.unwrap()
+    }
+}
+
+/// The address of a `listening` log line, text or JSON.
+fn listening_addr(line: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(line) {
+        Ok(json) => json["addr"].as_str().expect("the JSON listening line names the address").to_owned(),
+        Err(_) => {
+            let (_, rest) = line.split_once("addr=").expect("the listening line names the address");
+            rest.split_whitespace().next().unwrap_or_default().to_owned()
+        }
     }
 }
 

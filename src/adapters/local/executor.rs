@@ -1,51 +1,48 @@
-//! `Executor` as local child processes.
+//! `Executor` as local processes, started confined by the sandbox helper.
 //!
-//! A command runs as `/bin/sh -c <command>` in the project folder (or its `workdir`), in a new
-//! process group, with stdin closed. When the shell exits, or the timeout fires, or the caller
-//! goes away, the whole group is killed, so nothing the command started outlives it.
+//! A command runs as `/bin/sh -c <command>` in the project folder (or its `workdir`), with stdin
+//! closed and its output read from pipes this server holds. Its environment is a small base
+//! (below) plus the request's `env`, never the server's own, which holds `DATABASE_URL` and the
+//! bootstrap key. `HOME` is the project folder: the one place a command can keep files.
 //!
-//! The child gets a small base environment (below) plus the request's `env`, never the server's
-//! own: that holds `DATABASE_URL` and the bootstrap key.
-//!
-//! No `pre_exec` hook is used: `process_group(0)` keeps std on the cheap `posix_spawn` path,
-//! where a `pre_exec` closure would force fork+exec of the whole server.
+//! Its end is the shell's exit; the sandbox has then already killed everything else it started.
+//! A timeout, or a caller that stops waiting (client disconnect), kills it and everything it
+//! started.
 
 use std::{
-    os::unix::process::ExitStatusExt as _,
-    path::{Path, PathBuf},
-    process::{ExitStatus, Stdio},
+    os::fd::OwnedFd,
+    path::PathBuf,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use async_trait::async_trait;
 use chrono::Utc;
-use nix::{
-    sys::signal::{Signal, killpg},
-    unistd::Pid,
-};
-use tokio::process::Command;
 
+use super::sandbox::{RunningCommand, Sandbox, SpawnRequest};
 use crate::adapters::capture::{CappedBuffer, drain, outcome};
 use crate::{
     domain::{CommandSpec, DomainError, ExecOutcome, Project},
-    ports::{Executor, OutputSink, Stream},
+    ports::{Executor, HealthCheck, OutputSink, Stream},
 };
 
 /// Server environment variables a command inherits; everything else comes from the request.
-const INHERITED_ENV: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR"];
+const INHERITED_ENV: &[&str] = &["PATH", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ"];
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
-/// After the group is killed, how long to wait for output still in the pipes. Only a process that
-/// left the group (`setsid`) could hold a pipe open longer; we stop reading rather than hang.
+/// After a kill, how long to wait for output still in the pipes: the sandbox has ended every
+/// writer by then, so this only bounds a pipe handed to something outside it.
 const DRAIN_AFTER_KILL: Duration = Duration::from_secs(2);
 
 pub struct LocalExecutor {
     root: PathBuf,
     max_output_bytes: usize,
     base_env: Vec<(String, String)>,
+    sandbox: Arc<Sandbox>,
 }
 
 impl LocalExecutor {
-    pub fn new(root: impl Into<PathBuf>, max_output_bytes: usize) -> Self {
+    /// `root` is the projects folder as the sandbox sees it (canonical).
+    pub fn new(root: impl Into<PathBuf>, max_output_bytes: usize, sandbox: Arc<Sandbox>) -> Self {
         let mut base_env: Vec<(String, String)> = INHERITED_ENV
             .iter()
             .filter_map(|name| std::env::var(name).ok().map(|value| ((*name).to_owned(), value)))
@@ -53,17 +50,16 @@ impl LocalExecutor {
         if !base_env.iter().any(|(name, _)| name == "PATH") {
             base_env.push(("PATH".into(), DEFAULT_PATH.into()));
         }
-        Self { root: root.into(), max_output_bytes, base_env }
+        Self { root: root.into(), max_output_bytes, base_env, sandbox }
     }
 
-    /// The folder to run in: the project folder, or `workdir` inside it. The project source has
-    /// just found the folder, so without a workdir nothing is resolved (no file system calls on
-    /// the common path); with one, symlinks are resolved before the containment check, so a link
-    /// cannot lead out of the project.
-    async fn working_dir(&self, project: &Project, workdir: Option<&str>) -> Result<PathBuf, DomainError> {
-        let project_dir = self.root.join(project.id.as_str());
-        let Some(workdir) = workdir else { return Ok(project_dir) };
-        let project_dir = tokio::fs::canonicalize(&project_dir)
+    /// Checks a `workdir` before anything starts: symlinks are resolved before the containment
+    /// check, so a link cannot lead out of the project (and inside the sandbox nothing outside
+    /// it would be reachable anyway). The project source has just found the folder, so without
+    /// a workdir nothing is resolved (no file system calls on the common path).
+    async fn check_workdir(&self, project: &Project, workdir: Option<&str>) -> Result<(), DomainError> {
+        let Some(workdir) = workdir else { return Ok(()) };
+        let project_dir = tokio::fs::canonicalize(self.root.join(project.id.as_str()))
             .await
             .map_err(|_| DomainError::not_found("project", project.id.as_str()))?;
         let dir = tokio::fs::canonicalize(project_dir.join(workdir))
@@ -75,107 +71,103 @@ impl LocalExecutor {
         if !tokio::fs::metadata(&dir).await.is_ok_and(|m| m.is_dir()) {
             return Err(DomainError::invalid("workdir", "is not a folder"));
         }
-        Ok(dir)
+        Ok(())
     }
 
-    fn command(&self, spec: &CommandSpec, dir: &Path) -> Command {
-        let mut command = Command::new("/bin/sh");
-        command
-            .arg("-c")
-            .arg(&spec.command)
-            .current_dir(dir)
-            .env_clear()
-            .envs(self.base_env.iter().map(|(k, v)| (k, v)))
-            .envs(&spec.env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        command
-    }
-}
-
-/// Kills the process group when dropped, unless already done: covers a caller that stops
-/// waiting (client disconnect) as well as every early return.
-struct GroupGuard(Option<Pid>);
-
-impl GroupGuard {
-    fn kill(&mut self) {
-        if let Some(pgid) = self.0.take() {
-            // ESRCH only means every member already exited.
-            let _ = killpg(pgid, Signal::SIGKILL);
+    fn request(&self, project: &Project, spec: &CommandSpec) -> SpawnRequest {
+        let home = self.root.join(project.id.as_str());
+        let mut env = self.base_env.clone();
+        env.push(("HOME".into(), home.to_string_lossy().into_owned()));
+        env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        SpawnRequest {
+            project: project.id.as_str().to_owned(),
+            workdir: spec.workdir.clone(),
+            argv: vec!["/bin/sh".into(), "-c".into(), spec.command.clone()],
+            env,
+            has_stdin: false,
+            tty: false,
         }
     }
 }
 
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        self.kill();
-    }
+fn pipe() -> Result<(tokio::net::unix::pipe::Receiver, OwnedFd), DomainError> {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| DomainError::internal(anyhow::Error::new(e).context("creating a pipe")))?;
+    let read = tokio::net::unix::pipe::Receiver::from_owned_fd(read)
+        .map_err(|e| DomainError::internal(anyhow::Error::new(e).context("watching a pipe")))?;
+    Ok((read, write))
 }
 
-fn exit_code(status: ExitStatus) -> i32 {
-    status.code().or_else(|| status.signal().map(|signal| 128 + signal)).unwrap_or(-1)
+/// The exit status, or the error that kept the command from running.
+async fn ended(command: &mut RunningCommand) -> Result<i32, DomainError> {
+    let exit = command.wait().await?;
+    match &exit.failure {
+        None => Ok(exit.exit_code),
+        Some(failure) => Err(failure.into()),
+    }
 }
 
 #[async_trait]
 impl Executor for LocalExecutor {
     #[tracing::instrument(name = "command.execute", skip_all, fields(project.id = %project.id, executor = "local", exit_code))]
     async fn run(&self, project: &Project, spec: &CommandSpec, live: OutputSink) -> Result<ExecOutcome, DomainError> {
-        let dir = self.working_dir(project, spec.workdir.as_deref()).await?;
+        self.check_workdir(project, spec.workdir.as_deref()).await?;
+        let (mut stdout_pipe, stdout_end) = pipe()?;
+        let (mut stderr_pipe, stderr_end) = pipe()?;
         let started_at = Utc::now();
         let clock = Instant::now();
-        let mut child = match self.command(spec, &dir).spawn() {
-            Ok(child) => child,
-            // The folder went away since the project was looked up.
-            Err(_) if !tokio::fs::try_exists(&dir).await.unwrap_or(false) => {
-                return Err(DomainError::not_found("project", project.id.as_str()));
-            }
-            Err(e) => return Err(DomainError::internal(anyhow::Error::new(e).context("spawning /bin/sh"))),
-        };
-        let pgid = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw);
-        let mut group = GroupGuard(pgid);
-        let mut stdout_pipe = child.stdout.take();
-        let mut stderr_pipe = child.stderr.take();
+        let mut command = self.sandbox.spawn(self.request(project, spec), vec![stdout_end, stderr_end]).await?;
         let mut stdout = CappedBuffer::new(self.max_output_bytes, Stream::Stdout);
         let mut stderr = CappedBuffer::new(self.max_output_bytes, Stream::Stderr);
 
         let run = async {
-            let exited = async {
-                let status = child.wait().await;
-                // The shell is done: take its background jobs with it so the pipes close.
-                group.kill();
-                status
-            };
             let output = async {
                 tokio::join!(
-                    drain(stdout_pipe.as_mut(), &mut stdout, &live),
-                    drain(stderr_pipe.as_mut(), &mut stderr, &live)
+                    drain(Some(&mut stdout_pipe), &mut stdout, &live),
+                    drain(Some(&mut stderr_pipe), &mut stderr, &live)
                 )
             };
-            tokio::join!(exited, output).0
+            tokio::join!(ended(&mut command), output).0
         };
-        let finished = tokio::time::timeout(spec.timeout, run).await;
-
-        let (status, timed_out) = match finished {
-            Ok(status) => (status, false),
+        let (exit_code, timed_out) = match tokio::time::timeout(spec.timeout, run).await {
+            Ok(exit_code) => (exit_code, false),
             Err(_elapsed) => {
-                group.kill();
-                let status = child.wait().await;
+                command.kill().await;
+                let exit_code = ended(&mut command).await;
                 let output = async {
                     tokio::join!(
-                        drain(stdout_pipe.as_mut(), &mut stdout, &live),
-                        drain(stderr_pipe.as_mut(), &mut stderr, &live)
+                        drain(Some(&mut stdout_pipe), &mut stdout, &live),
+                        drain(Some(&mut stderr_pipe), &mut stderr, &live)
                     )
                 };
                 let _ = tokio::time::timeout(DRAIN_AFTER_KILL, output).await;
-                (status, true)
+                (exit_code, true)
             }
         };
-        let status =
-            status.map_err(|e| DomainError::internal(anyhow::Error::new(e).context("waiting for the command")))?;
-        tracing::Span::current().record("exit_code", exit_code(status));
-        Ok(outcome(stdout, stderr, exit_code(status), timed_out, started_at, clock))
+        let exit_code = exit_code.map_err(|error| match error {
+            DomainError::NotFound { .. } => DomainError::not_found("project", project.id.as_str()),
+            other => other,
+        })?;
+        tracing::Span::current().record("exit_code", exit_code);
+        Ok(outcome(stdout, stderr, exit_code, timed_out, started_at, clock))
+    }
+}
+
+/// `checks.executor` of `/ready`: the helper that starts commands, and how it confines them.
+pub struct SandboxHealth(pub Arc<Sandbox>);
+
+#[async_trait]
+impl HealthCheck for SandboxHealth {
+    fn name(&self) -> &'static str {
+        "executor"
+    }
+
+    async fn check(&self) -> Result<String, String> {
+        let capabilities = self.0.capabilities();
+        if !self.0.is_alive() {
+            // Started again on the next command; until then nothing can run.
+            return Ok("sandbox helper restarting".into());
+        }
+        Ok(if capabilities.confined { "ok".into() } else { "ok (unconfined: RDEV_SANDBOX=off)".into() })
     }
 }

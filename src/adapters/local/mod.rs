@@ -1,8 +1,9 @@
 //! The local executor: projects are folders directly under the projects directory, and commands
-//! run as child processes of this server, each in its own process group.
+//! run confined (see `sandbox`), started by a helper process.
 
 mod executor;
 mod projects;
+pub mod sandbox;
 
-pub use executor::LocalExecutor;
+pub use executor::{LocalExecutor, SandboxHealth};
 pub use projects::LocalProjects;

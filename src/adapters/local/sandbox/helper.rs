@@ -1,0 +1,547 @@
+//! The sandbox helper: the small, long-lived process that starts every command of the local
+//! executor (`rdev-api __sandbox-helper`, started by the server with a cleared environment and
+//! a Unix socket as its stdin).
+//!
+//! The server never forks: a fork of a large multi-threaded process per command would cost
+//! more, and its child would hold a copy of the server's memory (secrets included) until
+//! `exec`. The helper holds nothing secret: it was `exec`ed fresh, with only `PATH`, and learns
+//! only what the commands need. It is single-threaded, so its children may do real work
+//! between `clone` and `exec` (see `confine`).
+//!
+//! Per command (confined): `clone` into new PID and mount namespaces gives the command's init,
+//! PID 1 there. The init builds the mounts, forks the shell, waits for it and exits with its
+//! status; the kernel then kills whatever the shell left behind before the helper sees the
+//! init exit. So a command's answer comes when its shell exits, and nothing it started
+//! outlives it. The helper dies with the server (`PR_SET_PDEATHSIG`, and end of file on the
+//! socket), and each init dies with the helper, so not even `kill -9` of the server leaves a
+//! command running.
+
+use std::{
+    collections::HashMap,
+    ffi::CString,
+    io::{IoSliceMut, Read as _, Write as _},
+    os::{
+        fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd},
+        unix::net::UnixStream,
+    },
+    path::{Component, PathBuf},
+    process::ExitCode,
+};
+
+use anyhow::{Context as _, bail};
+use nix::{
+    errno::Errno,
+    fcntl::OFlag,
+    poll::{PollFd, PollFlags, PollTimeout, poll},
+    sched::CloneFlags,
+    sys::{
+        prctl,
+        signal::{SigSet, SigmaskHow, Signal, kill, killpg, sigprocmask},
+        signalfd::{SfdFlags, SignalFd},
+        socket::{ControlMessageOwned, MsgFlags, recvmsg},
+        wait::{WaitPidFlag, WaitStatus, waitpid},
+    },
+    unistd::{ForkResult, Pid, fork},
+};
+
+use super::{
+    confine::{self, Grant, Private},
+    protocol::{
+        Capabilities, FailureKind, FrameReader, FromHelper, HelperConfig, MAX_FDS, Spawn, SpawnFailure, ToHelper,
+        encode,
+    },
+};
+use crate::domain::ProjectId;
+
+/// Stack of a command's init between `clone` and its end: it runs the mount setup and a fork.
+const INIT_STACK_BYTES: usize = 1 << 20;
+
+pub fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("rdev-api sandbox helper: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let control = control_socket()?;
+    // Dies with the server, even with `kill -9`; a server already gone means nobody to serve.
+    prctl::set_pdeathsig(Signal::SIGKILL)?;
+    if nix::unistd::getppid().as_raw() == 1 {
+        bail!("the server that started this helper is gone");
+    }
+    prctl::set_child_subreaper(true)?;
+    let mut frames = FrameReader::default();
+    let config: HelperConfig = read_config(&control, &mut frames)?;
+    let mut helper = Helper::new(config, control, frames)?;
+    let capabilities = helper.capabilities();
+    // Requests pass through this memory: no other process of this user may read it. (Not
+    // before: entering the user namespace writes this process's own /proc files.)
+    prctl::set_dumpable(false)?;
+    match capabilities {
+        Ok(capabilities) => helper.send(&FromHelper::Ready(capabilities))?,
+        Err(reason) => return helper.send(&FromHelper::Unusable { reason }),
+    }
+    helper.serve()
+}
+
+/// The socket the server handed over as stdin, moved off fd 0 (which becomes `/dev/null`).
+fn control_socket() -> anyhow::Result<UnixStream> {
+    let is_socket = nix::sys::stat::fstat(std::io::stdin()).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFSOCK);
+    if !is_socket {
+        bail!("this mode is for rdev-api itself, which starts it with a socket as stdin");
+    }
+    // SAFETY: duplicating fd 0, which is open; the copy is owned by the returned socket.
+    let raw = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error()).context("moving the control socket");
+    }
+    // SAFETY: `raw` is a fresh descriptor nothing else owns.
+    let control = unsafe { UnixStream::from_raw_fd(raw) };
+    let null = nix::fcntl::open("/dev/null", OFlag::O_RDWR, nix::sys::stat::Mode::empty())?;
+    // SAFETY: both descriptors are open.
+    unsafe { libc::dup2(null.as_raw_fd(), 0) };
+    Ok(control)
+}
+
+fn read_config(control: &UnixStream, frames: &mut FrameReader) -> anyhow::Result<HelperConfig> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if let Some(config) = frames.next()? {
+            return Ok(config);
+        }
+        let n = (&*control).read(&mut buf).context("reading the configuration")?;
+        if n == 0 {
+            bail!("the server closed the socket before sending the configuration");
+        }
+        frames.push(&buf[..n], []);
+    }
+}
+
+/// A command ready to start: everything the children need, prepared before the fork.
+struct Plan {
+    id: u64,
+    project_dir: PathBuf,
+    workdir: Option<PathBuf>,
+    argv: Vec<CString>,
+    env: Vec<CString>,
+    fds: Vec<OwnedFd>,
+    has_stdin: bool,
+    tty: bool,
+}
+
+struct Helper {
+    config: HelperConfig,
+    control: UnixStream,
+    frames: FrameReader,
+    read_only: Vec<Grant>,
+    devices: Vec<Grant>,
+    /// Children write why a command could not start here (`id \t kind \t message`), read
+    /// before their exit is reported.
+    report_read: OwnedFd,
+    report_write: OwnedFd,
+    failures: HashMap<u64, SpawnFailure>,
+    /// Started commands: the helper's child (the init, or the shell unconfined) → command id.
+    running: HashMap<i32, u64>,
+    pids: HashMap<u64, i32>,
+    user_namespace: bool,
+    stack: Vec<u8>,
+}
+
+impl Helper {
+    fn new(config: HelperConfig, control: UnixStream, frames: FrameReader) -> anyhow::Result<Self> {
+        let (report_read, report_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+        nix::fcntl::fcntl(&report_read, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+        let open_all = |paths: &[PathBuf]| paths.iter().filter_map(|p| Grant::open(p).ok()).collect::<Vec<_>>();
+        Ok(Self {
+            read_only: open_all(&config.read_only),
+            devices: open_all(&config.devices),
+            config,
+            control,
+            frames,
+            report_read,
+            report_write,
+            failures: HashMap::new(),
+            running: HashMap::new(),
+            pids: HashMap::new(),
+            user_namespace: false,
+            stack: vec![0u8; INIT_STACK_BYTES],
+        })
+    }
+
+    /// Sets up and tries out the confinement; `Err` says what this system lacks.
+    fn capabilities(&mut self) -> Result<Capabilities, String> {
+        let landlock_abi = landlock_abi();
+        if !self.config.confine {
+            return Ok(Capabilities { landlock_abi, user_namespace: false, confined: false });
+        }
+        if landlock_abi < 1 {
+            return Err("Landlock is not available: it needs Linux 5.13 or later with landlock in the kernel's \
+                        lsm= list"
+                .into());
+        }
+        if !nix::unistd::geteuid().is_root() {
+            enter_user_namespace().map_err(|e| {
+                format!(
+                    "cannot create a user namespace ({e}); unprivileged user namespaces may be disabled \
+                     (sysctl user.max_user_namespaces, kernel.unprivileged_userns_clone, or an AppArmor policy)"
+                )
+            })?;
+            self.user_namespace = true;
+        }
+        self.probe()?;
+        Ok(Capabilities { landlock_abi, user_namespace: self.user_namespace, confined: true })
+    }
+
+    /// Starts one init with the real setup (on the projects folder) and waits for it.
+    fn probe(&mut self) -> Result<(), String> {
+        let root = self.config.projects_root.clone();
+        let hidden = self.config.hidden.clone();
+        let report = self.report_write.as_raw_fd();
+        let child = Box::new(move || match confine::prepare_mounts(&root, &hidden) {
+            Ok(_) => 0,
+            Err(error) => {
+                write_report(report, 0, FailureKind::Internal, &error.message);
+                1
+            }
+        });
+        // SAFETY: this process is single-threaded; the child runs on its own copy of `stack`.
+        let pid = unsafe { nix::sched::clone(child, &mut self.stack, namespaces(), Some(libc::SIGCHLD)) }
+            .map_err(|e| format!("cannot create PID and mount namespaces: {e}"))?;
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, 0)) => Ok(()),
+            _ => {
+                self.read_reports();
+                let why = self.failures.remove(&0).map(|f| f.message).unwrap_or_else(|| "it failed".into());
+                Err(format!("cannot prepare a command's mounts: {why}"))
+            }
+        }
+    }
+
+    fn send(&self, message: &FromHelper) -> anyhow::Result<()> {
+        (&self.control).write_all(&encode(message)).context("writing to the server")
+    }
+
+    fn serve(&mut self) -> anyhow::Result<()> {
+        let mut mask = SigSet::empty();
+        mask.add(Signal::SIGCHLD);
+        mask.thread_block()?;
+        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let (control_ready, child_exited) = {
+                let mut fds = [
+                    PollFd::new(self.control.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+                ];
+                match poll(&mut fds, PollTimeout::NONE) {
+                    Err(Errno::EINTR) => continue,
+                    result => result?,
+                };
+                let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+                (ready(&fds[0]), ready(&fds[1]))
+            };
+            if child_exited {
+                while let Ok(Some(_)) = signals.read_signal() {}
+                self.reap()?;
+            }
+            if control_ready {
+                let (n, fds) = receive(self.control.as_raw_fd(), &mut buf)?;
+                if n == 0 {
+                    // The server is gone: so is everything it started.
+                    self.kill_all();
+                    return Ok(());
+                }
+                self.frames.push(&buf[..n], fds);
+                while let Some(request) = self.frames.next::<ToHelper>()? {
+                    self.handle(request)?;
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, request: ToHelper) -> anyhow::Result<()> {
+        match request {
+            ToHelper::Spawn(spawn) => {
+                let fds = self.frames.take_fds(spawn.fds);
+                let id = spawn.id;
+                match self.plan(spawn, fds).and_then(|plan| self.start(plan)) {
+                    Ok(pid) => {
+                        self.running.insert(pid, id);
+                        self.pids.insert(id, pid);
+                    }
+                    Err(failure) => self.send(&FromHelper::Exited { id, exit_code: -1, failure: Some(failure) })?,
+                }
+            }
+            ToHelper::Kill { id } => {
+                if let Some(pid) = self.pids.get(&id) {
+                    self.kill(*pid);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn plan(&self, spawn: Spawn, fds: Vec<OwnedFd>) -> Result<Plan, SpawnFailure> {
+        let invalid = |message: &str| SpawnFailure { kind: FailureKind::Internal, message: message.into() };
+        if fds.len() != spawn.fds || fds.len() < 2 || fds.len() > MAX_FDS {
+            return Err(invalid("the request did not carry its descriptors"));
+        }
+        if !ProjectId::is_valid(&spawn.project) {
+            return Err(invalid("not a project name"));
+        }
+        let workdir = spawn.workdir.map(PathBuf::from);
+        if workdir.as_deref().is_some_and(|w| w.components().any(|c| !matches!(c, Component::Normal(_)))) {
+            return Err(invalid("the working folder must be relative and plain"));
+        }
+        let cstrings = |items: Vec<String>| items.into_iter().map(CString::new).collect::<Result<Vec<_>, _>>();
+        let env = spawn.env.into_iter().map(|(name, value)| format!("{name}={value}")).collect();
+        Ok(Plan {
+            id: spawn.id,
+            project_dir: self.config.projects_root.join(&spawn.project),
+            workdir,
+            argv: cstrings(spawn.argv).map_err(|_| invalid("NUL in the command line"))?,
+            env: cstrings(env).map_err(|_| invalid("NUL in the environment"))?,
+            fds,
+            has_stdin: spawn.has_stdin,
+            tty: spawn.tty,
+        })
+    }
+
+    /// Starts the command's first process; its descriptors are closed here once it has them.
+    fn start(&mut self, plan: Plan) -> Result<i32, SpawnFailure> {
+        let failed = |e: Errno| SpawnFailure { kind: FailureKind::Internal, message: format!("cannot start: {e}") };
+        let pid = if self.config.confine {
+            let mut stack = std::mem::take(&mut self.stack);
+            let this = &*self;
+            // SAFETY: single-threaded; the child runs on its own copy of `stack`.
+            let cloned = unsafe {
+                nix::sched::clone(Box::new(|| init(this, &plan)), &mut stack, namespaces(), Some(libc::SIGCHLD))
+            };
+            self.stack = stack;
+            cloned.map_err(failed)?
+        } else {
+            // SAFETY: single-threaded process.
+            match unsafe { fork() }.map_err(failed)? {
+                ForkResult::Child => {
+                    let (kind, why) = shell(self, &plan, None);
+                    write_report(self.report_write.as_raw_fd(), plan.id, kind, &why);
+                    // SAFETY: ends the child without running the helper's destructors.
+                    unsafe { libc::_exit(127) }
+                }
+                ForkResult::Parent { child } => child,
+            }
+        };
+        Ok(pid.as_raw())
+    }
+
+    fn kill(&self, pid: i32) {
+        let pid = Pid::from_raw(pid);
+        if self.config.confine {
+            // The init's end takes the whole namespace with it.
+            let _ = kill(pid, Signal::SIGKILL);
+        } else {
+            let _ = killpg(pid, Signal::SIGKILL);
+        }
+    }
+
+    fn kill_all(&self) {
+        self.running.keys().for_each(|pid| self.kill(*pid));
+    }
+
+    fn reap(&mut self) -> anyhow::Result<()> {
+        self.read_reports();
+        loop {
+            let (pid, exit_code) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, code),
+                Ok(WaitStatus::Signaled(pid, signal, _)) => (pid, 128 + signal as i32),
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return Ok(()),
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(error) => return Err(error.into()),
+            };
+            // Unconfined, orphans of the shell come here too (subreaper): nothing to report.
+            let Some(id) = self.running.remove(&pid.as_raw()) else { continue };
+            self.pids.remove(&id);
+            if !self.config.confine {
+                let _ = killpg(pid, Signal::SIGKILL);
+            }
+            let failure = self.failures.remove(&id);
+            self.send(&FromHelper::Exited { id, exit_code, failure })?;
+        }
+    }
+
+    fn read_reports(&mut self) {
+        let mut text = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = nix::unistd::read(&self.report_read, &mut chunk) {
+            if n == 0 {
+                break;
+            }
+            text.extend_from_slice(&chunk[..n]);
+        }
+        for line in String::from_utf8_lossy(&text).lines() {
+            let mut parts = line.splitn(3, '\t');
+            let (Some(id), Some(kind), Some(message)) = (parts.next(), parts.next(), parts.next()) else { continue };
+            let Ok(id) = id.parse() else { continue };
+            let kind = match kind {
+                "project_missing" => FailureKind::ProjectMissing,
+                "workdir_missing" => FailureKind::WorkdirMissing,
+                _ => FailureKind::Internal,
+            };
+            self.failures.insert(id, SpawnFailure { kind, message: message.to_owned() });
+        }
+    }
+}
+
+fn namespaces() -> CloneFlags {
+    CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS
+}
+
+/// The command's init: PID 1 of its namespaces. Returns its exit status (the shell's).
+fn init(helper: &Helper, plan: &Plan) -> isize {
+    reset_signals();
+    let _ = prctl::set_pdeathsig(Signal::SIGKILL);
+    close_raw(&[helper.control.as_raw_fd(), helper.report_read.as_raw_fd()]);
+    let report = helper.report_write.as_raw_fd();
+    let private = match confine::prepare_mounts(&plan.project_dir, &helper.config.hidden) {
+        Ok(private) => private,
+        Err(error) => {
+            let kind = if error.project_missing { FailureKind::ProjectMissing } else { FailureKind::Internal };
+            write_report(report, plan.id, kind, &error.message);
+            return 255;
+        }
+    };
+    // SAFETY: the init is single-threaded.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            let (kind, why) = shell(helper, plan, Some(&private));
+            write_report(report, plan.id, kind, &why);
+            // SAFETY: ends the child without running destructors.
+            unsafe { libc::_exit(127) }
+        }
+        Ok(ForkResult::Parent { child }) => {
+            // Only the shell holds the command's descriptors now, so they close with it.
+            close_raw(&plan.fds.iter().map(AsRawFd::as_raw_fd).collect::<Vec<_>>());
+            wait_for(child)
+        }
+        Err(error) => {
+            write_report(report, plan.id, FailureKind::Internal, &format!("cannot fork the shell: {error}"));
+            255
+        }
+    }
+}
+
+/// Waits for the shell, reaping any orphan that was handed to this init meanwhile.
+fn wait_for(shell: Pid) -> isize {
+    loop {
+        match waitpid(None, None) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == shell => return code as isize,
+            Ok(WaitStatus::Signaled(pid, signal, _)) if pid == shell => return 128 + signal as isize,
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(_) => return 255,
+        }
+    }
+}
+
+/// The shell's process, from fork to `exec`. Returns only with why it could not run.
+fn shell(helper: &Helper, plan: &Plan, private: Option<&Private>) -> (FailureKind, String) {
+    let internal = |why: String| (FailureKind::Internal, why);
+    if let Err(error) = nix::unistd::setsid() {
+        return internal(format!("setsid: {error}"));
+    }
+    if let Err(why) = confine::install_fds(&plan.fds, plan.has_stdin, plan.tty) {
+        return internal(why);
+    }
+    if let Err(error) = nix::unistd::chdir(&plan.project_dir) {
+        return (FailureKind::ProjectMissing, format!("entering the project folder: {error}"));
+    }
+    if let Some(workdir) = &plan.workdir
+        && let Err(error) = nix::unistd::chdir(workdir)
+    {
+        return (FailureKind::WorkdirMissing, format!("entering {}: {error}", workdir.display()));
+    }
+    if let Some(private) = private {
+        if let Err(why) = confine::drop_capabilities() {
+            return internal(why);
+        }
+        if let Err(why) = confine::restrict(&helper.read_only, &helper.devices, private) {
+            return internal(why);
+        }
+    }
+    internal(confine::exec(&plan.argv, &plan.env))
+}
+
+/// Signals as a fresh process has them: none blocked (the helper blocks SIGCHLD) and every
+/// disposition default (the Rust runtime ignores SIGPIPE, which a shell pipeline must not).
+fn reset_signals() {
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    for signal in 1..32 {
+        // SAFETY: resetting dispositions; SIGKILL and SIGSTOP are refused harmlessly.
+        unsafe { libc::signal(signal, libc::SIG_DFL) };
+    }
+}
+
+fn close_raw(fds: &[RawFd]) {
+    for fd in fds {
+        // SAFETY: closes this process's copy; the owner in the parent is unaffected.
+        unsafe { libc::close(*fd) };
+    }
+}
+
+/// One line, in one `write` (so lines of concurrent children never mix).
+fn write_report(fd: RawFd, id: u64, kind: FailureKind, message: &str) {
+    let kind = match kind {
+        FailureKind::ProjectMissing => "project_missing",
+        FailureKind::WorkdirMissing => "workdir_missing",
+        FailureKind::Internal => "internal",
+    };
+    let message: String = message.chars().map(|c| if c.is_control() { ' ' } else { c }).take(2000).collect();
+    let line = format!("{id}\t{kind}\t{message}\n");
+    // SAFETY: writes a buffer to an open descriptor.
+    unsafe { libc::write(fd, line.as_ptr().cast(), line.len()) };
+}
+
+/// Receives bytes and any descriptors sent with them.
+fn receive(fd: RawFd, buf: &mut [u8]) -> anyhow::Result<(usize, Vec<OwnedFd>)> {
+    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let mut iov = [IoSliceMut::new(buf)];
+    let message = loop {
+        match recvmsg::<()>(fd, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
+            Err(Errno::EINTR) => continue,
+            result => break result.context("reading from the server")?,
+        }
+    };
+    let mut fds = Vec::new();
+    for cmsg in message.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(raw) = cmsg {
+            // SAFETY: the kernel just installed these descriptors in this process.
+            fds.extend(raw.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+        }
+    }
+    if message.flags.contains(MsgFlags::MSG_CTRUNC) {
+        bail!("the server sent more descriptors than a request may carry");
+    }
+    Ok((message.bytes, fds))
+}
+
+/// The kernel's Landlock ABI version, 0 without Landlock.
+fn landlock_abi() -> i32 {
+    const VERSION: libc::c_uint = 1; // LANDLOCK_CREATE_RULESET_VERSION
+    // SAFETY: the version query takes no pointers.
+    let version = unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<u8>(), 0, VERSION) };
+    i32::try_from(version).unwrap_or(0).max(0)
+}
+
+/// Becomes the same user inside a user namespace of its own, where it may create the PID and
+/// mount namespaces of commands without being root.
+fn enter_user_namespace() -> std::io::Result<()> {
+    let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
+    nix::sched::unshare(CloneFlags::CLONE_NEWUSER)?;
+    std::fs::write("/proc/self/setgroups", "deny")?;
+    std::fs::write("/proc/self/uid_map", format!("{uid} {uid} 1"))?;
+    std::fs::write("/proc/self/gid_map", format!("{gid} {gid} 1"))?;
+    Ok(())
+}
