@@ -6,8 +6,9 @@
 //! - a PID namespace: the shell's init is PID 1, so when it ends the kernel kills every process
 //!   left in it, whatever they did with sessions, process groups or double forks;
 //! - a mount namespace: a `/proc` of that PID namespace only (no other process, the server's
-//!   included, can even be named), and private, empty `/tmp`, `/dev/shm` and `/run` (no host
-//!   daemon's socket);
+//!   included, can even be named), private, empty `/tmp` and `/dev/shm`, and (from the
+//!   helper's own namespace, which each command's copies) an empty `/run`, so no host daemon's
+//!   socket;
 //! - Landlock: reads and executes only in system folders, writes only in the project and the
 //!   private folders, no signals or abstract sockets out of the sandbox, no ptrace of anything
 //!   outside it (which is what guards `/proc/PID/environ` and `/proc/PID/mem`);
@@ -34,8 +35,8 @@ use nix::{
 /// which the helper reports at start.
 const LANDLOCK_ABI: ABI = ABI::V9;
 
-/// Private folders each command gets, emptied when it ends, with their mode.
-const PRIVATE_FOLDERS: &[(&str, &str)] = &[("/tmp", "mode=1777"), ("/dev/shm", "mode=1777"), ("/run", "mode=755")];
+/// Private folders each command gets, empty at its start and gone at its end, with their mode.
+const PRIVATE_FOLDERS: &[(&str, &str)] = &[("/tmp", "mode=1777"), ("/dev/shm", "mode=1777")];
 
 /// What must stay reachable under the private `/run`: the resolver's files, which
 /// `/etc/resolv.conf` links to on systemd hosts.
@@ -73,12 +74,28 @@ fn setup_error(what: &str, error: impl std::fmt::Display) -> SetupError {
     SetupError { project_missing: false, message: format!("{what}: {error}") }
 }
 
-/// Builds the command's view of the file system, in the new mount namespace: called by its
-/// init (PID 1) before the shell is forked.
-pub fn prepare_mounts(project_dir: &Path, hidden: &[PathBuf]) -> Result<Private, SetupError> {
+/// The helper's own mount namespace, built once at its start; each command's is a copy of it.
+/// Its mounts are private (nothing mounted for a command reaches the host), `/run` is an
+/// empty folder (no host daemon's socket; the resolver's files stay), and `hidden` is covered.
+pub fn prepare_helper_mounts(hidden: &[PathBuf]) -> Result<(), String> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| format!("new mount namespace: {e}"))?;
     let private = MsFlags::MS_REC | MsFlags::MS_PRIVATE;
-    mount(None::<&str>, "/", None::<&str>, private, None::<&str>)
-        .map_err(|e| setup_error("making mounts private", e))?;
+    let message = |e: SetupError| e.message;
+    mount(None::<&str>, "/", None::<&str>, private, None::<&str>).map_err(|e| format!("making mounts private: {e}"))?;
+    let resolver = Grant::open(Path::new(RUN_KEPT)).ok();
+    if Path::new("/run").is_dir() {
+        mount(Some("tmpfs"), "/run", Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=755"))
+            .map_err(|e| format!("covering /run: {e}"))?;
+    }
+    if let Some(resolver) = &resolver {
+        bind_back(&resolver.fd, Path::new(RUN_KEPT)).map_err(message)?;
+    }
+    hidden.iter().try_for_each(|path| hide(path)).map_err(message)
+}
+
+/// Builds the command's view of the file system, in its new mount namespace (a copy of the
+/// helper's): called by its init (PID 1) before the shell starts.
+pub fn prepare_mounts(project_dir: &Path) -> Result<Private, SetupError> {
     let quiet = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount(Some("proc"), "/proc", Some("proc"), quiet, None::<&str>).map_err(|e| setup_error("mounting /proc", e))?;
     // Open what the private folders will cover before covering it.
@@ -86,7 +103,6 @@ pub fn prepare_mounts(project_dir: &Path, hidden: &[PathBuf]) -> Result<Private,
         project_missing: e.kind() == std::io::ErrorKind::NotFound,
         message: format!("opening the project folder: {e}"),
     })?;
-    let resolver = Grant::open(Path::new(RUN_KEPT)).ok();
     let mut writable = Vec::new();
     for (folder, options) in PRIVATE_FOLDERS {
         if !Path::new(folder).is_dir() {
@@ -94,20 +110,12 @@ pub fn prepare_mounts(project_dir: &Path, hidden: &[PathBuf]) -> Result<Private,
         }
         mount(Some("tmpfs"), *folder, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(*options))
             .map_err(|e| setup_error(&format!("mounting a private {folder}"), e))?;
-        if *folder != "/run" {
-            writable.push(Grant::open(Path::new(folder)).map_err(|e| setup_error(folder, e))?);
-        }
-    }
-    if let Some(resolver) = &resolver {
-        bind_back(&resolver.fd, Path::new(RUN_KEPT))?;
+        writable.push(Grant::open(Path::new(folder)).map_err(|e| setup_error(folder, e))?);
     }
     // A project inside a folder that was just covered (tests keep projects under /tmp) is put
     // back at its own path, alone.
     if PRIVATE_FOLDERS.iter().any(|(folder, _)| project_dir.starts_with(folder)) {
         bind_back(&project.fd, project_dir)?;
-    }
-    for path in hidden {
-        hide(path)?;
     }
     let proc = Grant::open(Path::new("/proc")).ok();
     Ok(Private { project, writable, proc })
@@ -173,8 +181,14 @@ pub fn restrict(read_only: &[Grant], devices: &[Grant], private: &Private) -> Re
     Ok(())
 }
 
-/// Leaves no capability anywhere (effective, permitted, inheritable, ambient, bounding) and
-/// locks the securebits so that uid 0 does not regain them at `exec`.
+/// Empties the bounding set, which only `exec` consults: the helper does it once at its start,
+/// and every command inherits it.
+pub fn drop_bounding_set() -> Result<(), String> {
+    caps::clear(None, caps::CapSet::Bounding).map_err(|e| format!("dropping the bounding set: {e}"))
+}
+
+/// Leaves no capability (effective, permitted, inheritable, ambient; the bounding set is empty
+/// already) and locks the securebits so that uid 0 does not regain them at `exec`.
 pub fn drop_capabilities() -> Result<(), String> {
     let bits = libc::SECBIT_NOROOT
         | libc::SECBIT_NOROOT_LOCKED
@@ -188,31 +202,37 @@ pub fn drop_capabilities() -> Result<(), String> {
         return Err(format!("setting securebits: {}", std::io::Error::last_os_error()));
     }
     use caps::CapSet;
-    for set in [CapSet::Ambient, CapSet::Bounding, CapSet::Inheritable, CapSet::Effective, CapSet::Permitted] {
+    for set in [CapSet::Ambient, CapSet::Inheritable, CapSet::Effective, CapSet::Permitted] {
         caps::clear(None, set).map_err(|e| format!("dropping {set:?} capabilities: {e}"))?;
     }
     Ok(())
 }
 
 /// Installs `fds` as 0, 1, 2, … (stdin is `/dev/null` when not given), marks everything above
-/// close-on-exec, and gives fd 0 to the session as its terminal when asked.
+/// close-on-exec, and gives fd 0 to the session as its terminal when asked. Allocates nothing:
+/// it runs in a child that borrows its parent's memory.
 pub fn install_fds(fds: &[OwnedFd], has_stdin: bool, tty: bool) -> Result<(), String> {
     // Raise every source above the targets first, so no dup2 overwrites a source not yet placed.
-    let top = 64 + fds.len() as i32;
-    let mut raised = Vec::with_capacity(fds.len());
-    for fd in fds {
+    const MOST: usize = super::protocol::MAX_FDS + 1;
+    let top = 64 + MOST as i32;
+    let mut raised = [-1; MOST];
+    let mut count = 0;
+    if !has_stdin {
+        let null = open("/dev/null", OFlag::O_RDONLY, Mode::empty()).map_err(|e| format!("opening /dev/null: {e}"))?;
+        raised[0] = std::os::fd::IntoRawFd::into_raw_fd(null);
+        count = 1;
+    }
+    for fd in fds.iter().take(MOST - count) {
         // SAFETY: duplicating an open descriptor.
         let copy = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD, top) };
         if copy < 0 {
             return Err(format!("duplicating a descriptor: {}", std::io::Error::last_os_error()));
         }
-        raised.push(copy);
+        raised[count] = copy;
+        count += 1;
     }
-    if !has_stdin {
-        let null = open("/dev/null", OFlag::O_RDONLY, Mode::empty()).map_err(|e| format!("opening /dev/null: {e}"))?;
-        raised.insert(0, std::os::fd::IntoRawFd::into_raw_fd(null));
-    }
-    for (target, source) in (0..).zip(&raised) {
+    let raised = &raised[..count];
+    for (target, source) in (0..).zip(raised) {
         // SAFETY: both are open descriptors of this process.
         if unsafe { libc::dup2(*source, target) } < 0 {
             return Err(format!("installing fd {target}: {}", std::io::Error::last_os_error()));

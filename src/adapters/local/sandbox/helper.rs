@@ -45,7 +45,7 @@ use nix::{
 };
 
 use super::{
-    confine::{self, Grant, Private},
+    confine::{self, Grant},
     protocol::{
         Capabilities, FailureKind, FrameReader, FromHelper, HelperConfig, MAX_FDS, Spawn, SpawnFailure, ToHelper,
         encode,
@@ -53,8 +53,10 @@ use super::{
 };
 use crate::domain::ProjectId;
 
-/// Stack of a command's init between `clone` and its end: it runs the mount setup and a fork.
+/// Stack of a command's init between `clone` and its end: it runs the mount setup and Landlock.
 const INIT_STACK_BYTES: usize = 1 << 20;
+/// Stack of the shell's process between its start and `exec` (a few system calls).
+const SHELL_STACK_BYTES: usize = 64 << 10;
 
 pub fn main() -> ExitCode {
     match run() {
@@ -148,7 +150,10 @@ struct Helper {
     running: HashMap<i32, u64>,
     pids: HashMap<u64, i32>,
     user_namespace: bool,
+    /// Stacks of each command's init and of its shell before `exec`, allocated once: a child
+    /// gets a copy of them, touching only the pages it uses.
     stack: Vec<u8>,
+    shell_stack: Vec<u8>,
 }
 
 impl Helper {
@@ -169,6 +174,7 @@ impl Helper {
             pids: HashMap::new(),
             user_namespace: false,
             stack: vec![0u8; INIT_STACK_BYTES],
+            shell_stack: vec![0u8; SHELL_STACK_BYTES],
         })
     }
 
@@ -192,6 +198,8 @@ impl Helper {
             })?;
             self.user_namespace = true;
         }
+        confine::prepare_helper_mounts(&self.config.hidden)?;
+        confine::drop_bounding_set()?;
         self.probe()?;
         Ok(Capabilities { landlock_abi, user_namespace: self.user_namespace, confined: true })
     }
@@ -199,9 +207,8 @@ impl Helper {
     /// Starts one init with the real setup (on the projects folder) and waits for it.
     fn probe(&mut self) -> Result<(), String> {
         let root = self.config.projects_root.clone();
-        let hidden = self.config.hidden.clone();
         let report = self.report_write.as_raw_fd();
-        let child = Box::new(move || match confine::prepare_mounts(&root, &hidden) {
+        let child = Box::new(move || match confine::prepare_mounts(&root) {
             Ok(_) => 0,
             Err(error) => {
                 write_report(report, 0, FailureKind::Internal, &error.message);
@@ -315,19 +322,19 @@ impl Helper {
     fn start(&mut self, plan: Plan) -> Result<i32, SpawnFailure> {
         let failed = |e: Errno| SpawnFailure { kind: FailureKind::Internal, message: format!("cannot start: {e}") };
         let pid = if self.config.confine {
-            let mut stack = std::mem::take(&mut self.stack);
+            let (mut stack, mut shell_stack) = (std::mem::take(&mut self.stack), std::mem::take(&mut self.shell_stack));
             let this = &*self;
+            let init = Box::new(|| init(this, &plan, &mut shell_stack));
             // SAFETY: single-threaded; the child runs on its own copy of `stack`.
-            let cloned = unsafe {
-                nix::sched::clone(Box::new(|| init(this, &plan)), &mut stack, namespaces(), Some(libc::SIGCHLD))
-            };
-            self.stack = stack;
+            let cloned = unsafe { nix::sched::clone(init, &mut stack, namespaces(), Some(libc::SIGCHLD)) };
+            (self.stack, self.shell_stack) = (stack, shell_stack);
             cloned.map_err(failed)?
         } else {
             // SAFETY: single-threaded process.
             match unsafe { fork() }.map_err(failed)? {
                 ForkResult::Child => {
-                    let (kind, why) = shell(self, &plan, None);
+                    reset_signals();
+                    let (kind, why) = shell(&plan);
                     write_report(self.report_write.as_raw_fd(), plan.id, kind, &why);
                     // SAFETY: ends the child without running the helper's destructors.
                     unsafe { libc::_exit(127) }
@@ -400,37 +407,51 @@ fn namespaces() -> CloneFlags {
     CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS
 }
 
-/// The command's init: PID 1 of its namespaces. Returns its exit status (the shell's).
-fn init(helper: &Helper, plan: &Plan) -> isize {
+/// The command's init: PID 1 of its namespaces. It builds the mounts, confines itself (the
+/// shell inherits it), starts the shell and returns its exit status.
+///
+/// The shell is started `vfork`-style (`CLONE_VM | CLONE_VFORK`): it borrows this process's
+/// memory until its `exec`, so no second copy of the address space is made per command. The
+/// init is in the shell's Landlock domain then, but not dumpable, so the shell (which holds no
+/// capability) still cannot read its memory, a copy of the helper's.
+fn init(helper: &Helper, plan: &Plan, shell_stack: &mut [u8]) -> isize {
     reset_signals();
     let _ = prctl::set_pdeathsig(Signal::SIGKILL);
     close_raw(&[helper.control.as_raw_fd(), helper.report_read.as_raw_fd()]);
     let report = helper.report_write.as_raw_fd();
-    let private = match confine::prepare_mounts(&plan.project_dir, &helper.config.hidden) {
+    let fail = |kind: FailureKind, message: &str| {
+        write_report(report, plan.id, kind, message);
+        255
+    };
+    let private = match confine::prepare_mounts(&plan.project_dir) {
         Ok(private) => private,
         Err(error) => {
             let kind = if error.project_missing { FailureKind::ProjectMissing } else { FailureKind::Internal };
-            write_report(report, plan.id, kind, &error.message);
-            return 255;
+            return fail(kind, &error.message);
         }
     };
-    // SAFETY: the init is single-threaded.
-    match unsafe { fork() } {
-        Ok(ForkResult::Child) => {
-            let (kind, why) = shell(helper, plan, Some(&private));
-            write_report(report, plan.id, kind, &why);
-            // SAFETY: ends the child without running destructors.
-            unsafe { libc::_exit(127) }
-        }
-        Ok(ForkResult::Parent { child }) => {
-            // Only the shell holds the command's descriptors now, so they close with it.
-            close_raw(&plan.fds.iter().map(AsRawFd::as_raw_fd).collect::<Vec<_>>());
-            wait_for(child)
-        }
-        Err(error) => {
-            write_report(report, plan.id, FailureKind::Internal, &format!("cannot fork the shell: {error}"));
-            255
-        }
+    let confined = prctl::set_dumpable(false)
+        .map_err(|e| format!("making the init undumpable: {e}"))
+        .and_then(|()| confine::drop_capabilities())
+        .and_then(|()| confine::restrict(&helper.read_only, &helper.devices, &private));
+    if let Err(why) = confined {
+        return fail(FailureKind::Internal, &why);
+    }
+    let shell = Box::new(|| {
+        let (kind, why) = shell(plan);
+        write_report(report, plan.id, kind, &why);
+        127
+    });
+    // SAFETY: CLONE_VFORK suspends this process until the child has exec'd or exited, so the
+    // memory they share is used by one of them at a time; the child runs on `shell_stack`.
+    let started = unsafe {
+        nix::sched::clone(shell, shell_stack, CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK, Some(libc::SIGCHLD))
+    };
+    // Only the shell holds the command's descriptors now, so they close with it.
+    close_raw(&plan.fds.iter().map(AsRawFd::as_raw_fd).collect::<Vec<_>>());
+    match started {
+        Ok(child) => wait_for(child),
+        Err(error) => fail(FailureKind::Internal, &format!("cannot start the shell: {error}")),
     }
 }
 
@@ -446,8 +467,9 @@ fn wait_for(shell: Pid) -> isize {
     }
 }
 
-/// The shell's process, from fork to `exec`. Returns only with why it could not run.
-fn shell(helper: &Helper, plan: &Plan, private: Option<&Private>) -> (FailureKind, String) {
+/// The shell's process, from its start to `exec`: only system calls on what the plan holds.
+/// Returns only with why it could not run.
+fn shell(plan: &Plan) -> (FailureKind, String) {
     let internal = |why: String| (FailureKind::Internal, why);
     if let Err(error) = nix::unistd::setsid() {
         return internal(format!("setsid: {error}"));
@@ -462,14 +484,6 @@ fn shell(helper: &Helper, plan: &Plan, private: Option<&Private>) -> (FailureKin
         && let Err(error) = nix::unistd::chdir(workdir)
     {
         return (FailureKind::WorkdirMissing, format!("entering {}: {error}", workdir.display()));
-    }
-    if let Some(private) = private {
-        if let Err(why) = confine::drop_capabilities() {
-            return internal(why);
-        }
-        if let Err(why) = confine::restrict(&helper.read_only, &helper.devices, private) {
-            return internal(why);
-        }
     }
     internal(confine::exec(&plan.argv, &plan.env))
 }

@@ -43,6 +43,9 @@ pub fn helper_config(
     files: &ServerFiles,
 ) -> anyhow::Result<(HelperConfig, Vec<String>)> {
     let projects_root = std::fs::canonicalize(projects_root)?;
+    if confine && projects_root.starts_with("/run") {
+        bail!("the projects folder {} is under /run, which commands see empty", projects_root.display());
+    }
     let database_file = files.database_file.as_deref().map(absolute);
     let mut guarded = vec![projects_root.clone()];
     guarded.extend(database_file.clone());
