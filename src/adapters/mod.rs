@@ -2,26 +2,19 @@
 //! `app.rs` is the only place that picks between them.
 //!
 //! - `cache`: moka decorators that keep hot lookups off the database for `CACHE_TTL`.
-//! - `db`: connecting to Postgres or SQLite by URL, running the embedded migrations.
-//! - `postgres`, `sqlite`: the repositories, one file per aggregate.
+//! - `sql`: the storage ports on Postgres and SQLite (connection by URL, migrations, one file
+//!   per port and dialect, each aggregate's rows read and bound once).
 //! - `local`: projects as folders and commands as child processes.
 //! - `memory`: in-process state for single-process setups (the SQLite rate limiter).
 //! - `kube`: projects as labelled pods and commands over pod exec, behind `breaker`.
 
-mod audit_write;
 pub mod breaker;
 pub mod cache;
 pub(crate) mod capture;
-pub mod db;
-mod group_commit;
 pub mod kube;
 pub mod local;
 pub mod memory;
-pub mod postgres;
-mod queue_rows;
-mod rows;
-pub mod sqlite;
-mod webhook_rows;
+pub mod sql;
 pub mod webhook_sender;
 
-pub use db::Database;
+pub use sql::Database;

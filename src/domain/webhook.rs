@@ -75,6 +75,14 @@ pub struct Webhook {
     pub updated_at: DateTime<Utc>,
 }
 
+impl Webhook {
+    /// Whether this webhook receives `event`: enabled, subscribed to it, and already there when
+    /// it happened (a webhook receives only what happens after its creation).
+    pub fn receives(&self, event: WebhookEvent, occurred_at: DateTime<Utc>) -> bool {
+        self.enabled && self.events.contains(&event) && self.created_at <= occurred_at
+    }
+}
+
 /// Longest accepted webhook URL.
 pub const MAX_URL_CHARS: usize = 2048;
 

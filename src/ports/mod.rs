@@ -27,4 +27,4 @@ pub use output::{OutputChunk, OutputSink, Stream};
 pub use projects::ProjectSource;
 pub use queue::{CancelEffect, CommandQueue};
 pub use ratelimit::{RateDecision, RateLimiter};
-pub use webhooks::{DeliveryQueue, WebhookRepo, WebhookRequest, WebhookResponse, WebhookSender};
+pub use webhooks::{DeliveryQueue, Redelivery, WebhookRepo, WebhookRequest, WebhookResponse, WebhookSender};

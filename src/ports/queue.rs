@@ -19,8 +19,9 @@ pub enum CancelEffect {
     Cancelled,
     /// It is running; its worker was asked to stop it.
     Requested,
-    /// It had already finished; nothing changed.
-    AlreadyFinished,
+    /// It was neither queued nor running when asked: nothing changed (the command as it is now
+    /// tells why).
+    Unchanged,
 }
 
 #[async_trait]
@@ -53,8 +54,9 @@ pub trait CommandQueue: Send + Sync {
     /// Returns an unstarted claim to the queue (shutdown before it ran).
     async fn release(&self, id: Uuid, worker: &str) -> Result<(), DomainError>;
 
-    /// Queued: cancelled at once. Running: marked `cancel_requested` for its worker. Returns the
-    /// command as it is afterwards and what the call did; `None` if there is no such command.
+    /// Queued: cancelled at once. Running: marked `cancel_requested` for its worker. Otherwise
+    /// nothing. Returns the command as it is afterwards and what the call did; `None` if there is
+    /// no such command.
     async fn cancel(&self, id: Uuid, at: DateTime<Utc>) -> Result<Option<(Command, CancelEffect)>, DomainError>;
 
     /// Deals with leases that ran out before `now`; returns the commands that failed for it.

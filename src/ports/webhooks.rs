@@ -37,14 +37,23 @@ pub trait WebhookRepo: Send + Sync {
         page: &PageRequest,
     ) -> Result<Page<Delivery>, DomainError>;
 
-    /// Makes a delivery due at `now` with room for one more attempt, whatever its status.
-    /// `None` if the webhook has no such delivery; `Conflict` while an attempt is in flight.
+    /// Makes a delivery due at `now` with room for one more attempt, whatever its status, unless
+    /// an attempt of it is in flight. `None` if the webhook has no such delivery.
     async fn redeliver(
         &self,
         webhook_id: Uuid,
         delivery_id: Uuid,
         now: DateTime<Utc>,
-    ) -> Result<Option<Delivery>, DomainError>;
+    ) -> Result<Option<Redelivery>, DomainError>;
+}
+
+/// What a redelivery did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redelivery {
+    /// The delivery is due now, with one more attempt allowed.
+    Scheduled(Delivery),
+    /// An attempt of it is in flight (a dispatcher holds its lease); nothing changed.
+    InFlight,
 }
 
 #[async_trait]

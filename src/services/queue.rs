@@ -13,6 +13,8 @@ use crate::{
 /// How long a cancel of a running command waits to report it stopped, polling at `CANCEL_POLL`.
 const CANCEL_WAIT: Duration = Duration::from_secs(10);
 const CANCEL_POLL: Duration = Duration::from_millis(50);
+/// How often a cancel asks again when the command moved between queued and running meanwhile.
+const MAX_CANCEL_TRIES: u32 = 3;
 
 pub struct QueueService {
     queue: Arc<dyn CommandQueue>,
@@ -65,18 +67,29 @@ impl QueueService {
     /// Queued: cancelled at once. Running: its worker, on whichever replica, is asked to kill it;
     /// this waits a little for that to happen. Finished: `Conflict`.
     pub async fn cancel(&self, id: Uuid) -> Result<Cancelled, DomainError> {
-        let (command, effect) = self
-            .queue
-            .cancel(id, self.clock.now())
-            .await?
-            .ok_or_else(|| DomainError::not_found("command", id.to_string()))?;
-        match effect {
-            CancelEffect::Cancelled => return Ok(Cancelled::Done(command)),
-            CancelEffect::AlreadyFinished => {
-                return Err(DomainError::Conflict(format!("command already finished ({})", command.status.as_str())));
+        let mut tries = 0;
+        let command = loop {
+            let (command, effect) = self
+                .queue
+                .cancel(id, self.clock.now())
+                .await?
+                .ok_or_else(|| DomainError::not_found("command", id.to_string()))?;
+            match effect {
+                CancelEffect::Cancelled => return Ok(Cancelled::Done(command)),
+                CancelEffect::Requested => break command,
+                CancelEffect::Unchanged if command.status.is_final() => {
+                    return Err(DomainError::Conflict(format!(
+                        "command already finished ({})",
+                        command.status.as_str()
+                    )));
+                }
+                // Neither queued nor running a moment ago, yet not finished: it moved between the
+                // two (a shutdown handed its claim back). Ask again.
+                CancelEffect::Unchanged if tries < MAX_CANCEL_TRIES => tries += 1,
+                CancelEffect::Unchanged => return Ok(Cancelled::Pending(command)),
             }
-            CancelEffect::Requested => self.running.cancel(id),
-        }
+        };
+        self.running.cancel(id);
         let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
         let mut latest = command;
         while tokio::time::Instant::now() < deadline {

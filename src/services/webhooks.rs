@@ -14,7 +14,7 @@ use crate::{
         Delivery, DeliveryFilter, DomainError, FieldErrors, Page, PageRequest, Webhook, WebhookEvent, WebhookSecret,
         webhook::check_url,
     },
-    ports::{Clock, WebhookRepo},
+    ports::{Clock, Redelivery, WebhookRepo},
 };
 
 const MAX_DESCRIPTION_CHARS: usize = 500;
@@ -131,15 +131,19 @@ impl WebhookService {
 
     /// Sends a delivery again now, whatever its status, with one more attempt allowed; the
     /// receiver sees the same `webhook-id` as before.
+    /// `Conflict` while an attempt of it is in flight: its outcome is not known yet.
     pub async fn redeliver(&self, id: Uuid, delivery_id: Uuid) -> Result<Delivery, DomainError> {
         self.get(id).await?;
-        let delivery = self
-            .repo
-            .redeliver(id, delivery_id, self.clock.now())
-            .await?
-            .ok_or_else(|| DomainError::not_found("delivery", delivery_id.to_string()))?;
-        self.wake.notify_one();
-        Ok(delivery)
+        match self.repo.redeliver(id, delivery_id, self.clock.now()).await? {
+            None => Err(DomainError::not_found("delivery", delivery_id.to_string())),
+            Some(Redelivery::InFlight) => {
+                Err(DomainError::Conflict("an attempt of this delivery is in flight; try again when it ends".into()))
+            }
+            Some(Redelivery::Scheduled(delivery)) => {
+                self.wake.notify_one();
+                Ok(delivery)
+            }
+        }
     }
 
     fn check_url(&self, raw: &str, errors: &mut FieldErrors) -> Option<String> {

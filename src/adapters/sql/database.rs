@@ -1,5 +1,5 @@
-//! Storage selection by `DATABASE_URL`, pools, embedded migrations and the error translation
-//! shared by both SQL adapters.
+//! Storage selection by `DATABASE_URL`, pools, embedded migrations, and the factories of the
+//! repositories of each database.
 
 use std::{borrow::Cow, str::FromStr, sync::Arc, time::Duration};
 
@@ -12,11 +12,8 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
 };
 
-use super::{postgres, sqlite};
-use crate::{
-    domain::DomainError,
-    ports::{ApiKeyRepo, AuditLog, CommandQueue, DeliveryQueue, HealthCheck, RateLimiter, WebhookRepo},
-};
+use super::{PgRateLimiter, SqlApiKeys, SqlAuditLog, SqlCommandQueue, SqlDeliveries, SqlWebhooks, SqliteRateLimiter};
+use crate::ports::{ApiKeyRepo, AuditLog, CommandQueue, DeliveryQueue, HealthCheck, RateLimiter, WebhookRepo};
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
@@ -85,30 +82,30 @@ impl Database {
 
     pub fn api_keys(&self) -> Arc<dyn ApiKeyRepo> {
         match self {
-            Self::Postgres(pool) => Arc::new(postgres::PgApiKeyRepo::new(pool.clone())),
-            Self::Sqlite(pool) => Arc::new(sqlite::SqliteApiKeyRepo::new(pool.clone())),
+            Self::Postgres(pool) => Arc::new(SqlApiKeys::new(pool.clone())),
+            Self::Sqlite(pool) => Arc::new(SqlApiKeys::new(pool.clone())),
         }
     }
 
     pub fn audit_log(&self) -> Arc<dyn AuditLog> {
         match self {
-            Self::Postgres(pool) => Arc::new(postgres::PgAuditLog::new(pool.clone())),
-            Self::Sqlite(pool) => Arc::new(sqlite::SqliteAuditLog::new(pool.clone())),
+            Self::Postgres(pool) => Arc::new(SqlAuditLog::new(pool.clone())),
+            Self::Sqlite(pool) => Arc::new(SqlAuditLog::new(pool.clone())),
         }
     }
 
     /// The queue. Build it once per process and share it: it carries the wake-up signal.
     pub fn command_queue(&self) -> Arc<dyn CommandQueue> {
         match self {
-            Self::Postgres(pool) => Arc::new(postgres::PgCommandQueue::new(pool.clone())),
-            Self::Sqlite(pool) => Arc::new(sqlite::SqliteCommandQueue::new(pool.clone())),
+            Self::Postgres(pool) => Arc::new(SqlCommandQueue::new(pool.clone())),
+            Self::Sqlite(pool) => Arc::new(SqlCommandQueue::new(pool.clone())),
         }
     }
 
     pub fn rate_limiter(&self) -> Arc<dyn RateLimiter> {
         match self {
-            Self::Postgres(pool) => Arc::new(postgres::PgRateLimiter::new(pool.clone())),
-            Self::Sqlite(pool) => Arc::new(sqlite::SqliteRateLimiter::new(pool.clone())),
+            Self::Postgres(pool) => Arc::new(PgRateLimiter::new(pool.clone())),
+            Self::Sqlite(pool) => Arc::new(SqliteRateLimiter::new(pool.clone())),
         }
     }
 
@@ -116,12 +113,10 @@ impl Database {
     pub fn webhooks(&self) -> (Arc<dyn WebhookRepo>, Arc<dyn DeliveryQueue>) {
         match self {
             Self::Postgres(pool) => {
-                let webhooks = Arc::new(postgres::PgWebhooks::new(pool.clone()));
-                (webhooks.clone(), webhooks)
+                (Arc::new(SqlWebhooks::new(pool.clone())), Arc::new(SqlDeliveries::new(pool.clone())))
             }
             Self::Sqlite(pool) => {
-                let webhooks = Arc::new(sqlite::SqliteWebhooks::new(pool.clone()));
-                (webhooks.clone(), webhooks)
+                (Arc::new(SqlWebhooks::new(pool.clone())), Arc::new(SqlDeliveries::new(pool.clone())))
             }
         }
     }
@@ -182,20 +177,4 @@ fn migrator(files: &'static [(i64, &'static str, &'static str)]) -> Migrator {
         })
         .collect();
     Migrator::with_migrations(migrations)
-}
-
-/// Translates a driver error where it occurs, so no sqlx type crosses a port.
-pub(crate) fn db_error(error: sqlx::Error) -> DomainError {
-    match &error {
-        sqlx::Error::Database(db) if db.is_unique_violation() => DomainError::Conflict("already exists".into()),
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
-            DomainError::Unavailable(error.to_string())
-        }
-        _ => DomainError::internal(error),
-    }
-}
-
-/// Decoding a stored value that our own code wrote; failure means a corrupt row.
-pub(crate) fn corrupt(what: &str, error: impl std::fmt::Display) -> DomainError {
-    DomainError::internal(anyhow::anyhow!("stored {what} is unreadable: {error}"))
 }

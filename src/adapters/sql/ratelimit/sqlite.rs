@@ -7,7 +7,7 @@ use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
 
 use crate::{
-    adapters::db::db_error,
+    adapters::sql::errors::db_error,
     domain::DomainError,
     ports::{RateDecision, RateLimiter},
 };

@@ -10,8 +10,8 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use crate::{
-    adapters::{
-        db::db_error,
+    adapters::sql::{
+        errors::db_error,
         group_commit::{BatchWriter, GroupCommit},
     },
     domain::DomainError,

@@ -1,0 +1,264 @@
+//! The two SQL dialects behind one interface, so each repository is written once, generic over
+//! `D: Dialect`, with the SQL text and the locking chosen per dialect only where they differ.
+//!
+//! Both databases take `$1`-style parameters (sqlx maps SQLite's `$N` to the N-th argument), so
+//! most statements are the same text. What differs is how a value is stored (`values`), how a
+//! write transaction starts (`BEGIN` on Postgres; `BEGIN IMMEDIATE` on SQLite, which takes its
+//! single write lock at once), and the statements that use what only one of them has
+//! (`FOR UPDATE SKIP LOCKED`, arrays, advisory locks, `LISTEN`): those are chosen with
+//! `D::KIND`, side by side in the repository that needs them.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
+use serde::Serialize;
+use sqlx::{Pool, Postgres, Sqlite, Transaction, query::Query};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use super::{
+    errors::db_error,
+    values::{Plain, Row},
+};
+use crate::domain::{DomainError, PageRequest};
+
+/// Which of the two a dialect is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Postgres,
+    Sqlite,
+}
+
+type Q<D> = Query<'static, D, <D as sqlx::Database>::Arguments>;
+
+/// Where a statement runs: on the pool (a connection of its own), or on a transaction's.
+pub(crate) enum On<'a, D: sqlx::Database> {
+    Pool(&'a Pool<D>),
+    Conn(&'a mut D::Connection),
+}
+
+impl<'a, D: sqlx::Database> From<&'a Pool<D>> for On<'a, D> {
+    fn from(pool: &'a Pool<D>) -> Self {
+        Self::Pool(pool)
+    }
+}
+
+impl<'a, D: sqlx::Database> From<&'a mut Transaction<'static, D>> for On<'a, D> {
+    fn from(tx: &'a mut Transaction<'static, D>) -> Self {
+        Self::Conn(&mut **tx)
+    }
+}
+
+/// A database the repositories run on.
+pub(crate) trait Dialect: sqlx::Database<Row: Row> + Sync {
+    const KIND: Kind;
+    /// The `db.system` of spans (OpenTelemetry's names).
+    const SYSTEM: &'static str;
+
+    fn bind<T: Plain + 'static>(query: Q<Self>, value: T) -> Q<Self>;
+    fn bind_uuid(query: Q<Self>, value: Option<Uuid>) -> Q<Self>;
+    fn bind_time(query: Q<Self>, value: Option<DateTime<Utc>>) -> Q<Self>;
+    fn bind_strings(query: Q<Self>, value: Vec<String>) -> Q<Self>;
+    fn bind_json(query: Q<Self>, value: serde_json::Value) -> Q<Self>;
+
+    /// Runs a statement; the number of rows it changed.
+    fn execute(on: On<'_, Self>, query: Q<Self>) -> BoxFuture<'_, Result<u64, sqlx::Error>>;
+    fn fetch_optional(on: On<'_, Self>, query: Q<Self>) -> BoxFuture<'_, Result<Option<Self::Row>, sqlx::Error>>;
+    fn fetch_all(on: On<'_, Self>, query: Q<Self>) -> BoxFuture<'_, Result<Vec<Self::Row>, sqlx::Error>>;
+    /// A transaction that writes: on SQLite it holds the write lock from its first statement.
+    fn begin(pool: &Pool<Self>) -> BoxFuture<'_, Result<Transaction<'static, Self>, sqlx::Error>>;
+
+    /// Wakes `work` on every notification on `channel`, for as long as the process runs:
+    /// Postgres `LISTEN`, over a connection of its own that comes back after a failure. Other
+    /// databases have one process, which wakes itself.
+    fn listen(pool: &Pool<Self>, channel: &'static str, work: Arc<Notify>);
+}
+
+/// The running of statements, the same for both: sqlx's own methods, on a pool or a connection.
+macro_rules! runs {
+    () => {
+        fn execute(on: On<'_, Self>, query: Q<Self>) -> BoxFuture<'_, Result<u64, sqlx::Error>> {
+            Box::pin(async move {
+                let done = match on {
+                    On::Pool(pool) => query.execute(pool).await?,
+                    On::Conn(conn) => query.execute(conn).await?,
+                };
+                Ok(done.rows_affected())
+            })
+        }
+
+        fn fetch_optional(on: On<'_, Self>, query: Q<Self>) -> BoxFuture<'_, Result<Option<Self::Row>, sqlx::Error>> {
+            Box::pin(async move {
+                match on {
+                    On::Pool(pool) => query.fetch_optional(pool).await,
+                    On::Conn(conn) => query.fetch_optional(conn).await,
+                }
+            })
+        }
+
+        fn fetch_all(on: On<'_, Self>, query: Q<Self>) -> BoxFuture<'_, Result<Vec<Self::Row>, sqlx::Error>> {
+            Box::pin(async move {
+                match on {
+                    On::Pool(pool) => query.fetch_all(pool).await,
+                    On::Conn(conn) => query.fetch_all(conn).await,
+                }
+            })
+        }
+    };
+}
+
+impl Dialect for Postgres {
+    const KIND: Kind = Kind::Postgres;
+    const SYSTEM: &'static str = "postgresql";
+
+    fn bind<T: Plain + 'static>(query: Q<Self>, value: T) -> Q<Self> {
+        query.bind(value)
+    }
+
+    fn bind_uuid(query: Q<Self>, value: Option<Uuid>) -> Q<Self> {
+        query.bind(value)
+    }
+
+    fn bind_time(query: Q<Self>, value: Option<DateTime<Utc>>) -> Q<Self> {
+        query.bind(value)
+    }
+
+    fn bind_strings(query: Q<Self>, value: Vec<String>) -> Q<Self> {
+        query.bind(value)
+    }
+
+    fn bind_json(query: Q<Self>, value: serde_json::Value) -> Q<Self> {
+        query.bind(value)
+    }
+
+    runs!();
+
+    fn begin(pool: &Pool<Self>) -> BoxFuture<'_, Result<Transaction<'static, Self>, sqlx::Error>> {
+        Box::pin(pool.begin())
+    }
+
+    fn listen(pool: &Pool<Self>, channel: &'static str, work: Arc<Notify>) {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            loop {
+                match sqlx::postgres::PgListener::connect_with(&pool).await {
+                    Ok(mut listener) => {
+                        if listener.listen(channel).await.is_ok() {
+                            while listener.recv().await.is_ok() {
+                                work.notify_waiters();
+                            }
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, channel, "cannot LISTEN; polling only"),
+                }
+                // Reconnect; waiters poll meanwhile, so nothing waits on this.
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        });
+    }
+}
+
+impl Dialect for Sqlite {
+    const KIND: Kind = Kind::Sqlite;
+    const SYSTEM: &'static str = "sqlite";
+
+    fn bind<T: Plain + 'static>(query: Q<Self>, value: T) -> Q<Self> {
+        query.bind(value)
+    }
+
+    fn bind_uuid(query: Q<Self>, value: Option<Uuid>) -> Q<Self> {
+        query.bind(value.map(|id| id.to_string()))
+    }
+
+    fn bind_time(query: Q<Self>, value: Option<DateTime<Utc>>) -> Q<Self> {
+        query.bind(value.map(|at| at.timestamp_micros()))
+    }
+
+    fn bind_strings(query: Q<Self>, value: Vec<String>) -> Q<Self> {
+        query.bind(serde_json::Value::from(value).to_string())
+    }
+
+    fn bind_json(query: Q<Self>, value: serde_json::Value) -> Q<Self> {
+        query.bind(value.to_string())
+    }
+
+    runs!();
+
+    fn begin(pool: &Pool<Self>) -> BoxFuture<'_, Result<Transaction<'static, Self>, sqlx::Error>> {
+        Box::pin(pool.begin_with("BEGIN IMMEDIATE"))
+    }
+
+    fn listen(_: &Pool<Self>, _: &'static str, _: Arc<Notify>) {}
+}
+
+/// A statement being bound, then run; errors come back as `DomainError`s.
+pub(crate) struct Stmt<D: Dialect>(Q<D>);
+
+impl<D: Dialect> Stmt<D> {
+    pub(crate) fn new(sql: impl Into<String>) -> Self {
+        Self(sqlx::query(sqlx::AssertSqlSafe(sql.into())))
+    }
+
+    pub(crate) fn value<T: Plain + 'static>(self, value: T) -> Self {
+        Self(D::bind(self.0, value))
+    }
+
+    pub(crate) fn uuid(self, value: Option<Uuid>) -> Self {
+        Self(D::bind_uuid(self.0, value))
+    }
+
+    pub(crate) fn time(self, value: Option<DateTime<Utc>>) -> Self {
+        Self(D::bind_time(self.0, value))
+    }
+
+    /// A list of strings (`text[]`, or a JSON array).
+    pub(crate) fn strings(self, value: Vec<String>) -> Self {
+        Self(D::bind_strings(self.0, value))
+    }
+
+    /// A document (`jsonb`, or JSON text).
+    pub(crate) fn json(self, value: &impl Serialize) -> Self {
+        Self(D::bind_json(self.0, serde_json::to_value(value).unwrap_or_default()))
+    }
+
+    /// A page of a listing: its cursor (the last id seen), then one row more than asked for.
+    pub(crate) fn page(self, page: &PageRequest) -> Self {
+        self.uuid(page.after).value(page.fetch_limit())
+    }
+
+    pub(crate) async fn execute<'a>(self, on: impl Into<On<'a, D>>) -> Result<u64, DomainError> {
+        D::execute(on.into(), self.0).await.map_err(db_error)
+    }
+
+    pub(crate) async fn fetch_optional<'a>(self, on: impl Into<On<'a, D>>) -> Result<Option<D::Row>, DomainError> {
+        D::fetch_optional(on.into(), self.0).await.map_err(db_error)
+    }
+
+    pub(crate) async fn fetch_all<'a>(self, on: impl Into<On<'a, D>>) -> Result<Vec<D::Row>, DomainError> {
+        D::fetch_all(on.into(), self.0).await.map_err(db_error)
+    }
+
+    pub(crate) async fn fetch_one<'a>(self, on: impl Into<On<'a, D>>) -> Result<D::Row, DomainError> {
+        self.fetch_optional(on).await?.ok_or_else(|| DomainError::internal(anyhow::anyhow!("a query returned no row")))
+    }
+
+    /// Each row mapped by `read`.
+    pub(crate) async fn fetch_mapped<'a, T>(
+        self,
+        on: impl Into<On<'a, D>>,
+        read: impl Fn(&D::Row) -> Result<T, DomainError>,
+    ) -> Result<Vec<T>, DomainError> {
+        self.fetch_all(on).await?.iter().map(read).collect()
+    }
+}
+
+/// Starts a write transaction (see `Dialect::begin`).
+pub(crate) async fn begin<D: Dialect>(pool: &Pool<D>) -> Result<Transaction<'static, D>, DomainError> {
+    D::begin(pool).await.map_err(db_error)
+}
+
+/// Commits, as a `DomainError` on failure.
+pub(crate) async fn commit<D: Dialect>(tx: Transaction<'static, D>) -> Result<(), DomainError> {
+    tx.commit().await.map_err(db_error)
+}

@@ -1,0 +1,35 @@
+//! The storage ports on SQL: Postgres (production, several replicas) and SQLite (one node).
+//!
+//! Each repository is written once, generic over `D: Dialect`; the SQL text and the locking
+//! are chosen per dialect only where they differ (see `dialect`).
+//!
+//! # Layout
+//! - `database`: picking the database by `DATABASE_URL`, pools, embedded migrations, and the
+//!   factories of every repository.
+//! - `dialect`: Postgres and SQLite behind one interface (binding, running, write transactions).
+//! - `values`: how a value is stored, read back (`Row`).
+//! - `errors`: driver errors as domain errors, in one place.
+//! - one file per port: `keys`, `audit`, `queue`, `webhooks`, `deliveries`; `outbox` for the
+//!   webhook events the others write in their own transactions; `ratelimit` per dialect.
+//! - `group_commit`: one writer task that commits concurrent rows in one transaction.
+
+mod audit;
+pub mod database;
+mod deliveries;
+mod dialect;
+mod errors;
+mod group_commit;
+mod keys;
+mod outbox;
+mod queue;
+mod ratelimit;
+mod values;
+mod webhooks;
+
+use audit::SqlAuditLog;
+pub use database::Database;
+use deliveries::SqlDeliveries;
+use keys::SqlApiKeys;
+use queue::SqlCommandQueue;
+use ratelimit::{PgRateLimiter, SqliteRateLimiter};
+use webhooks::SqlWebhooks;

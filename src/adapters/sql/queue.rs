@@ -1,0 +1,308 @@
+//! `CommandQueue` on SQL, shared by every replica.
+//!
+//! Claims and recoveries are atomic across replicas: on Postgres a claim takes its row with
+//! `FOR UPDATE SKIP LOCKED` (replicas never take the same command, nor wait on each other), and
+//! `LISTEN rdev_commands` (fed by an insert trigger) wakes idle workers; on SQLite they run in a
+//! write transaction (`BEGIN IMMEDIATE`, the database's single write lock), and an enqueue in
+//! this process wakes its workers directly.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{Pool, Transaction};
+use tokio::sync::{Notify, OnceCell};
+use uuid::Uuid;
+
+use super::{
+    audit::client_ip,
+    dialect::{Dialect, Kind, Stmt, begin, commit},
+    errors::corrupt,
+    outbox::publish,
+    values::Row,
+};
+use crate::{
+    domain::{
+        Caller, Command, CommandEnd, CommandFilter, CommandStatus, DomainError, OutboxEvent, Page, PageRequest,
+        ProjectId,
+    },
+    ports::{CancelEffect, CommandQueue},
+};
+
+const COLUMNS: &str = "id, project_id, command, workdir, env, timeout_secs, priority, status, attempts, max_attempts, \
+     api_key_id, request_id, client_ip, exit_code, stdout, stderr, stdout_truncated, stderr_truncated, error, \
+     cancel_requested, created_at, started_at, finished_at";
+
+pub(crate) struct SqlCommandQueue<D: Dialect> {
+    pool: Pool<D>,
+    work: Arc<Notify>,
+    /// Postgres: the one LISTEN connection of this replica, started by the first worker that waits.
+    listener: OnceCell<()>,
+}
+
+fn command_from_row(row: &impl Row) -> Result<Command, DomainError> {
+    let status: String = row.get("status")?;
+    let project: String = row.get("project_id")?;
+    Ok(Command {
+        id: row.required_uuid("id")?,
+        project_id: ProjectId::parse(&project).map_err(|e| corrupt("project_id", e))?,
+        command: row.get("command")?,
+        workdir: row.get("workdir")?,
+        env: row.json::<BTreeMap<String, String>>("env")?,
+        timeout_secs: row.required_int("timeout_secs")?.max(0) as u64,
+        priority: row.required_int("priority")?.clamp(0, 9) as u8,
+        status: CommandStatus::parse(&status).ok_or_else(|| corrupt("command status", &status))?,
+        attempts: row.count("attempts")?,
+        max_attempts: row.count("max_attempts")?,
+        exit_code: row.int("exit_code")?.and_then(|c| i32::try_from(c).ok()),
+        stdout: row.get("stdout")?,
+        stderr: row.get("stderr")?,
+        stdout_truncated: row.get("stdout_truncated")?,
+        stderr_truncated: row.get("stderr_truncated")?,
+        error: row.get("error")?,
+        cancel_requested: row.get("cancel_requested")?,
+        created_at: row.required_time("created_at")?,
+        started_at: row.time("started_at")?,
+        finished_at: row.time("finished_at")?,
+        caller: Caller {
+            api_key_id: row.uuid("api_key_id")?,
+            request_id: row.get("request_id")?,
+            client_ip: client_ip(row.get("client_ip")?)?,
+        },
+    })
+}
+
+impl<D: Dialect> SqlCommandQueue<D> {
+    pub(crate) fn new(pool: Pool<D>) -> Self {
+        Self { pool, work: Arc::new(Notify::new()), listener: OnceCell::new() }
+    }
+}
+
+/// Puts the webhook event of each command that reached a final status into the outbox, in the
+/// transaction that stored that status.
+async fn publish_final<'c, D: Dialect>(
+    tx: &mut Transaction<'static, D>,
+    commands: impl IntoIterator<Item = &'c Command>,
+) -> Result<(), DomainError> {
+    for event in commands.into_iter().filter_map(OutboxEvent::for_command) {
+        publish(tx, &event).await?;
+    }
+    Ok(())
+}
+
+fn one(row: Option<impl Row>) -> Result<Option<Command>, DomainError> {
+    row.as_ref().map(command_from_row).transpose()
+}
+
+#[async_trait]
+impl<D: Dialect> CommandQueue for SqlCommandQueue<D> {
+    async fn enqueue(&self, command: &Command) -> Result<(), DomainError> {
+        Stmt::<D>::new(
+            "INSERT INTO commands (id, project_id, command, workdir, env, timeout_secs, priority, max_attempts,
+                                   api_key_id, request_id, client_ip, created_at, status)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'queued')",
+        )
+        .uuid(Some(command.id))
+        .value(command.project_id.as_str().to_owned())
+        .value(command.command.clone())
+        .value(command.workdir.clone())
+        .json(&command.env)
+        .value(i32::try_from(command.timeout_secs).unwrap_or(i32::MAX))
+        .value(i16::from(command.priority))
+        .value(i32::try_from(command.max_attempts).unwrap_or(i32::MAX))
+        .uuid(command.caller.api_key_id)
+        .value(command.caller.request_id.clone())
+        .value(command.caller.client_ip.map(|ip| ip.to_string()))
+        .time(Some(command.created_at))
+        .execute(&self.pool)
+        .await?;
+        self.work.notify_waiters();
+        Ok(())
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<Command>, DomainError> {
+        let sql = format!("SELECT {COLUMNS} FROM commands WHERE id = $1");
+        one(Stmt::<D>::new(sql).uuid(Some(id)).fetch_optional(&self.pool).await?)
+    }
+
+    async fn list(&self, filter: &CommandFilter, page: &PageRequest) -> Result<Page<Command>, DomainError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM commands
+             WHERE ($1 IS NULL OR project_id = $1) AND ($2 IS NULL OR status = $2)
+               AND ($3 IS NULL OR (created_at, id) < (SELECT created_at, id FROM commands WHERE id = $3))
+             ORDER BY created_at DESC, id DESC LIMIT $4"
+        );
+        let commands = Stmt::<D>::new(sql)
+            .value(filter.project_id.as_ref().map(|p| p.as_str().to_owned()))
+            .value(filter.status.map(|s| s.as_str()))
+            .page(page)
+            .fetch_mapped(&self.pool, command_from_row)
+            .await?;
+        Ok(Page::from_rows(commands, page, |c| c.id))
+    }
+
+    #[tracing::instrument(name = "db commands.claim", skip_all, fields(db.system = D::SYSTEM))]
+    async fn claim(&self, worker: &str, lease_until: DateTime<Utc>) -> Result<Option<Command>, DomainError> {
+        let lock = if D::KIND == Kind::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
+        let claim = Stmt::<D>::new(format!(
+            "UPDATE commands SET status = 'running', claimed_by = $1, lease_until = $2
+             WHERE id = (SELECT id FROM commands WHERE status = 'queued' ORDER BY priority DESC, seq LIMIT 1{lock})
+             RETURNING {COLUMNS}"
+        ))
+        .value(worker.to_owned())
+        .time(Some(lease_until));
+        match D::KIND {
+            Kind::Postgres => one(claim.fetch_optional(&self.pool).await?),
+            Kind::Sqlite => {
+                let mut tx = begin(&self.pool).await?;
+                let row = claim.fetch_optional(&mut tx).await?;
+                commit(tx).await?;
+                one(row)
+            }
+        }
+    }
+
+    async fn start(&self, id: Uuid, worker: &str, at: DateTime<Utc>) -> Result<bool, DomainError> {
+        let sql = "UPDATE commands SET started_at = $3, attempts = attempts + 1
+                   WHERE id = $1 AND claimed_by = $2 AND status = 'running'";
+        let done =
+            Stmt::<D>::new(sql).uuid(Some(id)).value(worker.to_owned()).time(Some(at)).execute(&self.pool).await?;
+        Ok(done == 1)
+    }
+
+    async fn renew(&self, id: Uuid, worker: &str, lease_until: DateTime<Utc>) -> Result<Option<bool>, DomainError> {
+        let sql = "UPDATE commands SET lease_until = $3 WHERE id = $1 AND claimed_by = $2 AND status = 'running'
+                   RETURNING cancel_requested";
+        let row = Stmt::<D>::new(sql)
+            .uuid(Some(id))
+            .value(worker.to_owned())
+            .time(Some(lease_until))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| row.get("cancel_requested")).transpose()
+    }
+
+    async fn finish(
+        &self,
+        id: Uuid,
+        worker: &str,
+        end: &CommandEnd,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Command>, DomainError> {
+        let (exit_code, stdout, stderr, stdout_truncated, stderr_truncated, error) = match end {
+            CommandEnd::Ran(outcome) => (
+                Some(outcome.exit_code),
+                Some(outcome.stdout.clone()),
+                Some(outcome.stderr.clone()),
+                outcome.stdout_truncated,
+                outcome.stderr_truncated,
+                None,
+            ),
+            CommandEnd::Cancelled => (None, None, None, false, false, None),
+            CommandEnd::Error(message) => (None, None, None, false, false, Some(message.clone())),
+        };
+        let sql = format!(
+            "UPDATE commands SET status = $3, exit_code = $4, stdout = $5, stderr = $6, stdout_truncated = $7,
+                    stderr_truncated = $8, error = $9, finished_at = $10, claimed_by = NULL, lease_until = NULL
+             WHERE id = $1 AND claimed_by = $2 AND status = 'running'
+             RETURNING {COLUMNS}"
+        );
+        let mut tx = begin(&self.pool).await?;
+        let row = Stmt::<D>::new(sql)
+            .uuid(Some(id))
+            .value(worker.to_owned())
+            .value(end.status().as_str())
+            .value(exit_code)
+            .value(stdout)
+            .value(stderr)
+            .value(stdout_truncated)
+            .value(stderr_truncated)
+            .value(error)
+            .time(Some(at))
+            .fetch_optional(&mut tx)
+            .await?;
+        let finished = one(row)?;
+        publish_final(&mut tx, finished.iter()).await?;
+        commit(tx).await?;
+        Ok(finished)
+    }
+
+    async fn release(&self, id: Uuid, worker: &str) -> Result<(), DomainError> {
+        let sql = "UPDATE commands SET status = 'queued', claimed_by = NULL, lease_until = NULL
+                   WHERE id = $1 AND claimed_by = $2 AND status = 'running' AND started_at IS NULL";
+        Stmt::<D>::new(sql).uuid(Some(id)).value(worker.to_owned()).execute(&self.pool).await?;
+        self.work.notify_waiters();
+        Ok(())
+    }
+
+    async fn cancel(&self, id: Uuid, at: DateTime<Utc>) -> Result<Option<(Command, CancelEffect)>, DomainError> {
+        let queued = format!(
+            "UPDATE commands SET status = 'cancelled', finished_at = $2 WHERE id = $1 AND status = 'queued'
+             RETURNING {COLUMNS}"
+        );
+        let mut tx = begin(&self.pool).await?;
+        if let Some(cancelled) =
+            one(Stmt::<D>::new(queued).uuid(Some(id)).time(Some(at)).fetch_optional(&mut tx).await?)?
+        {
+            publish_final(&mut tx, [&cancelled]).await?;
+            commit(tx).await?;
+            return Ok(Some((cancelled, CancelEffect::Cancelled)));
+        }
+        tx.rollback().await.map_err(super::errors::db_error)?;
+        let running = format!(
+            "UPDATE commands SET cancel_requested = TRUE WHERE id = $1 AND status = 'running' RETURNING {COLUMNS}"
+        );
+        if let Some(requested) = one(Stmt::<D>::new(running).uuid(Some(id)).fetch_optional(&self.pool).await?)? {
+            return Ok(Some((requested, CancelEffect::Requested)));
+        }
+        Ok(self.get(id).await?.map(|command| (command, CancelEffect::Unchanged)))
+    }
+
+    async fn recover_expired(&self, now: DateTime<Utc>) -> Result<Vec<Command>, DomainError> {
+        let mut tx = begin(&self.pool).await?;
+        // Claimed but never started: nothing ran, so it simply goes back.
+        Stmt::<D>::new(
+            "UPDATE commands SET status = 'queued', claimed_by = NULL, lease_until = NULL
+             WHERE status = 'running' AND lease_until < $1 AND started_at IS NULL",
+        )
+        .time(Some(now))
+        .execute(&mut tx)
+        .await?;
+        // Started, and the client allowed another attempt.
+        Stmt::<D>::new(
+            "UPDATE commands SET status = 'queued', claimed_by = NULL, lease_until = NULL, started_at = NULL
+             WHERE status = 'running' AND lease_until < $1 AND attempts < max_attempts AND NOT cancel_requested",
+        )
+        .time(Some(now))
+        .execute(&mut tx)
+        .await?;
+        // Started and not to be repeated: shell commands are not idempotent.
+        let lost = Stmt::<D>::new(format!(
+            "UPDATE commands SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'failed' END,
+                    error = 'worker lost', finished_at = $1, claimed_by = NULL, lease_until = NULL
+             WHERE status = 'running' AND lease_until < $1
+             RETURNING {COLUMNS}"
+        ))
+        .time(Some(now))
+        .fetch_mapped(&mut tx, command_from_row)
+        .await?;
+        publish_final(&mut tx, lost.iter()).await?;
+        commit(tx).await?;
+        Ok(lost)
+    }
+
+    async fn depth(&self) -> Result<Vec<(u8, u64)>, DomainError> {
+        let sql = "SELECT priority, COUNT(*) AS waiting FROM commands WHERE status = 'queued' GROUP BY priority";
+        Stmt::<D>::new(sql)
+            .fetch_mapped(&self.pool, |row| {
+                Ok((row.required_int("priority")?.clamp(0, 9) as u8, row.required_int("waiting")?.max(0) as u64))
+            })
+            .await
+    }
+
+    async fn wait_for_work(&self) {
+        // Postgres: every replica hears every enqueue. SQLite: `enqueue` wakes this process.
+        self.listener.get_or_init(|| async { D::listen(&self.pool, "rdev_commands", self.work.clone()) }).await;
+        self.work.notified().await;
+    }
+}
