@@ -8,9 +8,9 @@ use crate::{
     adapters::Database,
     app::{App, shutdown_signal},
     config::Config,
-    domain::{ApiKeySecret, Scope},
+    domain::{ApiKeySecret, NewApiKey, Scope},
     ports::{Clock, SystemClock},
-    services::{ApiKeyService, NewApiKey},
+    services::ApiKeyService,
 };
 
 #[derive(Debug, Parser)]

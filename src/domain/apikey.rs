@@ -67,6 +67,54 @@ impl Scope {
     }
 }
 
+/// The body of `POST /api-keys`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewApiKey {
+    /// 1 to 100 characters.
+    #[schema(min_length = 1, max_length = 100)]
+    pub name: String,
+    /// At least one; a key can only grant scopes it holds itself.
+    #[schema(min_items = 1)]
+    pub scopes: Vec<Scope>,
+    /// Must lie in the future; absent means the key does not expire.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// CIDRs or single addresses (IPv4 or IPv6) the key may be used from; empty means anywhere.
+    #[serde(default)]
+    pub allowed_ips: Vec<String>,
+    /// Requests per minute (1 to 1,000,000); absent means the server default.
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    pub rate_limit_per_minute: Option<u32>,
+}
+
+/// The body of `PATCH /api-keys/{id}`: absent fields stay as they are; `null` clears
+/// `expires_at` (never expires), `rate_limit_per_minute` (server default) and `allowed_ips`
+/// (anywhere).
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyChanges {
+    pub name: Option<String>,
+    pub scopes: Option<Vec<Scope>>,
+    #[serde(default, deserialize_with = "super::present")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub allowed_ips: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "super::present")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 1_000_000)]
+    pub rate_limit_per_minute: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "super::present")]
+    #[schema(value_type = Option<DateTime<Utc>>)]
+    pub expires_at: Option<Option<DateTime<Utc>>>,
+}
+
+/// The body of `POST /api-keys/{id}/rotate`; may be omitted.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateRequest {
+    /// How long the old secret keeps working, 0 (default) to 604800 (a week).
+    #[serde(default)]
+    pub grace_seconds: u64,
+}
+
 /// A key as stored and listed; never holds the secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ApiKey {

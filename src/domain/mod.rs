@@ -14,7 +14,7 @@ pub mod page;
 pub mod project;
 pub mod webhook;
 
-pub use apikey::{ApiKey, ApiKeySecret, KeyHash, Scope};
+pub use apikey::{ApiKey, ApiKeyChanges, ApiKeySecret, KeyHash, NewApiKey, RotateRequest, Scope};
 pub use audit::{AuditEntry, AuditFilter, AuditOutcome, Caller};
 pub use command::{Command, CommandEnd, CommandFilter, CommandStatus, EnqueueRequest};
 pub use delivery::{
@@ -24,4 +24,12 @@ pub use error::{DomainError, FieldErrors, Unauthenticated};
 pub use execution::{CommandSpec, ExecOutcome, Execution, ShellRequest};
 pub use page::{Page, PageRequest};
 pub use project::{ExecutorKind, Project, ProjectId, ProjectStatus};
-pub use webhook::{Webhook, WebhookEvent, WebhookSecret};
+pub use webhook::{NewWebhook, Webhook, WebhookChanges, WebhookEvent, WebhookSecret};
+
+/// For the `PATCH` bodies: tells a field sent as `null` (`Some(None)`) from one not sent at all
+/// (`None`).
+pub(crate) fn present<'de, T: serde::Deserialize<'de>, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(deserializer).map(Some)
+}

@@ -60,6 +60,35 @@ impl WebhookEvent {
     }
 }
 
+/// The body of `POST /webhooks`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewWebhook {
+    /// Where deliveries are POSTed: http or https, at most 2048 characters.
+    #[schema(max_length = 2048)]
+    pub url: String,
+    /// At most 500 characters.
+    #[schema(max_length = 500)]
+    pub description: Option<String>,
+    /// The events to receive; absent means all four.
+    pub events: Option<Vec<WebhookEvent>>,
+    /// Default true.
+    pub enabled: Option<bool>,
+}
+
+/// The body of `PATCH /webhooks/{id}`: absent fields stay as they are; `null` clears `description`.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookChanges {
+    #[schema(max_length = 2048)]
+    pub url: Option<String>,
+    #[serde(default, deserialize_with = "super::present")]
+    #[schema(value_type = Option<String>, max_length = 500)]
+    pub description: Option<Option<String>>,
+    pub events: Option<Vec<WebhookEvent>>,
+    pub enabled: Option<bool>,
+}
+
 /// A subscription: where to send which events. The secret is not part of it; it is shown once
 /// at creation and otherwise only read by the dispatcher.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]

@@ -2,15 +2,15 @@
 
 use std::{net::IpAddr, sync::Arc};
 
-use chrono::{DateTime, Utc};
 use ipnet::IpNet;
-use serde::Deserialize;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::UsageTracker;
 use crate::{
-    domain::{ApiKey, ApiKeySecret, DomainError, FieldErrors, Page, PageRequest, Scope, Unauthenticated},
+    domain::{
+        ApiKey, ApiKeyChanges, ApiKeySecret, DomainError, FieldErrors, NewApiKey, Page, PageRequest, Scope,
+        Unauthenticated,
+    },
     ports::{ApiKeyRepo, Clock},
 };
 
@@ -19,52 +19,6 @@ const MAX_ALLOWED_IPS: usize = 100;
 const MAX_RATE_LIMIT: u32 = 1_000_000;
 /// Longest overlap of an old and a new secret after a rotation: a week.
 pub const MAX_GRACE_SECONDS: u64 = 7 * 24 * 3600;
-
-/// The body of `POST /api-keys`.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewApiKey {
-    /// 1 to 100 characters.
-    #[schema(min_length = 1, max_length = 100)]
-    pub name: String,
-    /// At least one; a key can only grant scopes it holds itself.
-    #[schema(min_items = 1)]
-    pub scopes: Vec<Scope>,
-    /// Must lie in the future; absent means the key does not expire.
-    pub expires_at: Option<DateTime<Utc>>,
-    /// CIDRs or single addresses (IPv4 or IPv6) the key may be used from; empty means anywhere.
-    #[serde(default)]
-    pub allowed_ips: Vec<String>,
-    /// Requests per minute (1 to 1,000,000); absent means the server default.
-    #[schema(minimum = 1, maximum = 1_000_000)]
-    pub rate_limit_per_minute: Option<u32>,
-}
-
-/// The body of `PATCH /api-keys/{id}`: absent fields stay as they are; `null` clears
-/// `expires_at` (never expires), `rate_limit_per_minute` (server default) and `allowed_ips`
-/// (anywhere).
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ApiKeyChanges {
-    pub name: Option<String>,
-    pub scopes: Option<Vec<Scope>>,
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<Vec<String>>)]
-    pub allowed_ips: Option<Option<Vec<String>>>,
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<u32>, minimum = 1, maximum = 1_000_000)]
-    pub rate_limit_per_minute: Option<Option<u32>>,
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<DateTime<Utc>>)]
-    pub expires_at: Option<Option<DateTime<Utc>>>,
-}
-
-/// Tells a field sent as `null` (`Some(None)`) from one not sent at all (`None`).
-pub(crate) fn present<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<T>, D::Error> {
-    T::deserialize(deserializer).map(Some)
-}
 
 pub struct ApiKeyService {
     repo: Arc<dyn ApiKeyRepo>,

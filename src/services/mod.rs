@@ -11,7 +11,7 @@ pub mod usage;
 pub mod webhooks;
 pub mod worker;
 
-pub use apikeys::{ApiKeyChanges, ApiKeyService, NewApiKey};
+pub use apikeys::ApiKeyService;
 pub use audit::AuditService;
 pub use commands::{CommandService, PreparedShell};
 pub use dispatcher::{DispatchSettings, DispatchWake, WebhookDispatcher};
@@ -19,5 +19,5 @@ pub use projects::ProjectService;
 pub use queue::{Cancelled, QueueService};
 pub use ratelimit::RateLimitService;
 pub use usage::UsageTracker;
-pub use webhooks::{NewWebhook, WebhookChanges, WebhookService};
+pub use webhooks::WebhookService;
 pub use worker::{QueueWorker, RunningCommands};

@@ -3,50 +3,18 @@
 
 use std::sync::Arc;
 
-use serde::Deserialize;
 use tokio::sync::Notify;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::apikeys::present;
 use crate::{
     domain::{
-        Delivery, DeliveryFilter, DomainError, FieldErrors, Page, PageRequest, Webhook, WebhookEvent, WebhookSecret,
-        webhook::check_url,
+        Delivery, DeliveryFilter, DomainError, FieldErrors, NewWebhook, Page, PageRequest, Webhook, WebhookChanges,
+        WebhookEvent, WebhookSecret, webhook::check_url,
     },
     ports::{Clock, Redelivery, WebhookRepo},
 };
 
 const MAX_DESCRIPTION_CHARS: usize = 500;
-
-/// The body of `POST /webhooks`.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewWebhook {
-    /// Where deliveries are POSTed: http or https, at most 2048 characters.
-    #[schema(max_length = 2048)]
-    pub url: String,
-    /// At most 500 characters.
-    #[schema(max_length = 500)]
-    pub description: Option<String>,
-    /// The events to receive; absent means all four.
-    pub events: Option<Vec<WebhookEvent>>,
-    /// Default true.
-    pub enabled: Option<bool>,
-}
-
-/// The body of `PATCH /webhooks/{id}`: absent fields stay as they are; `null` clears `description`.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookChanges {
-    #[schema(max_length = 2048)]
-    pub url: Option<String>,
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, max_length = 500)]
-    pub description: Option<Option<String>>,
-    pub events: Option<Vec<WebhookEvent>>,
-    pub enabled: Option<bool>,
-}
 
 pub struct WebhookService {
     repo: Arc<dyn WebhookRepo>,

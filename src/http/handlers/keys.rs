@@ -6,24 +6,14 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::{
-    domain::{ApiKey, PageRequest},
+    domain::{ApiKey, ApiKeyChanges, NewApiKey, PageRequest, RotateRequest},
     http::{
         auth::{Authorized, scope},
         error::{ApiError, ErrorBody},
         extract::{ApiJson, ApiJsonOrEmpty, ApiPath, ApiQuery},
         state::AppState,
     },
-    services::{ApiKeyChanges, NewApiKey},
 };
-
-/// The body of `POST /api-keys/{id}/rotate`; may be omitted.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RotateRequest {
-    /// How long the old secret keeps working, 0 (default) to 604800 (a week).
-    #[serde(default)]
-    pub grace_seconds: u64,
-}
 
 #[derive(Serialize, ToSchema)]
 pub struct CreatedApiKey {

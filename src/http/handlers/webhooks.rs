@@ -8,14 +8,13 @@ use uuid::Uuid;
 
 use super::keys::PageParams;
 use crate::{
-    domain::{Delivery, DeliveryFilter, DeliveryStatus, PageRequest, Webhook},
+    domain::{Delivery, DeliveryFilter, DeliveryStatus, NewWebhook, PageRequest, Webhook, WebhookChanges},
     http::{
         auth::{Authorized, scope},
         error::{ApiError, ErrorBody},
         extract::{ApiJson, ApiPath, ApiQuery},
         state::AppState,
     },
-    services::{NewWebhook, WebhookChanges},
 };
 
 #[derive(Serialize, ToSchema)]
