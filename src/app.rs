@@ -21,10 +21,7 @@ use crate::{
     config::{Config, ExecutorChoice, RateLimitStore, SandboxMode},
     domain::ApiKeySecret,
     http::{self, AppState, client_ip::ClientIpResolver, state::Services},
-    ports::{
-        Clock, CommandEvents, CommandQueue, DeliveryQueue, Executor, HealthCheck, ProjectSource, RateLimiter,
-        SystemClock,
-    },
+    ports::{Clock, CommandQueue, DeliveryQueue, Executor, HealthCheck, ProjectSource, RateLimiter, SystemClock},
     services::{
         ApiKeyService, AuditService, CommandService, DispatchSettings, DispatchWake, ProjectService, QueueService,
         QueueWorker, RateLimitService, RunningCommands, WebhookDispatcher, WebhookService,
@@ -79,12 +76,11 @@ impl App {
         let projects = Arc::new(ProjectService::new(source));
         let audit = Arc::new(AuditService::new(database.audit_log(), clock.clone()));
         let wake = DispatchWake::default();
-        let events: Arc<dyn CommandEvents> = Arc::new(wake.clone());
         let commands = Arc::new(CommandService::new(
             projects.clone(),
             executor.clone(),
             audit.clone(),
-            events.clone(),
+            wake.clone(),
             config.command_timeout,
         ));
         let queue = database.command_queue();
@@ -104,7 +100,7 @@ impl App {
                 projects: projects.clone(),
                 executor: executor.clone(),
                 audit: audit.clone(),
-                events: events.clone(),
+                deliveries: wake.clone(),
                 running: running.clone(),
                 clock: clock.clone(),
                 lease: config.queue_lease,
@@ -113,7 +109,7 @@ impl App {
 
         let (webhook_repo, deliveries) = database.webhooks();
         let webhooks =
-            Arc::new(WebhookService::new(webhook_repo, clock.clone(), config.webhook_allow_private, wake.0.clone()));
+            Arc::new(WebhookService::new(webhook_repo, clock.clone(), config.webhook_allow_private, wake.clone()));
         let dispatcher = if config.webhook_workers == 0 {
             None
         } else {
@@ -129,7 +125,7 @@ impl App {
                     timeout: config.webhook_timeout,
                     concurrency: config.webhook_workers as usize,
                 },
-                wake: wake.0.clone(),
+                wake: wake.clone(),
             })
         };
 

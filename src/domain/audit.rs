@@ -43,15 +43,6 @@ impl AuditOutcome {
             .into_iter()
             .find(|o| o.as_str() == raw)
     }
-
-    /// The outcome of a command that ran to an exit code (or was stopped by its timeout).
-    pub fn of_exit(exit_code: i32, timed_out: bool) -> Self {
-        match (timed_out, exit_code) {
-            (true, _) => Self::TimedOut,
-            (false, 0) => Self::Succeeded,
-            (false, _) => Self::Failed,
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]

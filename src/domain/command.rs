@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{Caller, CommandSpec, DomainError, ExecOutcome, FieldErrors, ProjectId, ShellRequest};
+use super::{AuditOutcome, Caller, CommandSpec, DomainError, ExecOutcome, FieldErrors, ProjectId, ShellRequest};
 
 pub const DEFAULT_PRIORITY: u8 = 5;
 pub const MAX_PRIORITY: u8 = 9;
@@ -195,6 +195,8 @@ pub enum CommandEnd {
     Error(String),
 }
 
+/// How an execution ended, in the words of each place that records it. This is the one place
+/// those words are decided.
 impl CommandEnd {
     /// The final status this ending gives a command.
     pub fn status(&self) -> CommandStatus {
@@ -202,6 +204,43 @@ impl CommandEnd {
             CommandEnd::Ran(outcome) => CommandStatus::of_exit(outcome.exit_code, outcome.timed_out),
             CommandEnd::Cancelled => CommandStatus::Cancelled,
             CommandEnd::Error(_) => CommandStatus::Failed,
+        }
+    }
+
+    /// The audit log's outcome: what the status says, a cancel `rejected` (a client stopped it),
+    /// an error `error` (it never ran to an exit).
+    pub fn audit_outcome(&self) -> AuditOutcome {
+        match self {
+            CommandEnd::Ran(_) => match self.status() {
+                CommandStatus::Succeeded => AuditOutcome::Succeeded,
+                CommandStatus::TimedOut => AuditOutcome::TimedOut,
+                _ => AuditOutcome::Failed,
+            },
+            CommandEnd::Cancelled => AuditOutcome::Rejected,
+            CommandEnd::Error(_) => AuditOutcome::Error,
+        }
+    }
+
+    /// The `outcome` label of `command_executions_total`: succeeded, failed, timed_out,
+    /// cancelled or error.
+    pub fn label(&self) -> &'static str {
+        match self {
+            CommandEnd::Error(_) => "error",
+            _ => self.status().as_str(),
+        }
+    }
+
+    pub fn exit_code(&self) -> Option<i32> {
+        match self {
+            CommandEnd::Ran(outcome) => Some(outcome.exit_code),
+            _ => None,
+        }
+    }
+
+    pub fn duration_ms(&self) -> Option<u64> {
+        match self {
+            CommandEnd::Ran(outcome) => Some(outcome.duration_ms),
+            _ => None,
         }
     }
 }

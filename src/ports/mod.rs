@@ -8,7 +8,6 @@
 pub mod apikeys;
 pub mod audit;
 pub mod clock;
-pub mod events;
 pub mod executor;
 pub mod health;
 pub mod output;
@@ -20,7 +19,6 @@ pub mod webhooks;
 pub use apikeys::{ApiKeyRepo, StoredKey};
 pub use audit::AuditLog;
 pub use clock::{Clock, SystemClock};
-pub use events::{CommandEvents, CommandFinished};
 pub use executor::Executor;
 pub use health::HealthCheck;
 pub use output::{OutputChunk, OutputSink, Stream};

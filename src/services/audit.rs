@@ -11,7 +11,10 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::{
-    domain::{AuditEntry, AuditFilter, AuditOutcome, Caller, DomainError, OutboxEvent, Page, PageRequest, ProjectId},
+    domain::{
+        AuditEntry, AuditFilter, AuditOutcome, Caller, CommandEnd, DomainError, OutboxEvent, Page, PageRequest,
+        ProjectId,
+    },
     ports::{AuditLog, Clock},
     telemetry::metrics::AUDIT_REJECTIONS_SUPPRESSED_TOTAL,
 };
@@ -87,6 +90,20 @@ pub struct AuditRecord<'a> {
     pub exit_code: Option<i32>,
     pub outcome: AuditOutcome,
     pub duration_ms: Option<u64>,
+}
+
+impl<'a> AuditRecord<'a> {
+    /// The entry of an execution that ended as `end`.
+    pub fn of_end(id: Uuid, project_id: &'a ProjectId, command: &'a str, end: &CommandEnd) -> Self {
+        Self {
+            id,
+            project_id: Some(project_id),
+            command: Some(command),
+            exit_code: end.exit_code(),
+            outcome: end.audit_outcome(),
+            duration_ms: end.duration_ms(),
+        }
+    }
 }
 
 impl AuditService {

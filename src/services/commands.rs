@@ -1,29 +1,29 @@
-//! Running commands in projects, with an audit entry for every attempt.
+//! Running commands in projects now, with an audit entry for every attempt.
 
 use std::{sync::Arc, time::Duration};
 
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::{AuditService, ProjectService, audit::AuditRecord};
+use super::{AuditService, DispatchWake, ProjectService, audit::AuditRecord};
 use crate::{
     domain::{
-        AuditOutcome, Caller, CommandSpec, CommandStatus, DomainError, Execution, ExecutorKind, OutboxEvent, Project,
-        ProjectId, ShellRequest,
+        Caller, CommandEnd, CommandSpec, DomainError, Execution, ExecutorKind, OutboxEvent, Project, ProjectId,
+        ShellRequest,
     },
-    ports::{CommandEvents, CommandFinished, Executor, OutputSink},
+    ports::{Executor, OutputSink},
     telemetry::metrics::{COMMAND_DURATION_SECONDS, COMMAND_EXECUTIONS_TOTAL},
 };
 
 /// Counts one execution in `command_executions_total` (and its run time), for commands run now
-/// and queued alike. `outcome` is succeeded, failed, timed_out, cancelled or error.
-pub(crate) fn record_execution(executor: ExecutorKind, outcome: &'static str, duration_ms: Option<u64>) {
+/// and queued alike.
+pub(crate) fn record_execution(executor: ExecutorKind, end: &CommandEnd) {
     let executor = match executor {
         ExecutorKind::Local => "local",
         ExecutorKind::Kubernetes => "kubernetes",
     };
-    metrics::counter!(COMMAND_EXECUTIONS_TOTAL, "executor" => executor, "outcome" => outcome).increment(1);
-    if let Some(ms) = duration_ms {
+    metrics::counter!(COMMAND_EXECUTIONS_TOTAL, "executor" => executor, "outcome" => end.label()).increment(1);
+    if let Some(ms) = end.duration_ms() {
         metrics::histogram!(COMMAND_DURATION_SECONDS, "executor" => executor).record(ms as f64 / 1000.0);
     }
 }
@@ -32,7 +32,7 @@ pub struct CommandService {
     projects: Arc<ProjectService>,
     executor: Arc<dyn Executor>,
     audit: Arc<AuditService>,
-    events: Arc<dyn CommandEvents>,
+    deliveries: DispatchWake,
     default_timeout: Duration,
 }
 
@@ -48,21 +48,10 @@ impl CommandService {
         projects: Arc<ProjectService>,
         executor: Arc<dyn Executor>,
         audit: Arc<AuditService>,
-        events: Arc<dyn CommandEvents>,
+        deliveries: DispatchWake,
         default_timeout: Duration,
     ) -> Self {
-        Self { projects, executor, audit, events, default_timeout }
-    }
-
-    /// Validates and runs a shell command now, and waits for it.
-    pub async fn run_shell(
-        &self,
-        caller: &Caller,
-        project_id: &ProjectId,
-        request: ShellRequest,
-    ) -> Result<Execution, DomainError> {
-        let prepared = self.prepare(project_id, request).await?;
-        self.execute(caller, prepared, None, None).await
+        Self { projects, executor, audit, deliveries, default_timeout }
     }
 
     /// Checks the request and finds the project. Refusals (validation, unknown project) are
@@ -99,42 +88,22 @@ impl CommandService {
             Ok(outcome) => outcome,
             Err(error @ DomainError::Validation(_)) => return Err(error),
             Err(error) => {
-                record_execution(project.executor, AuditOutcome::Error.as_str(), None);
-                let record = AuditRecord {
-                    id: execution_id,
-                    project_id: Some(&project.id),
-                    command: Some(&spec.command),
-                    exit_code: None,
-                    outcome: AuditOutcome::Error,
-                    duration_ms: None,
-                };
+                let end = CommandEnd::Error(error.to_string());
+                record_execution(project.executor, &end);
+                let record = AuditRecord::of_end(execution_id, &project.id, &spec.command, &end);
                 if let Err(audit_error) = self.audit.record(caller, record).await {
                     tracing::error!(error = %audit_error, "could not write audit entry for a failed execution");
                 }
                 return Err(error);
             }
         };
-        let record = AuditRecord {
-            id: execution_id,
-            project_id: Some(&project.id),
-            command: Some(&spec.command),
-            exit_code: Some(outcome.exit_code),
-            outcome: AuditOutcome::of_exit(outcome.exit_code, outcome.timed_out),
-            duration_ms: Some(outcome.duration_ms),
-        };
-        record_execution(project.executor, record.outcome.as_str(), record.duration_ms);
+        let end = CommandEnd::Ran(outcome.clone());
+        record_execution(project.executor, &end);
+        let record = AuditRecord::of_end(execution_id, &project.id, &spec.command, &end);
         let execution = Execution::new(execution_id, project.id.clone(), spec.command.clone(), outcome);
         let webhook_event = OutboxEvent::for_execution(&execution);
         self.audit.record_with_event(caller, record, webhook_event.as_ref()).await?;
-        let event = CommandFinished {
-            id: execution_id,
-            project_id: project.id,
-            status: CommandStatus::of_exit(execution.exit_code, execution.timed_out),
-            exit_code: Some(execution.exit_code),
-            queued: false,
-            finished_at: execution.finished_at,
-        };
-        self.events.command_finished(&event).await;
+        self.deliveries.wake();
         Ok(execution)
     }
 }

@@ -18,7 +18,7 @@ use tracing::Instrument as _;
 
 use crate::{
     domain::{AttemptVerdict, Delivery, DeliveryAttempt, DueDelivery},
-    ports::{Clock, CommandEvents, CommandFinished, DeliveryQueue, WebhookRequest, WebhookSender},
+    ports::{Clock, DeliveryQueue, WebhookRequest, WebhookSender},
     telemetry::{metrics::WEBHOOK_DELIVERIES_TOTAL, propagation::adopt_traceparent},
 };
 
@@ -62,16 +62,19 @@ impl DispatchSettings {
     }
 }
 
-/// Wakes the dispatcher of this replica when a command finishes, so its event goes out at once
-/// instead of at the next poll.
+/// Wakes the dispatcher of this replica when a webhook event may be waiting (a command
+/// finished, a delivery was retried by hand), so it goes out at once instead of at the next
+/// poll.
 #[derive(Clone, Default)]
-pub struct DispatchWake(pub Arc<Notify>);
+pub struct DispatchWake(Arc<Notify>);
 
-#[async_trait::async_trait]
-impl CommandEvents for DispatchWake {
-    async fn command_finished(&self, event: &CommandFinished) {
-        tracing::debug!(id = %event.id, status = event.status.as_str(), "command finished");
+impl DispatchWake {
+    pub fn wake(&self) {
         self.0.notify_one();
+    }
+
+    async fn woken(&self) {
+        self.0.notified().await;
     }
 }
 
@@ -81,7 +84,7 @@ pub struct WebhookDispatcher {
     pub sender: Arc<dyn WebhookSender>,
     pub clock: Arc<dyn Clock>,
     pub settings: DispatchSettings,
-    pub wake: Arc<Notify>,
+    pub wake: DispatchWake,
 }
 
 impl WebhookDispatcher {
@@ -97,7 +100,7 @@ impl WebhookDispatcher {
             }
             let pause = this.pause().await;
             tokio::select! {
-                () = this.wake.notified() => {}
+                () = this.wake.woken() => {}
                 () = tokio::time::sleep(pause) => {}
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
                 _ = stopping.changed() => {}

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use tokio::sync::Notify;
 use uuid::Uuid;
 
+use super::DispatchWake;
 use crate::{
     domain::{
         Delivery, DeliveryFilter, DomainError, FieldErrors, NewWebhook, Page, PageRequest, Webhook, WebhookChanges,
@@ -21,11 +21,11 @@ pub struct WebhookService {
     clock: Arc<dyn Clock>,
     allow_private: bool,
     /// Wakes this replica's dispatcher.
-    wake: Arc<Notify>,
+    wake: DispatchWake,
 }
 
 impl WebhookService {
-    pub fn new(repo: Arc<dyn WebhookRepo>, clock: Arc<dyn Clock>, allow_private: bool, wake: Arc<Notify>) -> Self {
+    pub fn new(repo: Arc<dyn WebhookRepo>, clock: Arc<dyn Clock>, allow_private: bool, wake: DispatchWake) -> Self {
         Self { repo, clock, allow_private, wake }
     }
 
@@ -108,7 +108,7 @@ impl WebhookService {
                 Err(DomainError::Conflict("an attempt of this delivery is in flight; try again when it ends".into()))
             }
             Some(Redelivery::Scheduled(delivery)) => {
-                self.wake.notify_one();
+                self.wake.wake();
                 Ok(delivery)
             }
         }

@@ -1,5 +1,5 @@
 //! A queue worker: claims the next command, runs it with a lease it keeps renewing, and records
-//! how it ended (command row, audit entry, metrics, event). `RDEV_QUEUE_WORKERS` run per replica.
+//! how it ended (audit entry, command row with its webhook event, metrics). `RDEV_QUEUE_WORKERS` run per replica.
 //!
 //! Cancellation reaches a running command two ways: directly, when the cancel request lands on
 //! this replica (`RunningCommands`), or through the `cancel_requested` flag its lease renewal
@@ -11,10 +11,10 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
-use super::{AuditService, ProjectService, audit::AuditRecord, commands::record_execution};
+use super::{AuditService, DispatchWake, ProjectService, audit::AuditRecord, commands::record_execution};
 use crate::{
-    domain::{AuditOutcome, Command, CommandEnd, ExecutorKind},
-    ports::{Clock, CommandEvents, CommandFinished, CommandQueue, Executor},
+    domain::{Command, CommandEnd, ExecutorKind},
+    ports::{Clock, CommandQueue, Executor},
     telemetry::metrics::COMMAND_QUEUE_WAIT_SECONDS,
 };
 
@@ -57,7 +57,8 @@ pub struct QueueWorker {
     pub projects: Arc<ProjectService>,
     pub executor: Arc<dyn Executor>,
     pub audit: Arc<AuditService>,
-    pub events: Arc<dyn CommandEvents>,
+    /// Wakes this replica's webhook dispatcher once the result (and its event) is stored.
+    pub deliveries: DispatchWake,
     pub running: Arc<RunningCommands>,
     pub clock: Arc<dyn Clock>,
     pub lease: Duration,
@@ -161,45 +162,18 @@ impl QueueWorker {
     /// so a client that sees the final status can already find it in `/audit`.
     /// `executor` is `None` when the command never reached one (its project was not found).
     async fn record(&self, command: &Command, executor: Option<ExecutorKind>, end: CommandEnd) {
-        let status = end.status();
-        let (exit_code, outcome) = match &end {
-            CommandEnd::Ran(ran) => (Some(ran.exit_code), AuditOutcome::of_exit(ran.exit_code, ran.timed_out)),
-            CommandEnd::Cancelled => (None, AuditOutcome::Rejected),
-            CommandEnd::Error(_) => (None, AuditOutcome::Error),
-        };
-        let duration_ms = match &end {
-            CommandEnd::Ran(ran) => Some(ran.duration_ms),
-            _ => None,
-        };
-        let record = AuditRecord {
-            id: command.id,
-            project_id: Some(&command.project_id),
-            command: Some(&command.command),
-            exit_code,
-            outcome,
-            duration_ms,
-        };
+        let record = AuditRecord::of_end(command.id, &command.project_id, &command.command, &end);
         if let Err(error) = self.audit.record(&command.caller, record).await {
             tracing::error!(%error, "could not write the audit entry of a queued command");
         }
-        let finished = match self.queue.finish(command.id, &self.name, &end, self.clock.now()).await {
-            Ok(Some(finished)) => finished,
+        match self.queue.finish(command.id, &self.name, &end, self.clock.now()).await {
+            Ok(Some(_)) => {}
             Ok(None) => return tracing::warn!("claim lost before the result was stored"),
             Err(error) => return tracing::error!(%error, "could not store a command's result; its lease will expire"),
-        };
-        if let Some(executor) = executor {
-            // The audit calls a cancel `rejected`; the metric names it.
-            let counted = if end == CommandEnd::Cancelled { "cancelled" } else { outcome.as_str() };
-            record_execution(executor, counted, duration_ms);
         }
-        let event = CommandFinished {
-            id: finished.id,
-            project_id: finished.project_id.clone(),
-            status,
-            exit_code,
-            queued: true,
-            finished_at: finished.finished_at.unwrap_or_else(|| self.clock.now()),
-        };
-        self.events.command_finished(&event).await;
+        if let Some(executor) = executor {
+            record_execution(executor, &end);
+        }
+        self.deliveries.wake();
     }
 }
