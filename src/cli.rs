@@ -3,14 +3,14 @@
 use std::{sync::Arc, time::Duration};
 
 use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret as _;
 
 use crate::{
     adapters::Database,
-    app::{App, shutdown_signal},
+    app::{App, shutdown_signal, subsystems},
     config::Config,
     domain::{ApiKeySecret, NewApiKey, Scope},
     ports::{Clock, SystemClock},
-    services::ApiKeyService,
 };
 
 #[derive(Debug, Parser)]
@@ -54,7 +54,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(cli.config).await,
         Command::Migrate => {
-            let database = Database::connect(&cli.config.database_url, 1).await?;
+            let database = Database::connect(cli.config.database.url.expose_secret(), 1).await?;
             database.migrate().await?;
             println!("migrations applied ({})", database.kind());
             Ok(())
@@ -90,11 +90,11 @@ fn announce_admin_key(secret: &ApiKeySecret, port: u16) {
 
 async fn create_key(config: &Config, name: String, scopes: &str, expires_in: Option<Duration>) -> anyhow::Result<()> {
     let scopes = Scope::parse_list(scopes)?;
-    let database = Database::connect(&config.database_url, 1).await?;
+    let database = Database::connect(config.database.url.expose_secret(), 1).await?;
     database.migrate().await?;
-    let clock = SystemClock;
+    let clock = Arc::new(SystemClock);
     let expires_at = expires_in.map(|d| chrono::Duration::from_std(d).map(|d| clock.now() + d)).transpose()?;
-    let service = ApiKeyService::new(database.api_keys(), Arc::new(clock));
+    let service = subsystems::keys(&database, config.access.cache_ttl, clock);
     let (key, secret) = service
         .create(None, NewApiKey { name, scopes, expires_at, allowed_ips: vec![], rate_limit_per_minute: None })
         .await?;

@@ -6,6 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use anyhow::bail;
 use clap::{Args, ValueEnum};
 use ipnet::IpNet;
+use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::domain::{ApiKeySecret, execution::MAX_COMMAND_BYTES};
 
@@ -33,23 +34,86 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Clone, Args)]
+/// Every setting, grouped as `--help` shows them.
+#[derive(Clone, Debug, Args)]
 pub struct Config {
+    #[command(flatten)]
+    pub server: ServerSettings,
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+    #[command(flatten)]
+    pub executor: ExecutorSettings,
+    #[command(flatten)]
+    pub queue: QueueSettings,
+    #[command(flatten)]
+    pub webhooks: WebhookSettings,
+    #[command(flatten)]
+    pub access: AccessSettings,
+    #[command(flatten)]
+    pub telemetry: TelemetrySettings,
+}
+
+/// HTTP server.
+#[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "HTTP server")]
+pub struct ServerSettings {
     /// Address and port to serve HTTP on.
     #[arg(long, env = "RDEV_LISTEN", default_value = "0.0.0.0:8080", global = true)]
     pub listen: SocketAddr,
 
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "RDEV_MAX_BODY_BYTES", default_value_t = 256 * 1024, global = true)]
+    pub max_body_bytes: usize,
+
+    /// How long running requests may take to finish after SIGTERM.
+    #[arg(long, env = "RDEV_SHUTDOWN_GRACE", default_value = "25s", value_parser = humantime::parse_duration, global = true)]
+    pub shutdown_grace: Duration,
+
+    /// Comma-separated CIDRs of reverse proxies whose `X-Forwarded-For` is believed.
+    #[arg(long, env = "RDEV_TRUSTED_PROXIES", value_delimiter = ',', global = true)]
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// Database.
+#[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "Database")]
+pub struct DatabaseSettings {
     /// `sqlite://FILE` (created if missing) or `postgres://…`.
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://rdev.db", global = true, hide_env_values = true)]
-    pub database_url: String,
+    #[arg(
+        id = "database_url",
+        long = "database-url",
+        env = "DATABASE_URL",
+        default_value = "sqlite://rdev.db",
+        global = true,
+        hide_env_values = true
+    )]
+    pub url: SecretString,
 
     /// Upper bound of the Postgres connection pool (SQLite always uses one connection).
-    #[arg(long, env = "RDEV_DB_MAX_CONNECTIONS", default_value_t = 10, global = true)]
-    pub db_max_connections: u32,
+    #[arg(
+        id = "db_max_connections",
+        long = "db-max-connections",
+        env = "RDEV_DB_MAX_CONNECTIONS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub max_connections: u32,
+}
 
+/// Projects and commands.
+#[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "Projects and commands")]
+pub struct ExecutorSettings {
     /// Where projects live and commands run.
-    #[arg(long, env = "RDEV_EXECUTOR", value_enum, default_value = "local", global = true)]
-    pub executor: ExecutorChoice,
+    #[arg(
+        id = "executor",
+        long = "executor",
+        env = "RDEV_EXECUTOR",
+        value_enum,
+        default_value = "local",
+        global = true
+    )]
+    pub kind: ExecutorChoice,
 
     /// The local executor's projects: each folder directly inside is one project.
     #[arg(long, env = "RDEV_PROJECTS_DIR", default_value = "./projects", global = true)]
@@ -98,24 +162,42 @@ pub struct Config {
     /// Cap on each of stdout and stderr kept per command, in bytes.
     #[arg(long, env = "RDEV_MAX_OUTPUT_BYTES", default_value_t = 1024 * 1024, global = true)]
     pub max_output_bytes: usize,
+}
 
-    /// Largest accepted request body, in bytes.
-    #[arg(long, env = "RDEV_MAX_BODY_BYTES", default_value_t = 256 * 1024, global = true)]
-    pub max_body_bytes: usize,
-
+/// Command queue.
+#[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "Command queue")]
+pub struct QueueSettings {
     /// Queue workers per replica: how many queued commands this replica runs at once (0: none).
-    #[arg(long, env = "RDEV_QUEUE_WORKERS", default_value_t = 4, global = true)]
-    pub queue_workers: u32,
+    #[arg(
+        id = "queue_workers",
+        long = "queue-workers",
+        env = "RDEV_QUEUE_WORKERS",
+        default_value_t = 4,
+        global = true
+    )]
+    pub workers: u32,
 
     /// How long a worker's claim on a queued command lasts without renewal. A replica that dies
     /// loses its commands to the others after this long.
-    #[arg(long, env = "RDEV_QUEUE_LEASE", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
-    pub queue_lease: Duration,
+    #[arg(id = "queue_lease", long = "queue-lease", env = "RDEV_QUEUE_LEASE", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
+    pub lease: Duration,
+}
 
+/// Webhooks.
+#[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "Webhooks")]
+pub struct WebhookSettings {
     /// Webhook attempts in flight at once on this replica (0: this replica sends none; the
     /// others, or a restart, deliver what is pending).
-    #[arg(long, env = "RDEV_WEBHOOK_WORKERS", default_value_t = 4, global = true)]
-    pub webhook_workers: u32,
+    #[arg(
+        id = "webhook_workers",
+        long = "webhook-workers",
+        env = "RDEV_WEBHOOK_WORKERS",
+        default_value_t = 4,
+        global = true
+    )]
+    pub workers: u32,
 
     /// The waits between webhook attempts, comma-separated; one attempt more than waits is made.
     /// Each wait varies by up to ±20% at random.
@@ -127,33 +209,36 @@ pub struct Config {
         value_parser = humantime::parse_duration,
         global = true
     )]
-    pub webhook_retry_schedule: Vec<Duration>,
+    pub retry_schedule: Vec<Duration>,
 
     /// How long one webhook attempt may take, connection to last byte.
-    #[arg(long, env = "RDEV_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration, global = true)]
-    pub webhook_timeout: Duration,
+    #[arg(id = "webhook_timeout", long = "webhook-timeout", env = "RDEV_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration, global = true)]
+    pub timeout: Duration,
 
     /// How long finished webhook deliveries (with their attempts) are kept; pending ones stay
     /// until they finish.
-    #[arg(long, env = "RDEV_WEBHOOK_RETENTION", default_value = "30days", value_parser = humantime::parse_duration, global = true)]
-    pub webhook_retention: Duration,
-
-    /// How long audit entries are kept; older ones are deleted hourly. At least `1h`.
-    #[arg(long, env = "RDEV_AUDIT_RETENTION", default_value = "90days", value_parser = humantime::parse_duration, global = true)]
-    pub audit_retention: Duration,
+    #[arg(id = "webhook_retention", long = "webhook-retention", env = "RDEV_WEBHOOK_RETENTION", default_value = "30days", value_parser = humantime::parse_duration, global = true)]
+    pub retention: Duration,
 
     /// Allow webhooks to loopback, private, link-local and other non-public addresses. Off by
     /// default, so a webhook cannot reach the cluster's own network or a metadata endpoint.
-    #[arg(long, env = "RDEV_WEBHOOK_ALLOW_PRIVATE", default_value_t = false, global = true)]
-    pub webhook_allow_private: bool,
+    #[arg(
+        id = "webhook_allow_private",
+        long = "webhook-allow-private",
+        env = "RDEV_WEBHOOK_ALLOW_PRIVATE",
+        default_value_t = false,
+        global = true
+    )]
+    pub allow_private: bool,
+}
 
-    /// How long running requests may take to finish after SIGTERM.
-    #[arg(long, env = "RDEV_SHUTDOWN_GRACE", default_value = "25s", value_parser = humantime::parse_duration, global = true)]
-    pub shutdown_grace: Duration,
-
+/// API keys, rate limits and audit.
+#[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "API keys, rate limits and audit")]
+pub struct AccessSettings {
     /// An API key secret (`rdev_…`) to store as an admin key at start, instead of generating one.
     #[arg(long, env = "RDEV_BOOTSTRAP_API_KEY", hide_env_values = true, global = true)]
-    pub bootstrap_api_key: Option<String>,
+    pub bootstrap_api_key: Option<SecretString>,
 
     /// How long API key lookups (and, with Kubernetes, project lookups) are cached. A revoked key
     /// stops working on every replica within this time. E.g. `30s`, `5s`. Local project folders
@@ -176,10 +261,15 @@ pub struct Config {
     #[arg(long, env = "RDEV_RATE_LIMIT_STORE", value_enum, default_value = "auto", global = true)]
     pub rate_limit_store: RateLimitStore,
 
-    /// Comma-separated CIDRs of reverse proxies whose `X-Forwarded-For` is believed.
-    #[arg(long, env = "RDEV_TRUSTED_PROXIES", value_delimiter = ',', global = true)]
-    pub trusted_proxies: Vec<IpNet>,
+    /// How long audit entries are kept; older ones are deleted hourly. At least `1h`.
+    #[arg(long, env = "RDEV_AUDIT_RETENTION", default_value = "90days", value_parser = humantime::parse_duration, global = true)]
+    pub audit_retention: Duration,
+}
 
+/// Logs and traces.
+#[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "Logs and traces")]
+pub struct TelemetrySettings {
     /// OTLP/HTTP collector base URL (e.g. `http://otel-collector:4318`); traces are exported to
     /// `<url>/v1/traces` only when this is set.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
@@ -197,19 +287,6 @@ pub enum RateLimitStore {
     Memory,
 }
 
-impl std::fmt::Debug for Config {
-    /// Leaves out the database URL (it may hold a password) and the bootstrap key.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("listen", &self.listen)
-            .field("executor", &self.executor)
-            .field("projects_dir", &self.projects_dir)
-            .field("command_timeout", &self.command_timeout)
-            .field("max_output_bytes", &self.max_output_bytes)
-            .finish_non_exhaustive()
-    }
-}
-
 /// Room for the largest command plus JSON framing and some environment variables.
 const MIN_BODY_BYTES: usize = MAX_COMMAND_BYTES * 2;
 const MAX_OUTPUT_CAP: usize = 64 * 1024 * 1024;
@@ -217,69 +294,75 @@ const MAX_OUTPUT_CAP: usize = 64 * 1024 * 1024;
 impl Config {
     /// The checks clap's parsers cannot express; each message names the variable to fix.
     pub fn validate(&self) -> anyhow::Result<()> {
-        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&self.command_timeout) {
-            bail!("RDEV_COMMAND_TIMEOUT must be between 1s and 1h, got {:?}", self.command_timeout);
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&self.executor.command_timeout) {
+            bail!("RDEV_COMMAND_TIMEOUT must be between 1s and 1h, got {:?}", self.executor.command_timeout);
         }
-        if !(1..=MAX_OUTPUT_CAP).contains(&self.max_output_bytes) {
-            bail!("RDEV_MAX_OUTPUT_BYTES must be between 1 and {MAX_OUTPUT_CAP}, got {}", self.max_output_bytes);
-        }
-        if self.max_body_bytes < MIN_BODY_BYTES {
-            bail!("RDEV_MAX_BODY_BYTES must be at least {MIN_BODY_BYTES}, got {}", self.max_body_bytes);
-        }
-        if !(1..=1_000_000).contains(&self.rate_limit_per_minute) {
-            bail!("RDEV_RATE_LIMIT_PER_MINUTE must be between 1 and 1000000, got {}", self.rate_limit_per_minute);
-        }
-        if self.cache_ttl > Duration::from_secs(3600) {
+        if !(1..=MAX_OUTPUT_CAP).contains(&self.executor.max_output_bytes) {
             bail!(
-                "CACHE_TTL must be at most 1h (it bounds how long a revoked key keeps working), got {:?}",
-                self.cache_ttl
+                "RDEV_MAX_OUTPUT_BYTES must be between 1 and {MAX_OUTPUT_CAP}, got {}",
+                self.executor.max_output_bytes
             );
         }
-        if !(1..=1000).contains(&self.db_max_connections) {
-            bail!("RDEV_DB_MAX_CONNECTIONS must be between 1 and 1000, got {}", self.db_max_connections);
+        if self.server.max_body_bytes < MIN_BODY_BYTES {
+            bail!("RDEV_MAX_BODY_BYTES must be at least {MIN_BODY_BYTES}, got {}", self.server.max_body_bytes);
         }
-        if let Some(raw) = &self.bootstrap_api_key
-            && ApiKeySecret::parse(raw).is_err()
+        if !(1..=1_000_000).contains(&self.access.rate_limit_per_minute) {
+            bail!(
+                "RDEV_RATE_LIMIT_PER_MINUTE must be between 1 and 1000000, got {}",
+                self.access.rate_limit_per_minute
+            );
+        }
+        if self.access.cache_ttl > Duration::from_secs(3600) {
+            bail!(
+                "CACHE_TTL must be at most 1h (it bounds how long a revoked key keeps working), got {:?}",
+                self.access.cache_ttl
+            );
+        }
+        if !(1..=1000).contains(&self.database.max_connections) {
+            bail!("RDEV_DB_MAX_CONNECTIONS must be between 1 and 1000, got {}", self.database.max_connections);
+        }
+        if let Some(raw) = &self.access.bootstrap_api_key
+            && ApiKeySecret::parse(raw.expose_secret()).is_err()
         {
             bail!("RDEV_BOOTSTRAP_API_KEY is not a valid rdev API key; generate one with `rdev-api keys generate`");
         }
-        if self.queue_workers > 256 {
-            bail!("RDEV_QUEUE_WORKERS must be at most 256, got {}", self.queue_workers);
+        if self.queue.workers > 256 {
+            bail!("RDEV_QUEUE_WORKERS must be at most 256, got {}", self.queue.workers);
         }
-        if self.queue_lease < Duration::from_secs(1) {
-            bail!("RDEV_QUEUE_LEASE must be at least 1s, got {:?}", self.queue_lease);
+        if self.queue.lease < Duration::from_secs(1) {
+            bail!("RDEV_QUEUE_LEASE must be at least 1s, got {:?}", self.queue.lease);
         }
-        if self.webhook_workers > 256 {
-            bail!("RDEV_WEBHOOK_WORKERS must be at most 256, got {}", self.webhook_workers);
+        if self.webhooks.workers > 256 {
+            bail!("RDEV_WEBHOOK_WORKERS must be at most 256, got {}", self.webhooks.workers);
         }
-        if self.webhook_retry_schedule.len() > 20 {
-            bail!("RDEV_WEBHOOK_RETRY_SCHEDULE may list at most 20 waits, got {}", self.webhook_retry_schedule.len());
+        if self.webhooks.retry_schedule.len() > 20 {
+            bail!("RDEV_WEBHOOK_RETRY_SCHEDULE may list at most 20 waits, got {}", self.webhooks.retry_schedule.len());
         }
-        if self.webhook_retry_schedule.iter().any(|wait| *wait > Duration::from_secs(7 * 24 * 3600)) {
+        if self.webhooks.retry_schedule.iter().any(|wait| *wait > Duration::from_secs(7 * 24 * 3600)) {
             bail!("RDEV_WEBHOOK_RETRY_SCHEDULE waits must be at most 7 days each");
         }
-        if !(Duration::from_millis(100)..=Duration::from_secs(300)).contains(&self.webhook_timeout) {
-            bail!("RDEV_WEBHOOK_TIMEOUT must be between 100ms and 5m, got {:?}", self.webhook_timeout);
+        if !(Duration::from_millis(100)..=Duration::from_secs(300)).contains(&self.webhooks.timeout) {
+            bail!("RDEV_WEBHOOK_TIMEOUT must be between 100ms and 5m, got {:?}", self.webhooks.timeout);
         }
-        if self.audit_retention < Duration::from_secs(3600) {
-            bail!("RDEV_AUDIT_RETENTION must be at least 1h, got {:?}", self.audit_retention);
+        if self.access.audit_retention < Duration::from_secs(3600) {
+            bail!("RDEV_AUDIT_RETENTION must be at least 1h, got {:?}", self.access.audit_retention);
         }
-        if self.webhook_retention < Duration::from_secs(3600) {
-            bail!("RDEV_WEBHOOK_RETENTION must be at least 1h, got {:?}", self.webhook_retention);
+        if self.webhooks.retention < Duration::from_secs(3600) {
+            bail!("RDEV_WEBHOOK_RETENTION must be at least 1h, got {:?}", self.webhooks.retention);
         }
-        if self.breaker_failures == 0 {
+        if self.executor.breaker_failures == 0 {
             bail!("RDEV_BREAKER_FAILURES must be at least 1");
         }
-        if self.kube_api_timeout.is_zero() {
+        if self.executor.kube_api_timeout.is_zero() {
             bail!("RDEV_KUBE_API_TIMEOUT must be more than 0");
         }
-        if crate::domain::ProjectId::parse(&self.namespace).is_err() {
-            bail!("RDEV_NAMESPACE must be a Kubernetes namespace name, got {:?}", self.namespace);
+        if crate::domain::ProjectId::parse(&self.executor.namespace).is_err() {
+            bail!("RDEV_NAMESPACE must be a Kubernetes namespace name, got {:?}", self.executor.namespace);
         }
         Ok(())
     }
 
     pub fn bootstrap_secret(&self) -> Option<ApiKeySecret> {
-        self.bootstrap_api_key.as_deref().and_then(|raw| ApiKeySecret::parse(raw).ok())
+        self.access.bootstrap_api_key.as_ref().and_then(|raw| ApiKeySecret::parse(raw.expose_secret()).ok())
     }
 }

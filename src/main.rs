@@ -15,13 +15,15 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     rdev_api::install_crypto_provider();
-    let telemetry = match rdev_api::telemetry::init(cli.config.log_format, cli.config.otlp_endpoint.as_deref()) {
-        Ok(telemetry) => telemetry,
-        Err(error) => {
-            eprintln!("rdev-api: {error:#}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let telemetry =
+        match rdev_api::telemetry::init(cli.config.telemetry.log_format, cli.config.telemetry.otlp_endpoint.as_deref())
+        {
+            Ok(telemetry) => telemetry,
+            Err(error) => {
+                eprintln!("rdev-api: {error:#}");
+                return ExitCode::FAILURE;
+            }
+        };
     let result = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)
         .and_then(|runtime| runtime.block_on(rdev_api::cli::run(cli)));

@@ -1,5 +1,5 @@
 //! Adapters: the ports implemented with real technology. Each module names its technology;
-//! `app.rs` is the only place that picks between them.
+//! `app` is the only place that picks between them.
 //!
 //! - `cache`: moka decorators that keep hot lookups off the database for `CACHE_TTL`.
 //! - `sql`: the storage ports on Postgres and SQLite (connection by URL, migrations, one file

@@ -1,6 +1,6 @@
 //! Ports: the capabilities services need, as traits. Adapters implement them; services and the
 //! HTTP layer hold them as `Arc<dyn Port>`, so Postgres or SQLite, local or Kubernetes, cached or
-//! not, is decided once at wiring time (`app.rs`) and tests can pass in-memory fakes.
+//! not, is decided once at wiring time (`app`) and tests can pass in-memory fakes.
 //!
 //! Every method reports failure as `DomainError`; no infrastructure error type crosses a port.
 //! Ports use `#[async_trait]` because native async trait methods cannot be called through `dyn`.

@@ -165,7 +165,7 @@ pub async fn spawn(backend: Backend, configure: impl FnOnce(&mut Config), clock:
     let admin = ApiKeySecret::generate();
     let projects_dir = dir.path().join("projects");
     let mut config = test_config(&database_url, &projects_dir);
-    config.bootstrap_api_key = Some(admin.expose().to_owned());
+    config.access.bootstrap_api_key = Some(admin.expose().to_owned().into());
     let kube = match backend {
         Backend::Local(_) => None,
         Backend::Kubernetes => {
@@ -173,9 +173,9 @@ pub async fn spawn(backend: Backend, configure: impl FnOnce(&mut Config), clock:
             kube.add_pod(project_pod(HELLO_POD, "hello")).expect("pod added");
             let kubeconfig = dir.path().join("kubeconfig");
             kube.write_kubeconfig(&kubeconfig, NAMESPACE).expect("kubeconfig written");
-            config.executor = rdev_api::config::ExecutorChoice::Kubernetes;
-            config.kubeconfig = Some(kubeconfig);
-            config.namespace = NAMESPACE.into();
+            config.executor.kind = rdev_api::config::ExecutorChoice::Kubernetes;
+            config.executor.kubeconfig = Some(kubeconfig);
+            config.executor.namespace = NAMESPACE.into();
             Some(kube)
         }
     };
@@ -263,7 +263,7 @@ impl TestApp {
     /// admin key (local executor).
     pub async fn replica(&self, configure: impl FnOnce(&mut Config)) -> TestApp {
         let mut config = test_config(&self.database_url, &self.projects_dir);
-        config.bootstrap_api_key = Some(self.admin_key.clone());
+        config.access.bootstrap_api_key = Some(self.admin_key.clone().into());
         configure(&mut config);
         let app = App::build(config).await.expect("replica builds");
         let addr = app.local_addr().expect("bound");

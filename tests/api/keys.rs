@@ -109,7 +109,7 @@ async fn first_start_creates_one_admin_key_only(db: Db) {
 async fn bootstrap_secret_is_stored_once_and_works(db: Db) {
     let app = spawn_app(db).await;
     let mut config = test_config(&app.database_url, &app.projects_dir);
-    config.bootstrap_api_key = Some(app.admin_key.clone());
+    config.access.bootstrap_api_key = Some(app.admin_key.clone().into());
     let again = App::build(config).await.unwrap();
     assert!(again.generated_admin_key.is_none());
     let keys = app.get("/api-keys", &app.admin_key).await;

@@ -17,8 +17,8 @@ async fn the_breaker_opens_after_n_failures_answers_503_without_calling_then_clo
     let app = spawn(
         Backend::Kubernetes,
         |config| {
-            config.breaker_failures = 3;
-            config.breaker_cooldown = std::time::Duration::from_secs(30);
+            config.executor.breaker_failures = 3;
+            config.executor.breaker_cooldown = std::time::Duration::from_secs(30);
         },
         clock.clone(),
     )
@@ -53,7 +53,7 @@ async fn the_breaker_opens_after_n_failures_answers_503_without_calling_then_clo
 async fn command_failures_do_not_count_against_the_cluster() {
     let app = spawn(
         Backend::Kubernetes,
-        |config| config.breaker_failures = 2,
+        |config| config.executor.breaker_failures = 2,
         std::sync::Arc::new(rdev_api::ports::SystemClock),
     )
     .await;
@@ -79,7 +79,8 @@ async fn a_dropped_exec_stream_is_an_executor_failure_not_a_hang() {
 async fn projects_are_cached_for_cache_ttl_and_a_hit_makes_no_api_call() {
     let clock = ManualClock::new();
     let app =
-        spawn(Backend::Kubernetes, |config| config.cache_ttl = std::time::Duration::from_secs(5), clock.clone()).await;
+        spawn(Backend::Kubernetes, |config| config.access.cache_ttl = std::time::Duration::from_secs(5), clock.clone())
+            .await;
     let kube = app.kube.as_ref().unwrap();
     let ids = |reply: crate::helpers::Reply| -> Vec<String> {
         reply.body["projects"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap().to_owned()).collect()

@@ -17,7 +17,7 @@ on_both_databases!(
 
 async fn forwarded_for_is_believed_only_from_trusted_proxies(db: Db) {
     let behind_proxy =
-        spawn_app_with(db, |config| config.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]).await;
+        spawn_app_with(db, |config| config.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]).await;
     let direct = spawn_app(db).await;
     for app in [&behind_proxy, &direct] {
         let created = app

@@ -50,7 +50,7 @@ async fn a_queued_command_runs_and_reports_its_result(db: Db) {
 
 async fn commands_run_in_priority_order_fifo_within_a_priority(db: Db) {
     // No workers here: the queue fills while nobody drains it.
-    let paused = spawn_app_with(db, |config| config.queue_workers = 0).await;
+    let paused = spawn_app_with(db, |config| config.queue.workers = 0).await;
     let mut expected = Vec::new();
     for (n, priority) in [(1, 1), (2, 5), (3, 9), (4, 5), (5, 0), (6, 9), (7, 5)] {
         let reply = paused
@@ -65,7 +65,7 @@ async fn commands_run_in_priority_order_fifo_within_a_priority(db: Db) {
     }
     // Highest priority first, then arrival order.
     expected.sort_by_key(|(priority, n)| (std::cmp::Reverse(*priority), *n));
-    let worker = paused.replica(|config| config.queue_workers = 1).await;
+    let worker = paused.replica(|config| config.queue.workers = 1).await;
     let listed = paused.get("/commands?limit=500", &paused.admin_key).await;
     for command in listed.body["commands"].as_array().unwrap() {
         worker.wait_for_command(command["id"].as_str().unwrap(), is_final).await;
@@ -76,7 +76,7 @@ async fn commands_run_in_priority_order_fifo_within_a_priority(db: Db) {
 }
 
 async fn cancelling_a_queued_command_is_immediate_and_final(db: Db) {
-    let app = spawn_app_with(db, |config| config.queue_workers = 0).await;
+    let app = spawn_app_with(db, |config| config.queue.workers = 0).await;
     let queued = app.post("/projects/hello/commands", &app.admin_key, json!({"command": "touch ran"})).await;
     let id = queued.body["id"].as_str().unwrap();
     let cancelled = app.post(&format!("/commands/{id}/cancel"), &app.admin_key, json!({})).await;
@@ -86,15 +86,15 @@ async fn cancelling_a_queued_command_is_immediate_and_final(db: Db) {
     let missing = app.post(&format!("/commands/{}/cancel", uuid::Uuid::new_v4()), &app.admin_key, json!({})).await;
     assert_eq!(missing.status, 404);
     // A worker that starts later does not run it.
-    let worker = app.replica(|config| config.queue_workers = 1).await;
+    let worker = app.replica(|config| config.queue.workers = 1).await;
     let after = worker.post("/projects/hello/commands", &worker.admin_key, json!({"command": "true"})).await;
     worker.wait_for_command(after.body["id"].as_str().unwrap(), is_final).await;
     assert!(!app.project_path("hello").join("ran").exists());
 }
 
 async fn cancelling_a_running_command_kills_it_on_whichever_replica_runs_it(db: Db) {
-    let front = spawn_app_with(db, |config| config.queue_workers = 0).await;
-    let runner = front.replica(|config| config.queue_workers = 1).await;
+    let front = spawn_app_with(db, |config| config.queue.workers = 0).await;
+    let runner = front.replica(|config| config.queue.workers = 1).await;
     for (label, via) in [("other replica", &front), ("same replica", &runner)] {
         let marker = format!("300.{}", uuid::Uuid::new_v4().as_u128() % 1_000_000);
         let body = json!({"command": format!("sleep {marker} & sleep {marker}")});
@@ -138,7 +138,7 @@ async fn bad_enqueues_are_refused_and_audited(db: Db) {
 /// The queue adapter itself, with leases that expire on a clock the test controls.
 async fn expired_leases_requeue_unstarted_or_retryable_commands_and_fail_the_rest(db: Db) {
     use rdev_api::domain::{Caller, Command, CommandStatus, EnqueueRequest, ProjectId};
-    let app = spawn_app_with(db, |config| config.queue_workers = 0).await;
+    let app = spawn_app_with(db, |config| config.queue.workers = 0).await;
     let queue = app.database.command_queue();
     let now = chrono::Utc::now();
     let new = |command: &str, max_attempts: u32| {

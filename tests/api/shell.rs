@@ -70,7 +70,7 @@ async fn timeout_kills_the_whole_process_group(backend: Backend) {
 }
 
 async fn output_past_the_cap_is_truncated_while_the_command_finishes(backend: Backend) {
-    let app = spawn_backend_with(backend, |config| config.max_output_bytes = 1000).await;
+    let app = spawn_backend_with(backend, |config| config.executor.max_output_bytes = 1000).await;
     let reply = app
         .shell(
             "hello",

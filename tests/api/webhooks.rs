@@ -17,9 +17,9 @@ use crate::{
 async fn app_delivering(db: Db, schedule: &str) -> TestApp {
     let schedule: Vec<Duration> = schedule.split(',').map(|wait| humantime::parse_duration(wait).unwrap()).collect();
     spawn_app_with(db, |config| {
-        config.webhook_allow_private = true;
-        config.webhook_retry_schedule = schedule;
-        config.webhook_timeout = Duration::from_secs(5);
+        config.webhooks.allow_private = true;
+        config.webhooks.retry_schedule = schedule;
+        config.webhooks.timeout = Duration::from_secs(5);
     })
     .await
 }
@@ -155,7 +155,7 @@ async fn a_delivery_that_runs_out_of_attempts_fails_and_can_be_retried_by_hand(d
 
 async fn private_addresses_are_refused_at_creation_and_after_resolution(db: Db) {
     let receiver = Receiver::start(&[]).await;
-    let app = spawn_app_with(db, |config| config.webhook_retry_schedule = vec![Duration::from_millis(10)]).await;
+    let app = spawn_app_with(db, |config| config.webhooks.retry_schedule = vec![Duration::from_millis(10)]).await;
     for url in [
         format!("http://{}/hook", receiver.addr),
         "http://10.0.0.1/hook".into(),

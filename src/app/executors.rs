@@ -1,0 +1,114 @@
+//! The executor subsystem: where projects come from and where commands run, as the
+//! configuration asks (local folders in the sandbox, or pods behind the circuit breaker).
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use secrecy::ExposeSecret as _;
+
+use crate::{
+    adapters::{
+        Database,
+        breaker::{BreakerExecutor, BreakerProjects, CircuitBreaker},
+        cache::CachedProjectSource,
+        kube::{KubeClients, KubeExecutor, KubeProjects},
+        local::{
+            LocalExecutor, LocalProjects, SandboxHealth,
+            sandbox::{self, Sandbox, ServerFiles},
+        },
+    },
+    config::{Config, ExecutorChoice, SandboxMode},
+    ports::{Clock, Executor, HealthCheck, ProjectSource},
+};
+
+/// How long a local projects folder listing (or lookup) is reused: at most `CACHE_TTL`.
+const LOCAL_PROJECTS_FRESHNESS: Duration = Duration::from_secs(1);
+
+/// The project source, the executor, and the executor's readiness check.
+pub(super) struct Executors {
+    pub projects: Arc<dyn ProjectSource>,
+    pub executor: Arc<dyn Executor>,
+    pub health: Arc<dyn HealthCheck>,
+}
+
+/// The project source and executor the configuration asks for, and their readiness check.
+/// Kubernetes: both behind one circuit breaker, and projects cached for `CACHE_TTL` in front of
+/// it (a cache hit never touches the breaker or the API).
+pub(super) async fn executors(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Executors> {
+    match config.executor.kind {
+        ExecutorChoice::Local => {
+            let projects = LocalProjects::new(&config.executor.projects_dir);
+            projects
+                .ensure_exists()
+                .await
+                .with_context(|| format!("creating {} (RDEV_PROJECTS_DIR)", config.executor.projects_dir.display()))?;
+            let sandbox = Arc::new(start_sandbox(config).await?);
+            let root = sandbox.projects_root().to_path_buf();
+            let executor = LocalExecutor::new(root, config.executor.max_output_bytes, sandbox.clone());
+            // Reading the folder costs a trip to the blocking pool per lookup, which dominates
+            // a `GET /projects`; a second of staleness is invisible to someone creating folders.
+            let freshness = config.access.cache_ttl.min(LOCAL_PROJECTS_FRESHNESS);
+            let projects = CachedProjectSource::new(Arc::new(projects), freshness, clock);
+            Ok(Executors {
+                projects: Arc::new(projects),
+                executor: Arc::new(executor),
+                health: Arc::new(SandboxHealth(sandbox)),
+            })
+        }
+        ExecutorChoice::Kubernetes => {
+            let clients =
+                KubeClients::connect(config.executor.kubeconfig.as_deref(), config.executor.kube_api_timeout).await?;
+            let breaker = Arc::new(CircuitBreaker::new(
+                "kubernetes",
+                config.executor.breaker_failures,
+                config.executor.breaker_cooldown,
+                clock.clone(),
+            ));
+            let projects = BreakerProjects {
+                breaker: breaker.clone(),
+                inner: KubeProjects::new(clients.api, &config.executor.namespace),
+            };
+            let projects = CachedProjectSource::new(Arc::new(projects), config.access.cache_ttl, clock);
+            let exec = KubeExecutor::new(
+                clients.exec,
+                &config.executor.namespace,
+                config.executor.kube_api_timeout,
+                config.executor.max_output_bytes,
+            );
+            let executor = BreakerExecutor { breaker: breaker.clone(), inner: exec };
+            tracing::info!(namespace = %config.executor.namespace, "using the Kubernetes executor");
+            Ok(Executors { projects: Arc::new(projects), executor: Arc::new(executor), health: breaker })
+        }
+    }
+}
+
+/// The helper that starts local commands, confined as `RDEV_SANDBOX` asks. From here on no
+/// other process of this user may read the server's memory or `/proc` entries either.
+async fn start_sandbox(config: &Config) -> anyhow::Result<Sandbox> {
+    let files = ServerFiles {
+        database_file: Database::sqlite_file(config.database.url.expose_secret()),
+        database_socket_dir: Database::socket_dir(config.database.url.expose_secret()),
+    };
+    let confine = config.executor.sandbox == SandboxMode::Required;
+    let (helper, warnings) =
+        sandbox::helper_config(&config.executor.projects_dir, confine, &config.executor.sandbox_read_paths, &files)
+            .context("deciding what commands may read (RDEV_SANDBOX)")?;
+    warnings.iter().for_each(|warning| tracing::warn!("{warning}"));
+    let program = match &config.executor.sandbox_helper {
+        Some(program) => program.clone(),
+        None => std::env::current_exe().context("finding this binary, which starts commands")?,
+    };
+    let sandbox = Sandbox::start(program, helper).await.context("starting the sandbox helper (RDEV_SANDBOX)")?;
+    let capabilities = sandbox.capabilities();
+    if capabilities.confined {
+        tracing::info!(
+            landlock_abi = capabilities.landlock_abi,
+            user_namespace = capabilities.user_namespace,
+            "commands run confined"
+        );
+    } else {
+        tracing::warn!("RDEV_SANDBOX=off: commands run unconfined and can read whatever this server's user can");
+    }
+    nix::sys::prctl::set_dumpable(false).context("making this process's memory unreadable to others")?;
+    Ok(sandbox)
+}

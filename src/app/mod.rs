@@ -1,0 +1,176 @@
+//! Wiring: the one place that picks adapters by configuration and hands them to services.
+//!
+//! # Layout
+//! - this file: `App`, built from the subsystems and run until stopped.
+//! - `subsystems`: keys, commands and the queue, webhooks, rate limits.
+//! - `executors`: where projects come from and where commands run.
+//! - `upkeep`: the background maintenance every replica runs.
+
+mod executors;
+pub mod subsystems;
+mod upkeep;
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use anyhow::Context as _;
+use secrecy::ExposeSecret as _;
+use tokio::net::TcpListener;
+
+use self::{subsystems::CommandParts, upkeep::Upkeep};
+use crate::{
+    adapters::Database,
+    config::Config,
+    domain::ApiKeySecret,
+    http::{self, AppState, client_ip::ClientIpResolver, state::Services},
+    ports::{Clock, HealthCheck, SystemClock},
+    services::{AuditService, DispatchWake, ProjectService, QueueWorker, WebhookDispatcher},
+};
+
+/// A built server: listening, migrated, wired; `run_until_stopped` serves it.
+pub struct App {
+    listener: TcpListener,
+    router: axum::Router,
+    database: Database,
+    upkeep: Upkeep,
+    workers: Vec<QueueWorker>,
+    dispatcher: Option<WebhookDispatcher>,
+    config: Config,
+    /// The admin key generated on first start, if this start generated one.
+    pub generated_admin_key: Option<ApiKeySecret>,
+}
+
+impl App {
+    /// Binds first (so `RDEV_LISTEN=…:0` works and the port is known), then connects, migrates,
+    /// bootstraps the first key and wires the services.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// `build` with another clock, so tests can move time instead of waiting for it.
+    pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        config.validate()?;
+        crate::install_crypto_provider();
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("listening on {} (RDEV_LISTEN)", config.server.listen))?;
+        let database = Database::connect(config.database.url.expose_secret(), config.database.max_connections).await?;
+        database.migrate().await?;
+        tracing::info!(database = database.kind(), "database ready");
+
+        let keys = subsystems::keys(&database, config.access.cache_ttl, clock.clone());
+        let generated_admin_key =
+            keys.bootstrap(config.bootstrap_secret().as_ref()).await.context("creating the first API key")?;
+        let executors = executors::executors(&config, clock.clone()).await?;
+        let projects = Arc::new(ProjectService::new(executors.projects));
+        let audit = Arc::new(AuditService::new(database.audit_log(), clock.clone()));
+        let wake = DispatchWake::default();
+        let replica = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+        let parts = CommandParts {
+            projects: projects.clone(),
+            executor: executors.executor,
+            audit: audit.clone(),
+            deliveries: wake.clone(),
+            clock: clock.clone(),
+            replica: replica.clone(),
+        };
+        let commands = subsystems::commands(&config, &database, parts);
+        let webhooks = subsystems::webhooks(&config, &database, wake, clock.clone(), &replica)?;
+        let rate_limits = subsystems::rate_limits(&config, &database, clock.clone());
+
+        let readiness: Vec<Arc<dyn HealthCheck>> = vec![Arc::new(database.clone()), executors.health];
+        let state = AppState::new(Services {
+            keys: keys.clone(),
+            projects,
+            commands: commands.commands,
+            queue: commands.queue,
+            audit: audit.clone(),
+            webhooks: webhooks.service,
+            rate_limits: rate_limits.clone(),
+            client_ip: Arc::new(ClientIpResolver::new(config.server.trusted_proxies.clone())),
+            readiness: readiness.into(),
+            metrics: crate::telemetry::metrics::handle(),
+            max_body_bytes: config.server.max_body_bytes,
+        });
+        let upkeep = Upkeep {
+            keys,
+            rate_limits,
+            queue: commands.store,
+            deliveries: webhooks.deliveries,
+            audit,
+            webhook_retention: config.webhooks.retention,
+            audit_retention: config.access.audit_retention,
+            clock,
+        };
+        Ok(Self {
+            listener,
+            router: http::router(state),
+            database,
+            upkeep,
+            workers: commands.workers,
+            dispatcher: webhooks.dispatcher,
+            config,
+            generated_admin_key,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves and runs the queue workers until `shutdown` completes; then stops accepting
+    /// connections and claiming commands, and lets requests and commands in flight finish for up
+    /// to `RDEV_SHUTDOWN_GRACE` before closing the database. Commands still running after that
+    /// are killed with the process; their leases expire and another replica records them.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
+        let mut workers = tokio::task::JoinSet::new();
+        for worker in self.workers {
+            workers.spawn(worker.run(stopping_rx.clone()));
+        }
+        if let Some(dispatcher) = self.dispatcher {
+            workers.spawn(dispatcher.run(stopping_rx.clone()));
+        }
+        let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
+        let server = axum::serve(self.listener, service).with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new connections or claims, finishing what is in flight");
+            let _ = stopping_tx.send(true);
+        });
+        let maintenance = tokio::spawn(self.upkeep.clone().run());
+        let grace = self.config.server.shutdown_grace;
+        let mut stopping = stopping_rx;
+        let grace_expired = async move {
+            let _ = stopping.wait_for(|stopping| *stopping).await;
+            tokio::time::sleep(grace).await;
+        };
+        let drained = async {
+            server.await.context("serving HTTP")?;
+            while workers.join_next().await.is_some() {}
+            anyhow::Ok(())
+        };
+        tokio::select! {
+            result = drained => result?,
+            () = grace_expired => tracing::warn!(?grace, "shutdown grace expired with work still running"),
+        }
+        maintenance.abort();
+        if let Err(error) = self.upkeep.keys.usage().flush().await {
+            tracing::warn!(%error, "could not write API key usage at shutdown");
+        }
+        self.database.close().await;
+        Ok(())
+    }
+}
+
+/// A future that resolves on SIGINT or SIGTERM. The handlers are registered here, before it is
+/// first polled, so a signal that arrives right after start-up is not lost (nor fatal).
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {},
+            _ = terminate.recv() => {},
+        }
+    })
+}

@@ -1,0 +1,121 @@
+//! Each subsystem's services and background workers, wired from the configuration and the
+//! database. `App::build` puts them together; `rdev-api keys create` uses `keys` alone.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+
+use crate::{
+    adapters::{Database, cache::CachedApiKeyRepo, memory::MemoryRateLimiter, webhook_sender::HttpWebhookSender},
+    config::{Config, RateLimitStore},
+    ports::{Clock, CommandQueue, DeliveryQueue, Executor, RateLimiter},
+    services::{
+        ApiKeyService, AuditService, CommandService, DispatchSettings, DispatchWake, ProjectService, QueueService,
+        QueueWorker, RateLimitService, RunningCommands, WebhookDispatcher, WebhookService,
+    },
+};
+
+/// API keys, looked up through a cache fresh for `cache_ttl`.
+pub fn keys(database: &Database, cache_ttl: Duration, clock: Arc<dyn Clock>) -> Arc<ApiKeyService> {
+    Arc::new(ApiKeyService::new(Arc::new(CachedApiKeyRepo::new(database.api_keys(), cache_ttl)), clock))
+}
+
+/// Running commands now and from the queue.
+pub(super) struct Commands {
+    pub commands: Arc<CommandService>,
+    pub queue: Arc<QueueService>,
+    pub workers: Vec<QueueWorker>,
+    /// For the upkeep (lease recovery, the depth gauge).
+    pub store: Arc<dyn CommandQueue>,
+}
+
+/// What the command subsystem runs on.
+pub(super) struct CommandParts {
+    pub projects: Arc<ProjectService>,
+    pub executor: Arc<dyn Executor>,
+    pub audit: Arc<AuditService>,
+    pub deliveries: DispatchWake,
+    pub clock: Arc<dyn Clock>,
+    /// Tells this replica's workers apart from other replicas' in their claims.
+    pub replica: String,
+}
+
+pub(super) fn commands(config: &Config, database: &Database, parts: CommandParts) -> Commands {
+    let CommandParts { projects, executor, audit, deliveries, clock, replica } = parts;
+    let timeout = config.executor.command_timeout;
+    let commands =
+        Arc::new(CommandService::new(projects.clone(), executor.clone(), audit.clone(), deliveries.clone(), timeout));
+    let store = database.command_queue();
+    let running = Arc::new(RunningCommands::default());
+    let queue = Arc::new(QueueService::new(store.clone(), projects.clone(), running.clone(), clock.clone(), timeout));
+    let workers = (0..config.queue.workers)
+        .map(|i| QueueWorker {
+            name: format!("{}-{replica}-{i}", std::process::id()),
+            queue: store.clone(),
+            projects: projects.clone(),
+            executor: executor.clone(),
+            audit: audit.clone(),
+            deliveries: deliveries.clone(),
+            running: running.clone(),
+            clock: clock.clone(),
+            lease: config.queue.lease,
+        })
+        .collect();
+    Commands { commands, queue, workers, store }
+}
+
+/// Webhook subscriptions, and this replica's dispatcher (none with `RDEV_WEBHOOK_WORKERS=0`).
+pub(super) struct Webhooks {
+    pub service: Arc<WebhookService>,
+    pub dispatcher: Option<WebhookDispatcher>,
+    /// For the upkeep (purging old deliveries).
+    pub deliveries: Arc<dyn DeliveryQueue>,
+}
+
+pub(super) fn webhooks(
+    config: &Config,
+    database: &Database,
+    wake: DispatchWake,
+    clock: Arc<dyn Clock>,
+    replica: &str,
+) -> anyhow::Result<Webhooks> {
+    let settings = &config.webhooks;
+    let (repo, deliveries) = database.webhooks();
+    let service = Arc::new(WebhookService::new(repo, clock.clone(), settings.allow_private, wake.clone()));
+    let dispatcher = if settings.workers == 0 {
+        None
+    } else {
+        let sender = HttpWebhookSender::new(settings.timeout, settings.allow_private)
+            .context("building the webhook HTTP client")?;
+        Some(WebhookDispatcher {
+            name: format!("{}-{replica}-webhooks", std::process::id()),
+            queue: deliveries.clone(),
+            sender: Arc::new(sender),
+            clock,
+            settings: DispatchSettings {
+                retry_schedule: settings.retry_schedule.clone(),
+                timeout: settings.timeout,
+                concurrency: settings.workers as usize,
+            },
+            wake,
+        })
+    };
+    Ok(Webhooks { service, dispatcher, deliveries })
+}
+
+/// Rate limits, counted in memory when one process sees every request (SQLite, or asked for),
+/// else in the database every replica shares.
+pub(super) fn rate_limits(config: &Config, database: &Database, clock: Arc<dyn Clock>) -> Arc<RateLimitService> {
+    let limiter: Arc<dyn RateLimiter> = match (config.access.rate_limit_store, database) {
+        (RateLimitStore::Memory, _) | (RateLimitStore::Auto, Database::Sqlite(_)) => {
+            Arc::new(MemoryRateLimiter::default())
+        }
+        _ => database.rate_limiter(),
+    };
+    Arc::new(RateLimitService::new(
+        limiter,
+        clock,
+        config.access.rate_limit_per_minute,
+        config.access.rate_limit_fail_open,
+    ))
+}

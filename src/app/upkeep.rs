@@ -1,0 +1,90 @@
+//! Background upkeep that must not cost requests anything: batched writes, purges, taking back
+//! the commands of replicas whose leases ran out, and the queue depth gauge.
+
+use std::{sync::Arc, time::Duration};
+
+use crate::{
+    ports::{Clock, CommandQueue, DeliveryQueue},
+    services::{ApiKeyService, AuditService, RateLimitService},
+};
+
+/// How often the maintenance task writes batched `last_used_at` times and purges old counts.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(5);
+/// How often webhook deliveries and audit entries past their retention are deleted.
+const DELIVERY_PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Background upkeep that must not cost requests anything: batched writes, purges, and taking
+/// back the commands of replicas whose leases ran out.
+#[derive(Clone)]
+pub(super) struct Upkeep {
+    pub keys: Arc<ApiKeyService>,
+    pub rate_limits: Arc<RateLimitService>,
+    pub queue: Arc<dyn CommandQueue>,
+    pub deliveries: Arc<dyn DeliveryQueue>,
+    pub audit: Arc<AuditService>,
+    pub webhook_retention: Duration,
+    pub audit_retention: Duration,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Upkeep {
+    pub(super) async fn run(self) {
+        publish_queue_depth(self.queue.as_ref()).await;
+        // The first full round comes one period after start: nothing is pending to write yet.
+        let mut every = tokio::time::interval_at(tokio::time::Instant::now() + MAINTENANCE_EVERY, MAINTENANCE_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut purged_deliveries_at: Option<tokio::time::Instant> = None;
+        loop {
+            every.tick().await;
+            if let Err(error) = self.keys.usage().flush().await {
+                tracing::warn!(%error, "could not write API key usage; will retry");
+            }
+            if let Err(error) = self.rate_limits.purge_expired().await {
+                tracing::warn!(%error, "could not purge old rate-limit counts; will retry");
+            }
+            publish_queue_depth(self.queue.as_ref()).await;
+            match self.queue.recover_expired(self.clock.now()).await {
+                Ok(lost) => {
+                    lost.iter().for_each(|c| tracing::warn!(command.id = %c.id, "command lost with its worker"))
+                }
+                Err(error) => tracing::warn!(%error, "could not recover expired command leases; will retry"),
+            }
+            if purged_deliveries_at.is_none_or(|at| at.elapsed() >= DELIVERY_PURGE_EVERY) {
+                purged_deliveries_at = Some(tokio::time::Instant::now());
+                self.purge_old_deliveries().await;
+                self.purge_old_audit_entries().await;
+            }
+        }
+    }
+
+    async fn purge_old_audit_entries(&self) {
+        match self.audit.purge_older_than(self.audit_retention).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "deleted audit entries older than RDEV_AUDIT_RETENTION"),
+            Err(error) => tracing::warn!(%error, "could not purge old audit entries; will retry"),
+        }
+    }
+
+    async fn purge_old_deliveries(&self) {
+        let retention = chrono::Duration::from_std(self.webhook_retention).unwrap_or(chrono::Duration::MAX);
+        match self.deliveries.purge(self.clock.now() - retention).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "deleted webhook deliveries older than RDEV_WEBHOOK_RETENTION"),
+            Err(error) => tracing::warn!(%error, "could not purge old webhook deliveries; will retry"),
+        }
+    }
+}
+
+/// `command_queue_depth{priority}` for every priority, zeros included, so the series exist.
+async fn publish_queue_depth(queue: &dyn CommandQueue) {
+    match queue.depth().await {
+        Ok(depth) => {
+            for priority in 0..=crate::domain::command::MAX_PRIORITY {
+                let waiting = depth.iter().find(|(p, _)| *p == priority).map_or(0, |(_, n)| *n);
+                metrics::gauge!(crate::telemetry::metrics::COMMAND_QUEUE_DEPTH, "priority" => priority.to_string())
+                    .set(waiting as f64);
+            }
+        }
+        Err(error) => tracing::warn!(%error, "could not measure the queue"),
+    }
+}
