@@ -259,3 +259,22 @@ pub fn exec(argv: &[CString], env: &[CString]) -> String {
         None => "empty command line".into(),
     }
 }
+
+/// The kernel's Landlock ABI version, 0 without Landlock.
+pub(super) fn landlock_abi() -> i32 {
+    const VERSION: libc::c_uint = 1; // LANDLOCK_CREATE_RULESET_VERSION
+    // SAFETY: the version query takes no pointers.
+    let version = unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<u8>(), 0, VERSION) };
+    i32::try_from(version).unwrap_or(0).max(0)
+}
+
+/// Becomes the same user inside a user namespace of its own, where it may create the PID and
+/// mount namespaces of commands without being root.
+pub(super) fn enter_user_namespace() -> std::io::Result<()> {
+    let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER)?;
+    std::fs::write("/proc/self/setgroups", "deny")?;
+    std::fs::write("/proc/self/uid_map", format!("{uid} {uid} 1"))?;
+    std::fs::write("/proc/self/gid_map", format!("{gid} {gid} 1"))?;
+    Ok(())
+}

@@ -19,9 +19,9 @@
 use std::{
     collections::HashMap,
     ffi::CString,
-    io::{IoSliceMut, Read as _, Write as _},
+    io::Write as _,
     os::{
-        fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd},
+        fd::{AsFd, AsRawFd, OwnedFd},
         unix::net::UnixStream,
     },
     path::{Component, PathBuf},
@@ -33,18 +33,18 @@ use nix::{
     errno::Errno,
     fcntl::OFlag,
     poll::{PollFd, PollFlags, PollTimeout, poll},
-    sched::CloneFlags,
     sys::{
         prctl,
-        signal::{SigSet, SigmaskHow, Signal, kill, killpg, sigprocmask},
+        signal::{SigSet, Signal, kill, killpg},
         signalfd::{SfdFlags, SignalFd},
-        socket::{ControlMessageOwned, MsgFlags, recvmsg},
         wait::{WaitPidFlag, WaitStatus, waitpid},
     },
     unistd::{ForkResult, Pid, fork},
 };
 
 use super::{
+    channel::{control_socket, read_config, receive},
+    children::{self, Context, Plan},
     confine::{self, Grant},
     protocol::{
         Capabilities, FailureKind, FrameReader, FromHelper, HelperConfig, MAX_FDS, Spawn, SpawnFailure, ToHelper,
@@ -55,8 +55,6 @@ use crate::domain::ProjectId;
 
 /// Stack of a command's init between `clone` and its end: it runs the mount setup and Landlock.
 const INIT_STACK_BYTES: usize = 1 << 20;
-/// Stack of the shell's process between its start and `exec` (a few system calls).
-const SHELL_STACK_BYTES: usize = 64 << 10;
 
 pub fn main() -> ExitCode {
     match run() {
@@ -88,51 +86,6 @@ fn run() -> anyhow::Result<()> {
         Err(reason) => return helper.send(&FromHelper::Unusable { reason }),
     }
     helper.serve()
-}
-
-/// The socket the server handed over as stdin, moved off fd 0 (which becomes `/dev/null`).
-fn control_socket() -> anyhow::Result<UnixStream> {
-    let is_socket = nix::sys::stat::fstat(std::io::stdin()).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFSOCK);
-    if !is_socket {
-        bail!("this mode is for rdev-api itself, which starts it with a socket as stdin");
-    }
-    // SAFETY: duplicating fd 0, which is open; the copy is owned by the returned socket.
-    let raw = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3) };
-    if raw < 0 {
-        return Err(std::io::Error::last_os_error()).context("moving the control socket");
-    }
-    // SAFETY: `raw` is a fresh descriptor nothing else owns.
-    let control = unsafe { UnixStream::from_raw_fd(raw) };
-    let null = nix::fcntl::open("/dev/null", OFlag::O_RDWR, nix::sys::stat::Mode::empty())?;
-    // SAFETY: both descriptors are open.
-    unsafe { libc::dup2(null.as_raw_fd(), 0) };
-    Ok(control)
-}
-
-fn read_config(control: &UnixStream, frames: &mut FrameReader) -> anyhow::Result<HelperConfig> {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        if let Some(config) = frames.next()? {
-            return Ok(config);
-        }
-        let n = (&*control).read(&mut buf).context("reading the configuration")?;
-        if n == 0 {
-            bail!("the server closed the socket before sending the configuration");
-        }
-        frames.push(&buf[..n], []);
-    }
-}
-
-/// A command ready to start: everything the children need, prepared before the fork.
-struct Plan {
-    id: u64,
-    project_dir: PathBuf,
-    workdir: Option<PathBuf>,
-    argv: Vec<CString>,
-    env: Vec<CString>,
-    fds: Vec<OwnedFd>,
-    has_stdin: bool,
-    tty: bool,
 }
 
 struct Helper {
@@ -174,13 +127,13 @@ impl Helper {
             pids: HashMap::new(),
             user_namespace: false,
             stack: vec![0u8; INIT_STACK_BYTES],
-            shell_stack: vec![0u8; SHELL_STACK_BYTES],
+            shell_stack: vec![0u8; children::SHELL_STACK_BYTES],
         })
     }
 
     /// Sets up and tries out the confinement; `Err` says what this system lacks.
     fn capabilities(&mut self) -> Result<Capabilities, String> {
-        let landlock_abi = landlock_abi();
+        let landlock_abi = confine::landlock_abi();
         if !self.config.confine {
             return Ok(Capabilities { landlock_abi, user_namespace: false, confined: false });
         }
@@ -190,7 +143,7 @@ impl Helper {
                 .into());
         }
         if !nix::unistd::geteuid().is_root() {
-            enter_user_namespace().map_err(|e| {
+            confine::enter_user_namespace().map_err(|e| {
                 format!(
                     "cannot create a user namespace ({e}); unprivileged user namespaces may be disabled \
                      (sysctl user.max_user_namespaces, kernel.unprivileged_userns_clone, or an AppArmor policy)"
@@ -211,12 +164,12 @@ impl Helper {
         let child = Box::new(move || match confine::prepare_mounts(&root) {
             Ok(_) => 0,
             Err(error) => {
-                write_report(report, 0, FailureKind::Internal, &error.message);
+                children::write_report(report, 0, FailureKind::Internal, &error.message);
                 1
             }
         });
         // SAFETY: this process is single-threaded; the child runs on its own copy of `stack`.
-        let pid = unsafe { nix::sched::clone(child, &mut self.stack, namespaces(), Some(libc::SIGCHLD)) }
+        let pid = unsafe { nix::sched::clone(child, &mut self.stack, children::namespaces(), Some(libc::SIGCHLD)) }
             .map_err(|e| format!("cannot create PID and mount namespaces: {e}"))?;
         match waitpid(pid, None) {
             Ok(WaitStatus::Exited(_, 0)) => Ok(()),
@@ -225,6 +178,16 @@ impl Helper {
                 let why = self.failures.remove(&0).map(|f| f.message).unwrap_or_else(|| "it failed".into());
                 Err(format!("cannot prepare a command's mounts: {why}"))
             }
+        }
+    }
+
+    /// What a command's init needs of the helper (its copy of the helper's memory holds the rest).
+    fn children(&self) -> Context<'_> {
+        Context {
+            helper_only: [self.control.as_raw_fd(), self.report_read.as_raw_fd()],
+            report: self.report_write.as_raw_fd(),
+            read_only: &self.read_only,
+            devices: &self.devices,
         }
     }
 
@@ -324,18 +287,19 @@ impl Helper {
         let pid = if self.config.confine {
             let (mut stack, mut shell_stack) = (std::mem::take(&mut self.stack), std::mem::take(&mut self.shell_stack));
             let this = &*self;
-            let init = Box::new(|| init(this, &plan, &mut shell_stack));
+            let context = this.children();
+            let init = Box::new(|| children::init(&context, &plan, &mut shell_stack));
             // SAFETY: single-threaded; the child runs on its own copy of `stack`.
-            let cloned = unsafe { nix::sched::clone(init, &mut stack, namespaces(), Some(libc::SIGCHLD)) };
+            let cloned = unsafe { nix::sched::clone(init, &mut stack, children::namespaces(), Some(libc::SIGCHLD)) };
             (self.stack, self.shell_stack) = (stack, shell_stack);
             cloned.map_err(failed)?
         } else {
             // SAFETY: single-threaded process.
             match unsafe { fork() }.map_err(failed)? {
                 ForkResult::Child => {
-                    reset_signals();
-                    let (kind, why) = shell(&plan);
-                    write_report(self.report_write.as_raw_fd(), plan.id, kind, &why);
+                    children::reset_signals();
+                    let (kind, why) = children::shell(&plan);
+                    children::write_report(self.report_write.as_raw_fd(), plan.id, kind, &why);
                     // SAFETY: ends the child without running the helper's destructors.
                     unsafe { libc::_exit(127) }
                 }
@@ -401,161 +365,4 @@ impl Helper {
             self.failures.insert(id, SpawnFailure { kind, message: message.to_owned() });
         }
     }
-}
-
-fn namespaces() -> CloneFlags {
-    CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS
-}
-
-/// The command's init: PID 1 of its namespaces. It builds the mounts, confines itself (the
-/// shell inherits it), starts the shell and returns its exit status.
-///
-/// The shell is started `vfork`-style (`CLONE_VM | CLONE_VFORK`): it borrows this process's
-/// memory until its `exec`, so no second copy of the address space is made per command. The
-/// init is in the shell's Landlock domain then, but not dumpable, so the shell (which holds no
-/// capability) still cannot read its memory, a copy of the helper's.
-fn init(helper: &Helper, plan: &Plan, shell_stack: &mut [u8]) -> isize {
-    reset_signals();
-    let _ = prctl::set_pdeathsig(Signal::SIGKILL);
-    close_raw(&[helper.control.as_raw_fd(), helper.report_read.as_raw_fd()]);
-    let report = helper.report_write.as_raw_fd();
-    let fail = |kind: FailureKind, message: &str| {
-        write_report(report, plan.id, kind, message);
-        255
-    };
-    let private = match confine::prepare_mounts(&plan.project_dir) {
-        Ok(private) => private,
-        Err(error) => {
-            let kind = if error.project_missing { FailureKind::ProjectMissing } else { FailureKind::Internal };
-            return fail(kind, &error.message);
-        }
-    };
-    let confined = prctl::set_dumpable(false)
-        .map_err(|e| format!("making the init undumpable: {e}"))
-        .and_then(|()| confine::drop_capabilities())
-        .and_then(|()| confine::restrict(&helper.read_only, &helper.devices, &private));
-    if let Err(why) = confined {
-        return fail(FailureKind::Internal, &why);
-    }
-    let shell = Box::new(|| {
-        let (kind, why) = shell(plan);
-        write_report(report, plan.id, kind, &why);
-        127
-    });
-    // SAFETY: CLONE_VFORK suspends this process until the child has exec'd or exited, so the
-    // memory they share is used by one of them at a time; the child runs on `shell_stack`.
-    let started = unsafe {
-        nix::sched::clone(shell, shell_stack, CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK, Some(libc::SIGCHLD))
-    };
-    // Only the shell holds the command's descriptors now, so they close with it.
-    close_raw(&plan.fds.iter().map(AsRawFd::as_raw_fd).collect::<Vec<_>>());
-    match started {
-        Ok(child) => wait_for(child),
-        Err(error) => fail(FailureKind::Internal, &format!("cannot start the shell: {error}")),
-    }
-}
-
-/// Waits for the shell, reaping any orphan that was handed to this init meanwhile.
-fn wait_for(shell: Pid) -> isize {
-    loop {
-        match waitpid(None, None) {
-            Ok(WaitStatus::Exited(pid, code)) if pid == shell => return code as isize,
-            Ok(WaitStatus::Signaled(pid, signal, _)) if pid == shell => return 128 + signal as isize,
-            Ok(_) | Err(Errno::EINTR) => continue,
-            Err(_) => return 255,
-        }
-    }
-}
-
-/// The shell's process, from its start to `exec`: only system calls on what the plan holds.
-/// Returns only with why it could not run.
-fn shell(plan: &Plan) -> (FailureKind, String) {
-    let internal = |why: String| (FailureKind::Internal, why);
-    if let Err(error) = nix::unistd::setsid() {
-        return internal(format!("setsid: {error}"));
-    }
-    if let Err(why) = confine::install_fds(&plan.fds, plan.has_stdin, plan.tty) {
-        return internal(why);
-    }
-    if let Err(error) = nix::unistd::chdir(&plan.project_dir) {
-        return (FailureKind::ProjectMissing, format!("entering the project folder: {error}"));
-    }
-    if let Some(workdir) = &plan.workdir
-        && let Err(error) = nix::unistd::chdir(workdir)
-    {
-        return (FailureKind::WorkdirMissing, format!("entering {}: {error}", workdir.display()));
-    }
-    internal(confine::exec(&plan.argv, &plan.env))
-}
-
-/// Signals as a fresh process has them: none blocked (the helper blocks SIGCHLD) and every
-/// disposition default (the Rust runtime ignores SIGPIPE, which a shell pipeline must not).
-fn reset_signals() {
-    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
-    for signal in 1..32 {
-        // SAFETY: resetting dispositions; SIGKILL and SIGSTOP are refused harmlessly.
-        unsafe { libc::signal(signal, libc::SIG_DFL) };
-    }
-}
-
-fn close_raw(fds: &[RawFd]) {
-    for fd in fds {
-        // SAFETY: closes this process's copy; the owner in the parent is unaffected.
-        unsafe { libc::close(*fd) };
-    }
-}
-
-/// One line, in one `write` (so lines of concurrent children never mix).
-fn write_report(fd: RawFd, id: u64, kind: FailureKind, message: &str) {
-    let kind = match kind {
-        FailureKind::ProjectMissing => "project_missing",
-        FailureKind::WorkdirMissing => "workdir_missing",
-        FailureKind::Internal => "internal",
-    };
-    let message: String = message.chars().map(|c| if c.is_control() { ' ' } else { c }).take(2000).collect();
-    let line = format!("{id}\t{kind}\t{message}\n");
-    // SAFETY: writes a buffer to an open descriptor.
-    unsafe { libc::write(fd, line.as_ptr().cast(), line.len()) };
-}
-
-/// Receives bytes and any descriptors sent with them.
-fn receive(fd: RawFd, buf: &mut [u8]) -> anyhow::Result<(usize, Vec<OwnedFd>)> {
-    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
-    let mut iov = [IoSliceMut::new(buf)];
-    let message = loop {
-        match recvmsg::<()>(fd, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
-            Err(Errno::EINTR) => continue,
-            result => break result.context("reading from the server")?,
-        }
-    };
-    let mut fds = Vec::new();
-    for cmsg in message.cmsgs()? {
-        if let ControlMessageOwned::ScmRights(raw) = cmsg {
-            // SAFETY: the kernel just installed these descriptors in this process.
-            fds.extend(raw.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
-        }
-    }
-    if message.flags.contains(MsgFlags::MSG_CTRUNC) {
-        bail!("the server sent more descriptors than a request may carry");
-    }
-    Ok((message.bytes, fds))
-}
-
-/// The kernel's Landlock ABI version, 0 without Landlock.
-fn landlock_abi() -> i32 {
-    const VERSION: libc::c_uint = 1; // LANDLOCK_CREATE_RULESET_VERSION
-    // SAFETY: the version query takes no pointers.
-    let version = unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<u8>(), 0, VERSION) };
-    i32::try_from(version).unwrap_or(0).max(0)
-}
-
-/// Becomes the same user inside a user namespace of its own, where it may create the PID and
-/// mount namespaces of commands without being root.
-fn enter_user_namespace() -> std::io::Result<()> {
-    let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
-    nix::sched::unshare(CloneFlags::CLONE_NEWUSER)?;
-    std::fs::write("/proc/self/setgroups", "deny")?;
-    std::fs::write("/proc/self/uid_map", format!("{uid} {uid} 1"))?;
-    std::fs::write("/proc/self/gid_map", format!("{gid} {gid} 1"))?;
-    Ok(())
 }

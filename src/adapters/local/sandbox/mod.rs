@@ -6,9 +6,13 @@
 //! - `protocol`: the frames between the server and the helper.
 //! - `client`: the server's side (`Sandbox`), async.
 //! - `helper`: the helper process (`rdev-api __sandbox-helper`), blocking and single-threaded.
+//! - `channel`: the helper's end of its socket to the server.
+//! - `children`: the command's init and shell, between `clone` and `exec`.
 //! - `confine`: what each command's processes do to themselves before `exec`.
 //! - `policy`: which folders commands may read, decided once from the configuration.
 
+mod channel;
+mod children;
 mod client;
 mod confine;
 mod helper;
