@@ -4,8 +4,8 @@ use chrono::{Duration, Utc};
 use serde_json::json;
 
 use crate::{
-    helpers::{Db, spawn_app},
     on_both_databases,
+    support::{Db, TestApp},
 };
 
 on_both_databases!(
@@ -16,7 +16,7 @@ on_both_databases!(
 );
 
 async fn missing_malformed_and_unknown_keys_are_401(db: Db) {
-    let app = spawn_app(db).await;
+    let app = TestApp::on(db).await;
     let none = app.send(app.client.get(app.url("/projects"))).await;
     assert_eq!((none.status, none.error_code(), none.message()), (401, "UNAUTHORIZED", "missing X-API-Key header"));
     let malformed = app.get("/projects", "not-a-key").await;
@@ -30,7 +30,7 @@ async fn missing_malformed_and_unknown_keys_are_401(db: Db) {
 }
 
 async fn expired_and_revoked_keys_are_401_saying_which(db: Db) {
-    let app = spawn_app(db).await;
+    let app = TestApp::on(db).await;
     let expired = app.insert_key(|key| key.expires_at = Some(Utc::now() - Duration::seconds(1))).await;
     let reply = app.get("/projects", &expired).await;
     assert_eq!((reply.status, reply.message()), (401, "API key has expired"));
@@ -45,7 +45,7 @@ async fn expired_and_revoked_keys_are_401_saying_which(db: Db) {
 }
 
 async fn a_key_without_the_scope_is_403(db: Db) {
-    let app = spawn_app(db).await;
+    let app = TestApp::on(db).await;
     let (_, reader) = app.create_key(&["projects:read"]).await;
     assert_eq!(app.get("/projects", &reader).await.status, 200);
     let shell = app.post("/projects/hello/shell", &reader, json!({"command": "touch pwned"})).await;
@@ -61,7 +61,7 @@ async fn a_key_without_the_scope_is_403(db: Db) {
 }
 
 async fn the_ip_allowlist_is_enforced(db: Db) {
-    let app = spawn_app(db).await;
+    let app = TestApp::on(db).await;
     let elsewhere = app
         .post(
             "/api-keys",

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::process::{BIN, ServerProcess};
+use crate::support::process::{BIN, ServerProcess};
 
 /// Starts `rdev-api` in an empty `dir` as a newcomer would; returns it with the key it printed.
 async fn start_fresh(dir: &std::path::Path) -> (ServerProcess, String) {

@@ -3,8 +3,8 @@
 use serde_json::json;
 
 use crate::{
-    helpers::{Backend, Db, spawn_app, spawn_backend},
     on_both_databases, on_every_backend,
+    support::{Backend, Db, TestApp},
 };
 
 on_both_databases!(
@@ -17,7 +17,7 @@ on_both_databases!(
 on_every_backend!(unknown_project_is_404_project_not_found);
 
 async fn invalid_fields_are_named(db: Db) {
-    let app = spawn_app(db).await;
+    let app = TestApp::on(db).await;
     let cases = [
         (json!({"command": "ls", "workdir": "../other"}), "workdir"),
         (json!({"command": "ls", "workdir": "/etc"}), "workdir"),
@@ -44,7 +44,7 @@ async fn invalid_fields_are_named(db: Db) {
 }
 
 async fn malformed_and_mistyped_bodies_are_json_errors(db: Db) {
-    let app = spawn_app(db).await;
+    let app = TestApp::on(db).await;
     let url = app.url("/projects/hello/shell");
     let malformed = app
         .send(
@@ -73,7 +73,7 @@ async fn malformed_and_mistyped_bodies_are_json_errors(db: Db) {
 }
 
 async fn unknown_routes_and_methods_are_json_errors(db: Db) {
-    let app = spawn_app(db).await;
+    let app = TestApp::on(db).await;
     let missing = app.get("/no/such/route", &app.admin_key).await;
     assert_eq!((missing.status, missing.error_code()), (404, "NOT_FOUND"));
     let wrong_method = app.send(app.client.delete(app.url("/projects")).header("X-API-Key", &app.admin_key)).await;
@@ -85,14 +85,14 @@ async fn unknown_routes_and_methods_are_json_errors(db: Db) {
 }
 
 async fn oversize_body_is_413(db: Db) {
-    let app = spawn_app(db).await;
+    let app = TestApp::on(db).await;
     let huge = json!({"command": "x".repeat(300 * 1024)});
     let reply = app.shell("hello", huge).await;
     assert_eq!((reply.status, reply.error_code()), (413, "PAYLOAD_TOO_LARGE"));
 }
 
 async fn unknown_project_is_404_project_not_found(backend: Backend) {
-    let app = spawn_backend(backend).await;
+    let app = TestApp::on(backend).await;
     for reply in [app.shell("nope", json!({"command": "true"})).await, app.get("/projects/nope", &app.admin_key).await]
     {
         assert_eq!((reply.status, reply.error_code(), reply.message()), (404, "NOT_FOUND", "project not found"));

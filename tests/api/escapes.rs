@@ -7,10 +7,7 @@ use std::time::{Duration, Instant};
 use rdev_api::domain::ApiKeySecret;
 use serde_json::json;
 
-use crate::{
-    helpers::{Db, fresh_database, live_processes_with, spawn_app},
-    process::ServerProcess,
-};
+use crate::support::{Db, TestApp, fresh_database, live_processes_with, process::ServerProcess};
 
 /// Unique sleep durations for one test, so its processes can be told apart from others'.
 fn markers() -> Vec<String> {
@@ -57,7 +54,7 @@ async fn none_within_5s(markers: &[String]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_answer_comes_when_the_shell_exits_and_takes_everything_with_it() {
-    let app = spawn_app(Db::Sqlite).await;
+    let app = TestApp::on(Db::Sqlite).await;
     let m = markers();
     let command = format!("{}; echo done", escaping(&m));
     let reply = app.shell("hello", json!({"command": command, "timeout_secs": 60})).await;
@@ -70,7 +67,7 @@ async fn the_answer_comes_when_the_shell_exits_and_takes_everything_with_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timeout_takes_everything_with_it() {
-    let app = spawn_app(Db::Sqlite).await;
+    let app = TestApp::on(Db::Sqlite).await;
     let m = markers();
     let command = format!("{}; sleep 100", escaping(&m));
     let reply = app.shell("hello", json!({"command": command, "timeout_secs": 2})).await;
@@ -80,7 +77,7 @@ async fn a_timeout_takes_everything_with_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_client_going_away_takes_everything_with_it() {
-    let app = spawn_app(Db::Sqlite).await;
+    let app = TestApp::on(Db::Sqlite).await;
     let m = markers();
     let command = format!("{}; echo ready; sleep 100", escaping(&m));
     let mut response = app
@@ -103,7 +100,7 @@ async fn a_stream_client_going_away_takes_everything_with_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_queued_command_takes_everything_with_it() {
-    let app = spawn_app(Db::Sqlite).await;
+    let app = TestApp::on(Db::Sqlite).await;
     let m = markers();
     let command = format!("{}; sleep 100", escaping(&m));
     let queued = app.post("/projects/hello/commands", &app.admin_key, json!({"command": command})).await;
@@ -123,7 +120,7 @@ async fn killing_the_server_takes_every_command_with_it() {
         ServerProcess::start(dir.path(), &[("DATABASE_URL", url.as_str()), ("RDEV_BOOTSTRAP_API_KEY", admin.as_str())])
             .await;
     let (queued, now) = (markers(), markers());
-    let client = crate::helpers::http_client();
+    let client = crate::support::http_client();
     let enqueue = json!({"command": format!("{}; sleep 100", escaping(&queued)), "max_attempts": 2});
     client
         .post(server.url("/projects/hello/commands"))

@@ -8,10 +8,7 @@ use std::{os::unix::fs::chown, path::Path};
 use rdev_api::domain::ApiKeySecret;
 use serde_json::{Value, json};
 
-use crate::{
-    helpers::{Db, fresh_database, spawn_app},
-    process::ServerProcess,
-};
+use crate::support::{Db, TestApp, fresh_database, process::ServerProcess};
 
 /// What a sibling project keeps, which no other project's command may read.
 const SIBLING_SECRET: &str = "sibling-secret-7f3a91";
@@ -69,7 +66,7 @@ fn chown_all(path: &Path, uid: u32) {
 
 impl Target {
     async fn run(&self, command: &str) -> Value {
-        let reply = crate::helpers::http_client()
+        let reply = crate::support::http_client()
             .post(self.server.url("/projects/hello/shell"))
             .header("X-API-Key", &self.admin)
             .json(&json!({"command": command, "timeout_secs": 20}))
@@ -172,7 +169,7 @@ fn helper_pids() -> Vec<i32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sandbox_helper_that_dies_is_started_again() {
-    let app = spawn_app(Db::Sqlite).await;
+    let app = TestApp::on(Db::Sqlite).await;
     let helpers = helper_pids();
     assert_eq!(helpers.len(), 1, "one helper: {helpers:?}");
     let pid = nix::unistd::Pid::from_raw(helpers[0]);

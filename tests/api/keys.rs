@@ -5,8 +5,8 @@ use rdev_api::App;
 use serde_json::json;
 
 use crate::{
-    helpers::{Db, fresh_database, spawn_app, test_config},
     on_both_databases,
+    support::{Db, TestApp, fresh_database, test_config},
 };
 
 on_both_databases!(
@@ -18,7 +18,7 @@ on_both_databases!(
 );
 
 async fn create_list_get_and_revoke(db: Db) {
-    let app = spawn_app(db).await;
+    let app = TestApp::on(db).await;
     let expires = (Utc::now() + Duration::days(30)).to_rfc3339();
     let created = app
         .post(
@@ -57,7 +57,7 @@ async fn create_list_get_and_revoke(db: Db) {
 }
 
 async fn creation_is_validated(db: Db) {
-    let app = spawn_app(db).await;
+    let app = TestApp::on(db).await;
     let cases = [
         (json!({"name": "", "scopes": ["admin"]}), "name"),
         (json!({"name": "x", "scopes": []}), "scopes"),
@@ -74,7 +74,7 @@ async fn creation_is_validated(db: Db) {
 }
 
 async fn a_key_cannot_grant_scopes_it_lacks(db: Db) {
-    let app = spawn_app(db).await;
+    let app = TestApp::on(db).await;
     let (_, key_admin) = app.create_key(&["keys:admin", "projects:read"]).await;
     let escalate = app.post("/api-keys", &key_admin, json!({"name": "x", "scopes": ["admin"]})).await;
     assert_eq!(escalate.status, 400);
@@ -94,7 +94,7 @@ async fn first_start_creates_one_admin_key_only(db: Db) {
 
     let addr = second.local_addr().unwrap();
     tokio::spawn(second.run_until_stopped(std::future::pending()));
-    let reply = crate::helpers::http_client()
+    let reply = crate::support::http_client()
         .get(format!("http://{addr}/api-keys"))
         .header("X-API-Key", secret.expose())
         .send()
@@ -107,7 +107,7 @@ async fn first_start_creates_one_admin_key_only(db: Db) {
 }
 
 async fn bootstrap_secret_is_stored_once_and_works(db: Db) {
-    let app = spawn_app(db).await;
+    let app = TestApp::on(db).await;
     let mut config = test_config(&app.database_url, &app.projects_dir);
     config.access.bootstrap_api_key = Some(app.admin_key.clone().into());
     let again = App::build(config).await.unwrap();

@@ -6,23 +6,18 @@ use fake_kube::Fault;
 use rdev_api::domain::ApiKeySecret;
 use serde_json::{Value, json};
 
-use crate::{
-    helpers::{Backend, HELLO_POD, ManualClock, NAMESPACE, project_pod, spawn, spawn_backend},
-    process::ServerProcess,
-};
+use crate::support::{Backend, HELLO_POD, ManualClock, NAMESPACE, TestApp, process::ServerProcess, project_pod};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_breaker_opens_after_n_failures_answers_503_without_calling_then_closes() {
     let clock = ManualClock::new();
-    let app = spawn(
-        Backend::Kubernetes,
-        |config| {
+    let app = TestApp::on(Backend::Kubernetes)
+        .configure(|config| {
             config.executor.breaker_failures = 3;
             config.executor.breaker_cooldown = std::time::Duration::from_secs(30);
-        },
-        clock.clone(),
-    )
-    .await;
+        })
+        .clock(clock.clone())
+        .await;
     let kube = app.kube.as_ref().unwrap();
     kube.set_fault(Fault::Http500).await.unwrap();
     for _ in 0..3 {
@@ -51,12 +46,7 @@ async fn the_breaker_opens_after_n_failures_answers_503_without_calling_then_clo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn command_failures_do_not_count_against_the_cluster() {
-    let app = spawn(
-        Backend::Kubernetes,
-        |config| config.executor.breaker_failures = 2,
-        std::sync::Arc::new(rdev_api::ports::SystemClock),
-    )
-    .await;
+    let app = TestApp::on(Backend::Kubernetes).configure(|config| config.executor.breaker_failures = 2).await;
     for _ in 0..4 {
         assert_eq!(app.shell("hello", json!({"command": "exit 7"})).await.body["exit_code"], 7);
     }
@@ -69,7 +59,7 @@ async fn command_failures_do_not_count_against_the_cluster() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_exec_stream_is_an_executor_failure_not_a_hang() {
-    let app = spawn_backend(Backend::Kubernetes).await;
+    let app = TestApp::on(Backend::Kubernetes).await;
     app.kube.as_ref().unwrap().set_fault(Fault::DropMidStream).await.unwrap();
     let reply = app.shell("hello", json!({"command": "echo partial; sleep 30", "timeout_secs": 60})).await;
     assert_eq!((reply.status, reply.error_code()), (503, "EXECUTOR_UNAVAILABLE"), "{}", reply.body);
@@ -78,11 +68,12 @@ async fn a_dropped_exec_stream_is_an_executor_failure_not_a_hang() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn projects_are_cached_for_cache_ttl_and_a_hit_makes_no_api_call() {
     let clock = ManualClock::new();
-    let app =
-        spawn(Backend::Kubernetes, |config| config.access.cache_ttl = std::time::Duration::from_secs(5), clock.clone())
-            .await;
+    let app = TestApp::on(Backend::Kubernetes)
+        .configure(|config| config.access.cache_ttl = std::time::Duration::from_secs(5))
+        .clock(clock.clone())
+        .await;
     let kube = app.kube.as_ref().unwrap();
-    let ids = |reply: crate::helpers::Reply| -> Vec<String> {
+    let ids = |reply: crate::support::Reply| -> Vec<String> {
         reply.body["projects"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap().to_owned()).collect()
     };
     assert_eq!(ids(app.get("/projects", &app.admin_key).await), ["hello"]);
@@ -97,7 +88,7 @@ async fn projects_are_cached_for_cache_ttl_and_a_hit_makes_no_api_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_map_to_projects_preferring_a_running_ready_pod() {
-    let app = spawn_backend(Backend::Kubernetes).await;
+    let app = TestApp::on(Backend::Kubernetes).await;
     let kube = app.kube.as_ref().unwrap();
     kube.add_pod(project_pod("hello-old", "hello").phase("Running").ready(false)).unwrap();
     kube.add_pod(project_pod("web-0", "web").phase("Pending").ready(false)).unwrap();

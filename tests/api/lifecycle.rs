@@ -4,8 +4,8 @@ use chrono::{Duration, Utc};
 use serde_json::json;
 
 use crate::{
-    helpers::{Db, ManualClock, spawn_app, spawn_app_with_clock},
     on_both_databases,
+    support::{Db, ManualClock, TestApp},
 };
 
 on_both_databases!(
@@ -17,7 +17,7 @@ on_both_databases!(
 );
 
 async fn patch_changes_each_field_and_null_clears(db: Db) {
-    let app = spawn_app(db).await;
+    let app = TestApp::on(db).await;
     let (id, secret) = app.create_key(&["projects:read"]).await;
     let expires = (Utc::now() + Duration::days(1)).to_rfc3339();
     let changes = json!({
@@ -53,7 +53,7 @@ async fn patch_changes_each_field_and_null_clears(db: Db) {
 }
 
 async fn patch_refuses_bad_values_and_revoked_keys(db: Db) {
-    let app = spawn_app(db).await;
+    let app = TestApp::on(db).await;
     let (id, _) = app.create_key(&["projects:read"]).await;
     let path = format!("/api-keys/{id}");
     for (body, field) in [
@@ -75,7 +75,7 @@ async fn patch_refuses_bad_values_and_revoked_keys(db: Db) {
 
 async fn rotate_keeps_the_old_secret_for_the_grace_period_only(db: Db) {
     let clock = ManualClock::new();
-    let app = spawn_app_with_clock(db, |_| {}, clock.clone()).await;
+    let app = TestApp::on(db).clock(clock.clone()).await;
     let (id, old) = app.create_key(&["projects:read"]).await;
     let rotated = app.post(&format!("/api-keys/{id}/rotate"), &app.admin_key, json!({"grace_seconds": 60})).await;
     assert_eq!(rotated.status, 201, "{}", rotated.body);
@@ -101,7 +101,7 @@ async fn rotate_keeps_the_old_secret_for_the_grace_period_only(db: Db) {
 }
 
 async fn rotate_without_grace_stops_the_old_secret_at_once(db: Db) {
-    let app = spawn_app(db).await;
+    let app = TestApp::on(db).await;
     let (id, old) = app.create_key(&["projects:read"]).await;
     assert_eq!(app.get("/projects", &old).await.status, 200, "cached on this replica");
     let oversize = app
@@ -123,7 +123,7 @@ async fn rotate_without_grace_stops_the_old_secret_at_once(db: Db) {
 }
 
 async fn last_used_at_is_kept_without_a_write_per_request(db: Db) {
-    let app = spawn_app(db).await;
+    let app = TestApp::on(db).await;
     let (id, secret) = app.create_key(&["projects:read"]).await;
     assert!(app.get(&format!("/api-keys/{id}"), &app.admin_key).await.body["last_used_at"].is_null());
     app.get("/projects", &secret).await;

@@ -4,8 +4,8 @@
 use serde_json::json;
 
 use crate::{
-    helpers::{Db, spawn_app, spawn_app_with},
     on_both_databases,
+    support::{Db, TestApp},
 };
 
 on_both_databases!(
@@ -17,8 +17,8 @@ on_both_databases!(
 
 async fn forwarded_for_is_believed_only_from_trusted_proxies(db: Db) {
     let behind_proxy =
-        spawn_app_with(db, |config| config.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]).await;
-    let direct = spawn_app(db).await;
+        TestApp::on(db).configure(|config| config.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]).await;
+    let direct = TestApp::on(db).await;
     for app in [&behind_proxy, &direct] {
         let created = app
             .post(
@@ -61,7 +61,7 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies(db: Db) {
 }
 
 async fn rate_limit_counts_down_then_answers_429(db: Db) {
-    let app = spawn_app(db).await;
+    let app = TestApp::on(db).await;
     let created = app
         .post(
             "/api-keys",
@@ -90,7 +90,7 @@ async fn rate_limit_counts_down_then_answers_429(db: Db) {
 }
 
 async fn refused_attempts_to_execute_are_audited(db: Db) {
-    let app = spawn_app(db).await;
+    let app = TestApp::on(db).await;
     let (reader_id, reader) = app.create_key(&["projects:read"]).await;
     let limited = app
         .post(
@@ -149,7 +149,7 @@ async fn refused_attempts_to_execute_are_audited(db: Db) {
 }
 
 async fn purging_forgets_only_counts_outside_every_window(db: Db) {
-    let app = spawn_app(db).await;
+    let app = TestApp::on(db).await;
     let limiter = app.database.rate_limiter();
     let key = uuid::Uuid::new_v4();
     let now = chrono::Utc::now();

@@ -1,7 +1,7 @@
 //! Integration tests: the real server on a random port, over real HTTP, on a fresh database
 //! (SQLite file or Postgres database) per test, running real child processes.
 
-mod helpers;
+mod support;
 
 mod architecture;
 mod auth;
@@ -14,10 +14,8 @@ mod kube;
 mod lifecycle;
 mod limits;
 mod observability;
-mod process;
 mod projects;
 mod queue;
-mod receiver;
 mod replicas;
 mod security;
 mod shell;

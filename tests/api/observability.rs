@@ -9,15 +9,11 @@ use rdev_api::domain::ApiKeySecret;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::{
-    helpers::{Db, spawn_app},
-    process::ServerProcess,
-    receiver::Receiver,
-};
+use crate::support::{Db, TestApp, process::ServerProcess, receiver::Receiver};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_carry_every_series_with_bounded_labels_and_pass_promtool() {
-    let app = spawn_app(Db::Sqlite).await;
+    let app = TestApp::on(Db::Sqlite).await;
     assert_eq!(app.get("/projects/missing", &app.admin_key).await.status, 404);
     assert_eq!(app.shell("hello", json!({"command": "true"})).await.status, 200);
     assert_eq!(app.shell("hello", json!({"command": "exit 1"})).await.status, 200);
@@ -129,7 +125,7 @@ async fn spans_of_a_shell_request_reach_the_collector_under_the_clients_trace_id
     let receiver = Receiver::start(&[]).await;
     server.post_json("/webhooks", &key, &json!({"url": receiver.url()})).await;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let reply = crate::helpers::http_client()
+    let reply = crate::support::http_client()
         .post(server.url("/projects/hello/shell"))
         .header("X-API-Key", &key)
         .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
@@ -165,7 +161,7 @@ async fn a_missing_project_logs_project_not_found_with_its_id_in_text_and_json()
         let key = ApiKeySecret::generate().expose().to_owned();
         let mut server =
             ServerProcess::start(dir.path(), &[("RDEV_BOOTSTRAP_API_KEY", &key), ("RDEV_LOG_FORMAT", format)]).await;
-        let reply = crate::helpers::http_client()
+        let reply = crate::support::http_client()
             .get(server.url("/projects/ghost-pod"))
             .header("X-API-Key", &key)
             .send()

@@ -1,14 +1,14 @@
 //! `GET /projects`, `GET /projects/{id}`, health and the OpenAPI document.
 
 use crate::{
-    helpers::{Db, spawn_app},
     on_both_databases,
+    support::{Db, TestApp},
 };
 
 on_both_databases!(lists_folders_as_projects, health_ready_and_openapi_need_no_key);
 
 async fn lists_folders_as_projects(db: Db) {
-    let app = spawn_app(db).await;
+    let app = TestApp::on(db).await;
     std::fs::create_dir(app.projects_dir.join("zeta")).unwrap();
     std::fs::create_dir(app.projects_dir.join(".hidden")).unwrap();
     std::fs::write(app.projects_dir.join("a-file"), "not a project").unwrap();
@@ -23,7 +23,7 @@ async fn lists_folders_as_projects(db: Db) {
 }
 
 async fn health_ready_and_openapi_need_no_key(db: Db) {
-    let app = spawn_app(db).await;
+    let app = TestApp::on(db).await;
     let health = app.send(app.client.get(app.url("/health"))).await;
     assert_eq!((health.status, health.body["status"].as_str()), (200, Some("ok")));
     let ready = app.send(app.client.get(app.url("/ready"))).await;

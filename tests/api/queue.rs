@@ -3,8 +3,8 @@
 use serde_json::{Value, json};
 
 use crate::{
-    helpers::{Db, live_processes_with, spawn_app, spawn_app_with},
     on_both_databases,
+    support::{Db, TestApp, live_processes_with},
 };
 
 on_both_databases!(
@@ -21,7 +21,7 @@ fn is_final(command: &Value) -> bool {
 }
 
 async fn a_queued_command_runs_and_reports_its_result(db: Db) {
-    let app = spawn_app(db).await;
+    let app = TestApp::on(db).await;
     let reply = app
         .post("/projects/hello/commands", &app.admin_key, json!({"command": "echo queued; exit 3", "priority": 7}))
         .await;
@@ -50,7 +50,7 @@ async fn a_queued_command_runs_and_reports_its_result(db: Db) {
 
 async fn commands_run_in_priority_order_fifo_within_a_priority(db: Db) {
     // No workers here: the queue fills while nobody drains it.
-    let paused = spawn_app_with(db, |config| config.queue.workers = 0).await;
+    let paused = TestApp::on(db).configure(|config| config.queue.workers = 0).await;
     let mut expected = Vec::new();
     for (n, priority) in [(1, 1), (2, 5), (3, 9), (4, 5), (5, 0), (6, 9), (7, 5)] {
         let reply = paused
@@ -76,7 +76,7 @@ async fn commands_run_in_priority_order_fifo_within_a_priority(db: Db) {
 }
 
 async fn cancelling_a_queued_command_is_immediate_and_final(db: Db) {
-    let app = spawn_app_with(db, |config| config.queue.workers = 0).await;
+    let app = TestApp::on(db).configure(|config| config.queue.workers = 0).await;
     let queued = app.post("/projects/hello/commands", &app.admin_key, json!({"command": "touch ran"})).await;
     let id = queued.body["id"].as_str().unwrap();
     let cancelled = app.post(&format!("/commands/{id}/cancel"), &app.admin_key, json!({})).await;
@@ -93,7 +93,7 @@ async fn cancelling_a_queued_command_is_immediate_and_final(db: Db) {
 }
 
 async fn cancelling_a_running_command_kills_it_on_whichever_replica_runs_it(db: Db) {
-    let front = spawn_app_with(db, |config| config.queue.workers = 0).await;
+    let front = TestApp::on(db).configure(|config| config.queue.workers = 0).await;
     let runner = front.replica(|config| config.queue.workers = 1).await;
     for (label, via) in [("other replica", &front), ("same replica", &runner)] {
         let marker = format!("300.{}", uuid::Uuid::new_v4().as_u128() % 1_000_000);
@@ -115,7 +115,7 @@ async fn cancelling_a_running_command_kills_it_on_whichever_replica_runs_it(db: 
 }
 
 async fn bad_enqueues_are_refused_and_audited(db: Db) {
-    let app = spawn_app(db).await;
+    let app = TestApp::on(db).await;
     for (body, field) in [
         (json!({"command": "x", "priority": 10}), "priority"),
         (json!({"command": "x", "max_attempts": 0}), "max_attempts"),
@@ -138,7 +138,7 @@ async fn bad_enqueues_are_refused_and_audited(db: Db) {
 /// The queue adapter itself, with leases that expire on a clock the test controls.
 async fn expired_leases_requeue_unstarted_or_retryable_commands_and_fail_the_rest(db: Db) {
     use rdev_api::domain::{Caller, Command, CommandStatus, EnqueueRequest, ProjectId};
-    let app = spawn_app_with(db, |config| config.queue.workers = 0).await;
+    let app = TestApp::on(db).configure(|config| config.queue.workers = 0).await;
     let queue = app.database.command_queue();
     let now = chrono::Utc::now();
     let new = |command: &str, max_attempts: u32| {

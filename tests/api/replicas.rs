@@ -5,10 +5,7 @@ use std::time::{Duration, Instant};
 use rdev_api::domain::ApiKeySecret;
 use serde_json::{Value, json};
 
-use crate::{
-    helpers::{Db, fresh_database},
-    process::ServerProcess,
-};
+use crate::support::{Db, fresh_database, process::ServerProcess};
 
 struct Pair {
     a: ServerProcess,
@@ -26,7 +23,7 @@ async fn two_replicas(extra: &[(&str, &str)]) -> Pair {
     envs.extend_from_slice(extra);
     let a = ServerProcess::start(dir.path(), &envs).await;
     let b = ServerProcess::start(dir.path(), &envs).await;
-    Pair { a, b, admin, client: crate::helpers::http_client(), _dir: dir }
+    Pair { a, b, admin, client: crate::support::http_client(), _dir: dir }
 }
 
 async fn create_key(pair: &Pair, body: Value) -> (String, String) {
@@ -106,7 +103,7 @@ async fn secrets_never_reach_the_database_or_the_logs() {
         let admin = ApiKeySecret::generate().expose().to_owned();
         let envs = [("DATABASE_URL", url.as_str()), ("RDEV_BOOTSTRAP_API_KEY", admin.as_str()), ("RUST_LOG", "trace")];
         let mut server = ServerProcess::start(dir.path(), &envs).await;
-        let client = crate::helpers::http_client();
+        let client = crate::support::http_client();
         let body: Value = server.post_json("/api-keys", &admin, &json!({"name": "s", "scopes": ["admin"]})).await;
         let (id, first) = (body["id"].as_str().unwrap().to_owned(), body["key"].as_str().unwrap().to_owned());
         client.get(server.url("/projects")).header("X-API-Key", &first).send().await.unwrap();
@@ -206,7 +203,7 @@ async fn a_replica_killed_mid_run_loses_only_what_it_was_running() {
     let doomed_env = envs(&replica("2"));
     let doomed_env: Vec<(&str, &str)> = doomed_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut doomed = ServerProcess::start(dir.path(), &doomed_env).await;
-    let client = crate::helpers::http_client();
+    let client = crate::support::http_client();
     let mut ids = Vec::new();
     for n in 0..12 {
         let command = format!("echo start-{n} >> log.txt; sleep 1; echo end-{n} >> log.txt");

@@ -6,8 +6,8 @@
 use serde_json::json;
 
 use crate::{
-    helpers::{Db, spawn_app},
     on_both_databases,
+    support::{Db, TestApp},
 };
 
 on_both_databases!(
@@ -20,7 +20,7 @@ on_both_databases!(
 );
 
 async fn a_keys_admin_key_cannot_take_over_a_stronger_key(db: Db) {
-    let app = spawn_app(db).await;
+    let app = TestApp::on(db).await;
     let (_, manager) = app.create_key(&["keys:admin"]).await;
     let (target, target_secret) = app.create_key(&["admin"]).await;
     let (reader, _) = app.create_key(&["keys:admin", "projects:read"]).await;
@@ -50,7 +50,7 @@ async fn a_keys_admin_key_cannot_take_over_a_stronger_key(db: Db) {
 }
 
 async fn a_rotated_bootstrap_secret_stays_dead_after_a_restart(db: Db) {
-    let app = spawn_app(db).await;
+    let app = TestApp::on(db).await;
     let id = app.admin_key_id().await;
     let rotated = app.post(&format!("/api-keys/{id}/rotate"), &app.admin_key, json!({"grace_seconds": 0})).await;
     assert_eq!(rotated.status, 201);
@@ -64,7 +64,7 @@ async fn a_rotated_bootstrap_secret_stays_dead_after_a_restart(db: Db) {
 }
 
 async fn refused_attempts_are_audited_within_a_budget_and_shortened(db: Db) {
-    let app = spawn_app(db).await;
+    let app = TestApp::on(db).await;
     let long_id = "r".repeat(60_000);
     let fine_id = "f".repeat(128);
     let command = "x".repeat(16_000);
@@ -101,7 +101,7 @@ async fn refused_attempts_are_audited_within_a_budget_and_shortened(db: Db) {
 }
 
 async fn audit_rows_past_their_retention_are_purged(db: Db) {
-    let app = spawn_app(db).await;
+    let app = TestApp::on(db).await;
     assert_eq!(app.shell("hello", json!({"command": "true"})).await.status, 200);
     let log = app.database.audit_log();
     let now = chrono::Utc::now();
@@ -111,7 +111,7 @@ async fn audit_rows_past_their_retention_are_purged(db: Db) {
 }
 
 async fn an_ipv4_mapped_allowlist_entry_matches_an_ipv4_client(db: Db) {
-    let app = spawn_app(db).await;
+    let app = TestApp::on(db).await;
     let created = app
         .post(
             "/api-keys",
@@ -124,7 +124,7 @@ async fn an_ipv4_mapped_allowlist_entry_matches_an_ipv4_client(db: Db) {
 }
 
 async fn reserved_addresses_are_refused_as_webhook_targets(db: Db) {
-    let app = spawn_app(db).await;
+    let app = TestApp::on(db).await;
     for host in [
         "198.18.0.1",
         "192.0.0.1",

@@ -3,8 +3,8 @@
 use serde_json::json;
 
 use crate::{
-    helpers::{Backend, live_processes_with, spawn_backend, spawn_backend_with},
     on_every_backend,
+    support::{Backend, TestApp, live_processes_with},
 };
 
 on_every_backend!(
@@ -19,7 +19,7 @@ on_every_backend!(
 );
 
 async fn runs_a_command_and_returns_its_output(backend: Backend) {
-    let app = spawn_backend(backend).await;
+    let app = TestApp::on(backend).await;
     let reply = app.shell("hello", json!({"command": "echo hello"})).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.body["exit_code"], 0);
@@ -37,7 +37,7 @@ async fn runs_a_command_and_returns_its_output(backend: Backend) {
 }
 
 async fn non_zero_exit_is_still_200(backend: Backend) {
-    let app = spawn_backend(backend).await;
+    let app = TestApp::on(backend).await;
     let reply = app.shell("hello", json!({"command": "echo before; exit 3"})).await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body["exit_code"], 3);
@@ -45,14 +45,14 @@ async fn non_zero_exit_is_still_200(backend: Backend) {
 }
 
 async fn stderr_is_kept_apart_from_stdout(backend: Backend) {
-    let app = spawn_backend(backend).await;
+    let app = TestApp::on(backend).await;
     let reply = app.shell("hello", json!({"command": "echo out; echo err >&2; echo out2"})).await;
     assert_eq!(reply.body["stdout"], "out\nout2\n");
     assert_eq!(reply.body["stderr"], "err\n");
 }
 
 async fn timeout_kills_the_whole_process_group(backend: Backend) {
-    let app = spawn_backend(backend).await;
+    let app = TestApp::on(backend).await;
     // A unique duration marks this test's processes in /proc.
     let marker = format!("300.{}", rand_digits());
     let command = format!("echo started; sleep {marker} & sleep {marker}");
@@ -70,7 +70,7 @@ async fn timeout_kills_the_whole_process_group(backend: Backend) {
 }
 
 async fn output_past_the_cap_is_truncated_while_the_command_finishes(backend: Backend) {
-    let app = spawn_backend_with(backend, |config| config.executor.max_output_bytes = 1000).await;
+    let app = TestApp::on(backend).configure(|config| config.executor.max_output_bytes = 1000).await;
     let reply = app
         .shell(
             "hello",
@@ -87,7 +87,7 @@ async fn output_past_the_cap_is_truncated_while_the_command_finishes(backend: Ba
 }
 
 async fn env_and_workdir_apply(backend: Backend) {
-    let app = spawn_backend(backend).await;
+    let app = TestApp::on(backend).await;
     std::fs::create_dir_all(app.project_path("hello").join("sub/dir")).unwrap();
     let reply = app.shell("hello", json!({"command": "pwd; echo \"$FOO $BAR\"", "workdir": "sub/./dir", "env": {"FOO": "foo value", "BAR": "it's \"quoted\""}})).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
@@ -97,7 +97,7 @@ async fn env_and_workdir_apply(backend: Backend) {
 }
 
 async fn workdir_that_does_not_exist_is_a_validation_error(backend: Backend) {
-    let app = spawn_backend(backend).await;
+    let app = TestApp::on(backend).await;
     let reply = app.shell("hello", json!({"command": "true", "workdir": "missing"})).await;
     assert_eq!(reply.status, 400);
     assert_eq!(reply.error_code(), "VALIDATION_FAILED");
@@ -112,7 +112,7 @@ async fn workdir_that_does_not_exist_is_a_validation_error(backend: Backend) {
 }
 
 async fn every_execution_writes_an_audit_row(backend: Backend) {
-    let app = spawn_backend(backend).await;
+    let app = TestApp::on(backend).await;
     let ok = app.shell("hello", json!({"command": "true"})).await;
     let failed = app.shell("hello", json!({"command": "exit 2"})).await;
     let timed_out = app.shell("hello", json!({"command": "sleep 5", "timeout_secs": 1})).await;

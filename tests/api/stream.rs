@@ -3,8 +3,8 @@
 use serde_json::{Value, json};
 
 use crate::{
-    helpers::{Backend, TestApp, live_processes_with, spawn_backend},
     on_every_backend,
+    support::{Backend, TestApp, live_processes_with},
 };
 
 on_every_backend!(
@@ -60,7 +60,7 @@ impl Events {
 }
 
 async fn output_arrives_while_the_command_runs_then_the_exit_event(backend: Backend) {
-    let app = spawn_backend(backend).await;
+    let app = TestApp::on(backend).await;
     let go = app.project_path("hello").join("go");
     let command = "echo first; while [ ! -f go ]; do sleep 0.02; done; echo second >&2; exit 4";
     let mut events = Events::open(&app, json!({"command": command})).await;
@@ -79,7 +79,7 @@ async fn output_arrives_while_the_command_runs_then_the_exit_event(backend: Back
 }
 
 async fn a_client_that_disconnects_kills_the_command(backend: Backend) {
-    let app = spawn_backend(backend).await;
+    let app = TestApp::on(backend).await;
     let marker = format!("300.{}", uuid::Uuid::new_v4().as_u128() % 1_000_000);
     let mut events =
         Events::open(&app, json!({"command": format!("echo ready; sleep {marker} & sleep {marker}")})).await;
@@ -100,7 +100,7 @@ async fn a_client_that_disconnects_kills_the_command(backend: Backend) {
 }
 
 async fn refusals_before_the_stream_are_plain_json_errors(backend: Backend) {
-    let app = spawn_backend(backend).await;
+    let app = TestApp::on(backend).await;
     let request = |project: &str, body: Value| {
         app.client
             .post(app.url(&format!("/projects/{project}/shell")))

@@ -7,21 +7,24 @@ use rdev_api::domain::ApiKeySecret;
 use serde_json::{Value, json};
 
 use crate::{
-    helpers::{Db, TestApp, fresh_database, spawn_app_with},
     on_both_databases,
-    process::ServerProcess,
-    receiver::{Receiver, free_addr},
+    support::{
+        Db, TestApp, fresh_database,
+        process::ServerProcess,
+        receiver::{Receiver, free_addr},
+    },
 };
 
 /// A server that may deliver to loopback, retrying after `schedule`.
 async fn app_delivering(db: Db, schedule: &str) -> TestApp {
     let schedule: Vec<Duration> = schedule.split(',').map(|wait| humantime::parse_duration(wait).unwrap()).collect();
-    spawn_app_with(db, |config| {
-        config.webhooks.allow_private = true;
-        config.webhooks.retry_schedule = schedule;
-        config.webhooks.timeout = Duration::from_secs(5);
-    })
-    .await
+    TestApp::on(db)
+        .configure(|config| {
+            config.webhooks.allow_private = true;
+            config.webhooks.retry_schedule = schedule;
+            config.webhooks.timeout = Duration::from_secs(5);
+        })
+        .await
 }
 
 /// Creates a webhook; returns its id and secret.
@@ -155,7 +158,8 @@ async fn a_delivery_that_runs_out_of_attempts_fails_and_can_be_retried_by_hand(d
 
 async fn private_addresses_are_refused_at_creation_and_after_resolution(db: Db) {
     let receiver = Receiver::start(&[]).await;
-    let app = spawn_app_with(db, |config| config.webhooks.retry_schedule = vec![Duration::from_millis(10)]).await;
+    let app =
+        TestApp::on(db).configure(|config| config.webhooks.retry_schedule = vec![Duration::from_millis(10)]).await;
     for url in [
         format!("http://{}/hook", receiver.addr),
         "http://10.0.0.1/hook".into(),

@@ -90,19 +90,14 @@ impl ServerProcess {
 
     /// `GET path` with the key; the JSON body.
     pub async fn get_json(&self, path: &str, key: &str) -> serde_json::Value {
-        let response = crate::helpers::http_client().get(self.url(path)).header("X-API-Key", key).send().await.unwrap();
+        let response = super::http_client().get(self.url(path)).header("X-API-Key", key).send().await.unwrap();
         response.json().await.unwrap()
     }
 
     /// `POST path` with the key and a JSON body; the JSON body of the answer.
     pub async fn post_json(&self, path: &str, key: &str, body: &serde_json::Value) -> serde_json::Value {
-        let response = crate::helpers::http_client()
-            .post(self.url(path))
-            .header("X-API-Key", key)
-            .json(body)
-            .send()
-            .await
-            .unwrap();
+        let response =
+            super::http_client().post(self.url(path)).header("X-API-Key", key).json(body).send().await.unwrap();
         response.json().await.unwrap()
     }
 
@@ -138,4 +133,20 @@ async fn collect(stream: impl AsyncRead + Unpin, output: Arc<watch::Sender<Strin
             text.push('\n');
         });
     }
+}
+
+/// Processes whose command line contains `marker` and that are still running (zombies, which
+/// only wait for their parent to reap them, do not count).
+pub fn live_processes_with(marker: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return vec![] };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let proc = std::path::Path::new("/proc").join(pid.to_string());
+            let cmdline = std::fs::read(proc.join("cmdline")).unwrap_or_default();
+            let stat = std::fs::read_to_string(proc.join("stat")).unwrap_or_default();
+            let zombie = stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z'));
+            String::from_utf8_lossy(&cmdline).contains(marker) && !zombie
+        })
+        .collect()
 }

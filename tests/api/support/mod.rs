@@ -1,0 +1,14 @@
+//! What the tests share: the app under test and its builder (`app`), the databases and
+//! backends it runs on (`backend`), a clock moved by hand, the real binary as a process,
+//! webhook receivers, and in-memory fakes of ports for service tests.
+
+pub mod app;
+pub mod backend;
+pub mod clock;
+pub mod process;
+pub mod receiver;
+
+pub use app::{Reply, TestApp, http_client, test_config};
+pub use backend::{Backend, Db, HELLO_POD, NAMESPACE, fresh_database, project_pod};
+pub use clock::ManualClock;
+pub use process::live_processes_with;
