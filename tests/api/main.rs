@@ -6,6 +6,7 @@ mod support;
 mod architecture;
 mod auth;
 mod binary;
+mod contracts;
 mod errors;
 mod escapes;
 mod isolation;

@@ -1,5 +1,6 @@
 //! `RateLimiter` in process memory: the same one-second buckets as the database limiters, without
-//! a write transaction per request.
+//! a write transaction per request. Held to the same contract as they are
+//! (`tests/api/contracts/ratelimit.rs`).
 //!
 //! Only right where one process serves every request of a key: the embedded SQLite setup (a
 //! SQLite file has one host). `RDEV_RATE_LIMIT_STORE=auto` picks it there and the database on
@@ -64,31 +65,5 @@ impl RateLimiter for MemoryRateLimiter {
             !buckets.is_empty()
         });
         Ok(purged)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn the_window_slides_by_the_second() {
-        let limiter = MemoryRateLimiter::default();
-        let key = Uuid::new_v4();
-        let start = DateTime::from_timestamp(1_000_000, 0).unwrap();
-        for n in 0..3 {
-            let decision = limiter.hit(key, 3, 60, start + chrono::Duration::seconds(n)).await.unwrap();
-            assert!(decision.allowed);
-            assert_eq!(decision.remaining, 2 - n as u32);
-        }
-        let refused = limiter.hit(key, 3, 60, start + chrono::Duration::seconds(30)).await.unwrap();
-        assert!(!refused.allowed);
-        assert_eq!(refused.reset_secs, 30, "the first hit leaves the window 60 s after it");
-        // The first second has left the window: one slot is free again.
-        let later = start + chrono::Duration::seconds(60);
-        assert!(limiter.hit(key, 3, 60, later).await.unwrap().allowed);
-        assert!(!limiter.hit(key, 3, 60, later).await.unwrap().allowed);
-        assert_eq!(limiter.purge(later).await.unwrap(), 2, "seconds 1 and 2");
-        assert!(limiter.hit(Uuid::new_v4(), 3, 60, later).await.unwrap().allowed, "keys are counted apart");
     }
 }

@@ -1,0 +1,74 @@
+//! `RateLimiter`: one sliding window per key, on SQLite, Postgres and in memory.
+
+use std::sync::Arc;
+
+use chrono::DateTime;
+use rdev_api::{adapters::memory::MemoryRateLimiter, ports::RateLimiter};
+
+use super::{database, seconds};
+use crate::support::Db;
+
+/// Generates `name::sqlite`, `name::postgres` and `name::memory` for `async fn name(limiter)`.
+macro_rules! on_every_limiter {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use crate::support::Db;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::limiter(Some(Db::Sqlite)).await).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::limiter(Some(Db::Postgres)).await).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn memory() {
+                super::$name(super::limiter(None).await).await
+            }
+        }
+    )*};
+}
+
+async fn limiter(db: Option<Db>) -> Arc<dyn RateLimiter> {
+    match db {
+        Some(db) => database(db).await.rate_limiter(),
+        None => Arc::new(MemoryRateLimiter::default()),
+    }
+}
+
+on_every_limiter!(a_window_admits_its_limit_then_refuses_until_the_oldest_leaves, purge_forgets_seconds_before_a_time);
+
+async fn a_window_admits_its_limit_then_refuses_until_the_oldest_leaves(limiter: Arc<dyn RateLimiter>) {
+    let key = uuid::Uuid::new_v4();
+    let start = DateTime::from_timestamp(1_000_000, 0).unwrap();
+    for n in 0..3 {
+        let decision = limiter.hit(key, 3, 60, start + seconds(n)).await.unwrap();
+        assert!(decision.allowed);
+        assert_eq!((decision.limit, decision.remaining), (3, 2 - n as u32));
+    }
+    let refused = limiter.hit(key, 3, 60, start + seconds(30)).await.unwrap();
+    assert!(!refused.allowed);
+    assert_eq!((refused.remaining, refused.reset_secs), (0, 30), "the first hit leaves the window 60 s after it");
+    assert!(limiter.hit(uuid::Uuid::new_v4(), 3, 60, start + seconds(30)).await.unwrap().allowed, "keys apart");
+
+    // The first second has left the window, and the refused hit took no slot: one is free.
+    let later = start + seconds(60);
+    let again = limiter.hit(key, 3, 60, later).await.unwrap();
+    assert_eq!((again.allowed, again.remaining), (true, 0));
+    assert!(!limiter.hit(key, 3, 60, later).await.unwrap().allowed);
+}
+
+async fn purge_forgets_seconds_before_a_time(limiter: Arc<dyn RateLimiter>) {
+    let key = uuid::Uuid::new_v4();
+    let start = DateTime::from_timestamp(2_000_000, 0).unwrap();
+    for n in 0..3 {
+        limiter.hit(key, 10, 60, start + seconds(n)).await.unwrap();
+    }
+    assert_eq!(limiter.purge(start + seconds(2)).await.unwrap(), 2, "seconds 0 and 1");
+    assert_eq!(limiter.purge(start + seconds(2)).await.unwrap(), 0);
+    let decision = limiter.hit(key, 10, 60, start + seconds(3)).await.unwrap();
+    assert_eq!(decision.remaining, 8, "the second kept still counts");
+}
