@@ -1,5 +1,9 @@
 //! Integration tests: the real server on a random port, over real HTTP, on a fresh database
 //! (SQLite file or Postgres database) per test, running real child processes.
+//!
+//! Two groups look one layer down: `contracts` holds every storage adapter to its port's
+//! promises, and `services` checks the business rules of the queue and the webhook dispatcher
+//! on in-memory fakes. What they share lives in `support`.
 
 mod support;
 
@@ -19,6 +23,7 @@ mod projects;
 mod queue;
 mod replicas;
 mod security;
+mod services;
 mod shell;
 mod signing;
 mod stream;

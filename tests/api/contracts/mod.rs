@@ -1,7 +1,33 @@
 //! Contract tests: what each storage port promises, in the words of its trait, checked on every
-//! adapter of it: SQLite in memory and a fresh Postgres database (and the in-memory rate limiter
-//! for `RateLimiter`). The API tests check behaviour end to end; these hold each adapter to its
+//! adapter of it: SQLite in memory and a fresh Postgres database, and for `RateLimiter` and
+//! `CommandQueue` the in-memory ones too (the limiter of the embedded setup, the queue fake the
+//! service tests run on, which must not drift from the real ones). The API tests check behaviour end to end; these hold each adapter to its
 //! port directly, so a new one (or a change to one) is judged by the same tests.
+
+/// Generates, for each named `async fn name(adapter)`, `name::sqlite`, `name::postgres` and
+/// `name::memory`, each given the adapter `$make(Some(db))` or `$make(None)` returns.
+macro_rules! on_every_adapter {
+    ($make:ident: $($name:ident),* $(,)?) => {$(
+        mod $name {
+            use crate::support::Db;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::$make(Some(Db::Sqlite)).await).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::$make(Some(Db::Postgres)).await).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn memory() {
+                super::$name(super::$make(None).await).await
+            }
+        }
+    )*};
+}
 
 mod audit;
 mod deliveries;

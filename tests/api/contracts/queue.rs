@@ -9,10 +9,14 @@ use rdev_api::{
 };
 
 use super::{caller, database, now, page, seconds};
-use crate::{on_both_databases, support::Db};
+use crate::support::{Db, fakes::MemoryQueue};
 
-async fn queue(db: Db) -> Arc<dyn CommandQueue> {
-    database(db).await.command_queue()
+/// The queue of a fresh database, or the in-memory fake the service tests use.
+async fn queue(db: Option<Db>) -> Arc<dyn CommandQueue> {
+    match db {
+        Some(db) => database(db).await.command_queue(),
+        None => Arc::new(MemoryQueue::default()),
+    }
 }
 
 fn command(project: &str, priority: u8, max_attempts: u32, at: DateTime<Utc>) -> Command {
@@ -42,7 +46,7 @@ fn ran(exit_code: i32, at: DateTime<Utc>) -> CommandEnd {
     })
 }
 
-on_both_databases!(
+on_every_adapter!(queue:
     commands_read_back_as_enqueued_and_list_newest_first,
     claims_take_the_highest_priority_then_the_oldest_each_once,
     a_claim_holds_through_start_renew_and_finish_for_its_worker_only,
@@ -51,8 +55,7 @@ on_both_databases!(
     release_returns_only_an_unstarted_claim,
 );
 
-async fn commands_read_back_as_enqueued_and_list_newest_first(db: Db) {
-    let queue = queue(db).await;
+async fn commands_read_back_as_enqueued_and_list_newest_first(queue: Arc<dyn CommandQueue>) {
     let t = now();
     let first = command("alpha", 5, 1, t);
     let second = command("beta", 5, 1, t + seconds(1));
@@ -75,8 +78,7 @@ async fn commands_read_back_as_enqueued_and_list_newest_first(db: Db) {
     assert!(queue.list(&running, &page(10, None)).await.unwrap().items.is_empty());
 }
 
-async fn claims_take_the_highest_priority_then_the_oldest_each_once(db: Db) {
-    let queue = queue(db).await;
+async fn claims_take_the_highest_priority_then_the_oldest_each_once(queue: Arc<dyn CommandQueue>) {
     let t = now();
     let (low, high, later_low) = (command("p", 5, 1, t), command("p", 9, 1, t), command("p", 5, 1, t + seconds(1)));
     for c in [&low, &high, &later_low] {
@@ -97,8 +99,7 @@ async fn claims_take_the_highest_priority_then_the_oldest_each_once(db: Db) {
     assert!(queue.depth().await.unwrap().iter().all(|(_, n)| *n == 0));
 }
 
-async fn a_claim_holds_through_start_renew_and_finish_for_its_worker_only(db: Db) {
-    let queue = queue(db).await;
+async fn a_claim_holds_through_start_renew_and_finish_for_its_worker_only(queue: Arc<dyn CommandQueue>) {
     let t = now();
     let queued = command("p", 5, 1, t);
     queue.enqueue(&queued).await.unwrap();
@@ -135,8 +136,7 @@ async fn a_claim_holds_through_start_renew_and_finish_for_its_worker_only(db: Db
     );
 }
 
-async fn cancel_stops_a_queued_command_and_flags_a_running_one(db: Db) {
-    let queue = queue(db).await;
+async fn cancel_stops_a_queued_command_and_flags_a_running_one(queue: Arc<dyn CommandQueue>) {
     let t = now();
     let queued = command("p", 5, 1, t);
     queue.enqueue(&queued).await.unwrap();
@@ -159,8 +159,7 @@ async fn cancel_stops_a_queued_command_and_flags_a_running_one(db: Db) {
     );
 }
 
-async fn expired_leases_requeue_what_may_run_again_and_fail_the_rest(db: Db) {
-    let queue = queue(db).await;
+async fn expired_leases_requeue_what_may_run_again_and_fail_the_rest(queue: Arc<dyn CommandQueue>) {
     let t = now();
     let unstarted = command("p", 9, 1, t);
     let retryable = command("p", 8, 2, t);
@@ -198,8 +197,7 @@ async fn expired_leases_requeue_what_may_run_again_and_fail_the_rest(db: Db) {
     assert_eq!(queue.claim("w1", t + seconds(90)).await.unwrap().unwrap().id, unstarted.id);
 }
 
-async fn release_returns_only_an_unstarted_claim(db: Db) {
-    let queue = queue(db).await;
+async fn release_returns_only_an_unstarted_claim(queue: Arc<dyn CommandQueue>) {
     let t = now();
     let (a, b) = (command("p", 9, 1, t), command("p", 1, 1, t));
     queue.enqueue(&a).await.unwrap();

@@ -8,30 +8,6 @@ use rdev_api::{adapters::memory::MemoryRateLimiter, ports::RateLimiter};
 use super::{database, seconds};
 use crate::support::Db;
 
-/// Generates `name::sqlite`, `name::postgres` and `name::memory` for `async fn name(limiter)`.
-macro_rules! on_every_limiter {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use crate::support::Db;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(super::limiter(Some(Db::Sqlite)).await).await
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(super::limiter(Some(Db::Postgres)).await).await
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn memory() {
-                super::$name(super::limiter(None).await).await
-            }
-        }
-    )*};
-}
-
 async fn limiter(db: Option<Db>) -> Arc<dyn RateLimiter> {
     match db {
         Some(db) => database(db).await.rate_limiter(),
@@ -39,7 +15,7 @@ async fn limiter(db: Option<Db>) -> Arc<dyn RateLimiter> {
     }
 }
 
-on_every_limiter!(a_window_admits_its_limit_then_refuses_until_the_oldest_leaves, purge_forgets_seconds_before_a_time);
+on_every_adapter!(limiter: a_window_admits_its_limit_then_refuses_until_the_oldest_leaves, purge_forgets_seconds_before_a_time);
 
 async fn a_window_admits_its_limit_then_refuses_until_the_oldest_leaves(limiter: Arc<dyn RateLimiter>) {
     let key = uuid::Uuid::new_v4();

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod backend;
 pub mod clock;
+pub mod fakes;
 pub mod process;
 pub mod receiver;
 

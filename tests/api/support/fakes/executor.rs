@@ -1,0 +1,74 @@
+//! An `Executor` that runs nothing: `exit N` ends with status N at once, `hang` runs until its
+//! future is dropped (which is how a cancel stops a command), `unavailable` fails to start.
+
+use async_trait::async_trait;
+use chrono::Utc;
+use rdev_api::{
+    domain::{CommandSpec, DomainError, ExecOutcome, Project},
+    ports::{Executor, OutputSink},
+};
+
+use super::Watched;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecEvent {
+    Started(String),
+    /// The run's future was dropped before it ended.
+    Stopped(String),
+}
+
+#[derive(Default)]
+pub struct ScriptedExecutor {
+    pub events: Watched<Vec<ExecEvent>>,
+}
+
+impl ScriptedExecutor {
+    pub async fn wait_for(&self, event: ExecEvent) {
+        self.events.wait_until(&format!("{event:?}"), |events| events.contains(&event)).await
+    }
+
+    pub fn started(&self) -> usize {
+        self.events.read(|events| events.iter().filter(|e| matches!(e, ExecEvent::Started(_))).count())
+    }
+}
+
+/// Records `Stopped` if dropped while armed.
+struct StopGuard<'a>(&'a ScriptedExecutor, Option<String>);
+
+impl Drop for StopGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(command) = self.1.take() {
+            self.0.events.change(|events| events.push(ExecEvent::Stopped(command)));
+        }
+    }
+}
+
+#[async_trait]
+impl Executor for ScriptedExecutor {
+    async fn run(&self, _project: &Project, spec: &CommandSpec, _live: OutputSink) -> Result<ExecOutcome, DomainError> {
+        let command = spec.command.clone();
+        self.events.change(|events| events.push(ExecEvent::Started(command.clone())));
+        let mut guard = StopGuard(self, Some(command.clone()));
+        let exit_code = match command.as_str() {
+            "hang" => std::future::pending().await,
+            "unavailable" => {
+                guard.1 = None;
+                return Err(DomainError::executor_unavailable("the executor is down"));
+            }
+            other => other.strip_prefix("exit ").and_then(|n| n.parse().ok()).unwrap_or(0),
+        };
+        guard.1 = None;
+        let now = Utc::now();
+        Ok(ExecOutcome {
+            exit_code,
+            stdout: format!("ran {command}\n"),
+            stderr: String::new(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            timed_out: false,
+            started_at: now,
+            finished_at: now,
+            duration_ms: 1,
+        })
+    }
+}
