@@ -72,6 +72,16 @@ pub struct ServerSettings {
     /// Comma-separated CIDRs of reverse proxies whose `X-Forwarded-For` is believed.
     #[arg(long, env = "RDEV_TRUSTED_PROXIES", value_delimiter = ',', global = true)]
     pub trusted_proxies: Vec<IpNet>,
+
+    /// Most TCP connections open at once; more are served for /health and /ready only. Lowered
+    /// at start to what the process's file limit leaves room for.
+    #[arg(long, env = "RDEV_MAX_CONNECTIONS", default_value_t = 4096, global = true)]
+    pub max_connections: usize,
+
+    /// How long a client may take to send a request's headers; also how long a keep-alive
+    /// connection may stay idle between requests.
+    #[arg(long, env = "RDEV_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration, global = true)]
+    pub header_timeout: Duration,
 }
 
 /// Database.
@@ -317,6 +327,12 @@ impl Config {
                 "CACHE_TTL must be at most 1h (it bounds how long a revoked key keeps working), got {:?}",
                 self.access.cache_ttl
             );
+        }
+        if !(16..=1_000_000).contains(&self.server.max_connections) {
+            bail!("RDEV_MAX_CONNECTIONS must be between 16 and 1000000, got {}", self.server.max_connections);
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(600)).contains(&self.server.header_timeout) {
+            bail!("RDEV_HEADER_TIMEOUT must be between 100ms and 10m, got {:?}", self.server.header_timeout);
         }
         if !(1..=1000).contains(&self.database.max_connections) {
             bail!("RDEV_DB_MAX_CONNECTIONS must be between 1 and 1000, got {}", self.database.max_connections);

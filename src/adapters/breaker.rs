@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 
 use crate::{
     domain::{CommandSpec, DomainError, ExecOutcome, Project, ProjectId},
-    ports::{Clock, Executor, HealthCheck, OutputSink, ProjectSource},
+    ports::{Clock, Executor, HealthCheck, OutputSink, ProjectSource, Stop},
     telemetry::metrics::CIRCUIT_BREAKER_STATE,
 };
 
@@ -185,8 +185,18 @@ pub struct BreakerExecutor<E> {
 
 #[async_trait]
 impl<E: Executor> Executor for BreakerExecutor<E> {
-    async fn run(&self, project: &Project, spec: &CommandSpec, live: OutputSink) -> Result<ExecOutcome, DomainError> {
-        self.breaker.call(self.inner.run(project, spec, live)).await
+    async fn run(
+        &self,
+        project: &Project,
+        spec: &CommandSpec,
+        live: OutputSink,
+        stop: &Stop,
+    ) -> Result<ExecOutcome, DomainError> {
+        self.breaker.call(self.inner.run(project, spec, live, stop)).await
+    }
+
+    async fn check(&self, project: &Project, spec: &CommandSpec) -> Result<(), DomainError> {
+        self.breaker.call(self.inner.check(project, spec)).await
     }
 }
 

@@ -23,7 +23,7 @@ use crate::{
     domain::ApiKeySecret,
     http::{self, AppState, client_ip::ClientIpResolver, state::Services},
     ports::{Clock, HealthCheck, SystemClock},
-    services::{AuditService, DispatchWake, ProjectService, QueueWorker, WebhookDispatcher},
+    services::{AuditService, CommandService, DispatchWake, ProjectService, QueueWorker, WebhookDispatcher},
 };
 
 /// A built server: listening, migrated, wired; `run_until_stopped` serves it.
@@ -32,6 +32,7 @@ pub struct App {
     router: axum::Router,
     database: Database,
     upkeep: Upkeep,
+    commands: Arc<CommandService>,
     workers: Vec<QueueWorker>,
     dispatcher: Option<WebhookDispatcher>,
     config: Config,
@@ -81,8 +82,8 @@ impl App {
         let state = AppState::new(Services {
             keys: keys.clone(),
             projects,
-            commands: commands.commands,
-            queue: commands.queue,
+            commands: commands.commands.clone(),
+            queue: commands.queue.clone(),
             audit: audit.clone(),
             webhooks: webhooks.service,
             rate_limits: rate_limits.clone(),
@@ -95,6 +96,7 @@ impl App {
             keys,
             rate_limits,
             queue: commands.store,
+            recovery: commands.queue,
             deliveries: webhooks.deliveries,
             audit,
             webhook_retention: config.webhooks.retention,
@@ -106,6 +108,7 @@ impl App {
             router: http::router(state),
             database,
             upkeep,
+            commands: commands.commands,
             workers: commands.workers,
             dispatcher: webhooks.dispatcher,
             config,
@@ -119,8 +122,10 @@ impl App {
 
     /// Serves and runs the queue workers until `shutdown` completes; then stops accepting
     /// connections and claiming commands, and lets requests and commands in flight finish for up
-    /// to `RDEV_SHUTDOWN_GRACE` before closing the database. Commands still running after that
-    /// are killed with the process; their leases expire and another replica records them.
+    /// to `RDEV_SHUTDOWN_GRACE`. Commands run for requests that are still running then are
+    /// killed and audited, and their requests answered; queued commands still running are
+    /// killed with the process (their leases expire, and the replica that takes them back
+    /// audits them). Audit entries kept while the database was down get a last try.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
         let mut workers = tokio::task::JoinSet::new();
@@ -130,8 +135,9 @@ impl App {
         if let Some(dispatcher) = self.dispatcher {
             workers.spawn(dispatcher.run(stopping_rx.clone()));
         }
-        let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
-        let server = axum::serve(self.listener, service).with_graceful_shutdown(async move {
+        let limits =
+            http::server::Limits::fitted(self.config.server.max_connections, self.config.server.header_timeout);
+        let server = http::server::serve(self.listener, self.router, limits, async move {
             shutdown.await;
             tracing::info!("shutting down: no new connections or claims, finishing what is in flight");
             let _ = stopping_tx.send(true);
@@ -148,18 +154,32 @@ impl App {
             while workers.join_next().await.is_some() {}
             anyhow::Ok(())
         };
+        tokio::pin!(drained);
         tokio::select! {
-            result = drained => result?,
-            () = grace_expired => tracing::warn!(?grace, "shutdown grace expired with work still running"),
+            result = &mut drained => result?,
+            () = grace_expired => {
+                tracing::warn!(?grace, "shutdown grace expired with work still running: stopping it");
+                self.commands.stop_all(STOP_WAIT).await;
+                // Their requests have answers now: a moment to send them.
+                let _ = tokio::time::timeout(STOP_WAIT, &mut drained).await;
+            }
         }
         maintenance.abort();
         if let Err(error) = self.upkeep.keys.usage().flush().await {
             tracing::warn!(%error, "could not write API key usage at shutdown");
         }
+        self.upkeep.audit.write_backlog().await;
+        let unwritten = self.upkeep.audit.backlog_len();
+        if unwritten > 0 {
+            tracing::error!(unwritten, "audit entries lost at exit: the database stayed unavailable");
+        }
         self.database.close().await;
         Ok(())
     }
 }
+
+/// How long stopped commands get to be killed and audited, and their answers sent, at exit.
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A future that resolves on SIGINT or SIGTERM. The handlers are registered here, before it is
 /// first polled, so a signal that arrives right after start-up is not lost (nor fatal).

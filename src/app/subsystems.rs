@@ -43,11 +43,24 @@ pub(super) struct CommandParts {
 pub(super) fn commands(config: &Config, database: &Database, parts: CommandParts) -> Commands {
     let CommandParts { projects, executor, audit, deliveries, clock, replica } = parts;
     let timeout = config.executor.command_timeout;
-    let commands =
-        Arc::new(CommandService::new(projects.clone(), executor.clone(), audit.clone(), deliveries.clone(), timeout));
+    let commands = Arc::new(CommandService::new(
+        projects.clone(),
+        executor.clone(),
+        audit.clone(),
+        deliveries.clone(),
+        database.status(),
+        timeout,
+    ));
     let store = database.command_queue();
     let running = Arc::new(RunningCommands::default());
-    let queue = Arc::new(QueueService::new(store.clone(), projects.clone(), running.clone(), clock.clone(), timeout));
+    let queue = Arc::new(QueueService::new(
+        store.clone(),
+        projects.clone(),
+        audit.clone(),
+        running.clone(),
+        clock.clone(),
+        timeout,
+    ));
     let workers = (0..config.queue.workers)
         .map(|i| QueueWorker {
             name: format!("{}-{replica}-{i}", std::process::id()),
@@ -106,10 +119,8 @@ pub(super) fn webhooks(
 /// Rate limits, counted in memory when one process sees every request (SQLite, or asked for),
 /// else in the database every replica shares.
 pub(super) fn rate_limits(config: &Config, database: &Database, clock: Arc<dyn Clock>) -> Arc<RateLimitService> {
-    let limiter: Arc<dyn RateLimiter> = match (config.access.rate_limit_store, database) {
-        (RateLimitStore::Memory, _) | (RateLimitStore::Auto, Database::Sqlite(_)) => {
-            Arc::new(MemoryRateLimiter::default())
-        }
+    let limiter: Arc<dyn RateLimiter> = match (config.access.rate_limit_store, database.kind()) {
+        (RateLimitStore::Memory, _) | (RateLimitStore::Auto, "sqlite") => Arc::new(MemoryRateLimiter::default()),
         _ => database.rate_limiter(),
     };
     Arc::new(RateLimitService::new(

@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use crate::{
     ports::{Clock, CommandQueue, DeliveryQueue},
-    services::{ApiKeyService, AuditService, RateLimitService},
+    services::{ApiKeyService, AuditService, QueueService, RateLimitService},
 };
 
 /// How often the maintenance task writes batched `last_used_at` times and purges old counts.
@@ -20,6 +20,8 @@ pub(super) struct Upkeep {
     pub keys: Arc<ApiKeyService>,
     pub rate_limits: Arc<RateLimitService>,
     pub queue: Arc<dyn CommandQueue>,
+    /// Takes back (and audits) the commands of workers whose leases ran out.
+    pub recovery: Arc<QueueService>,
     pub deliveries: Arc<dyn DeliveryQueue>,
     pub audit: Arc<AuditService>,
     pub webhook_retention: Duration,
@@ -29,6 +31,8 @@ pub(super) struct Upkeep {
 
 impl Upkeep {
     pub(super) async fn run(self) {
+        let backlog = tokio::spawn(write_audit_backlog(self.audit.clone()));
+        let _abort_with_this = AbortOnDrop(backlog);
         publish_queue_depth(self.queue.as_ref()).await;
         // The first full round comes one period after start: nothing is pending to write yet.
         let mut every = tokio::time::interval_at(tokio::time::Instant::now() + MAINTENANCE_EVERY, MAINTENANCE_EVERY);
@@ -43,11 +47,8 @@ impl Upkeep {
                 tracing::warn!(%error, "could not purge old rate-limit counts; will retry");
             }
             publish_queue_depth(self.queue.as_ref()).await;
-            match self.queue.recover_expired(self.clock.now()).await {
-                Ok(lost) => {
-                    lost.iter().for_each(|c| tracing::warn!(command.id = %c.id, "command lost with its worker"))
-                }
-                Err(error) => tracing::warn!(%error, "could not recover expired command leases; will retry"),
+            if let Err(error) = self.recovery.recover_expired().await {
+                tracing::warn!(%error, "could not recover expired command leases; will retry");
             }
             if purged_deliveries_at.is_none_or(|at| at.elapsed() >= DELIVERY_PURGE_EVERY) {
                 purged_deliveries_at = Some(tokio::time::Instant::now());
@@ -72,6 +73,31 @@ impl Upkeep {
             Ok(purged) => tracing::info!(purged, "deleted webhook deliveries older than RDEV_WEBHOOK_RETENTION"),
             Err(error) => tracing::warn!(%error, "could not purge old webhook deliveries; will retry"),
         }
+    }
+}
+
+/// How often audit entries kept while the database was down are tried again.
+const AUDIT_BACKLOG_EVERY: Duration = Duration::from_millis(250);
+
+/// Writes the audit entries kept while the database was down, soon after it answers again.
+async fn write_audit_backlog(audit: Arc<AuditService>) {
+    loop {
+        tokio::time::sleep(AUDIT_BACKLOG_EVERY).await;
+        if audit.backlog_len() > 0 {
+            let written = audit.write_backlog().await;
+            if written > 0 {
+                tracing::info!(written, left = audit.backlog_len(), "audit entries kept during an outage written");
+            }
+        }
+    }
+}
+
+/// Aborts a task when the owner is dropped (the upkeep is aborted at shutdown).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

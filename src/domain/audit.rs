@@ -68,3 +68,13 @@ pub struct AuditFilter {
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
 }
+
+/// The id of the audit entry of attempt `attempt` of a queued command that will run again: the
+/// command's own id is its last attempt's (so the entry of an attempt written twice, by its
+/// worker and by the recovery that took it back, is stored once), earlier attempts get ids
+/// derived from it.
+pub fn attempt_entry_id(command_id: Uuid, attempt: u32) -> Uuid {
+    let (high, low) = command_id.as_u64_pair();
+    // The low 32 bits hold no version or variant bits, so the result is still a v4 UUID.
+    Uuid::from_u64_pair(high, low ^ u64::from(attempt))
+}

@@ -77,6 +77,11 @@ pub enum DomainError {
     /// The database cannot be reached.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// A command ran, but its record could not be stored (the database went down meanwhile);
+    /// the record is kept and written once the database answers. Carries what the client
+    /// would otherwise lose: the result.
+    #[error("the command ran, but the database is unavailable to record it")]
+    NotRecorded(Box<super::Execution>),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }

@@ -22,6 +22,12 @@ use utoipa::ToSchema;
 
 use crate::domain::{DomainError, FieldErrors, Unauthenticated};
 
+/// When a client should try again after a 503 of a database that is down: the server learns
+/// of its return within a second.
+const DATABASE_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+/// After a 503 of an executor that failed without saying when it may work again.
+const EXECUTOR_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error(transparent)]
@@ -77,7 +83,9 @@ impl ApiError {
                 DomainError::Forbidden(_) => (StatusCode::FORBIDDEN, "FORBIDDEN"),
                 DomainError::Conflict(_) => (StatusCode::CONFLICT, "CONFLICT"),
                 DomainError::ExecutorUnavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "EXECUTOR_UNAVAILABLE"),
-                DomainError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+                DomainError::Unavailable(_) | DomainError::NotRecorded(_) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
+                }
                 DomainError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
             },
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
@@ -93,6 +101,7 @@ impl ApiError {
         let (status, code) = self.status_and_code();
         let details = match self {
             ApiError::Domain(DomainError::Validation(FieldErrors(fields))) => Some(json!({ "fields": fields })),
+            ApiError::Domain(DomainError::NotRecorded(execution)) => Some(json!({ "execution": execution })),
             _ => None,
         };
         let message = match self {
@@ -102,9 +111,13 @@ impl ApiError {
                 "internal error".to_owned()
             }
             ApiError::Domain(DomainError::Unavailable(cause)) => {
-                tracing::error!(error = %cause, "database unavailable");
+                tracing::warn!(error = %cause, "database unavailable");
                 "the database is unavailable; try again shortly".to_owned()
             }
+            ApiError::Domain(DomainError::NotRecorded(_)) => "the command ran, but the database became unavailable \
+                before it was recorded: its audit entry is written when the database is back, and its result is in \
+                details.execution; do not run it again to learn it"
+                .to_owned(),
             other => other.to_string(),
         };
         (status, ErrorInfo { code, message, details })
@@ -124,7 +137,14 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, info) = self.info();
         let mut response = status.into_response();
-        if let ApiError::Domain(DomainError::ExecutorUnavailable { retry_after: Some(after), .. }) = &self {
+        let retry_after = match &self {
+            ApiError::Domain(DomainError::ExecutorUnavailable { retry_after, .. }) => {
+                Some(retry_after.unwrap_or(EXECUTOR_RETRY_AFTER))
+            }
+            ApiError::Domain(DomainError::Unavailable(_) | DomainError::NotRecorded(_)) => Some(DATABASE_RETRY_AFTER),
+            _ => None,
+        };
+        if let Some(after) = retry_after {
             let seconds = after.as_secs_f64().ceil().max(1.0) as u64;
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
@@ -195,6 +215,10 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
         return response;
     }
     let (mut parts, body) = response.into_parts();
+    // Every 503 says when to come back, whoever produced it.
+    if status == StatusCode::SERVICE_UNAVAILABLE && !parts.headers.contains_key(header::RETRY_AFTER) {
+        parts.headers.insert(header::RETRY_AFTER, HeaderValue::from(DATABASE_RETRY_AFTER.as_secs()));
+    }
     let info = match parts.extensions.remove::<ErrorInfo>() {
         Some(info) => info,
         None if is_json(&parts.headers) => return Response::from_parts(parts, body),
@@ -205,6 +229,7 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
     };
     parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     parts.headers.remove(header::CONTENT_LENGTH);
+
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
     Response::from_parts(parts, Body::from(bytes))
 }

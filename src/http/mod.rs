@@ -12,6 +12,7 @@ pub mod handlers;
 mod metrics;
 mod openapi;
 mod refusals;
+pub mod server;
 pub mod state;
 
 use std::sync::Arc;

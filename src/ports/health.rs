@@ -11,3 +11,10 @@ pub trait HealthCheck: Send + Sync {
     /// state), or `Err` with a reason when the dependency cannot serve requests now.
     async fn check(&self) -> Result<String, String>;
 }
+
+/// Whether the database is known to be down right now, answered from memory: services refuse
+/// work they could not record (a command whose audit row could not be written) before
+/// starting it.
+pub trait StorageStatus: Send + Sync {
+    fn available(&self) -> bool;
+}

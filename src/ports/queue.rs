@@ -10,7 +10,28 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::domain::{Command, CommandEnd, CommandFilter, DomainError, Page, PageRequest};
+use crate::domain::{AuditEntry, Command, CommandEnd, CommandFilter, DomainError, Page, PageRequest};
+
+/// What became of a started command whose lease ran out (its worker is gone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovered {
+    /// Attempts remain: it is queued again (its `attempts` count the one that was lost).
+    Retried(Command),
+    /// No attempt remains, or a cancel was asked: it ended `failed` (or `cancelled`) with the
+    /// error `worker lost`.
+    Lost(Command),
+}
+
+impl Recovered {
+    pub fn command(&self) -> &Command {
+        match self {
+            Recovered::Retried(command) | Recovered::Lost(command) => command,
+        }
+    }
+}
+
+/// The audit entry of each started command a recovery took back, written with its new state.
+pub type RecoveryAudit<'a> = &'a (dyn Fn(&Recovered) -> AuditEntry + Sync);
 
 /// What a cancel did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,8 +80,14 @@ pub trait CommandQueue: Send + Sync {
     /// no such command.
     async fn cancel(&self, id: Uuid, at: DateTime<Utc>) -> Result<Option<(Command, CancelEffect)>, DomainError>;
 
-    /// Deals with leases that ran out before `now`; returns the commands that failed for it.
-    async fn recover_expired(&self, now: DateTime<Utc>) -> Result<Vec<Command>, DomainError>;
+    /// Deals with leases that ran out before `now`: claims never started go back to the queue
+    /// (nothing ran); started ones are `Retried` or `Lost`, and each gets the audit entry
+    /// `audit` makes for it, in the same transaction as its new state. Returns those.
+    async fn recover_expired(
+        &self,
+        now: DateTime<Utc>,
+        audit: RecoveryAudit<'_>,
+    ) -> Result<Vec<Recovered>, DomainError>;
 
     /// How many commands wait, per priority (priorities with none may be left out).
     async fn depth(&self) -> Result<Vec<(u8, u64)>, DomainError>;

@@ -5,18 +5,21 @@
 //! budget they are counted in `audit_rejections_suppressed_total` and logged once per client
 //! and minute instead.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::{
     domain::{
-        AuditEntry, AuditFilter, AuditOutcome, Caller, CommandEnd, DomainError, OutboxEvent, Page, PageRequest,
-        ProjectId,
+        AuditEntry, AuditFilter, AuditOutcome, Caller, CommandEnd, CommandStatus, DomainError, OutboxEvent, Page,
+        PageRequest, ProjectId, audit::attempt_entry_id,
     },
-    ports::{AuditLog, Clock},
-    telemetry::metrics::AUDIT_REJECTIONS_SUPPRESSED_TOTAL,
+    ports::{AuditLog, Clock, Recovered},
+    telemetry::metrics::{AUDIT_BACKLOG_DROPPED_TOTAL, AUDIT_REJECTIONS_SUPPRESSED_TOTAL},
 };
 
 /// Rows of refused attempts written per client (API key, else address) per minute.
@@ -26,10 +29,17 @@ const REJECTIONS_PER_MINUTE: u32 = 1200;
 /// Longest command kept in the row of a refused attempt; longer ones end with `…`.
 pub const MAX_REJECTED_COMMAND_BYTES: usize = 1024;
 
+/// Entries of executions kept while the database is down, at most; past that the oldest go
+/// (counted in `audit_backlog_dropped_total`, and logged).
+const MAX_BACKLOG: usize = 10_000;
+
 pub struct AuditService {
     log: Arc<dyn AuditLog>,
     clock: Arc<dyn Clock>,
     rejections: std::sync::Mutex<RejectionBudget>,
+    /// Entries of executions whose write failed because the database was down, oldest first,
+    /// with their webhook events: written by `write_backlog` once it answers.
+    backlog: std::sync::Mutex<VecDeque<(AuditEntry, Option<OutboxEvent>)>>,
 }
 
 /// This minute's count of refused attempts written, overall and per client. A client enters
@@ -108,7 +118,68 @@ impl<'a> AuditRecord<'a> {
 
 impl AuditService {
     pub fn new(log: Arc<dyn AuditLog>, clock: Arc<dyn Clock>) -> Self {
-        Self { log, clock, rejections: Default::default() }
+        Self { log, clock, rejections: Default::default(), backlog: Default::default() }
+    }
+
+    /// Records the entry of an execution (a process that was started), with the webhook event of
+    /// the command it describes in the same transaction. When the database is down the entry
+    /// is kept and written later by `write_backlog`, and the error returned: every process
+    /// started gets its row, and the caller still learns that it is not stored yet.
+    pub async fn record_execution(
+        &self,
+        caller: &Caller,
+        record: AuditRecord<'_>,
+        event: Option<&OutboxEvent>,
+    ) -> Result<(), DomainError> {
+        let entry = self.entry(caller, record);
+        match self.log.record(&entry, event).await {
+            Err(error @ DomainError::Unavailable(_)) => {
+                self.keep_for_later(entry, event.cloned());
+                Err(error)
+            }
+            result => result,
+        }
+    }
+
+    fn keep_for_later(&self, entry: AuditEntry, event: Option<OutboxEvent>) {
+        let mut backlog = self.backlog.lock().unwrap_or_else(|p| p.into_inner());
+        if backlog.len() >= MAX_BACKLOG
+            && let Some((dropped, _)) = backlog.pop_front()
+        {
+            metrics::counter!(AUDIT_BACKLOG_DROPPED_TOTAL).increment(1);
+            tracing::error!(audit.id = %dropped.id, "audit backlog full: dropped its oldest entry");
+        }
+        tracing::warn!(audit.id = %entry.id, kept = backlog.len() + 1, "audit entry kept until the database answers");
+        backlog.push_back((entry, event));
+    }
+
+    /// Writes the entries kept while the database was down, oldest first, until one fails;
+    /// returns how many were written. Cheap when there are none.
+    pub async fn write_backlog(&self) -> usize {
+        let mut written = 0;
+        loop {
+            let next = self.backlog.lock().unwrap_or_else(|p| p.into_inner()).front().cloned();
+            let Some((entry, event)) = next else { return written };
+            match self.log.record(&entry, event.as_ref()).await {
+                // A conflict: it was written after all (the answer to the first try was lost).
+                Ok(()) | Err(DomainError::Conflict(_)) => {
+                    let mut backlog = self.backlog.lock().unwrap_or_else(|p| p.into_inner());
+                    if backlog.front().is_some_and(|(kept, _)| kept.id == entry.id) {
+                        backlog.pop_front();
+                    }
+                    written += 1;
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "audit backlog not written yet");
+                    return written;
+                }
+            }
+        }
+    }
+
+    /// How many entries wait in the backlog.
+    pub fn backlog_len(&self) -> usize {
+        self.backlog.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     pub async fn record(&self, caller: &Caller, record: AuditRecord<'_>) -> Result<(), DomainError> {
@@ -123,7 +194,32 @@ impl AuditService {
         record: AuditRecord<'_>,
         event: Option<&OutboxEvent>,
     ) -> Result<(), DomainError> {
-        let entry = AuditEntry {
+        self.log.record(&self.entry(caller, record), event).await
+    }
+
+    /// The entry of a started queued command that a recovery took back from a worker that is
+    /// gone: an execution like any other, in the name of who queued it.
+    pub fn recovery_entry(&self, recovered: &Recovered) -> AuditEntry {
+        let command = recovered.command();
+        let (id, outcome) = match recovered {
+            Recovered::Retried(_) => (attempt_entry_id(command.id, command.attempts), AuditOutcome::Error),
+            Recovered::Lost(_) if command.status == CommandStatus::Cancelled => (command.id, AuditOutcome::Rejected),
+            Recovered::Lost(_) => (command.id, AuditOutcome::Error),
+        };
+        let record = AuditRecord {
+            id,
+            project_id: Some(&command.project_id),
+            command: Some(&command.command),
+            exit_code: None,
+            outcome,
+            duration_ms: None,
+        };
+        self.entry(&command.caller, record)
+    }
+
+    /// The entry of `record`, made by `caller` now.
+    fn entry(&self, caller: &Caller, record: AuditRecord<'_>) -> AuditEntry {
+        AuditEntry {
             id: record.id,
             at: self.clock.now(),
             request_id: caller.request_id.clone(),
@@ -134,8 +230,7 @@ impl AuditService {
             exit_code: record.exit_code,
             outcome: record.outcome,
             duration_ms: record.duration_ms,
-        };
-        self.log.record(&entry, event).await
+        }
     }
 
     /// Records a refused attempt, within the budget above, its command shortened to

@@ -1,8 +1,20 @@
-//! Running commands in projects now, with an audit entry for every attempt.
+//! Running commands in projects now, with an audit entry for every process started.
+//!
+//! A command runs on a task of its own, not in the request's future: the request going away
+//! (a client that disconnects, a stream dropped) stops it through its `RunningShell` handle,
+//! and the task still writes its audit entry; at shutdown `stop_all` stops what still runs the
+//! same way. Nothing starts while the database is known to be down, since its entry could not
+//! be written; one that ends while the database is down keeps its entry for later (see
+//! `AuditService::record_execution`) and answers `NotRecorded`, with its result.
 
 use std::{sync::Arc, time::Duration};
 
-use tokio::sync::Notify;
+use tokio::sync::oneshot;
+use tokio_util::{
+    sync::{CancellationToken, DropGuard},
+    task::TaskTracker,
+};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::{AuditService, DispatchWake, ProjectService, audit::AuditRecord};
@@ -11,7 +23,7 @@ use crate::{
         Caller, CommandEnd, CommandSpec, DomainError, Execution, ExecutorKind, OutboxEvent, Project, ProjectId,
         ShellRequest,
     },
-    ports::{Executor, OutputSink},
+    ports::{Executor, OutputSink, Stop, StorageStatus},
     telemetry::metrics::{COMMAND_DURATION_SECONDS, COMMAND_EXECUTIONS_TOTAL},
 };
 
@@ -30,10 +42,18 @@ pub(crate) fn record_execution(executor: ExecutorKind, end: &CommandEnd) {
 
 pub struct CommandService {
     projects: Arc<ProjectService>,
+    runner: Arc<Runner>,
+    storage: Arc<dyn StorageStatus>,
+    default_timeout: Duration,
+    in_flight: TaskTracker,
+    shutting_down: CancellationToken,
+}
+
+/// What a command's task needs.
+struct Runner {
     executor: Arc<dyn Executor>,
     audit: Arc<AuditService>,
     deliveries: DispatchWake,
-    default_timeout: Duration,
 }
 
 /// A validated command and the project it will run in: everything that can refuse a request has
@@ -43,15 +63,53 @@ pub struct PreparedShell {
     spec: CommandSpec,
 }
 
+/// A command started by `CommandService::start`. Dropping it before the command ends stops it.
+pub struct RunningShell {
+    result: oneshot::Receiver<Result<Execution, DomainError>>,
+    _stop_when_dropped: DropGuard,
+}
+
+impl RunningShell {
+    /// How it ended, once it has, and its audit entry is written (or kept for later).
+    pub async fn finished(self) -> Result<Execution, DomainError> {
+        let mut this = self;
+        (&mut this.result).await.unwrap_or_else(|_| Err(DomainError::internal(anyhow::anyhow!("command task ended"))))
+    }
+}
+
+/// Why a command was stopped before it ended.
+#[derive(Debug, Clone, Copy)]
+enum Stopped {
+    ClientGone,
+    ShuttingDown,
+}
+
+impl Stopped {
+    fn reason(self) -> &'static str {
+        match self {
+            Stopped::ClientGone => "the client went away; command killed",
+            Stopped::ShuttingDown => "the server shut down; command killed",
+        }
+    }
+}
+
 impl CommandService {
     pub fn new(
         projects: Arc<ProjectService>,
         executor: Arc<dyn Executor>,
         audit: Arc<AuditService>,
         deliveries: DispatchWake,
+        storage: Arc<dyn StorageStatus>,
         default_timeout: Duration,
     ) -> Self {
-        Self { projects, executor, audit, deliveries, default_timeout }
+        Self {
+            projects,
+            runner: Arc::new(Runner { executor, audit, deliveries }),
+            storage,
+            default_timeout,
+            in_flight: TaskTracker::new(),
+            shutting_down: CancellationToken::new(),
+        }
     }
 
     /// Checks the request and finds the project. Refusals (validation, unknown project) are
@@ -59,30 +117,83 @@ impl CommandService {
     pub async fn prepare(&self, project_id: &ProjectId, request: ShellRequest) -> Result<PreparedShell, DomainError> {
         let spec = CommandSpec::from_request(request, self.default_timeout)?;
         let project = self.projects.get(project_id).await?;
+        if !self.storage.available() {
+            return Err(DomainError::Unavailable("the database is down; the command was not started".into()));
+        }
         Ok(PreparedShell { project, spec })
     }
 
-    /// Runs a prepared command, sending its output to `live` as it arrives. `stop` (the client
-    /// went away) kills it. The audit entry is written before this returns, so a response that
-    /// reports success always has its row.
-    pub async fn execute(
+    /// `prepare`, plus what the executor checks before it starts a process (the workdir), so
+    /// a stream starts only for a command that will run.
+    pub async fn prepare_stream(
+        &self,
+        project_id: &ProjectId,
+        request: ShellRequest,
+    ) -> Result<PreparedShell, DomainError> {
+        let prepared = self.prepare(project_id, request).await?;
+        self.runner.executor.check(&prepared.project, &prepared.spec).await?;
+        Ok(prepared)
+    }
+
+    /// Starts a prepared command on a task of its own, sending its output to `live` as it
+    /// arrives.
+    pub fn start(&self, caller: Caller, prepared: PreparedShell, live: OutputSink) -> RunningShell {
+        let (done, result) = oneshot::channel();
+        let client_gone = CancellationToken::new();
+        let stopped = {
+            let client_gone = client_gone.clone();
+            let shutting_down = self.shutting_down.clone();
+            async move {
+                tokio::select! {
+                    () = client_gone.cancelled() => Stopped::ClientGone,
+                    () = shutting_down.cancelled() => Stopped::ShuttingDown,
+                }
+            }
+        };
+        let runner = self.runner.clone();
+        // In the request's span: its trace goes on into the command and the webhook event.
+        let task = async move {
+            let _ = done.send(runner.run(&caller, prepared, live, stopped).await);
+        };
+        self.in_flight.spawn(task.instrument(tracing::Span::current()));
+        RunningShell { result, _stop_when_dropped: client_gone.drop_guard() }
+    }
+
+    /// Stops every command still running (the shutdown grace is over) and waits, at most
+    /// `wait`, for each to be killed and audited.
+    pub async fn stop_all(&self, wait: Duration) {
+        self.shutting_down.cancel();
+        self.in_flight.close();
+        if tokio::time::timeout(wait, self.in_flight.wait()).await.is_err() {
+            tracing::warn!(left = self.in_flight.len(), "commands still being stopped at exit");
+        }
+    }
+}
+
+impl Runner {
+    /// Runs the command to its end (or until `stopped`), then audits it. The audit entry is
+    /// written before this returns, so an answer that reports success always has its row.
+    async fn run(
         &self,
         caller: &Caller,
         prepared: PreparedShell,
         live: OutputSink,
-        stop: Option<Arc<Notify>>,
+        stopped: impl Future<Output = Stopped>,
     ) -> Result<Execution, DomainError> {
         let PreparedShell { project, spec } = prepared;
         let execution_id = Uuid::new_v4();
-        let stopped = async {
-            match stop {
-                Some(stop) => stop.notified().await,
-                None => std::future::pending().await,
-            }
-        };
+        let stop = Stop::new();
+        let run = self.executor.run(&project, &spec, live, &stop);
+        tokio::pin!(run);
         let result = tokio::select! {
-            result = self.executor.run(&project, &spec, live) => result,
-            () = stopped => Err(DomainError::internal(anyhow::anyhow!("the client went away; command killed"))),
+            result = &mut run => result,
+            stopped = stopped => {
+                tracing::warn!(execution.id = %execution_id, project.id = %project.id, "{}", stopped.reason());
+                // Killed, and waited for until nothing of it is left.
+                stop.cancel();
+                let _ = run.await;
+                Err(DomainError::internal(anyhow::anyhow!(stopped.reason())))
+            }
         };
         let outcome = match result {
             Ok(outcome) => outcome,
@@ -91,8 +202,8 @@ impl CommandService {
                 let end = CommandEnd::Error(error.to_string());
                 record_execution(project.executor, &end);
                 let record = AuditRecord::of_end(execution_id, &project.id, &spec.command, &end);
-                if let Err(audit_error) = self.audit.record(caller, record).await {
-                    tracing::error!(error = %audit_error, "could not write audit entry for a failed execution");
+                if let Err(audit_error) = self.audit.record_execution(caller, record, None).await {
+                    tracing::error!(error = %audit_error, "could not write the audit entry of a failed execution");
                 }
                 return Err(error);
             }
@@ -102,8 +213,13 @@ impl CommandService {
         let record = AuditRecord::of_end(execution_id, &project.id, &spec.command, &end);
         let execution = Execution::new(execution_id, project.id.clone(), spec.command.clone(), outcome);
         let webhook_event = OutboxEvent::for_execution(&execution);
-        self.audit.record_with_event(caller, record, webhook_event.as_ref()).await?;
-        self.deliveries.wake();
-        Ok(execution)
+        match self.audit.record_execution(caller, record, webhook_event.as_ref()).await {
+            Ok(()) => {
+                self.deliveries.wake();
+                Ok(execution)
+            }
+            Err(DomainError::Unavailable(_)) => Err(DomainError::NotRecorded(Box::new(execution))),
+            Err(other) => Err(other),
+        }
     }
 }

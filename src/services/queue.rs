@@ -4,10 +4,10 @@ use std::{sync::Arc, time::Duration};
 
 use uuid::Uuid;
 
-use super::{ProjectService, worker::RunningCommands};
+use super::{AuditService, ProjectService, worker::RunningCommands};
 use crate::{
     domain::{Caller, Command, CommandFilter, DomainError, EnqueueRequest, Page, PageRequest, ProjectId},
-    ports::{CancelEffect, Clock, CommandQueue},
+    ports::{CancelEffect, Clock, CommandQueue, Recovered},
 };
 
 /// How long a cancel of a running command waits to report it stopped, polling at `CANCEL_POLL`.
@@ -19,6 +19,7 @@ const MAX_CANCEL_TRIES: u32 = 3;
 pub struct QueueService {
     queue: Arc<dyn CommandQueue>,
     projects: Arc<ProjectService>,
+    audit: Arc<AuditService>,
     running: Arc<RunningCommands>,
     clock: Arc<dyn Clock>,
     default_timeout: Duration,
@@ -36,11 +37,28 @@ impl QueueService {
     pub fn new(
         queue: Arc<dyn CommandQueue>,
         projects: Arc<ProjectService>,
+        audit: Arc<AuditService>,
         running: Arc<RunningCommands>,
         clock: Arc<dyn Clock>,
         default_timeout: Duration,
     ) -> Self {
-        Self { queue, projects, running, clock, default_timeout }
+        Self { queue, projects, audit, running, clock, default_timeout }
+    }
+
+    /// Takes back the commands of workers whose leases ran out (their replica died). Every
+    /// started one was an execution, so each gets its audit entry, written with its new state.
+    pub async fn recover_expired(&self) -> Result<Vec<Recovered>, DomainError> {
+        let audit = |recovered: &Recovered| self.audit.recovery_entry(recovered);
+        let recovered = self.queue.recover_expired(self.clock.now(), &audit).await?;
+        for one in &recovered {
+            match one {
+                Recovered::Retried(c) => {
+                    tracing::warn!(command.id = %c.id, attempts = c.attempts, "command's worker lost; queued again")
+                }
+                Recovered::Lost(c) => tracing::warn!(command.id = %c.id, "command lost with its worker"),
+            }
+        }
+        Ok(recovered)
     }
 
     /// Validates and persists a command for the workers; the project must exist now.

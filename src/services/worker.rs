@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::{AuditService, DispatchWake, ProjectService, audit::AuditRecord, commands::record_execution};
 use crate::{
     domain::{Command, CommandEnd, ExecutorKind},
-    ports::{Clock, CommandQueue, Executor},
+    ports::{Clock, CommandQueue, Executor, Stop},
     telemetry::metrics::COMMAND_QUEUE_WAIT_SECONDS,
 };
 
@@ -122,19 +122,27 @@ impl QueueWorker {
             Ok(project) => {
                 let signal = self.running.register(command.id);
                 let spec = command.spec();
-                let end = tokio::select! {
-                    outcome = self.executor.run(&project, &spec, None) => match outcome {
-                        Ok(outcome) => CommandEnd::Ran(outcome),
-                        Err(error) => CommandEnd::Error(error.to_string()),
-                    },
-                    interrupted = self.keep_lease(command.id) => match interrupted {
-                        Interrupted::Cancelled => CommandEnd::Cancelled,
-                        Interrupted::ClaimLost => {
+                let stop = Stop::new();
+                let run = self.executor.run(&project, &spec, None, &stop);
+                tokio::pin!(run);
+                let interrupted = tokio::select! {
+                    outcome = &mut run => Err(outcome),
+                    interrupted = self.keep_lease(command.id) => Ok(interrupted),
+                    () = signal.notified() => Ok(Interrupted::Cancelled),
+                };
+                let end = match interrupted {
+                    Err(Ok(outcome)) => CommandEnd::Ran(outcome),
+                    Err(Err(error)) => CommandEnd::Error(error.to_string()),
+                    Ok(interrupted) => {
+                        // Killed, and waited for until nothing of it is left.
+                        stop.cancel();
+                        let _ = run.await;
+                        if let Interrupted::ClaimLost = interrupted {
                             self.running.remove(command.id);
                             return tracing::warn!("lease lost while running; another replica has taken over");
                         }
-                    },
-                    () = signal.notified() => CommandEnd::Cancelled,
+                        CommandEnd::Cancelled
+                    }
                 };
                 self.running.remove(command.id);
                 (end, Some(project.executor))

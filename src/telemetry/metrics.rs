@@ -21,6 +21,10 @@ pub const COMMAND_QUEUE_WAIT_SECONDS: &str = "command_queue_wait_seconds";
 pub const CIRCUIT_BREAKER_STATE: &str = "circuit_breaker_state";
 pub const WEBHOOK_DELIVERIES_TOTAL: &str = "webhook_deliveries_total";
 pub const AUDIT_REJECTIONS_SUPPRESSED_TOTAL: &str = "audit_rejections_suppressed_total";
+pub const HTTP_CONNECTIONS_OPEN: &str = "http_connections_open";
+pub const HTTP_CONNECTIONS_REFUSED_TOTAL: &str = "http_connections_refused_total";
+pub const DATABASE_UP: &str = "database_up";
+pub const AUDIT_BACKLOG_DROPPED_TOTAL: &str = "audit_backlog_dropped_total";
 pub const BUILD_INFO: &str = "rdev_build_info";
 
 /// Buckets for request and command durations: 1 ms to 5 min.
@@ -87,6 +91,22 @@ fn describe() {
         "Refused attempts not written to the audit log because their client (or this replica) used up its budget for the minute."
     );
     metrics::counter!(AUDIT_REJECTIONS_SUPPRESSED_TOTAL).absolute(0);
+    describe_gauge!(HTTP_CONNECTIONS_OPEN, "TCP connections open to the HTTP server.");
+    describe_counter!(
+        HTTP_CONNECTIONS_REFUSED_TOTAL,
+        "Connections accepted past RDEV_MAX_CONNECTIONS: served for /health and /ready only, or closed at once."
+    );
+    metrics::counter!(HTTP_CONNECTIONS_REFUSED_TOTAL).absolute(0);
+    describe_counter!(
+        AUDIT_BACKLOG_DROPPED_TOTAL,
+        "Audit entries of executions dropped because the database stayed down until the backlog was full."
+    );
+    metrics::counter!(AUDIT_BACKLOG_DROPPED_TOTAL).absolute(0);
+    describe_gauge!(
+        DATABASE_UP,
+        "1 while the database answers; 0 from the first failure that shows an outage until a probe reaches it again."
+    );
+    gauge!(DATABASE_UP).set(1.0);
     describe_gauge!(BUILD_INFO, "Always 1; the version label says which build is running.");
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     // Every outcome is exported from the start, so alerts on rates see 0 rather than no data.

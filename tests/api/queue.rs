@@ -167,9 +167,17 @@ async fn expired_leases_requeue_unstarted_or_retryable_commands_and_fail_the_res
     queue.start(retryable.id, "dead-worker", now).await.unwrap();
     queue.start(once.id, "dead-worker", now).await.unwrap();
 
-    assert!(queue.recover_expired(now).await.unwrap().is_empty(), "leases still hold");
-    let lost = queue.recover_expired(now + chrono::Duration::seconds(3)).await.unwrap();
-    assert_eq!(lost.iter().map(|c| c.id).collect::<Vec<_>>(), [once.id]);
+    let audit = |recovered: &rdev_api::ports::Recovered| crate::contracts::entry_of(recovered.command());
+    assert!(queue.recover_expired(now, &audit).await.unwrap().is_empty(), "leases still hold");
+    let recovered = queue.recover_expired(now + chrono::Duration::seconds(3), &audit).await.unwrap();
+    let lost: Vec<_> = recovered
+        .iter()
+        .filter_map(|r| match r {
+            rdev_api::ports::Recovered::Lost(c) => Some(c.id),
+            rdev_api::ports::Recovered::Retried(_) => None,
+        })
+        .collect();
+    assert_eq!(lost, [once.id]);
     let status = |id| {
         let queue = queue.clone();
         async move { queue.get(id).await.unwrap().unwrap() }

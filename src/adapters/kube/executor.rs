@@ -23,7 +23,7 @@ use super::{
 use crate::{
     adapters::capture::{CappedBuffer, drain, outcome},
     domain::{CommandSpec, DomainError, ExecOutcome, Project},
-    ports::{Executor, OutputSink, Stream},
+    ports::{Executor, KILLED_EXIT, OutputSink, Stop, Stream},
 };
 
 /// How long output may keep arriving after the status, or the status after the output ended.
@@ -60,7 +60,13 @@ fn exit_code(status: &Status) -> Result<i32, DomainError> {
 #[async_trait]
 impl Executor for KubeExecutor {
     #[tracing::instrument(name = "command.execute", skip_all, fields(project.id = %project.id, executor = "kubernetes", exit_code))]
-    async fn run(&self, project: &Project, spec: &CommandSpec, live: OutputSink) -> Result<ExecOutcome, DomainError> {
+    async fn run(
+        &self,
+        project: &Project,
+        spec: &CommandSpec,
+        live: OutputSink,
+        stop: &Stop,
+    ) -> Result<ExecOutcome, DomainError> {
         let pod = project.pod.as_deref().ok_or_else(|| DomainError::not_found("project", project.id.as_str()))?;
         let mut params = AttachParams::default().stdin(false).stdout(true).stderr(true);
         if let Some(container) = &project.container {
@@ -100,13 +106,20 @@ impl Executor for KubeExecutor {
                 _ = &mut output => tokio::time::timeout(SETTLE, &mut status).await.ok().flatten(),
             }
         };
-        let finished = tokio::time::timeout(spec.timeout, run).await;
+        let unless_stopped = async {
+            tokio::select! {
+                status = run => Some(status),
+                () = stop.cancelled() => None,
+            }
+        };
+        let finished = tokio::time::timeout(spec.timeout, unless_stopped).await;
         // Closes the exec stream, whatever happened.
         attached.abort();
         let (exit_code, timed_out) = match finished {
-            Err(_elapsed) => (128 + 9, true),
-            Ok(None) => return Err(DomainError::executor_unavailable("pod exec stream ended without a status")),
-            Ok(Some(status)) => (exit_code(&status)?, false),
+            Err(_elapsed) => (KILLED_EXIT, true),
+            Ok(None) => (KILLED_EXIT, false),
+            Ok(Some(None)) => return Err(DomainError::executor_unavailable("pod exec stream ended without a status")),
+            Ok(Some(Some(status))) => (exit_code(&status)?, false),
         };
         let outcome = outcome(stdout, stderr, exit_code, timed_out, started_at, clock);
         if exit_code == WORKDIR_MISSING_EXIT && outcome.stderr.trim_end() == WORKDIR_MISSING {
@@ -114,5 +127,20 @@ impl Executor for KubeExecutor {
         }
         tracing::Span::current().record("exit_code", exit_code);
         Ok(outcome)
+    }
+
+    /// The workdir's existence, asked of the container with `true` run there (the same script,
+    /// so the same answer `run` would give). Without a workdir there is nothing to ask.
+    async fn check(&self, project: &Project, spec: &CommandSpec) -> Result<(), DomainError> {
+        if spec.workdir.is_none() {
+            return Ok(());
+        }
+        let probe = CommandSpec {
+            command: "true".into(),
+            timeout: self.api_timeout,
+            workdir: spec.workdir.clone(),
+            env: Default::default(),
+        };
+        self.run(project, &probe, None, &Stop::new()).await.map(drop)
     }
 }

@@ -23,7 +23,7 @@ use super::sandbox::{RunningCommand, Sandbox, SpawnRequest};
 use crate::adapters::capture::{CappedBuffer, drain, outcome};
 use crate::{
     domain::{CommandSpec, DomainError, ExecOutcome, Project},
-    ports::{Executor, HealthCheck, OutputSink, Stream},
+    ports::{Executor, HealthCheck, OutputSink, Stop, Stream},
 };
 
 /// Server environment variables a command inherits; everything else comes from the request.
@@ -110,7 +110,13 @@ async fn ended(command: &mut RunningCommand) -> Result<i32, DomainError> {
 #[async_trait]
 impl Executor for LocalExecutor {
     #[tracing::instrument(name = "command.execute", skip_all, fields(project.id = %project.id, executor = "local", exit_code))]
-    async fn run(&self, project: &Project, spec: &CommandSpec, live: OutputSink) -> Result<ExecOutcome, DomainError> {
+    async fn run(
+        &self,
+        project: &Project,
+        spec: &CommandSpec,
+        live: OutputSink,
+        stop: &Stop,
+    ) -> Result<ExecOutcome, DomainError> {
         self.check_workdir(project, spec.workdir.as_deref()).await?;
         let (mut stdout_pipe, stdout_end) = pipe()?;
         let (mut stderr_pipe, stderr_end) = pipe()?;
@@ -129,9 +135,16 @@ impl Executor for LocalExecutor {
             };
             tokio::join!(ended(&mut command), output).0
         };
-        let (exit_code, timed_out) = match tokio::time::timeout(spec.timeout, run).await {
-            Ok(exit_code) => (exit_code, false),
-            Err(_elapsed) => {
+        let unless_stopped = async {
+            tokio::select! {
+                exit_code = run => Some(exit_code),
+                () = stop.cancelled() => None,
+            }
+        };
+        let (exit_code, timed_out) = match tokio::time::timeout(spec.timeout, unless_stopped).await {
+            Ok(Some(exit_code)) => (exit_code, false),
+            // Killed, then waited for: its end is the sandbox's report that nothing is left.
+            stopped_or_elapsed => {
                 command.kill().await;
                 let exit_code = ended(&mut command).await;
                 let output = async {
@@ -141,7 +154,7 @@ impl Executor for LocalExecutor {
                     )
                 };
                 let _ = tokio::time::timeout(DRAIN_AFTER_KILL, output).await;
-                (exit_code, true)
+                (exit_code, stopped_or_elapsed.is_err())
             }
         };
         let exit_code = exit_code.map_err(|error| match error {
@@ -150,6 +163,10 @@ impl Executor for LocalExecutor {
         })?;
         tracing::Span::current().record("exit_code", exit_code);
         Ok(outcome(stdout, stderr, exit_code, timed_out, started_at, clock))
+    }
+
+    async fn check(&self, project: &Project, spec: &CommandSpec) -> Result<(), DomainError> {
+        self.check_workdir(project, spec.workdir.as_deref()).await
     }
 }
 

@@ -5,10 +5,9 @@ use std::net::IpAddr;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::Pool;
 
 use super::{
-    dialect::{Dialect, Kind, Stmt, begin, commit},
+    dialect::{Db, Dialect, Kind, Stmt, Tx, begin, commit},
     errors::corrupt,
     group_commit::{BatchWriter, GroupCommit},
     outbox,
@@ -20,17 +19,18 @@ use crate::{
 };
 
 const COLUMNS: &str = "id, at, request_id, api_key_id, client_ip, project_id, command, exit_code, outcome, duration_ms";
+/// An entry written twice (a retry whose first answer was lost) is stored once.
 const INSERT: &str = "INSERT INTO audit_log (id, at, request_id, api_key_id, client_ip, project_id, command, \
-     exit_code, outcome, duration_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+     exit_code, outcome, duration_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING";
 
 pub(crate) struct SqlAuditLog<D: Dialect> {
-    pool: Pool<D>,
+    db: Db<D>,
     writes: GroupCommit<AuditWriter<D>>,
 }
 
 impl<D: Dialect> SqlAuditLog<D> {
-    pub(crate) fn new(pool: Pool<D>) -> Self {
-        Self { writes: GroupCommit::new(AuditWriter { pool: pool.clone() }), pool }
+    pub(crate) fn new(db: Db<D>) -> Self {
+        Self { writes: GroupCommit::new(AuditWriter { db: db.clone() }), db }
     }
 }
 
@@ -54,6 +54,12 @@ fn bind_entry<D: Dialect>(query: Stmt<D>, entry: &AuditEntry) -> Stmt<D> {
         .value(entry.exit_code)
         .value(entry.outcome.as_str())
         .value(entry.duration_ms.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)))
+}
+
+/// Inserts one entry inside the caller's transaction (the queue's recovery writes the entries
+/// of the commands it takes back with their new states).
+pub(super) async fn insert_entry<D: Dialect>(tx: &mut Tx<D>, entry: &AuditEntry) -> Result<(), DomainError> {
+    bind_entry(Stmt::<D>::new(INSERT), entry).execute(tx).await.map(drop)
 }
 
 fn entry_from_row(row: &impl Row) -> Result<AuditEntry, DomainError> {
@@ -82,7 +88,7 @@ fn project(raw: Option<String>) -> Result<Option<ProjectId>, DomainError> {
 }
 
 pub(crate) struct AuditWriter<D: Dialect> {
-    pool: Pool<D>,
+    db: Db<D>,
 }
 
 #[async_trait]
@@ -95,7 +101,7 @@ impl<D: Dialect> BatchWriter for AuditWriter<D> {
     /// statement costs no round trip, one look for the whole batch skips the events when no
     /// webhook is enabled.
     async fn write(&self, batch: &[AuditWrite]) -> Result<Vec<()>, DomainError> {
-        let mut tx = begin(&self.pool).await?;
+        let mut tx = begin(&self.db).await?;
         let with_event = format!("WITH entry AS ({INSERT}) {}", outbox::publish_sql(11));
         let publish = D::KIND == Kind::Postgres
             || outbox::any_enabled::<D>(&mut tx, batch.iter().any(|w| w.event.is_some())).await?;
@@ -143,7 +149,7 @@ impl<D: Dialect> AuditLog for SqlAuditLog<D> {
             .time(filter.since)
             .time(filter.until)
             .page(page)
-            .fetch_mapped(&self.pool, entry_from_row)
+            .fetch_mapped(&self.db, entry_from_row)
             .await?;
         Ok(Page::from_rows(entries, page, |entry| entry.id))
     }
@@ -152,7 +158,7 @@ impl<D: Dialect> AuditLog for SqlAuditLog<D> {
         let sql = "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE at < $1 LIMIT 10000)";
         let mut purged = 0;
         loop {
-            let done = Stmt::<D>::new(sql).time(Some(before)).execute(&self.pool).await?;
+            let done = Stmt::<D>::new(sql).time(Some(before)).execute(&self.db).await?;
             purged += done;
             if done < 10000 {
                 return Ok(purged);

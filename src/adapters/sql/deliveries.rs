@@ -5,11 +5,10 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::Pool;
 use uuid::Uuid;
 
 use super::{
-    dialect::{Dialect, Kind, Stmt, begin, commit},
+    dialect::{Db, Dialect, Kind, Stmt, begin, commit},
     errors::corrupt,
     outbox,
     values::Row,
@@ -27,12 +26,12 @@ const DUE: &str = "SELECT id FROM webhook_deliveries
      ORDER BY next_attempt_at";
 
 pub(crate) struct SqlDeliveries<D: Dialect> {
-    pool: Pool<D>,
+    db: Db<D>,
 }
 
 impl<D: Dialect> SqlDeliveries<D> {
-    pub(crate) fn new(pool: Pool<D>) -> Self {
-        Self { pool }
+    pub(crate) fn new(db: Db<D>) -> Self {
+        Self { db }
     }
 }
 
@@ -55,7 +54,7 @@ fn due_from_row(row: &impl Row) -> Result<DueDelivery, DomainError> {
 impl<D: Dialect> DeliveryQueue for SqlDeliveries<D> {
     #[tracing::instrument(name = "db webhooks.fan_out", skip_all, fields(db.system = D::SYSTEM))]
     async fn fan_out(&self, max_attempts: u32, now: DateTime<Utc>, limit: u32) -> Result<usize, DomainError> {
-        outbox::fan_out(&self.pool, max_attempts, now, limit).await
+        outbox::fan_out(&self.db, max_attempts, now, limit).await
     }
 
     #[tracing::instrument(name = "db webhooks.claim", skip_all, fields(db.system = D::SYSTEM))]
@@ -85,15 +84,15 @@ impl<D: Dialect> DeliveryQueue for SqlDeliveries<D> {
                     "WITH claimed AS ({}) SELECT {DUE_COLUMNS} FROM claimed c {JOINS} ORDER BY c.next_attempt_at",
                     take(" FOR UPDATE SKIP LOCKED")
                 );
-                claim(sql).fetch_mapped(&self.pool, due_from_row).await
+                claim(sql).fetch_mapped(&self.db, due_from_row).await
             }
             // SQLite has no UPDATE inside WITH: claim under the write lock, then read.
             Kind::Sqlite => {
                 let due = format!("SELECT EXISTS ({DUE}) AS due");
-                if !Stmt::<D>::new(due).time(Some(now)).fetch_one(&self.pool).await?.get::<bool>("due")? {
+                if !Stmt::<D>::new(due).time(Some(now)).fetch_one(&self.db).await?.get::<bool>("due")? {
                     return Ok(Vec::new());
                 }
-                let mut tx = begin(&self.pool).await?;
+                let mut tx = begin(&self.db).await?;
                 let ids = claim(take("")).fetch_mapped(&mut tx, |row| row.get::<String>("id")).await?;
                 let sql = format!(
                     "SELECT {DUE_COLUMNS} FROM webhook_deliveries c {JOINS}
@@ -120,7 +119,7 @@ impl<D: Dialect> DeliveryQueue for SqlDeliveries<D> {
             AttemptVerdict::GaveUp => (DeliveryStatus::Failed, None, None),
         };
         let number = i32::try_from(attempt.attempt).unwrap_or(i32::MAX);
-        let mut tx = begin(&self.pool).await?;
+        let mut tx = begin(&self.db).await?;
         let done = Stmt::<D>::new(
             "UPDATE webhook_deliveries
              SET status = $3, attempts = $4, next_attempt_at = $5, delivered_at = COALESCE($6, delivered_at),
@@ -153,7 +152,7 @@ impl<D: Dialect> DeliveryQueue for SqlDeliveries<D> {
     }
 
     async fn purge(&self, before: DateTime<Utc>) -> Result<u64, DomainError> {
-        let mut tx = begin(&self.pool).await?;
+        let mut tx = begin(&self.db).await?;
         let deliveries = Stmt::<D>::new("DELETE FROM webhook_deliveries WHERE status <> 'pending' AND created_at < $1")
             .time(Some(before))
             .execute(&mut tx)
@@ -179,6 +178,6 @@ impl<D: Dialect> DeliveryQueue for SqlDeliveries<D> {
                     ELSE (SELECT MIN({later}) FROM webhook_deliveries
                           WHERE status = 'pending' AND webhook_id IN (SELECT id FROM webhooks WHERE enabled)) END AS due"
         );
-        Stmt::<D>::new(sql).time(Some(now)).fetch_one(&self.pool).await?.time("due")
+        Stmt::<D>::new(sql).time(Some(now)).fetch_one(&self.db).await?.time("due")
     }
 }

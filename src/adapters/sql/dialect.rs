@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{
-    errors::db_error,
+    health::Health,
     values::{Plain, Row},
 };
 use crate::domain::{DomainError, PageRequest};
@@ -32,21 +32,48 @@ pub(crate) enum Kind {
 
 type Q<D> = Query<'static, D, <D as sqlx::Database>::Arguments>;
 
-/// Where a statement runs: on the pool (a connection of its own), or on a transaction's.
-pub(crate) enum On<'a, D: sqlx::Database> {
-    Pool(&'a Pool<D>),
-    Conn(&'a mut D::Connection),
+/// A pool and what is known of its database's health: what every repository holds.
+pub(crate) struct Db<D: sqlx::Database> {
+    pub(crate) pool: Pool<D>,
+    pub(crate) health: Arc<Health>,
 }
 
-impl<'a, D: sqlx::Database> From<&'a Pool<D>> for On<'a, D> {
-    fn from(pool: &'a Pool<D>) -> Self {
-        Self::Pool(pool)
+impl<D: sqlx::Database> Clone for Db<D> {
+    fn clone(&self) -> Self {
+        Self { pool: self.pool.clone(), health: self.health.clone() }
     }
 }
 
-impl<'a, D: sqlx::Database> From<&'a mut Transaction<'static, D>> for On<'a, D> {
-    fn from(tx: &'a mut Transaction<'static, D>) -> Self {
-        Self::Conn(&mut **tx)
+/// A write transaction (see `begin`), with the health its failures report to.
+pub(crate) struct Tx<D: sqlx::Database> {
+    tx: Transaction<'static, D>,
+    health: Arc<Health>,
+}
+
+/// Where a statement runs: on the pool (a connection of its own, which it may wait for), or on
+/// a transaction's connection.
+pub(crate) enum On<'a, D: sqlx::Database> {
+    Pool(&'a Pool<D>, &'a Health),
+    Conn(&'a mut D::Connection, &'a Health),
+}
+
+impl<'a, D: sqlx::Database> On<'a, D> {
+    fn health(&self) -> &'a Health {
+        match self {
+            On::Pool(_, health) | On::Conn(_, health) => health,
+        }
+    }
+}
+
+impl<'a, D: sqlx::Database> From<&'a Db<D>> for On<'a, D> {
+    fn from(db: &'a Db<D>) -> Self {
+        Self::Pool(&db.pool, &db.health)
+    }
+}
+
+impl<'a, D: sqlx::Database> From<&'a mut Tx<D>> for On<'a, D> {
+    fn from(tx: &'a mut Tx<D>) -> Self {
+        Self::Conn(&mut *tx.tx, &tx.health)
     }
 }
 
@@ -81,8 +108,8 @@ macro_rules! runs {
         fn execute(on: On<'_, Self>, query: Q<Self>) -> BoxFuture<'_, Result<u64, sqlx::Error>> {
             Box::pin(async move {
                 let done = match on {
-                    On::Pool(pool) => query.execute(pool).await?,
-                    On::Conn(conn) => query.execute(conn).await?,
+                    On::Pool(pool, _) => query.execute(pool).await?,
+                    On::Conn(conn, _) => query.execute(conn).await?,
                 };
                 Ok(done.rows_affected())
             })
@@ -91,8 +118,8 @@ macro_rules! runs {
         fn fetch_optional(on: On<'_, Self>, query: Q<Self>) -> BoxFuture<'_, Result<Option<Self::Row>, sqlx::Error>> {
             Box::pin(async move {
                 match on {
-                    On::Pool(pool) => query.fetch_optional(pool).await,
-                    On::Conn(conn) => query.fetch_optional(conn).await,
+                    On::Pool(pool, _) => query.fetch_optional(pool).await,
+                    On::Conn(conn, _) => query.fetch_optional(conn).await,
                 }
             })
         }
@@ -100,8 +127,8 @@ macro_rules! runs {
         fn fetch_all(on: On<'_, Self>, query: Q<Self>) -> BoxFuture<'_, Result<Vec<Self::Row>, sqlx::Error>> {
             Box::pin(async move {
                 match on {
-                    On::Pool(pool) => query.fetch_all(pool).await,
-                    On::Conn(conn) => query.fetch_all(conn).await,
+                    On::Pool(pool, _) => query.fetch_all(pool).await,
+                    On::Conn(conn, _) => query.fetch_all(conn).await,
                 }
             })
         }
@@ -228,15 +255,18 @@ impl<D: Dialect> Stmt<D> {
     }
 
     pub(crate) async fn execute<'a>(self, on: impl Into<On<'a, D>>) -> Result<u64, DomainError> {
-        D::execute(on.into(), self.0).await.map_err(db_error)
+        let on = on.into();
+        run(on.health(), matches!(on, On::Pool(..)), D::execute(on, self.0)).await
     }
 
     pub(crate) async fn fetch_optional<'a>(self, on: impl Into<On<'a, D>>) -> Result<Option<D::Row>, DomainError> {
-        D::fetch_optional(on.into(), self.0).await.map_err(db_error)
+        let on = on.into();
+        run(on.health(), matches!(on, On::Pool(..)), D::fetch_optional(on, self.0)).await
     }
 
     pub(crate) async fn fetch_all<'a>(self, on: impl Into<On<'a, D>>) -> Result<Vec<D::Row>, DomainError> {
-        D::fetch_all(on.into(), self.0).await.map_err(db_error)
+        let on = on.into();
+        run(on.health(), matches!(on, On::Pool(..)), D::fetch_all(on, self.0)).await
     }
 
     pub(crate) async fn fetch_one<'a>(self, on: impl Into<On<'a, D>>) -> Result<D::Row, DomainError> {
@@ -253,12 +283,30 @@ impl<D: Dialect> Stmt<D> {
     }
 }
 
+/// Runs a statement: one that needs a connection from the pool is refused while the database
+/// is down (see `health`); a failure of any is looked at.
+async fn run<T>(
+    health: &Health,
+    acquires: bool,
+    work: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, DomainError> {
+    if acquires { health.acquiring(work).await } else { work.await.map_err(|error| health.failed(error)) }
+}
+
 /// Starts a write transaction (see `Dialect::begin`).
-pub(crate) async fn begin<D: Dialect>(pool: &Pool<D>) -> Result<Transaction<'static, D>, DomainError> {
-    D::begin(pool).await.map_err(db_error)
+pub(crate) async fn begin<D: Dialect>(db: &Db<D>) -> Result<Tx<D>, DomainError> {
+    let tx = db.health.acquiring(D::begin(&db.pool)).await?;
+    Ok(Tx { tx, health: db.health.clone() })
 }
 
 /// Commits, as a `DomainError` on failure.
-pub(crate) async fn commit<D: Dialect>(tx: Transaction<'static, D>) -> Result<(), DomainError> {
-    tx.commit().await.map_err(db_error)
+pub(crate) async fn commit<D: Dialect>(tx: Tx<D>) -> Result<(), DomainError> {
+    let Tx { tx, health } = tx;
+    tx.commit().await.map_err(|error| health.failed(error))
+}
+
+/// Rolls back, as a `DomainError` on failure.
+pub(crate) async fn rollback<D: Dialect>(tx: Tx<D>) -> Result<(), DomainError> {
+    let Tx { tx, health } = tx;
+    tx.rollback().await.map_err(|error| health.failed(error))
 }

@@ -3,11 +3,10 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
-use sqlx::Pool;
 use uuid::Uuid;
 
 use super::{
-    dialect::{Dialect, Kind, Stmt, begin, commit},
+    dialect::{Db, Dialect, Kind, Stmt, begin, commit},
     errors::corrupt,
     values::Row,
 };
@@ -24,12 +23,12 @@ const VALUES: &str = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11";
 const BOOTSTRAP_LOCK: i64 = 0x7264_6576_6b65_7931;
 
 pub(crate) struct SqlApiKeys<D: Dialect> {
-    pool: Pool<D>,
+    db: Db<D>,
 }
 
 impl<D: Dialect> SqlApiKeys<D> {
-    pub(crate) fn new(pool: Pool<D>) -> Self {
-        Self { pool }
+    pub(crate) fn new(db: Db<D>) -> Self {
+        Self { db }
     }
 
     /// An insert of the whole key, in `COLUMNS` order.
@@ -82,14 +81,14 @@ fn key_only(row: &impl Row) -> Result<ApiKey, DomainError> {
 impl<D: Dialect> ApiKeyRepo for SqlApiKeys<D> {
     async fn insert(&self, key: &ApiKey, hash: &KeyHash) -> Result<(), DomainError> {
         let sql = format!("INSERT INTO api_keys ({COLUMNS}) VALUES ({VALUES})");
-        Self::insert_stmt(sql, key, hash).execute(&self.pool).await?;
+        Self::insert_stmt(sql, key, hash).execute(&self.db).await?;
         Ok(())
     }
 
     async fn insert_if_none(&self, key: &ApiKey, hash: &KeyHash) -> Result<bool, DomainError> {
         // One statement in a write transaction: on SQLite the write lock, on Postgres an advisory
         // lock, keeps two servers starting together from both seeing an empty table.
-        let mut tx = begin(&self.pool).await?;
+        let mut tx = begin(&self.db).await?;
         if D::KIND == Kind::Postgres {
             Stmt::<D>::new("SELECT pg_advisory_xact_lock($1)").value(BOOTSTRAP_LOCK).execute(&mut tx).await?;
         }
@@ -107,13 +106,13 @@ impl<D: Dialect> ApiKeyRepo for SqlApiKeys<D> {
              WHERE NOT EXISTS (SELECT 1 FROM api_key_previous_secrets WHERE key_hash = $4)
              ON CONFLICT (key_hash) DO NOTHING"
         );
-        Ok(Self::insert_stmt(sql, key, hash).execute(&self.pool).await? == 1)
+        Ok(Self::insert_stmt(sql, key, hash).execute(&self.db).await? == 1)
     }
 
     #[tracing::instrument(name = "db api_keys.find_by_hash", skip_all, fields(db.system = D::SYSTEM))]
     async fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<StoredKey>, DomainError> {
         let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE key_hash = $1");
-        if let Some(row) = Stmt::<D>::new(sql).value(hash.as_str().to_owned()).fetch_optional(&self.pool).await? {
+        if let Some(row) = Stmt::<D>::new(sql).value(hash.as_str().to_owned()).fetch_optional(&self.db).await? {
             let (key, hash) = key_from_row(&row)?;
             return Ok(Some(StoredKey { key, hash, secret_valid_until: None }));
         }
@@ -123,7 +122,7 @@ impl<D: Dialect> ApiKeyRepo for SqlApiKeys<D> {
              JOIN (SELECT key_id, key_hash AS previous_hash, valid_until FROM api_key_previous_secrets
                    WHERE key_hash = $1) p ON p.key_id = api_keys.id"
         );
-        let previous = Stmt::<D>::new(sql).value(hash.as_str().to_owned()).fetch_optional(&self.pool).await?;
+        let previous = Stmt::<D>::new(sql).value(hash.as_str().to_owned()).fetch_optional(&self.db).await?;
         previous
             .map(|row| {
                 let (key, _) = key_from_row(&row)?;
@@ -135,7 +134,7 @@ impl<D: Dialect> ApiKeyRepo for SqlApiKeys<D> {
 
     async fn get(&self, id: Uuid) -> Result<Option<ApiKey>, DomainError> {
         let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE id = $1");
-        Stmt::<D>::new(sql).uuid(Some(id)).fetch_optional(&self.pool).await?.as_ref().map(key_only).transpose()
+        Stmt::<D>::new(sql).uuid(Some(id)).fetch_optional(&self.db).await?.as_ref().map(key_only).transpose()
     }
 
     async fn list(&self, page: &PageRequest) -> Result<Page<ApiKey>, DomainError> {
@@ -144,7 +143,7 @@ impl<D: Dialect> ApiKeyRepo for SqlApiKeys<D> {
              WHERE $1 IS NULL OR (created_at, id) < (SELECT created_at, id FROM api_keys WHERE id = $1)
              ORDER BY created_at DESC, id DESC LIMIT $2"
         );
-        let keys = Stmt::<D>::new(sql).page(page).fetch_mapped(&self.pool, key_only).await?;
+        let keys = Stmt::<D>::new(sql).page(page).fetch_mapped(&self.db, key_only).await?;
         Ok(Page::from_rows(keys, page, |key| key.id))
     }
 
@@ -158,7 +157,7 @@ impl<D: Dialect> ApiKeyRepo for SqlApiKeys<D> {
             .strings(key.allowed_ips.iter().map(ToString::to_string).collect())
             .value(limit(key))
             .time(key.expires_at)
-            .execute(&self.pool)
+            .execute(&self.db)
             .await?;
         Ok(done == 1)
     }
@@ -172,7 +171,7 @@ impl<D: Dialect> ApiKeyRepo for SqlApiKeys<D> {
     ) -> Result<bool, DomainError> {
         // The key row is locked (Postgres) or the database is (SQLite) until both writes commit.
         let lock = if D::KIND == Kind::Postgres { " FOR UPDATE" } else { "" };
-        let mut tx = begin(&self.pool).await?;
+        let mut tx = begin(&self.db).await?;
         let moved = Stmt::<D>::new(format!(
             "INSERT INTO api_key_previous_secrets (key_hash, key_id, valid_until)
              SELECT key_hash, id, $2 FROM api_keys WHERE id = $1{lock}"
@@ -196,7 +195,7 @@ impl<D: Dialect> ApiKeyRepo for SqlApiKeys<D> {
 
     async fn revoke(&self, id: Uuid, at: DateTime<Utc>) -> Result<bool, DomainError> {
         let sql = "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1";
-        Ok(Stmt::<D>::new(sql).uuid(Some(id)).time(Some(at)).execute(&self.pool).await? == 1)
+        Ok(Stmt::<D>::new(sql).uuid(Some(id)).time(Some(at)).execute(&self.db).await? == 1)
     }
 
     async fn record_usage(&self, used: &[(Uuid, DateTime<Utc>)]) -> Result<(), DomainError> {
@@ -212,12 +211,12 @@ impl<D: Dialect> ApiKeyRepo for SqlApiKeys<D> {
                 )
                 .strings(ids)
                 .strings(times)
-                .execute(&self.pool)
+                .execute(&self.db)
                 .await?;
             }
             // One transaction: SQLite writes are local and cheap, the lock is what matters.
             Kind::Sqlite => {
-                let mut tx = begin(&self.pool).await?;
+                let mut tx = begin(&self.db).await?;
                 for (id, at) in used {
                     Stmt::<D>::new(
                         "UPDATE api_keys SET last_used_at = MAX(COALESCE(last_used_at, $2), $2) WHERE id = $1",

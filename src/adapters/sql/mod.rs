@@ -19,6 +19,7 @@ mod deliveries;
 mod dialect;
 mod errors;
 mod group_commit;
+mod health;
 mod keys;
 mod outbox;
 mod queue;

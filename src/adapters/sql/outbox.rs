@@ -7,11 +7,11 @@
 //! never the same event) and under the write lock on SQLite.
 
 use chrono::{DateTime, Utc};
-use sqlx::{Pool, Transaction};
+
 use uuid::Uuid;
 
 use super::{
-    dialect::{Dialect, Kind, Stmt, begin, commit},
+    dialect::{Db, Dialect, Kind, Stmt, Tx, begin, commit},
     errors::corrupt,
     values::Row,
     webhooks::{WEBHOOK_COLUMNS, webhook_from_row},
@@ -24,7 +24,8 @@ pub(super) fn publish_sql(first: usize) -> String {
     let [id, event, payload, traceparent, at] = std::array::from_fn(|i| format!("${}", first + i));
     format!(
         "INSERT INTO webhook_events (id, event, payload, traceparent, occurred_at)
-         SELECT {id}, {event}, {payload}, {traceparent}, {at} WHERE EXISTS (SELECT 1 FROM webhooks WHERE enabled)"
+         SELECT {id}, {event}, {payload}, {traceparent}, {at} WHERE EXISTS (SELECT 1 FROM webhooks WHERE enabled)
+         ON CONFLICT (id) DO NOTHING"
     )
 }
 
@@ -39,16 +40,13 @@ pub(super) fn bind_event<D: Dialect>(query: Stmt<D>, event: &OutboxEvent, tracep
 }
 
 /// Puts `event` into the outbox inside the caller's transaction, in the trace of the request.
-pub(super) async fn publish<D: Dialect>(
-    tx: &mut Transaction<'static, D>,
-    event: &OutboxEvent,
-) -> Result<(), DomainError> {
+pub(super) async fn publish<D: Dialect>(tx: &mut Tx<D>, event: &OutboxEvent) -> Result<(), DomainError> {
     publish_traced(tx, event, crate::telemetry::propagation::current_traceparent()).await
 }
 
 /// `publish` with the trace given, for writers that run outside the request's span.
 pub(super) async fn publish_traced<D: Dialect>(
-    tx: &mut Transaction<'static, D>,
+    tx: &mut Tx<D>,
     event: &OutboxEvent,
     traceparent: Option<String>,
 ) -> Result<(), DomainError> {
@@ -57,10 +55,7 @@ pub(super) async fn publish_traced<D: Dialect>(
 }
 
 /// Whether any webhook is enabled, asked only when `needed`: one look for a batch of writes.
-pub(super) async fn any_enabled<D: Dialect>(
-    tx: &mut Transaction<'static, D>,
-    needed: bool,
-) -> Result<bool, DomainError> {
+pub(super) async fn any_enabled<D: Dialect>(tx: &mut Tx<D>, needed: bool) -> Result<bool, DomainError> {
     if !needed {
         return Ok(false);
     }
@@ -87,20 +82,20 @@ fn pending_from_row(row: &impl Row) -> Result<Pending, DomainError> {
 /// Turns up to `limit` events into one pending delivery per webhook that receives them; an
 /// event nobody receives is deleted. Returns how many events it handled.
 pub(super) async fn fan_out<D: Dialect>(
-    pool: &Pool<D>,
+    db: &Db<D>,
     max_attempts: u32,
     now: DateTime<Utc>,
     limit: u32,
 ) -> Result<usize, DomainError> {
     // A plain read first: the common answer is "nothing", which needs no transaction (or lock).
     let waiting = Stmt::<D>::new("SELECT EXISTS (SELECT 1 FROM webhook_events WHERE NOT fanned_out) AS waiting")
-        .fetch_one(pool)
+        .fetch_one(db)
         .await?;
     if !waiting.get::<bool>("waiting")? {
         return Ok(0);
     }
     let lock = if D::KIND == Kind::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
-    let mut tx = begin(pool).await?;
+    let mut tx = begin(db).await?;
     let events = Stmt::<D>::new(format!(
         "SELECT id, event, occurred_at FROM webhook_events WHERE NOT fanned_out ORDER BY occurred_at LIMIT $1{lock}"
     ))

@@ -10,13 +10,13 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{Pool, Transaction};
+
 use tokio::sync::{Notify, OnceCell};
 use uuid::Uuid;
 
 use super::{
-    audit::client_ip,
-    dialect::{Dialect, Kind, Stmt, begin, commit},
+    audit::{client_ip, insert_entry},
+    dialect::{Db, Dialect, Kind, Stmt, Tx, begin, commit, rollback},
     errors::corrupt,
     outbox::publish,
     values::Row,
@@ -26,7 +26,7 @@ use crate::{
         Caller, Command, CommandEnd, CommandFilter, CommandStatus, DomainError, OutboxEvent, Page, PageRequest,
         ProjectId,
     },
-    ports::{CancelEffect, CommandQueue},
+    ports::{CancelEffect, CommandQueue, Recovered, RecoveryAudit},
 };
 
 const COLUMNS: &str = "id, project_id, command, workdir, env, timeout_secs, priority, status, attempts, max_attempts, \
@@ -34,7 +34,7 @@ const COLUMNS: &str = "id, project_id, command, workdir, env, timeout_secs, prio
      cancel_requested, created_at, started_at, finished_at";
 
 pub(crate) struct SqlCommandQueue<D: Dialect> {
-    pool: Pool<D>,
+    db: Db<D>,
     work: Arc<Notify>,
     /// Postgres: the one LISTEN connection of this replica, started by the first worker that waits.
     listener: OnceCell<()>,
@@ -73,15 +73,15 @@ fn command_from_row(row: &impl Row) -> Result<Command, DomainError> {
 }
 
 impl<D: Dialect> SqlCommandQueue<D> {
-    pub(crate) fn new(pool: Pool<D>) -> Self {
-        Self { pool, work: Arc::new(Notify::new()), listener: OnceCell::new() }
+    pub(crate) fn new(db: Db<D>) -> Self {
+        Self { db, work: Arc::new(Notify::new()), listener: OnceCell::new() }
     }
 }
 
 /// Puts the webhook event of each command that reached a final status into the outbox, in the
 /// transaction that stored that status.
 async fn publish_final<'c, D: Dialect>(
-    tx: &mut Transaction<'static, D>,
+    tx: &mut Tx<D>,
     commands: impl IntoIterator<Item = &'c Command>,
 ) -> Result<(), DomainError> {
     for event in commands.into_iter().filter_map(OutboxEvent::for_command) {
@@ -114,7 +114,7 @@ impl<D: Dialect> CommandQueue for SqlCommandQueue<D> {
         .value(command.caller.request_id.clone())
         .value(command.caller.client_ip.map(|ip| ip.to_string()))
         .time(Some(command.created_at))
-        .execute(&self.pool)
+        .execute(&self.db)
         .await?;
         self.work.notify_waiters();
         Ok(())
@@ -122,7 +122,7 @@ impl<D: Dialect> CommandQueue for SqlCommandQueue<D> {
 
     async fn get(&self, id: Uuid) -> Result<Option<Command>, DomainError> {
         let sql = format!("SELECT {COLUMNS} FROM commands WHERE id = $1");
-        one(Stmt::<D>::new(sql).uuid(Some(id)).fetch_optional(&self.pool).await?)
+        one(Stmt::<D>::new(sql).uuid(Some(id)).fetch_optional(&self.db).await?)
     }
 
     async fn list(&self, filter: &CommandFilter, page: &PageRequest) -> Result<Page<Command>, DomainError> {
@@ -136,7 +136,7 @@ impl<D: Dialect> CommandQueue for SqlCommandQueue<D> {
             .value(filter.project_id.as_ref().map(|p| p.as_str().to_owned()))
             .value(filter.status.map(|s| s.as_str()))
             .page(page)
-            .fetch_mapped(&self.pool, command_from_row)
+            .fetch_mapped(&self.db, command_from_row)
             .await?;
         Ok(Page::from_rows(commands, page, |c| c.id))
     }
@@ -152,9 +152,9 @@ impl<D: Dialect> CommandQueue for SqlCommandQueue<D> {
         .value(worker.to_owned())
         .time(Some(lease_until));
         match D::KIND {
-            Kind::Postgres => one(claim.fetch_optional(&self.pool).await?),
+            Kind::Postgres => one(claim.fetch_optional(&self.db).await?),
             Kind::Sqlite => {
-                let mut tx = begin(&self.pool).await?;
+                let mut tx = begin(&self.db).await?;
                 let row = claim.fetch_optional(&mut tx).await?;
                 commit(tx).await?;
                 one(row)
@@ -165,8 +165,7 @@ impl<D: Dialect> CommandQueue for SqlCommandQueue<D> {
     async fn start(&self, id: Uuid, worker: &str, at: DateTime<Utc>) -> Result<bool, DomainError> {
         let sql = "UPDATE commands SET started_at = $3, attempts = attempts + 1
                    WHERE id = $1 AND claimed_by = $2 AND status = 'running'";
-        let done =
-            Stmt::<D>::new(sql).uuid(Some(id)).value(worker.to_owned()).time(Some(at)).execute(&self.pool).await?;
+        let done = Stmt::<D>::new(sql).uuid(Some(id)).value(worker.to_owned()).time(Some(at)).execute(&self.db).await?;
         Ok(done == 1)
     }
 
@@ -177,7 +176,7 @@ impl<D: Dialect> CommandQueue for SqlCommandQueue<D> {
             .uuid(Some(id))
             .value(worker.to_owned())
             .time(Some(lease_until))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.db)
             .await?;
         row.map(|row| row.get("cancel_requested")).transpose()
     }
@@ -207,7 +206,7 @@ impl<D: Dialect> CommandQueue for SqlCommandQueue<D> {
              WHERE id = $1 AND claimed_by = $2 AND status = 'running'
              RETURNING {COLUMNS}"
         );
-        let mut tx = begin(&self.pool).await?;
+        let mut tx = begin(&self.db).await?;
         let row = Stmt::<D>::new(sql)
             .uuid(Some(id))
             .value(worker.to_owned())
@@ -230,7 +229,7 @@ impl<D: Dialect> CommandQueue for SqlCommandQueue<D> {
     async fn release(&self, id: Uuid, worker: &str) -> Result<(), DomainError> {
         let sql = "UPDATE commands SET status = 'queued', claimed_by = NULL, lease_until = NULL
                    WHERE id = $1 AND claimed_by = $2 AND status = 'running' AND started_at IS NULL";
-        Stmt::<D>::new(sql).uuid(Some(id)).value(worker.to_owned()).execute(&self.pool).await?;
+        Stmt::<D>::new(sql).uuid(Some(id)).value(worker.to_owned()).execute(&self.db).await?;
         self.work.notify_waiters();
         Ok(())
     }
@@ -240,7 +239,7 @@ impl<D: Dialect> CommandQueue for SqlCommandQueue<D> {
             "UPDATE commands SET status = 'cancelled', finished_at = $2 WHERE id = $1 AND status = 'queued'
              RETURNING {COLUMNS}"
         );
-        let mut tx = begin(&self.pool).await?;
+        let mut tx = begin(&self.db).await?;
         if let Some(cancelled) =
             one(Stmt::<D>::new(queued).uuid(Some(id)).time(Some(at)).fetch_optional(&mut tx).await?)?
         {
@@ -248,18 +247,22 @@ impl<D: Dialect> CommandQueue for SqlCommandQueue<D> {
             commit(tx).await?;
             return Ok(Some((cancelled, CancelEffect::Cancelled)));
         }
-        tx.rollback().await.map_err(super::errors::db_error)?;
+        rollback(tx).await?;
         let running = format!(
             "UPDATE commands SET cancel_requested = TRUE WHERE id = $1 AND status = 'running' RETURNING {COLUMNS}"
         );
-        if let Some(requested) = one(Stmt::<D>::new(running).uuid(Some(id)).fetch_optional(&self.pool).await?)? {
+        if let Some(requested) = one(Stmt::<D>::new(running).uuid(Some(id)).fetch_optional(&self.db).await?)? {
             return Ok(Some((requested, CancelEffect::Requested)));
         }
         Ok(self.get(id).await?.map(|command| (command, CancelEffect::Unchanged)))
     }
 
-    async fn recover_expired(&self, now: DateTime<Utc>) -> Result<Vec<Command>, DomainError> {
-        let mut tx = begin(&self.pool).await?;
+    async fn recover_expired(
+        &self,
+        now: DateTime<Utc>,
+        audit: RecoveryAudit<'_>,
+    ) -> Result<Vec<Recovered>, DomainError> {
+        let mut tx = begin(&self.db).await?;
         // Claimed but never started: nothing ran, so it simply goes back.
         Stmt::<D>::new(
             "UPDATE commands SET status = 'queued', claimed_by = NULL, lease_until = NULL
@@ -269,12 +272,13 @@ impl<D: Dialect> CommandQueue for SqlCommandQueue<D> {
         .execute(&mut tx)
         .await?;
         // Started, and the client allowed another attempt.
-        Stmt::<D>::new(
+        let retried = Stmt::<D>::new(format!(
             "UPDATE commands SET status = 'queued', claimed_by = NULL, lease_until = NULL, started_at = NULL
-             WHERE status = 'running' AND lease_until < $1 AND attempts < max_attempts AND NOT cancel_requested",
-        )
+             WHERE status = 'running' AND lease_until < $1 AND attempts < max_attempts AND NOT cancel_requested
+             RETURNING {COLUMNS}"
+        ))
         .time(Some(now))
-        .execute(&mut tx)
+        .fetch_mapped(&mut tx, command_from_row)
         .await?;
         // Started and not to be repeated: shell commands are not idempotent.
         let lost = Stmt::<D>::new(format!(
@@ -287,14 +291,19 @@ impl<D: Dialect> CommandQueue for SqlCommandQueue<D> {
         .fetch_mapped(&mut tx, command_from_row)
         .await?;
         publish_final(&mut tx, lost.iter()).await?;
+        let recovered: Vec<Recovered> =
+            retried.into_iter().map(Recovered::Retried).chain(lost.into_iter().map(Recovered::Lost)).collect();
+        for one in &recovered {
+            insert_entry(&mut tx, &audit(one)).await?;
+        }
         commit(tx).await?;
-        Ok(lost)
+        Ok(recovered)
     }
 
     async fn depth(&self) -> Result<Vec<(u8, u64)>, DomainError> {
         let sql = "SELECT priority, COUNT(*) AS waiting FROM commands WHERE status = 'queued' GROUP BY priority";
         Stmt::<D>::new(sql)
-            .fetch_mapped(&self.pool, |row| {
+            .fetch_mapped(&self.db, |row| {
                 Ok((row.required_int("priority")?.clamp(0, 9) as u8, row.required_int("waiting")?.max(0) as u64))
             })
             .await
@@ -302,7 +311,7 @@ impl<D: Dialect> CommandQueue for SqlCommandQueue<D> {
 
     async fn wait_for_work(&self) {
         // Postgres: every replica hears every enqueue. SQLite: `enqueue` wakes this process.
-        self.listener.get_or_init(|| async { D::listen(&self.pool, "rdev_commands", self.work.clone()) }).await;
+        self.listener.get_or_init(|| async { D::listen(&self.db.pool, "rdev_commands", self.work.clone()) }).await;
         self.work.notified().await;
     }
 }

@@ -3,11 +3,10 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::Pool;
 use uuid::Uuid;
 
 use super::{
-    dialect::{Dialect, Kind, Stmt},
+    dialect::{Db, Dialect, Kind, Stmt},
     errors::corrupt,
     values::Row,
 };
@@ -25,7 +24,7 @@ const DELIVERY_COLUMNS: &str =
 pub(super) const ATTEMPT_COLUMNS: &str = "delivery_id, attempt, at, status_code, latency_ms, error, response_body";
 
 pub(crate) struct SqlWebhooks<D: Dialect> {
-    pool: Pool<D>,
+    db: Db<D>,
 }
 
 pub(super) fn webhook_from_row(row: &impl Row) -> Result<Webhook, DomainError> {
@@ -73,8 +72,8 @@ fn attempt_from_row(row: &impl Row) -> Result<(Uuid, DeliveryAttempt), DomainErr
 }
 
 impl<D: Dialect> SqlWebhooks<D> {
-    pub(crate) fn new(pool: Pool<D>) -> Self {
-        Self { pool }
+    pub(crate) fn new(db: Db<D>) -> Self {
+        Self { db }
     }
 
     /// Fills in each delivery's attempts (oldest first) with one query for the whole page.
@@ -90,7 +89,7 @@ impl<D: Dialect> SqlWebhooks<D> {
             format!("SELECT {ATTEMPT_COLUMNS} FROM webhook_attempts WHERE delivery_id IN ({ids}) ORDER BY attempt");
         let attempts = Stmt::<D>::new(sql)
             .strings(deliveries.iter().map(|d| d.id.to_string()).collect())
-            .fetch_mapped(&self.pool, attempt_from_row)
+            .fetch_mapped(&self.db, attempt_from_row)
             .await?;
         for (id, attempt) in attempts {
             if let Some(delivery) = deliveries.iter_mut().find(|d| d.id == id) {
@@ -102,7 +101,7 @@ impl<D: Dialect> SqlWebhooks<D> {
 
     async fn delivery(&self, webhook_id: Uuid, id: Uuid) -> Result<Option<Delivery>, DomainError> {
         let sql = format!("SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE id = $1 AND webhook_id = $2");
-        let row = Stmt::<D>::new(sql).uuid(Some(id)).uuid(Some(webhook_id)).fetch_optional(&self.pool).await?;
+        let row = Stmt::<D>::new(sql).uuid(Some(id)).uuid(Some(webhook_id)).fetch_optional(&self.db).await?;
         let Some(delivery) = row.as_ref().map(delivery_from_row).transpose()? else { return Ok(None) };
         Ok(self.with_attempts(vec![delivery]).await?.pop())
     }
@@ -123,14 +122,14 @@ impl<D: Dialect> WebhookRepo for SqlWebhooks<D> {
         .value(webhook.enabled)
         .time(Some(webhook.created_at))
         .time(Some(webhook.updated_at))
-        .execute(&self.pool)
+        .execute(&self.db)
         .await?;
         Ok(())
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Webhook>, DomainError> {
         let sql = format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1");
-        Stmt::<D>::new(sql).uuid(Some(id)).fetch_optional(&self.pool).await?.as_ref().map(webhook_from_row).transpose()
+        Stmt::<D>::new(sql).uuid(Some(id)).fetch_optional(&self.db).await?.as_ref().map(webhook_from_row).transpose()
     }
 
     async fn list(&self, page: &PageRequest) -> Result<Page<Webhook>, DomainError> {
@@ -139,7 +138,7 @@ impl<D: Dialect> WebhookRepo for SqlWebhooks<D> {
              WHERE $1 IS NULL OR (created_at, id) > (SELECT created_at, id FROM webhooks WHERE id = $1)
              ORDER BY created_at, id LIMIT $2"
         );
-        let webhooks = Stmt::<D>::new(sql).page(page).fetch_mapped(&self.pool, webhook_from_row).await?;
+        let webhooks = Stmt::<D>::new(sql).page(page).fetch_mapped(&self.db, webhook_from_row).await?;
         Ok(Page::from_rows(webhooks, page, |w| w.id))
     }
 
@@ -153,13 +152,13 @@ impl<D: Dialect> WebhookRepo for SqlWebhooks<D> {
         .json(&webhook.events)
         .value(webhook.enabled)
         .time(Some(webhook.updated_at))
-        .execute(&self.pool)
+        .execute(&self.db)
         .await?;
         Ok(done == 1)
     }
 
     async fn delete(&self, id: Uuid) -> Result<bool, DomainError> {
-        Ok(Stmt::<D>::new("DELETE FROM webhooks WHERE id = $1").uuid(Some(id)).execute(&self.pool).await? == 1)
+        Ok(Stmt::<D>::new("DELETE FROM webhooks WHERE id = $1").uuid(Some(id)).execute(&self.db).await? == 1)
     }
 
     async fn deliveries(
@@ -178,7 +177,7 @@ impl<D: Dialect> WebhookRepo for SqlWebhooks<D> {
             .uuid(Some(webhook_id))
             .value(filter.status.map(DeliveryStatus::as_str))
             .page(page)
-            .fetch_mapped(&self.pool, delivery_from_row)
+            .fetch_mapped(&self.db, delivery_from_row)
             .await?;
         let page = Page::from_rows(deliveries, page, |d| d.id);
         Ok(Page { items: self.with_attempts(page.items).await?, next_cursor: page.next_cursor })
@@ -201,7 +200,7 @@ impl<D: Dialect> WebhookRepo for SqlWebhooks<D> {
         .uuid(Some(delivery_id))
         .uuid(Some(webhook_id))
         .time(Some(now))
-        .execute(&self.pool)
+        .execute(&self.db)
         .await?;
         let delivery = self.delivery(webhook_id, delivery_id).await?;
         Ok(delivery.map(|d| if done == 1 { Redelivery::Scheduled(d) } else { Redelivery::InFlight }))

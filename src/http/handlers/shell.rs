@@ -3,9 +3,10 @@
 //!
 //! A stream is Server-Sent Events: `stdout` and `stderr` events carry output chunks, then one
 //! `exit` event carries the `Execution` without its output (or an `error` event the error body).
-//! A client that disconnects kills the command: the stream holds a guard that stops it.
+//! A client that disconnects kills the command (the request or the stream holds its handle);
+//! it is audited however it ends.
 
-use std::{convert::Infallible, sync::Arc};
+use std::convert::Infallible;
 
 use axum::{
     Json,
@@ -17,7 +18,7 @@ use axum::{
     },
 };
 use futures_util::Stream;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::{
     domain::{Caller, Execution, ProjectId, ShellRequest},
@@ -52,57 +53,43 @@ pub async fn run_shell(
     ApiJson(request): ApiJson<ShellRequest>,
 ) -> Result<Response, ApiError> {
     let id = ProjectId::parse(&id)?;
-    // Everything that can refuse the request is checked before a stream starts.
-    let prepared = state.commands.prepare(&id, request).await?;
     if wants_event_stream(&headers) {
-        return Ok(stream(state, auth.caller, prepared).into_response());
+        // Everything that can refuse the request is checked before the stream starts.
+        let prepared = state.commands.prepare_stream(&id, request).await?;
+        return Ok(stream(&state, auth.caller, prepared).into_response());
     }
-    Ok(Json(state.commands.execute(&auth.caller, prepared, None, None).await?).into_response())
+    let prepared = state.commands.prepare(&id, request).await?;
+    // Dropped with this request (the client went away), the command is killed, and audited.
+    let running = state.commands.start(auth.caller, prepared, None);
+    Ok(Json(running.finished().await?).into_response())
 }
 
 fn wants_event_stream(headers: &HeaderMap) -> bool {
     headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|accept| accept.contains("text/event-stream"))
 }
 
-/// Stops the command when the response stream is dropped (the client went away).
-struct StopOnDrop(Arc<Notify>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.notify_one();
-    }
-}
-
+/// The SSE stream of a command: its output as it arrives, then its end. The stream owns the
+/// command's handle, so a client that goes away (dropping the stream) kills the command.
 fn stream(
-    state: AppState,
+    state: &AppState,
     caller: Caller,
     prepared: PreparedShell,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<>> {
     let (output_tx, output) = mpsc::unbounded_channel::<OutputChunk>();
-    let (done_tx, done) = oneshot::channel();
-    let stop = Arc::new(Notify::new());
     let request_id = caller.request_id.clone();
-    let task_stop = stop.clone();
-    tokio::spawn(async move {
-        let result = state.commands.execute(&caller, prepared, Some(output_tx), Some(task_stop)).await;
-        let _ = done_tx.send(result);
-    });
-    let events = futures_util::stream::unfold(Some((output, done, StopOnDrop(stop))), move |open| {
+    let running = state.commands.start(caller, prepared, Some(output_tx));
+    let events = futures_util::stream::unfold(Some((output, running)), move |open| {
         let request_id = request_id.clone();
         async move {
-            let (mut output, done, guard) = open?;
+            let (mut output, running) = open?;
             // All output first: the sender is dropped when the command has finished.
             if let Some(chunk) = output.recv().await {
                 let event = Event::default().event(chunk.stream.as_str()).data(chunk.text);
-                return Some((Ok(event), Some((output, done, guard))));
+                return Some((Ok(event), Some((output, running))));
             }
-            let event = match done.await {
-                Ok(Ok(execution)) => exit_event(&execution),
-                Ok(Err(error)) => error_event(ApiError::from(error), request_id),
-                Err(_) => error_event(
-                    ApiError::from(crate::domain::DomainError::internal(anyhow::anyhow!("execution task ended"))),
-                    request_id,
-                ),
+            let event = match running.finished().await {
+                Ok(execution) => exit_event(&execution),
+                Err(error) => error_event(ApiError::from(error), request_id),
             };
             Some((Ok(event), None))
         }

@@ -170,7 +170,7 @@ async fn final_commands_put_their_event_in_the_outbox(db: Db) {
     queue.cancel(cancelled.id, t).await.unwrap();
     queue.claim("w", t + seconds(30)).await.unwrap();
     queue.start(lost.id, "w", t).await.unwrap();
-    queue.recover_expired(t + seconds(31)).await.unwrap();
+    queue.recover_expired(t + seconds(31), &|r| super::entry_of(r.command())).await.unwrap();
 
     assert_eq!(deliveries.fan_out(3, t + seconds(31), 100).await.unwrap(), 3);
     let made = deliveries_of(&*hooks, hook.id).await;

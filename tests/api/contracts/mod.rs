@@ -120,3 +120,16 @@ pub fn entry(project: &str, at: DateTime<Utc>) -> AuditEntry {
 pub async fn deliveries_of(hooks: &dyn WebhookRepo, webhook_id: uuid::Uuid) -> Vec<Delivery> {
     hooks.deliveries(webhook_id, &DeliveryFilter::default(), &page(100, None)).await.expect("deliveries").items
 }
+
+/// An audit entry for a command (of what a recovery took back).
+pub fn entry_of(command: &rdev_api::domain::Command) -> AuditEntry {
+    AuditEntry {
+        id: uuid::Uuid::new_v4(),
+        project_id: Some(command.project_id.clone()),
+        command: Some(command.command.clone()),
+        outcome: AuditOutcome::Error,
+        exit_code: None,
+        duration_ms: None,
+        ..entry("p", now())
+    }
+}

@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, sync::Arc};
 use chrono::{DateTime, Utc};
 use rdev_api::{
     domain::{Command, CommandEnd, CommandFilter, CommandStatus, EnqueueRequest, ExecOutcome, ProjectId},
-    ports::{CancelEffect, CommandQueue},
+    ports::{CancelEffect, CommandQueue, Recovered},
 };
 
 use super::{caller, database, now, page, seconds};
@@ -177,18 +177,33 @@ async fn expired_leases_requeue_what_may_run_again_and_fail_the_rest(queue: Arc<
     }
     queue.cancel(cancelling.id, t).await.unwrap();
 
-    assert!(queue.recover_expired(t + seconds(10)).await.unwrap().is_empty(), "leases still hold");
-    let mut lost = queue.recover_expired(t + seconds(31)).await.unwrap();
-    lost.sort_by_key(|c| c.priority);
-    let summary: Vec<_> = lost.iter().map(|c| (c.id, c.status, c.error.as_deref())).collect();
+    let audited = std::sync::Mutex::new(Vec::new());
+    let audit = |recovered: &Recovered| {
+        audited.lock().unwrap().push(recovered.command().id);
+        super::entry_of(recovered.command())
+    };
+    assert!(queue.recover_expired(t + seconds(10), &audit).await.unwrap().is_empty(), "leases still hold");
+    let mut recovered = queue.recover_expired(t + seconds(31), &audit).await.unwrap();
+    recovered.sort_by_key(|r| std::cmp::Reverse(r.command().priority));
+    let summary: Vec<_> = recovered
+        .iter()
+        .map(|r| (matches!(r, Recovered::Lost(_)), r.command().id, r.command().status, r.command().error.as_deref()))
+        .collect();
     assert_eq!(
         summary,
         [
-            (cancelling.id, CommandStatus::Cancelled, Some("worker lost")),
-            (once.id, CommandStatus::Failed, Some("worker lost")),
+            (false, retryable.id, CommandStatus::Queued, None),
+            (true, once.id, CommandStatus::Failed, Some("worker lost")),
+            (true, cancelling.id, CommandStatus::Cancelled, Some("worker lost")),
         ],
-        "started commands with no attempt left (or cancelled) end; the rest go back"
+        "started commands with no attempt left (or cancelled) end; the retryable one goes back; unstarted ones \
+         are not reported: nothing ran"
     );
+    let mut audited = audited.into_inner().unwrap();
+    audited.sort();
+    let mut expected = vec![retryable.id, cancelling.id, once.id];
+    expected.sort();
+    assert_eq!(audited, expected, "an audit entry for each started command");
     for c in [&unstarted, &retryable] {
         let back = queue.get(c.id).await.unwrap().unwrap();
         assert_eq!((back.status, back.started_at), (CommandStatus::Queued, None));

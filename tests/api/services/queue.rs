@@ -1,20 +1,25 @@
 //! `QueueService`: what may be enqueued, and what a cancel does in each state of a command.
 
-use std::{sync::atomic::Ordering, time::Duration};
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 use rdev_api::{
     domain::{CommandStatus, DomainError, EnqueueRequest, ProjectId},
     ports::CommandQueue,
-    services::{Cancelled, QueueService},
+    services::{AuditService, Cancelled, QueueService},
 };
 
 use super::{QueueRig, caller};
 use crate::support::fakes::ExecEvent;
 
 fn service(rig: &QueueRig) -> QueueService {
+    let audit = Arc::new(AuditService::new(rig.audit.clone(), rig.clock.clone()));
     QueueService::new(
         rig.queue.clone(),
         rig.projects.clone(),
+        audit,
         rig.running.clone(),
         rig.clock.clone(),
         Duration::from_secs(30),

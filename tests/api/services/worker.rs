@@ -90,7 +90,7 @@ async fn a_worker_that_lost_its_lease_stops_and_leaves_the_command_to_the_recove
     rig.clock.advance(chrono::Duration::seconds(60));
     // (A second past the lease, so a renewal racing this one cannot save it.)
     let now = rdev_api::ports::Clock::now(&*rig.clock) + chrono::Duration::seconds(1);
-    let lost = rig.queue.recover_expired(now).await.unwrap();
+    let lost = rig.queue.recover_expired(now, &|r| crate::contracts::entry_of(r.command())).await.unwrap();
     assert_eq!(lost.len(), 1);
     rig.executor.wait_for(ExecEvent::Stopped("hang".into())).await;
 

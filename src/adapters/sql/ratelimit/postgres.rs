@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Row};
+use sqlx::{Postgres, Row};
 use uuid::Uuid;
 
 use crate::{
     adapters::sql::{
+        dialect::Db,
         errors::db_error,
         group_commit::{BatchWriter, GroupCommit},
     },
@@ -19,13 +20,13 @@ use crate::{
 };
 
 pub struct PgRateLimiter {
-    pool: PgPool,
+    db: Db<Postgres>,
     hits: GroupCommit<HitBatches>,
 }
 
 impl PgRateLimiter {
-    pub fn new(pool: PgPool) -> Self {
-        Self { hits: GroupCommit::new(HitBatches { pool: pool.clone() }), pool }
+    pub(crate) fn new(db: Db<Postgres>) -> Self {
+        Self { hits: GroupCommit::new(HitBatches { db: db.clone() }), db }
     }
 }
 
@@ -43,7 +44,7 @@ type Counted = (bool, i32, i64);
 /// Sends the hits waiting at one moment in one call of `rdev_rate_limit_hits` (migration 0005),
 /// which decides each exactly as a call of its own would, under the same per-key locks.
 pub(crate) struct HitBatches {
-    pool: PgPool,
+    db: Db<Postgres>,
 }
 
 #[async_trait]
@@ -61,14 +62,12 @@ impl BatchWriter for HitBatches {
         for ((second, window), members) in groups {
             let keys: Vec<Uuid> = members.iter().map(|&i| batch[i].key_id).collect();
             let limits: Vec<i32> = members.iter().map(|&i| i32::try_from(batch[i].limit).unwrap_or(i32::MAX)).collect();
-            let rows = sqlx::query("SELECT ord, allowed, used, oldest FROM rdev_rate_limit_hits($1, $2, $3, $4)")
+            let query = sqlx::query("SELECT ord, allowed, used, oldest FROM rdev_rate_limit_hits($1, $2, $3, $4)")
                 .bind(keys)
                 .bind(second)
                 .bind(i32::try_from(window).unwrap_or(i32::MAX))
-                .bind(limits)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db_error)?;
+                .bind(limits);
+            let rows = self.db.health.acquiring(query.fetch_all(&self.db.pool)).await?;
             for row in &rows {
                 let ord: i32 = row.try_get("ord").map_err(db_error)?;
                 let value = (
@@ -105,11 +104,8 @@ impl RateLimiter for PgRateLimiter {
     }
 
     async fn purge(&self, before: DateTime<Utc>) -> Result<u64, DomainError> {
-        let done = sqlx::query("DELETE FROM rate_limit_buckets WHERE second < $1")
-            .bind(before.timestamp())
-            .execute(&self.pool)
-            .await
-            .map_err(db_error)?;
+        let query = sqlx::query("DELETE FROM rate_limit_buckets WHERE second < $1").bind(before.timestamp());
+        let done = self.db.health.acquiring(query.execute(&self.db.pool)).await?;
         Ok(done.rows_affected())
     }
 }

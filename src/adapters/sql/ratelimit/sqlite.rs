@@ -3,22 +3,22 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{Row, SqlitePool};
+use sqlx::{Row, Sqlite};
 use uuid::Uuid;
 
 use crate::{
-    adapters::sql::errors::db_error,
+    adapters::sql::{dialect::Db, errors::db_error},
     domain::DomainError,
     ports::{RateDecision, RateLimiter},
 };
 
 pub struct SqliteRateLimiter {
-    pool: SqlitePool,
+    db: Db<Sqlite>,
 }
 
 impl SqliteRateLimiter {
-    pub fn new(pool: SqlitePool) -> Self {
-        Self { pool }
+    pub(crate) fn new(db: Db<Sqlite>) -> Self {
+        Self { db }
     }
 }
 
@@ -34,7 +34,8 @@ impl RateLimiter for SqliteRateLimiter {
     ) -> Result<RateDecision, DomainError> {
         let key = key_id.to_string();
         let second = now.timestamp();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
+        let health = &self.db.health;
+        let mut tx = health.acquiring(self.db.pool.begin_with("BEGIN IMMEDIATE")).await?;
         let row = sqlx::query(
             "SELECT COALESCE(SUM(hits), 0) AS used, MIN(second) AS oldest FROM rate_limit_buckets
              WHERE key_id = ?1 AND second > ?2",
@@ -43,7 +44,7 @@ impl RateLimiter for SqliteRateLimiter {
         .bind(second - i64::from(window_secs))
         .fetch_one(&mut *tx)
         .await
-        .map_err(db_error)?;
+        .map_err(|e| health.failed(e))?;
         let used: i64 = row.try_get("used").map_err(db_error)?;
         let oldest: Option<i64> = row.try_get("oldest").map_err(db_error)?;
         let allowed = used < i64::from(limit);
@@ -56,19 +57,16 @@ impl RateLimiter for SqliteRateLimiter {
             .bind(second)
             .execute(&mut *tx)
             .await
-            .map_err(db_error)?;
+            .map_err(|e| health.failed(e))?;
         }
-        tx.commit().await.map_err(db_error)?;
+        tx.commit().await.map_err(|e| health.failed(e))?;
         let used = u32::try_from(used).unwrap_or(u32::MAX).saturating_add(u32::from(allowed));
         Ok(RateDecision::from_window(allowed, limit, used, oldest.unwrap_or(second), window_secs, now))
     }
 
     async fn purge(&self, before: DateTime<Utc>) -> Result<u64, DomainError> {
-        let done = sqlx::query("DELETE FROM rate_limit_buckets WHERE second < ?1")
-            .bind(before.timestamp())
-            .execute(&self.pool)
-            .await
-            .map_err(db_error)?;
+        let query = sqlx::query("DELETE FROM rate_limit_buckets WHERE second < ?1").bind(before.timestamp());
+        let done = self.db.health.acquiring(query.execute(&self.db.pool)).await?;
         Ok(done.rows_affected())
     }
 }

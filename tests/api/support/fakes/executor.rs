@@ -1,11 +1,11 @@
-//! An `Executor` that runs nothing: `exit N` ends with status N at once, `hang` runs until its
-//! future is dropped (which is how a cancel stops a command), `unavailable` fails to start.
+//! An `Executor` that runs nothing: `exit N` ends with status N at once, `hang` runs until it is
+//! stopped (or its future dropped), `unavailable` fails to start.
 
 use async_trait::async_trait;
 use chrono::Utc;
 use rdev_api::{
     domain::{CommandSpec, DomainError, ExecOutcome, Project},
-    ports::{Executor, OutputSink},
+    ports::{Executor, KILLED_EXIT, OutputSink, Stop},
 };
 
 use super::Watched;
@@ -13,7 +13,7 @@ use super::Watched;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExecEvent {
     Started(String),
-    /// The run's future was dropped before it ended.
+    /// The run was stopped (or its future dropped) before it ended.
     Stopped(String),
 }
 
@@ -45,19 +45,30 @@ impl Drop for StopGuard<'_> {
 
 #[async_trait]
 impl Executor for ScriptedExecutor {
-    async fn run(&self, _project: &Project, spec: &CommandSpec, _live: OutputSink) -> Result<ExecOutcome, DomainError> {
+    async fn run(
+        &self,
+        _project: &Project,
+        spec: &CommandSpec,
+        _live: OutputSink,
+        stop: &Stop,
+    ) -> Result<ExecOutcome, DomainError> {
         let command = spec.command.clone();
         self.events.change(|events| events.push(ExecEvent::Started(command.clone())));
         let mut guard = StopGuard(self, Some(command.clone()));
         let exit_code = match command.as_str() {
-            "hang" => std::future::pending().await,
+            "hang" => {
+                stop.cancelled().await;
+                KILLED_EXIT
+            }
             "unavailable" => {
                 guard.1 = None;
                 return Err(DomainError::executor_unavailable("the executor is down"));
             }
             other => other.strip_prefix("exit ").and_then(|n| n.parse().ok()).unwrap_or(0),
         };
-        guard.1 = None;
+        if !stop.is_cancelled() {
+            guard.1 = None;
+        }
         let now = Utc::now();
         Ok(ExecOutcome {
             exit_code,
@@ -70,5 +81,9 @@ impl Executor for ScriptedExecutor {
             finished_at: now,
             duration_ms: 1,
         })
+    }
+
+    async fn check(&self, _project: &Project, _spec: &CommandSpec) -> Result<(), DomainError> {
+        Ok(())
     }
 }

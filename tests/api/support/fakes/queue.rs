@@ -8,8 +8,8 @@ use std::{
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rdev_api::{
-    domain::{Command, CommandEnd, CommandFilter, CommandStatus, DomainError, Page, PageRequest},
-    ports::{CancelEffect, CommandQueue},
+    domain::{AuditEntry, Command, CommandEnd, CommandFilter, CommandStatus, DomainError, Page, PageRequest},
+    ports::{CancelEffect, CommandQueue, Recovered, RecoveryAudit},
 };
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -23,6 +23,8 @@ pub struct MemoryQueue {
     /// How many cancels still answer `Unchanged` with the command as it is, as when it moved
     /// between queued and running while the cancel looked.
     pub cancel_races: AtomicU32,
+    /// The audit entries recoveries made.
+    pub recovery_entries: std::sync::Mutex<Vec<AuditEntry>>,
 }
 
 #[derive(Default)]
@@ -191,29 +193,40 @@ impl CommandQueue for MemoryQueue {
         }))
     }
 
-    async fn recover_expired(&self, now: DateTime<Utc>) -> Result<Vec<Command>, DomainError> {
-        Ok(self.state.change(|s| {
-            let mut lost = Vec::new();
+    /// The audit entries are kept in `recovery_entries` (there is no audit log here).
+    async fn recover_expired(
+        &self,
+        now: DateTime<Utc>,
+        audit: RecoveryAudit<'_>,
+    ) -> Result<Vec<Recovered>, DomainError> {
+        let recovered = self.state.change(|s| {
+            let mut recovered = Vec::new();
             for slot in s.commands.values_mut() {
                 let expired =
                     slot.command.status == CommandStatus::Running && slot.lease_until.is_some_and(|l| l < now);
                 if !expired {
                     continue;
                 }
+                slot.unclaim();
                 let c = &mut slot.command;
-                if c.started_at.is_none() || (c.attempts < c.max_attempts && !c.cancel_requested) {
+                if c.started_at.is_none() {
+                    c.status = CommandStatus::Queued;
+                } else if c.attempts < c.max_attempts && !c.cancel_requested {
                     c.status = CommandStatus::Queued;
                     c.started_at = None;
+                    recovered.push(Recovered::Retried(c.clone()));
                 } else {
                     c.status = if c.cancel_requested { CommandStatus::Cancelled } else { CommandStatus::Failed };
                     c.error = Some("worker lost".into());
                     c.finished_at = Some(now);
-                    lost.push(c.clone());
+                    recovered.push(Recovered::Lost(c.clone()));
                 }
-                slot.unclaim();
             }
-            lost
-        }))
+            recovered
+        });
+        let entries: Vec<AuditEntry> = recovered.iter().map(audit).collect();
+        self.recovery_entries.lock().unwrap().extend(entries);
+        Ok(recovered)
     }
 
     async fn depth(&self) -> Result<Vec<(u8, u64)>, DomainError> {

@@ -1,0 +1,223 @@
+//! The accept loop: hyper's HTTP/1 and HTTP/2 on every TCP connection, with the limits a
+//! server open to any client needs and `axum::serve` does not set.
+//!
+//! - A cap on open connections (`RDEV_MAX_CONNECTIONS`), below the process's file limit, so a
+//!   flood of idle sockets can never starve the server of descriptors. A few connections past
+//!   the cap are still served, but only for `/health` and `/ready` (so probes keep answering
+//!   while the cap is reached); every other request on them gets 503 `UNAVAILABLE` with
+//!   `Retry-After`. Past those, a connection is closed as soon as it is accepted.
+//! - A deadline for a request's headers (`RDEV_HEADER_TIMEOUT`), which also closes a keep-alive
+//!   connection that stays idle that long (hyper starts it again after every response).
+//! - A request line longer than `MAX_REQUEST_LINE` gets 414 in the API's JSON, with an
+//!   `X-Request-Id`, instead of hyper's bare answer (see `first_line`).
+
+mod first_line;
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{ConnectInfo, Request},
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+    service::TowerToHyperService,
+};
+use tokio::{net::TcpListener, sync::Semaphore};
+use tower::ServiceExt as _;
+
+use crate::telemetry::metrics::{HTTP_CONNECTIONS_OPEN, HTTP_CONNECTIONS_REFUSED_TOTAL};
+
+/// Connections past the cap that are still served for probes, one request each.
+const PROBE_CONNECTIONS: usize = 32;
+/// Longest request line (method, target, version) the server reads; longer gets 414.
+pub const MAX_REQUEST_LINE: usize = 16 * 1024;
+
+/// Descriptors kept free of connections: the database pool, commands' pipes, the sandbox
+/// helper, log files.
+const RESERVED_DESCRIPTORS: u64 = 512;
+
+/// The limits of `serve`.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+}
+
+impl Limits {
+    /// `max_connections`, lowered to what the process's open-file limit leaves room for (after
+    /// raising its soft limit to the hard one, as servers do), with a warning when lowered.
+    pub fn fitted(max_connections: usize, header_timeout: Duration) -> Self {
+        use nix::sys::resource::{Resource, getrlimit, setrlimit};
+        let available = match getrlimit(Resource::RLIMIT_NOFILE) {
+            Ok((soft, hard)) => {
+                if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                    hard
+                } else {
+                    soft
+                }
+            }
+            Err(_) => u64::MAX,
+        };
+        let room = available.saturating_sub(RESERVED_DESCRIPTORS + PROBE_CONNECTIONS as u64).max(16);
+        let cap = max_connections.min(usize::try_from(room).unwrap_or(usize::MAX));
+        if cap < max_connections {
+            tracing::warn!(
+                max_connections,
+                cap,
+                open_files = available,
+                "RDEV_MAX_CONNECTIONS lowered to fit the open-file limit"
+            );
+        }
+        Self { max_connections: cap, header_timeout }
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then stops accepting and waits for
+/// the open connections to finish their requests and close.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let served = Arc::new(Semaphore::new(limits.max_connections));
+    let probes_only = Arc::new(Semaphore::new(PROBE_CONNECTIONS));
+    let builders = Arc::new(Builders::new(limits.header_timeout));
+    let graceful = GracefulShutdown::new();
+    let mut accept_errors = AcceptErrors::default();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    accept_errors.log(&error);
+                    // Out of descriptors or memory: give the server a moment to free some.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let (permit, probes) = match served.clone().try_acquire_owned() {
+            Ok(permit) => (permit, false),
+            Err(_) => match probes_only.clone().try_acquire_owned() {
+                Ok(permit) => (permit, true),
+                Err(_) => {
+                    metrics::counter!(HTTP_CONNECTIONS_REFUSED_TOTAL).increment(1);
+                    drop(stream);
+                    continue;
+                }
+            },
+        };
+        if probes {
+            metrics::counter!(HTTP_CONNECTIONS_REFUSED_TOTAL).increment(1);
+        }
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let builders = builders.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let open = metrics::gauge!(HTTP_CONNECTIONS_OPEN);
+            open.increment(1.0);
+            if let Some(stream) = first_line::checked(stream, limits.header_timeout).await {
+                let service = connection_service(router, peer, probes);
+                let builder = if probes { &builders.probes } else { &builders.served };
+                let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                if let Err(error) = watcher.watch(connection).await {
+                    tracing::debug!(%error, %peer, "connection ended with an error");
+                }
+            }
+            open.decrement(1.0);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// One connection's service: the router with the peer's address, or, past the cap, the router
+/// for probes only.
+fn connection_service(
+    router: Router,
+    peer: SocketAddr,
+    probes_only: bool,
+) -> TowerToHyperService<
+    impl tower::Service<Request<hyper::body::Incoming>, Response = Response, Error = Infallible, Future: Send> + Clone,
+> {
+    TowerToHyperService::new(tower::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let router = router.clone();
+        async move {
+            if probes_only && !matches!(request.uri().path(), "/health" | "/ready") {
+                return Ok(too_many_connections());
+            }
+            router.oneshot(request.map(Body::new)).await
+        }
+    }))
+}
+
+/// The answer on a connection past the cap: the API's error JSON, which the router's layers
+/// would write, written here because the router is not asked.
+fn too_many_connections() -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let body = serde_json::json!({"error": {
+        "code": "UNAVAILABLE",
+        "message": "too many open connections; try again shortly",
+        "request_id": request_id,
+    }});
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    if let Ok(id) = HeaderValue::from_str(&request_id) {
+        headers.insert("x-request-id", id);
+    }
+    response
+}
+
+/// hyper's settings: served connections keep alive (idle for at most the header deadline);
+/// probe connections answer one request and close.
+struct Builders {
+    served: auto::Builder<TokioExecutor>,
+    probes: auto::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new(header_timeout: Duration) -> Self {
+        let build = |keep_alive: bool| {
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout).keep_alive(keep_alive);
+            builder.http2().timer(TokioTimer::new()).keep_alive_interval(Duration::from_secs(30));
+            builder
+        };
+        Self { served: build(true), probes: build(false) }
+    }
+}
+
+/// Logs accept errors at most once a second: under descriptor exhaustion they come in floods.
+#[derive(Default)]
+struct AcceptErrors {
+    last_logged: Option<Instant>,
+}
+
+impl AcceptErrors {
+    fn log(&mut self, error: &std::io::Error) {
+        if self.last_logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            self.last_logged = Some(Instant::now());
+            tracing::warn!(%error, "accepting a connection failed");
+        }
+    }
+}
