@@ -85,6 +85,18 @@ enum Stopped {
 }
 
 impl Stopped {
+    /// What the request learns (if anyone still listens): a shutdown is the server's own
+    /// unavailability, to be tried again on another replica.
+    fn error(self) -> DomainError {
+        match self {
+            Stopped::ClientGone => DomainError::internal(anyhow::anyhow!(self.reason())),
+            Stopped::ShuttingDown => DomainError::ExecutorUnavailable {
+                reason: self.reason().into(),
+                retry_after: Some(Duration::from_secs(1)),
+            },
+        }
+    }
+
     fn reason(self) -> &'static str {
         match self {
             Stopped::ClientGone => "the client went away; command killed",
@@ -192,7 +204,7 @@ impl Runner {
                 // Killed, and waited for until nothing of it is left.
                 stop.cancel();
                 let _ = run.await;
-                Err(DomainError::internal(anyhow::anyhow!(stopped.reason())))
+                Err(stopped.error())
             }
         };
         let outcome = match result {

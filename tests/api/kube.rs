@@ -23,6 +23,7 @@ async fn the_breaker_opens_after_n_failures_answers_503_without_calling_then_clo
     for _ in 0..3 {
         let reply = app.get("/projects", &app.admin_key).await;
         assert_eq!((reply.status, reply.error_code()), (503, "EXECUTOR_UNAVAILABLE"), "{}", reply.body);
+        assert!(reply.headers.contains_key("retry-after"), "every 503 says when to come back, open circuit or not");
     }
     let calls = kube.requests();
     let refused = app.shell("hello", json!({"command": "echo hi"})).await;

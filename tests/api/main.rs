@@ -21,6 +21,7 @@ mod limits;
 mod observability;
 mod projects;
 mod queue;
+mod reliability;
 mod replicas;
 mod security;
 mod services;

@@ -112,4 +112,25 @@ async fn refusals_before_the_stream_are_plain_json_errors(backend: Backend) {
     assert_eq!((invalid.status, invalid.error_code()), (400, "VALIDATION_FAILED"));
     let missing = app.send(request("nope", json!({"command": "ls"}))).await;
     assert_eq!((missing.status, missing.message()), (404, "project not found"));
+
+    // What only the executor can tell (the workdir as the project's files have it) is checked
+    // before the stream starts too, and audited as a refusal.
+    let project = app.project_path("hello");
+    std::fs::write(project.join("a-file"), "").unwrap();
+    let mut refused = vec![("missing", "does not exist in the project"), ("a-file", "is not a folder")];
+    if matches!(backend, Backend::Local(_)) {
+        // In a container the pod is the boundary; on the local executor the folder is.
+        std::os::unix::fs::symlink("/etc", project.join("out")).unwrap();
+        refused.push(("out", "must not escape the project"));
+    }
+    for (workdir, why) in refused {
+        let reply = app.send(request("hello", json!({"command": "echo ran >> ran", "workdir": workdir}))).await;
+        assert_eq!((reply.status, reply.error_code()), (400, "VALIDATION_FAILED"), "{workdir}: {}", reply.body);
+        let said = reply.field_error("workdir").unwrap_or_default();
+        assert!(matches!(backend, Backend::Kubernetes) || said == why, "{workdir}: {said}");
+    }
+    assert!(!project.join("ran").exists(), "nothing ran");
+    let audit = app.get("/audit?project_id=hello", &app.admin_key).await;
+    let outcomes: Vec<_> = audit.body["entries"].as_array().unwrap().iter().map(|e| e["outcome"].clone()).collect();
+    assert!(outcomes.len() >= 3 && outcomes.iter().all(|o| o == "rejected"), "{outcomes:?}");
 }

@@ -7,6 +7,7 @@ pub mod backend;
 pub mod clock;
 pub mod fakes;
 pub mod process;
+pub mod proxy;
 pub mod receiver;
 
 pub use app::{Reply, TestApp, http_client, test_config};

@@ -1,0 +1,97 @@
+//! No client can hold the server's connections: idle and half-sent requests are closed at the
+//! header deadline, open connections are capped (with `/health` answering at the cap), and an
+//! over-long request line gets the API's JSON.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpStream,
+};
+
+use crate::{
+    on_both_databases,
+    support::{Db, TestApp},
+};
+
+on_both_databases!(
+    idle_and_half_sent_connections_are_closed_at_the_header_deadline,
+    past_the_connection_cap_only_probes_are_served,
+    an_overlong_request_line_gets_a_json_414,
+);
+
+/// Reads until the server closes the connection (at most `within`); what it sent.
+async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> Option<String> {
+    let mut received = Vec::new();
+    match tokio::time::timeout(within, stream.read_to_end(&mut received)).await {
+        Ok(_) => Some(String::from_utf8_lossy(&received).into_owned()),
+        Err(_) => None,
+    }
+}
+
+async fn idle_and_half_sent_connections_are_closed_at_the_header_deadline(db: Db) {
+    let app = TestApp::on(db).configure(|c| c.server.header_timeout = Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let mut silent = TcpStream::connect(app.addr).await.unwrap();
+    let mut partial = TcpStream::connect(app.addr).await.unwrap();
+    partial.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    assert!(read_until_closed(&mut silent, Duration::from_secs(5)).await.is_some(), "a silent connection stays");
+    assert!(read_until_closed(&mut partial, Duration::from_secs(5)).await.is_some(), "a partial request stays");
+    println!("{db:?}: closed after {:?} (deadline 300 ms)", started.elapsed());
+
+    // A keep-alive connection that answered a request, then went quiet.
+    let mut kept = TcpStream::connect(app.addr).await.unwrap();
+    kept.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let answer = read_until_closed(&mut kept, Duration::from_secs(5)).await.expect("closed when idle");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+async fn past_the_connection_cap_only_probes_are_served(db: Db) {
+    let app = TestApp::on(db).configure(|c| c.server.max_connections = 16).await;
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        let mut stream = TcpStream::connect(app.addr).await.unwrap();
+        // One request each, so every connection is surely accepted before the next.
+        stream.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 512];
+        assert!(stream.read(&mut buf).await.unwrap() > 0);
+        held.push(stream);
+    }
+    // Fresh clients now: probes answer, anything else is refused clearly.
+    let client = || reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let health = client().get(app.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200, "/health answers at the cap");
+    let refused = client().get(app.url("/projects")).header("X-API-Key", &app.admin_key).send().await.unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert!(refused.headers().contains_key("x-request-id"));
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "UNAVAILABLE", "{body}");
+
+    drop(held);
+    crate::reliability::eventually("served again", Duration::from_secs(5), async || {
+        client().get(app.url("/projects")).header("X-API-Key", &app.admin_key).send().await.unwrap().status() == 200
+    })
+    .await;
+}
+
+async fn an_overlong_request_line_gets_a_json_414(db: Db) {
+    let app = TestApp::on(db).await;
+    let long = format!("/projects/{}", "a".repeat(100_000));
+    let mut stream = TcpStream::connect(app.addr).await.unwrap();
+    let request = format!("GET {long} HTTP/1.1\r\nHost: x\r\n\r\n");
+    // The server may answer (and close) before it has read all of it.
+    let _ = stream.write_all(request.as_bytes()).await;
+    let answer = read_until_closed(&mut stream, Duration::from_secs(5)).await.expect("answered and closed");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a response");
+    assert!(head.starts_with("HTTP/1.1 414"), "{head}");
+    assert!(head.to_lowercase().contains("x-request-id: "), "{head}");
+    let body: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(body["error"]["code"], "URI_TOO_LONG");
+    assert!(body["error"]["request_id"].is_string());
+
+    // One that fits is served as usual.
+    let fits = app.get(&format!("/projects/{}", "a".repeat(60)), &app.admin_key).await;
+    assert_eq!(fits.status, 404);
+}
