@@ -64,8 +64,8 @@ impl WebhookEvent {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewWebhook {
-    /// Where deliveries are POSTed: http or https, at most 2048 characters.
-    #[schema(max_length = 2048)]
+    /// Where deliveries are POSTed: an absolute http or https URL, at most 2048 characters.
+    #[schema(max_length = 2048, pattern = "^https?://[^\\s/?#]+([/?#][^\\s]*)?$")]
     pub url: String,
     /// At most 500 characters.
     #[schema(max_length = 500)]
@@ -80,7 +80,7 @@ pub struct NewWebhook {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookChanges {
-    #[schema(max_length = 2048)]
+    #[schema(max_length = 2048, pattern = "^https?://[^\\s/?#]+([/?#][^\\s]*)?$")]
     pub url: Option<String>,
     #[serde(default, deserialize_with = "super::present")]
     #[schema(value_type = Option<String>, max_length = 500)]

@@ -19,8 +19,9 @@ pub struct ApiPath<T>(pub T);
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct ApiQuery<T>(pub T);
 
-/// A JSON body that may also be absent (empty): then `T::default()`. For actions such as
-/// `POST /api-keys/{id}/rotate` whose options are all optional, so `curl -X POST` just works.
+/// A JSON body that may also be absent (empty) or `null`: then `T::default()`. For actions such
+/// as `POST /api-keys/{id}/rotate` whose options are all optional, so `curl -X POST` just works
+/// (and `null`, which the document allows for an optional body, means the same).
 pub struct ApiJsonOrEmpty<T>(pub T);
 
 impl<T, S> FromRequest<S> for ApiJsonOrEmpty<T>
@@ -38,7 +39,7 @@ where
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(T::default()));
         }
-        let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes)?;
-        Ok(Self(value))
+        let axum::Json(value) = axum::Json::<Option<T>>::from_bytes(&bytes)?;
+        Ok(Self(value.unwrap_or_default()))
     }
 }

@@ -67,7 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), refusals::audit_rejected_executions));
     let (router, api) =
         OpenApiRouter::with_openapi(openapi::base()).merge(public).merge(protected).merge(execute).split_for_parts();
-    let document: Arc<str> = api.to_json().unwrap_or_default().into();
+    let document: Arc<str> = openapi::complete(api).to_json().unwrap_or_default().into();
 
     router
         .route(

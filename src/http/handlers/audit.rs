@@ -20,13 +20,18 @@ use crate::{
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct AuditParams {
+    /// Only this project.
+    #[param(pattern = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")]
     project_id: Option<String>,
     api_key_id: Option<Uuid>,
     /// Entries at or after this time (RFC 3339).
     since: Option<DateTime<Utc>>,
     /// Entries before this time (RFC 3339).
     until: Option<DateTime<Utc>>,
+    /// Items per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
+    /// The previous page's `next_cursor`.
     cursor: Option<String>,
 }
 
@@ -36,6 +41,10 @@ pub struct AuditList {
     next_cursor: Option<String>,
 }
 
+/// List audit entries
+///
+/// Every execution (whatever ended it) and every refused attempt to execute, newest first. Filters
+/// combine with AND; `since` is inclusive, `until` exclusive. Scope `audit:read`.
 #[utoipa::path(
     get, path = "/audit", tag = "audit", security(("api_key" = [])),
     params(AuditParams),

@@ -22,9 +22,14 @@ use crate::{
     services::Cancelled,
 };
 
+/// Queue a command
+///
+/// Stores the command for the queue workers of any replica and answers at once with `202` and
+/// `Location: /commands/{id}`. Queued commands survive the client's disconnects and a replica's
+/// death (`max_attempts` above 1 allows running it again after one). Scope `commands:execute`.
 #[utoipa::path(
     post, path = "/projects/{id}/commands", tag = "commands", security(("api_key" = [])),
-    params(("id" = String, Path, description = "Project id")),
+    params(("id" = String, Path, description = "Project id", pattern = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")),
     request_body = EnqueueRequest,
     responses(
         (status = 202, description = "Queued; `Location` is the command", body = Command),
@@ -48,10 +53,15 @@ pub async fn enqueue_command(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct CommandParams {
+    /// Only this project.
+    #[param(pattern = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")]
     project_id: Option<String>,
     /// queued, running, succeeded, failed, timed_out or cancelled.
     status: Option<CommandStatus>,
+    /// Items per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
+    /// The previous page's `next_cursor`.
     cursor: Option<String>,
 }
 
@@ -61,6 +71,9 @@ pub struct CommandList {
     next_cursor: Option<String>,
 }
 
+/// List queued commands
+///
+/// Newest first, optionally filtered by project and status. Scope `commands:read`.
 #[utoipa::path(
     get, path = "/commands", tag = "commands", security(("api_key" = [])),
     params(CommandParams),
@@ -79,6 +92,9 @@ pub async fn list_commands(
     Ok(Json(CommandList { commands: page.items, next_cursor: page.next_cursor }))
 }
 
+/// Get a queued command
+///
+/// Its status, attempts and, once it finished, exit code and output. Scope `commands:read`.
 #[utoipa::path(
     get, path = "/commands/{id}", tag = "commands", security(("api_key" = [])),
     params(("id" = Uuid, Path)),
@@ -92,6 +108,11 @@ pub async fn get_command(
     Ok(Json(state.queue.get(id).await?))
 }
 
+/// Cancel a queued command
+///
+/// A queued command is cancelled at once; a running one is killed by its worker, on whichever
+/// replica, and the answer waits a little for that (`202` when it has not confirmed yet). A
+/// finished command is a `409`. Scope `commands:execute`.
 #[utoipa::path(
     post, path = "/commands/{id}/cancel", tag = "commands", security(("api_key" = [])),
     params(("id" = Uuid, Path)),

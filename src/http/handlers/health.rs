@@ -26,11 +26,18 @@ pub struct Readiness {
     checks: BTreeMap<&'static str, String>,
 }
 
+/// Liveness
+///
+/// Answers while the process runs; needs nothing else.
 #[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, description = "The process is alive", body = Health)))]
 pub async fn get_health() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
+/// Readiness
+///
+/// `200` when the database answers and the executor can run commands; `503` otherwise, at once
+/// while the database is known to be down.
 #[utoipa::path(
     get, path = "/ready", tag = "health",
     responses(
@@ -49,6 +56,9 @@ pub async fn get_ready(State(state): State<AppState>) -> (StatusCode, Json<Readi
     (status, Json(Readiness { status: if ready { "ready" } else { "not_ready" }, checks }))
 }
 
+/// Prometheus metrics
+///
+/// The text exposition format, for scraping.
 #[utoipa::path(
     get, path = "/metrics", tag = "health",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain; version=0.0.4", body = String))

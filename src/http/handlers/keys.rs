@@ -34,7 +34,10 @@ pub struct ApiKeyList {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
+    /// Items per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
+    /// The previous page's `next_cursor`.
     pub cursor: Option<String>,
 }
 
@@ -44,6 +47,10 @@ impl PageParams {
     }
 }
 
+/// Create an API key
+///
+/// The secret is in the answer's `key`, shown this once; only its hash is stored. A caller may
+/// grant only scopes it holds. Scope `keys:admin`.
 #[utoipa::path(
     post, path = "/api-keys", tag = "api-keys", security(("api_key" = [])),
     request_body = NewApiKey,
@@ -61,6 +68,9 @@ pub async fn create_api_key(
     Ok((StatusCode::CREATED, Json(CreatedApiKey { api_key, key: secret.expose().to_owned() })))
 }
 
+/// List API keys
+///
+/// Newest first, never with secrets. Scope `keys:admin`.
 #[utoipa::path(
     get, path = "/api-keys", tag = "api-keys", security(("api_key" = [])),
     params(PageParams),
@@ -75,6 +85,9 @@ pub async fn list_api_keys(
     Ok(Json(ApiKeyList { api_keys: page.items, next_cursor: page.next_cursor }))
 }
 
+/// Get an API key
+///
+/// Never with its secret. Scope `keys:admin`.
 #[utoipa::path(
     get, path = "/api-keys/{id}", tag = "api-keys", security(("api_key" = [])),
     params(("id" = Uuid, Path)),
@@ -88,6 +101,10 @@ pub async fn get_api_key(
     Ok(Json(state.keys.get(id).await?))
 }
 
+/// Change an API key
+///
+/// Name, scopes, allowed addresses, rate limit and expiry; only a caller holding every scope the
+/// key has (or will have) may change it. Scope `keys:admin`.
 #[utoipa::path(
     patch, path = "/api-keys/{id}", tag = "api-keys", security(("api_key" = [])),
     params(("id" = Uuid, Path)),
@@ -107,6 +124,10 @@ pub async fn update_api_key(
     Ok(Json(state.keys.update(&auth.key, id, changes).await?))
 }
 
+/// Rotate an API key's secret
+///
+/// Answers `201` with the new secret; the old one keeps working for `grace_seconds` (default 0).
+/// Scope `keys:admin`, and every scope of the key.
 #[utoipa::path(
     post, path = "/api-keys/{id}/rotate", tag = "api-keys", security(("api_key" = [])),
     params(("id" = Uuid, Path)),
@@ -127,6 +148,10 @@ pub async fn rotate_api_key(
     Ok((StatusCode::CREATED, Json(CreatedApiKey { api_key, key: secret.expose().to_owned() })))
 }
 
+/// Revoke an API key
+///
+/// It stops working on every replica within `CACHE_TTL`. Scope `keys:admin`, and every scope of the
+/// key.
 #[utoipa::path(
     delete, path = "/api-keys/{id}", tag = "api-keys", security(("api_key" = [])),
     params(("id" = Uuid, Path)),

@@ -19,6 +19,10 @@ pub struct ProjectList {
     projects: Vec<Project>,
 }
 
+/// List projects
+///
+/// Folders under the projects folder, or the labelled pods of the namespace, by id. Scope
+/// `projects:read`.
 #[utoipa::path(
     get, path = "/projects", tag = "projects", security(("api_key" = [])),
     responses(
@@ -33,9 +37,12 @@ pub async fn list_projects(
     Ok(Json(ProjectList { projects: state.projects.list().await? }))
 }
 
+/// Get a project
+///
+/// `404` with the message `project not found` when there is none. Scope `projects:read`.
 #[utoipa::path(
     get, path = "/projects/{id}", tag = "projects", security(("api_key" = [])),
-    params(("id" = String, Path, description = "Project id")),
+    params(("id" = String, Path, description = "Project id", pattern = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")),
     responses(
         (status = 200, body = Project),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),

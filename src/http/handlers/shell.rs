@@ -32,9 +32,14 @@ use crate::{
     services::PreparedShell,
 };
 
+/// Run a command now
+///
+/// Runs `/bin/sh -c <command>` in the project and answers when it ends: a non-zero exit is still
+/// `200`. With `Accept: text/event-stream` the output streams as it arrives. Every run is audited;
+/// a client that disconnects kills it. Scope `commands:execute`.
 #[utoipa::path(
     post, path = "/projects/{id}/shell", tag = "commands", security(("api_key" = [])),
-    params(("id" = String, Path, description = "Project id")),
+    params(("id" = String, Path, description = "Project id", pattern = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")),
     request_body = ShellRequest,
     responses(
         (status = 200, description = "The command ran; a non-zero exit is still 200. With `Accept: text/event-stream`, \\

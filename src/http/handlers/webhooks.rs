@@ -43,10 +43,17 @@ pub struct DeliveryList {
 pub struct DeliveryParams {
     /// pending, succeeded or failed.
     status: Option<DeliveryStatus>,
+    /// Items per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
+    /// The previous page's `next_cursor`.
     cursor: Option<String>,
 }
 
+/// Create a webhook
+///
+/// Subscribes a URL to command events; the signing secret (`whsec_…`) is in the answer, shown this
+/// once. Scope `webhooks:manage`.
 #[utoipa::path(
     post, path = "/webhooks", tag = "webhooks", security(("api_key" = [])),
     request_body = NewWebhook,
@@ -64,6 +71,9 @@ pub async fn create_webhook(
     Ok((StatusCode::CREATED, Json(CreatedWebhook { webhook, secret: secret.expose().to_owned() })))
 }
 
+/// List webhooks
+///
+/// Oldest first, without secrets. Scope `webhooks:manage`.
 #[utoipa::path(
     get, path = "/webhooks", tag = "webhooks", security(("api_key" = [])),
     params(PageParams),
@@ -78,6 +88,9 @@ pub async fn list_webhooks(
     Ok(Json(WebhookList { webhooks: page.items, next_cursor: page.next_cursor }))
 }
 
+/// Get a webhook
+///
+/// Without its secret. Scope `webhooks:manage`.
 #[utoipa::path(
     get, path = "/webhooks/{id}", tag = "webhooks", security(("api_key" = [])),
     params(("id" = Uuid, Path)),
@@ -91,6 +104,10 @@ pub async fn get_webhook(
     Ok(Json(state.webhooks.get(id).await?))
 }
 
+/// Change a webhook
+///
+/// URL, description, events and whether it is enabled; a disabled webhook's pending deliveries
+/// wait. Scope `webhooks:manage`.
 #[utoipa::path(
     patch, path = "/webhooks/{id}", tag = "webhooks", security(("api_key" = [])),
     params(("id" = Uuid, Path)),
@@ -106,6 +123,9 @@ pub async fn update_webhook(
     Ok(Json(state.webhooks.update(id, changes).await?))
 }
 
+/// Delete a webhook
+///
+/// With its deliveries. Scope `webhooks:manage`.
 #[utoipa::path(
     delete, path = "/webhooks/{id}", tag = "webhooks", security(("api_key" = [])),
     params(("id" = Uuid, Path)),
@@ -120,6 +140,10 @@ pub async fn delete_webhook(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// List a webhook's deliveries
+///
+/// Newest first, each with every attempt (status code, latency, error) and the next retry. Scope
+/// `webhooks:manage`.
 #[utoipa::path(
     get, path = "/webhooks/{id}/deliveries", tag = "webhooks", security(("api_key" = [])),
     params(("id" = Uuid, Path), DeliveryParams),
@@ -140,6 +164,10 @@ pub async fn list_deliveries(
     Ok(Json(DeliveryList { deliveries: page.items, next_cursor: page.next_cursor }))
 }
 
+/// Retry a delivery now
+///
+/// Makes it due at once with room for one more attempt; `409` while an attempt of it is in flight.
+/// Scope `webhooks:manage`.
 #[utoipa::path(
     post, path = "/webhooks/{id}/deliveries/{delivery_id}/retry", tag = "webhooks", security(("api_key" = [])),
     params(("id" = Uuid, Path), ("delivery_id" = Uuid, Path)),
