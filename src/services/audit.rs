@@ -182,21 +182,6 @@ impl AuditService {
         self.backlog.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    pub async fn record(&self, caller: &Caller, record: AuditRecord<'_>) -> Result<(), DomainError> {
-        self.record_with_event(caller, record, None).await
-    }
-
-    /// Records the entry and, in the same transaction, the webhook event of the command it
-    /// describes.
-    pub async fn record_with_event(
-        &self,
-        caller: &Caller,
-        record: AuditRecord<'_>,
-        event: Option<&OutboxEvent>,
-    ) -> Result<(), DomainError> {
-        self.log.record(&self.entry(caller, record), event).await
-    }
-
     /// The entry of a started queued command that a recovery took back from a worker that is
     /// gone: an execution like any other, in the name of who queued it.
     pub fn recovery_entry(&self, recovered: &Recovered) -> AuditEntry {
@@ -259,7 +244,7 @@ impl AuditService {
             outcome: AuditOutcome::Rejected,
             duration_ms: None,
         };
-        if let Err(error) = self.record(caller, record).await {
+        if let Err(error) = self.log.record(&self.entry(caller, record), None).await {
             tracing::error!(%error, "could not write audit entry for a rejected request");
         }
     }
