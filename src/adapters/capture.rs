@@ -1,144 +1,143 @@
-//! Reading a command's output into a buffer with a cap: past the cap, output is read and thrown
-//! away, so the command never blocks on a full pipe and runs to completion. Both executors use
-//! it, so output is capped, decoded and streamed the same way whichever ran the command.
+//! Reading a command's output through an `OutputRecorder`: each stream keeps its head and its
+//! tail within the budget and the middle is read and thrown away, so the command never blocks on
+//! a full pipe, runs to completion, and the server holds at most the budget per stream. Both
+//! executors use it, so output is kept, numbered and streamed the same way whichever ran it.
 
-use std::time::Instant;
+use std::{sync::Mutex, time::Instant};
 
 use chrono::{DateTime, Utc};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::{
-    domain::ExecOutcome,
+    domain::{ExecOutcome, OutputRecorder},
     ports::{OutputChunk, OutputSink, Stream},
 };
 
 const CHUNK: usize = 16 * 1024;
 
+/// One command's output, both streams, as it is read.
 #[derive(Debug)]
-pub(crate) struct CappedBuffer {
-    bytes: Vec<u8>,
-    cap: usize,
-    truncated: bool,
-    stream: Stream,
-    /// How much of `bytes` was already sent live; the rest waits for a complete UTF-8 character.
-    sent: usize,
+pub(crate) struct Capture {
+    recorder: Mutex<OutputRecorder>,
+    live: OutputSink,
 }
 
-impl CappedBuffer {
-    pub(crate) fn new(cap: usize, stream: Stream) -> Self {
-        Self { bytes: Vec::new(), cap, truncated: false, stream, sent: 0 }
+impl Capture {
+    /// For a command that keeps `max_output_bytes` per stream; entries also go to `live`.
+    pub(crate) fn new(max_output_bytes: usize, live: OutputSink) -> Self {
+        Self { recorder: Mutex::new(OutputRecorder::new(max_output_bytes, 1)), live }
     }
 
-    fn push(&mut self, chunk: &[u8], live: &OutputSink) {
-        let room = self.cap - self.bytes.len();
-        if chunk.len() > room {
-            self.truncated = true;
-        }
-        self.bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if let Some(live) = live {
-            self.send(live, false);
+    fn push(&self, stream: Stream, bytes: &[u8]) {
+        let entry = self.lock().push(stream, bytes);
+        if let Some(entry) = entry {
+            self.send(entry);
         }
     }
 
-    /// Sends what was kept since the last send, up to the last complete character (all of it at
-    /// the end of the stream).
-    fn send(&mut self, live: &tokio::sync::mpsc::UnboundedSender<OutputChunk>, end: bool) {
-        let pending = &self.bytes[self.sent..];
-        let upto = match std::str::from_utf8(pending) {
-            Ok(_) => pending.len(),
-            // An incomplete character at the end waits for its other bytes.
-            Err(e) if e.error_len().is_none() && !end => e.valid_up_to(),
-            Err(_) => pending.len(),
-        };
-        if upto > 0 {
-            let text = String::from_utf8_lossy(&pending[..upto]).into_owned();
+    fn send(&self, entry: OutputChunk) {
+        if let Some(live) = &self.live {
             // A closed receiver means nobody watches any more; the output is still kept.
-            let _ = live.send(OutputChunk { stream: self.stream, text });
-            self.sent += upto;
+            let _ = live.send(entry);
         }
     }
 
-    /// The text (invalid UTF-8 replaced, never an error) and whether anything was dropped.
-    pub(crate) fn finish(self) -> (String, bool) {
-        let text = match String::from_utf8(self.bytes) {
-            Ok(text) => text,
-            Err(invalid) => String::from_utf8_lossy(invalid.as_bytes()).into_owned(),
-        };
-        (text, self.truncated)
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutputRecorder> {
+        // A panic while holding the lock cannot leave the recorder half-changed in a way that
+        // matters more than losing the output: keep going with what it holds.
+        self.recorder.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The outcome of a run that started at `started_at` (wall clock) and `started` (monotonic,
+    /// for the duration): the entries still to come (gap, tail) go live, then what was kept.
+    pub(crate) fn outcome(
+        self,
+        exit_code: i32,
+        timed_out: bool,
+        started_at: DateTime<Utc>,
+        started: Instant,
+    ) -> ExecOutcome {
+        let entries = self.lock().finish();
+        entries.into_iter().for_each(|entry| self.send(entry));
+        let recorder = self.lock();
+        let (stdout, stderr) = (recorder.kept(Stream::Stdout), recorder.kept(Stream::Stderr));
+        ExecOutcome {
+            exit_code,
+            stdout: stdout.text(),
+            stderr: stderr.text(),
+            stdout_truncated: stdout.omitted.is_some(),
+            stderr_truncated: stderr.omitted.is_some(),
+            stdout_omitted: stdout.omitted,
+            stderr_omitted: stderr.omitted,
+            timed_out,
+            started_at,
+            finished_at: Utc::now(),
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        }
     }
 }
 
-/// The outcome of a run that started at `started_at` (wall clock) and `started` (monotonic, for
-/// the duration), from its captured output.
-pub(crate) fn outcome(
-    stdout: CappedBuffer,
-    stderr: CappedBuffer,
-    exit_code: i32,
-    timed_out: bool,
-    started_at: DateTime<Utc>,
-    started: Instant,
-) -> ExecOutcome {
-    let (stdout, stdout_truncated) = stdout.finish();
-    let (stderr, stderr_truncated) = stderr.finish();
-    ExecOutcome {
-        exit_code,
-        stdout,
-        stderr,
-        stdout_truncated,
-        stderr_truncated,
-        timed_out,
-        started_at,
-        finished_at: Utc::now(),
-        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-    }
-}
-
-/// Reads `source` to EOF into `into`, sending it to `live` as it comes. Stops quietly on a read
-/// error: the exit status, not the pipe, is the command's result.
-pub(crate) async fn drain(source: Option<&mut (impl AsyncRead + Unpin)>, into: &mut CappedBuffer, live: &OutputSink) {
+/// Reads `source` to EOF into `capture` as `stream`. Stops quietly on a read error: the exit
+/// status, not the pipe, is the command's result.
+pub(crate) async fn drain(source: Option<&mut (impl AsyncRead + Unpin)>, stream: Stream, capture: &Capture) {
     let Some(source) = source else { return };
     let mut chunk = vec![0u8; CHUNK];
     while let Ok(n) = source.read(&mut chunk).await {
         if n == 0 {
             break;
         }
-        into.push(&chunk[..n], live);
-    }
-    if let Some(live) = live {
-        into.send(live, true);
+        capture.push(stream, &chunk[..n]);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{EntryKind, Omitted};
+
+    fn run(capture: Capture) -> ExecOutcome {
+        capture.outcome(0, false, Utc::now(), Instant::now())
+    }
 
     #[tokio::test]
-    async fn keeps_the_first_cap_bytes_and_reads_the_rest() {
-        let mut buffer = CappedBuffer::new(4, Stream::Stdout);
+    async fn keeps_the_head_and_the_tail_and_reads_everything() {
+        let capture = Capture::new(4, None);
         let mut source: &[u8] = b"abcdefgh";
-        drain(Some(&mut source), &mut buffer, &None).await;
+        drain(Some(&mut source), Stream::Stdout, &capture).await;
         assert!(source.is_empty(), "everything was read");
-        assert_eq!(buffer.finish(), ("abcd".to_string(), true));
+        let outcome = run(capture);
+        assert_eq!((outcome.stdout.as_str(), outcome.stdout_truncated), ("abgh", true));
+        assert_eq!(outcome.stdout_omitted, Some(Omitted { offset: 2, bytes: 4 }));
     }
 
     #[tokio::test]
     async fn invalid_utf8_is_replaced() {
-        let mut buffer = CappedBuffer::new(16, Stream::Stdout);
+        let capture = Capture::new(16, None);
         let mut source: &[u8] = b"ok \xff\xfe";
-        drain(Some(&mut source), &mut buffer, &None).await;
-        assert_eq!(buffer.finish(), ("ok \u{fffd}\u{fffd}".to_string(), false));
+        drain(Some(&mut source), Stream::Stdout, &capture).await;
+        let outcome = run(capture);
+        assert_eq!((outcome.stdout.as_str(), outcome.stdout_omitted), ("ok \u{fffd}\u{fffd}", None));
     }
 
-    #[test]
-    fn live_chunks_never_split_a_character() {
+    #[tokio::test]
+    async fn live_entries_never_split_a_character_and_end_with_the_gap_and_tail() {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let live = Some(tx);
-        let mut buffer = CappedBuffer::new(64, Stream::Stderr);
+        let capture = Capture::new(8, Some(tx));
         let euro = "€".as_bytes();
-        buffer.push(&[b'a', euro[0]], &live);
-        buffer.push(&euro[1..], &live);
-        let chunks: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok()).map(|c| c.text).collect();
-        assert_eq!(chunks, ["a", "€"]);
+        capture.push(Stream::Stderr, &[b'a', euro[0]]);
+        capture.push(Stream::Stderr, &euro[1..]);
+        capture.push(Stream::Stderr, b"0123456789");
+        run(capture);
+        let entries: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        let kinds: Vec<_> = entries.iter().map(|e| (e.seq, e.offset, e.kind.clone())).collect();
+        assert_eq!(
+            kinds,
+            [
+                (1, 0, EntryKind::Data(b"a".to_vec())),
+                (2, 1, EntryKind::Data(euro.to_vec())),
+                (3, 4, EntryKind::Gap { bytes: 6 }),
+                (4, 10, EntryKind::Data(b"6789".to_vec())),
+            ]
+        );
     }
 }

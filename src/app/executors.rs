@@ -44,7 +44,7 @@ pub(super) async fn executors(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
                 .with_context(|| format!("creating {} (RDEV_PROJECTS_DIR)", config.executor.projects_dir.display()))?;
             let sandbox = Arc::new(start_sandbox(config).await?);
             let root = sandbox.projects_root().to_path_buf();
-            let executor = LocalExecutor::new(root, config.executor.max_output_bytes, sandbox.clone());
+            let executor = LocalExecutor::new(root, sandbox.clone());
             // Reading the folder costs a trip to the blocking pool per lookup, which dominates
             // a `GET /projects`; a second of staleness is invisible to someone creating folders.
             let freshness = config.access.cache_ttl.min(LOCAL_PROJECTS_FRESHNESS);
@@ -73,7 +73,6 @@ pub(super) async fn executors(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
                 clients.exec,
                 &config.executor.namespace,
                 config.executor.kube_api_timeout,
-                config.executor.max_output_bytes,
             );
             let executor = BreakerExecutor { breaker: breaker.clone(), inner: exec };
             tracing::info!(namespace = %config.executor.namespace, "using the Kubernetes executor");

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use crate::{
     adapters::{Database, cache::CachedApiKeyRepo, memory::MemoryRateLimiter, webhook_sender::HttpWebhookSender},
     config::{Config, RateLimitStore},
+    domain::CommandDefaults,
     ports::{Clock, CommandQueue, DeliveryQueue, Executor, RateLimiter},
     services::{
         ApiKeyService, AuditService, CommandService, DispatchSettings, DispatchWake, ProjectService, QueueService,
@@ -42,14 +43,17 @@ pub(super) struct CommandParts {
 
 pub(super) fn commands(config: &Config, database: &Database, parts: CommandParts) -> Commands {
     let CommandParts { projects, executor, audit, deliveries, clock, replica } = parts;
-    let timeout = config.executor.command_timeout;
+    let defaults = CommandDefaults {
+        timeout: config.executor.command_timeout,
+        max_output_bytes: config.executor.max_output_bytes,
+    };
     let commands = Arc::new(CommandService::new(
         projects.clone(),
         executor.clone(),
         audit.clone(),
         deliveries.clone(),
         database.status(),
-        timeout,
+        defaults,
     ));
     let store = database.command_queue();
     let running = Arc::new(RunningCommands::default());
@@ -59,7 +63,7 @@ pub(super) fn commands(config: &Config, database: &Database, parts: CommandParts
         audit.clone(),
         running.clone(),
         clock.clone(),
-        timeout,
+        defaults,
     ));
     let workers = (0..config.queue.workers)
         .map(|i| QueueWorker {

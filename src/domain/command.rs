@@ -8,7 +8,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{AuditOutcome, Caller, CommandSpec, DomainError, ExecOutcome, FieldErrors, ProjectId, ShellRequest};
+use super::{
+    AuditOutcome, Caller, CommandDefaults, CommandSpec, DomainError, ExecOutcome, FieldErrors, Omitted, ProjectId,
+    ShellRequest,
+};
 
 pub const DEFAULT_PRIORITY: u8 = 5;
 pub const MAX_PRIORITY: u8 = 9;
@@ -34,6 +37,9 @@ pub struct EnqueueRequest {
     /// idempotent: only above 1 is a command whose worker died started again.
     #[schema(minimum = 1, maximum = 10)]
     pub max_attempts: Option<u32>,
+    /// Bytes kept per stream, 1024 to the server's `RDEV_MAX_OUTPUT_BYTES` (the default).
+    #[schema(minimum = 1024)]
+    pub max_output_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -91,6 +97,8 @@ pub struct Command {
     #[serde(skip)]
     pub env: BTreeMap<String, String>,
     pub timeout_secs: u64,
+    /// Bytes kept per stream: past it, the first and the last half.
+    pub max_output_bytes: usize,
     pub priority: u8,
     pub status: CommandStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -101,6 +109,9 @@ pub struct Command {
     pub stderr: Option<String>,
     pub stdout_truncated: bool,
     pub stderr_truncated: bool,
+    /// Where stdout's middle was dropped (null when nothing was).
+    pub stdout_omitted: Option<Omitted>,
+    pub stderr_omitted: Option<Omitted>,
     /// Why it ended without an exit code, e.g. `worker lost`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -123,7 +134,7 @@ impl Command {
         request: EnqueueRequest,
         project_id: ProjectId,
         caller: Caller,
-        default_timeout: std::time::Duration,
+        defaults: CommandDefaults,
         now: DateTime<Utc>,
     ) -> Result<Self, DomainError> {
         let mut errors = FieldErrors::default();
@@ -140,8 +151,9 @@ impl Command {
             timeout_secs: request.timeout_secs,
             workdir: request.workdir,
             env: request.env,
+            max_output_bytes: request.max_output_bytes,
         };
-        let spec = match CommandSpec::from_request(shell, default_timeout) {
+        let spec = match CommandSpec::from_request(shell, defaults) {
             Ok(spec) => Some(spec),
             Err(DomainError::Validation(more)) => {
                 more.0.into_iter().for_each(|(field, message)| errors.add(field, message));
@@ -158,6 +170,7 @@ impl Command {
             workdir: spec.workdir,
             env: spec.env,
             timeout_secs: spec.timeout.as_secs(),
+            max_output_bytes: spec.max_output_bytes,
             priority,
             status: CommandStatus::Queued,
             exit_code: None,
@@ -165,6 +178,8 @@ impl Command {
             stderr: None,
             stdout_truncated: false,
             stderr_truncated: false,
+            stdout_omitted: None,
+            stderr_omitted: None,
             error: None,
             attempts: 0,
             max_attempts,
@@ -182,6 +197,7 @@ impl Command {
             timeout: std::time::Duration::from_secs(self.timeout_secs),
             workdir: self.workdir.clone(),
             env: self.env.clone(),
+            max_output_bytes: self.max_output_bytes,
         }
     }
 }

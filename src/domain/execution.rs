@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{DomainError, FieldErrors, ProjectId};
+use super::{DomainError, FieldErrors, MIN_OUTPUT_BYTES, Omitted, ProjectId};
 
 pub const MAX_COMMAND_BYTES: usize = 16 * 1024;
 pub const MAX_TIMEOUT_SECS: u64 = 3600;
@@ -34,6 +34,18 @@ pub struct ShellRequest {
     pub workdir: Option<String>,
     /// Extra environment variables; names match `[A-Za-z_][A-Za-z0-9_]*`, at most 64.
     pub env: Option<BTreeMap<String, String>>,
+    /// Bytes kept per stream, 1024 to the server's `RDEV_MAX_OUTPUT_BYTES` (the default): past
+    /// it, the first and the last half are kept and the middle is dropped.
+    #[schema(minimum = 1024)]
+    pub max_output_bytes: Option<u64>,
+}
+
+/// What the server fills in where a request is silent, and the most it allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandDefaults {
+    pub timeout: Duration,
+    /// `RDEV_MAX_OUTPUT_BYTES`: the default and the most a request may ask for.
+    pub max_output_bytes: usize,
 }
 
 /// A validated command, ready for any executor.
@@ -44,19 +56,31 @@ pub struct CommandSpec {
     /// Relative, normalised (no `.` or `..` components), never escaping the project root.
     pub workdir: Option<String>,
     pub env: BTreeMap<String, String>,
+    /// Bytes kept per stream (head and tail halves).
+    pub max_output_bytes: usize,
 }
 
 impl CommandSpec {
     /// Checks every field and reports every problem at once.
-    pub fn from_request(request: ShellRequest, default_timeout: Duration) -> Result<Self, DomainError> {
+    pub fn from_request(request: ShellRequest, defaults: CommandDefaults) -> Result<Self, DomainError> {
         let mut errors = FieldErrors::default();
         check_command(&request.command, &mut errors);
         let timeout = match request.timeout_secs {
-            None => default_timeout,
+            None => defaults.timeout,
             Some(secs) if (1..=MAX_TIMEOUT_SECS).contains(&secs) => Duration::from_secs(secs),
             Some(_) => {
                 errors.add("timeout_secs", format!("must be between 1 and {MAX_TIMEOUT_SECS}"));
-                default_timeout
+                defaults.timeout
+            }
+        };
+        let most = defaults.max_output_bytes;
+        let least = MIN_OUTPUT_BYTES.min(most);
+        let max_output_bytes = match request.max_output_bytes.map(usize::try_from) {
+            None => most,
+            Some(Ok(bytes)) if (least..=most).contains(&bytes) => bytes,
+            Some(_) => {
+                errors.add("max_output_bytes", format!("must be between {least} and {most}"));
+                most
             }
         };
         let workdir = match request.workdir.as_deref() {
@@ -66,7 +90,7 @@ impl CommandSpec {
         let env = request.env.unwrap_or_default();
         check_env(&env, &mut errors);
         errors.into_result()?;
-        Ok(Self { command: request.command, timeout, workdir, env })
+        Ok(Self { command: request.command, timeout, workdir, env, max_output_bytes })
     }
 }
 
@@ -134,6 +158,9 @@ pub struct ExecOutcome {
     pub stderr: String,
     pub stdout_truncated: bool,
     pub stderr_truncated: bool,
+    /// The bytes dropped from the middle of stdout, when it outgrew its budget.
+    pub stdout_omitted: Option<Omitted>,
+    pub stderr_omitted: Option<Omitted>,
     pub timed_out: bool,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
@@ -151,6 +178,10 @@ pub struct Execution {
     pub stderr: String,
     pub stdout_truncated: bool,
     pub stderr_truncated: bool,
+    /// Where stdout's middle was dropped (null when nothing was): `stdout` is then its first
+    /// half, then its last half, of `max_output_bytes`.
+    pub stdout_omitted: Option<Omitted>,
+    pub stderr_omitted: Option<Omitted>,
     pub timed_out: bool,
     pub duration_ms: u64,
     pub started_at: DateTime<Utc>,
@@ -168,6 +199,8 @@ impl Execution {
             stderr: outcome.stderr,
             stdout_truncated: outcome.stdout_truncated,
             stderr_truncated: outcome.stderr_truncated,
+            stdout_omitted: outcome.stdout_omitted,
+            stderr_omitted: outcome.stderr_omitted,
             timed_out: outcome.timed_out,
             duration_ms: outcome.duration_ms,
             started_at: outcome.started_at,
@@ -181,7 +214,11 @@ mod tests {
     use super::*;
 
     fn request(command: &str) -> ShellRequest {
-        ShellRequest { command: command.into(), timeout_secs: None, workdir: None, env: None }
+        ShellRequest { command: command.into(), timeout_secs: None, workdir: None, env: None, max_output_bytes: None }
+    }
+
+    fn defaults(timeout_secs: u64) -> CommandDefaults {
+        CommandDefaults { timeout: Duration::from_secs(timeout_secs), max_output_bytes: 1 << 20 }
     }
 
     fn field_errors(result: Result<CommandSpec, DomainError>) -> FieldErrors {
@@ -207,19 +244,20 @@ mod tests {
         req.timeout_secs = Some(0);
         req.workdir = Some("../up".into());
         req.env = Some([("1BAD".to_string(), "x".to_string())].into());
-        let errors = field_errors(CommandSpec::from_request(req, Duration::from_secs(60)));
+        req.max_output_bytes = Some(1023);
+        let errors = field_errors(CommandSpec::from_request(req, defaults(60)));
         let fields: Vec<_> = errors.0.keys().map(String::as_str).collect();
-        assert_eq!(fields, ["command", "env", "timeout_secs", "workdir"]);
+        assert_eq!(fields, ["command", "env", "max_output_bytes", "timeout_secs", "workdir"]);
     }
 
     #[test]
     fn rejects_oversize_and_empty_commands() {
         let long = "x".repeat(MAX_COMMAND_BYTES + 1);
         assert!(
-            field_errors(CommandSpec::from_request(request(&long), Duration::from_secs(1))).0.contains_key("command")
+            field_errors(CommandSpec::from_request(request(&long), defaults(1))).0.contains_key("command")
         );
-        assert!(field_errors(CommandSpec::from_request(request(""), Duration::from_secs(1))).0.contains_key("command"));
-        assert!(CommandSpec::from_request(request(&"x".repeat(MAX_COMMAND_BYTES)), Duration::from_secs(1)).is_ok());
+        assert!(field_errors(CommandSpec::from_request(request(""), defaults(1))).0.contains_key("command"));
+        assert!(CommandSpec::from_request(request(&"x".repeat(MAX_COMMAND_BYTES)), defaults(1)).is_ok());
     }
 
     #[test]

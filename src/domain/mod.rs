@@ -10,6 +10,7 @@ pub mod command;
 pub mod delivery;
 pub mod error;
 pub mod execution;
+pub mod output;
 pub mod page;
 pub mod project;
 pub mod webhook;
@@ -21,7 +22,8 @@ pub use delivery::{
     AttemptVerdict, Delivery, DeliveryAttempt, DeliveryFilter, DeliveryStatus, DueDelivery, OutboxEvent,
 };
 pub use error::{DomainError, FieldErrors, Unauthenticated};
-pub use execution::{CommandSpec, ExecOutcome, Execution, ShellRequest};
+pub use execution::{CommandDefaults, CommandSpec, ExecOutcome, Execution, ShellRequest};
+pub use output::{EntryKind, KeptStream, MIN_OUTPUT_BYTES, Omitted, OutputEntry, OutputRecorder, Stream};
 pub use page::{Page, PageRequest};
 pub use project::{ExecutorKind, Project, ProjectId, ProjectStatus};
 pub use webhook::{NewWebhook, Webhook, WebhookChanges, WebhookEvent, WebhookSecret};

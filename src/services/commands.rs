@@ -20,7 +20,7 @@ use uuid::Uuid;
 use super::{AuditService, DispatchWake, ProjectService, audit::AuditRecord};
 use crate::{
     domain::{
-        Caller, CommandEnd, CommandSpec, DomainError, Execution, ExecutorKind, OutboxEvent, Project, ProjectId,
+        Caller, CommandDefaults, CommandEnd, CommandSpec, DomainError, Execution, ExecutorKind, OutboxEvent, Project, ProjectId,
         ShellRequest,
     },
     ports::{Executor, OutputSink, Stop, StorageStatus},
@@ -44,7 +44,7 @@ pub struct CommandService {
     projects: Arc<ProjectService>,
     runner: Arc<Runner>,
     storage: Arc<dyn StorageStatus>,
-    default_timeout: Duration,
+    defaults: CommandDefaults,
     in_flight: TaskTracker,
     shutting_down: CancellationToken,
 }
@@ -112,13 +112,13 @@ impl CommandService {
         audit: Arc<AuditService>,
         deliveries: DispatchWake,
         storage: Arc<dyn StorageStatus>,
-        default_timeout: Duration,
+        defaults: CommandDefaults,
     ) -> Self {
         Self {
             projects,
             runner: Arc::new(Runner { executor, audit, deliveries }),
             storage,
-            default_timeout,
+            defaults,
             in_flight: TaskTracker::new(),
             shutting_down: CancellationToken::new(),
         }
@@ -127,7 +127,7 @@ impl CommandService {
     /// Checks the request and finds the project. Refusals (validation, unknown project) are
     /// audited by the HTTP layer, which sees every refusal.
     pub async fn prepare(&self, project_id: &ProjectId, request: ShellRequest) -> Result<PreparedShell, DomainError> {
-        let spec = CommandSpec::from_request(request, self.default_timeout)?;
+        let spec = CommandSpec::from_request(request, self.defaults)?;
         let project = self.projects.get(project_id).await?;
         if !self.storage.available() {
             return Err(DomainError::Unavailable("the database is down; the command was not started".into()));

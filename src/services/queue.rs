@@ -6,7 +6,9 @@ use uuid::Uuid;
 
 use super::{AuditService, ProjectService, worker::RunningCommands};
 use crate::{
-    domain::{Caller, Command, CommandFilter, DomainError, EnqueueRequest, Page, PageRequest, ProjectId},
+    domain::{
+        Caller, Command, CommandDefaults, CommandFilter, DomainError, EnqueueRequest, Page, PageRequest, ProjectId,
+    },
     ports::{CancelEffect, Clock, CommandQueue, Recovered},
 };
 
@@ -22,7 +24,7 @@ pub struct QueueService {
     audit: Arc<AuditService>,
     running: Arc<RunningCommands>,
     clock: Arc<dyn Clock>,
-    default_timeout: Duration,
+    defaults: CommandDefaults,
 }
 
 /// What a cancel request achieved.
@@ -40,9 +42,9 @@ impl QueueService {
         audit: Arc<AuditService>,
         running: Arc<RunningCommands>,
         clock: Arc<dyn Clock>,
-        default_timeout: Duration,
+        defaults: CommandDefaults,
     ) -> Self {
-        Self { queue, projects, audit, running, clock, default_timeout }
+        Self { queue, projects, audit, running, clock, defaults }
     }
 
     /// Takes back the commands of workers whose leases ran out (their replica died). Every
@@ -68,7 +70,7 @@ impl QueueService {
         project_id: &ProjectId,
         request: EnqueueRequest,
     ) -> Result<Command, DomainError> {
-        let command = Command::new(request, project_id.clone(), caller, self.default_timeout, self.clock.now())?;
+        let command = Command::new(request, project_id.clone(), caller, self.defaults, self.clock.now())?;
         self.projects.get(project_id).await?;
         self.queue.enqueue(&command).await?;
         Ok(command)

@@ -83,3 +83,26 @@ async fn bad_settings_stop_the_start_with_a_message_naming_them() {
         assert!(!stderr.contains("hunter2"), "the bad secret is not echoed");
     }
 }
+
+/// The peak resident size of process `pid`, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Output past the budget is read and dropped, never held: a command printing 1 GiB leaves the
+/// server as small as it was, with the head and tail of what it printed.
+#[tokio::test]
+async fn a_gibibyte_of_output_keeps_the_server_under_64_mib() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, key) = start_fresh(dir.path()).await;
+    let before = peak_rss_kib(server.pid());
+    let command = "head -c 1073741824 /dev/zero | tr '\\0' x";
+    let run = server.post_json("/projects/hello/shell", &key, &json!({"command": command, "timeout_secs": 600})).await;
+    assert_eq!(run["exit_code"], 0, "{run}");
+    assert_eq!(run["stdout_omitted"], json!({"offset": 512 * 1024, "bytes": (1u64 << 30) - (1 << 20)}));
+    let after = peak_rss_kib(server.pid());
+    println!("server peak RSS: {before} KiB before, {after} KiB after 1 GiB of output");
+    assert!(after < 64 * 1024, "peak RSS {after} KiB");
+}

@@ -149,9 +149,10 @@ async fn expired_leases_requeue_unstarted_or_retryable_commands_and_fail_the_res
             env: None,
             priority: None,
             max_attempts: Some(max_attempts),
+            max_output_bytes: None,
         };
         let caller = Caller { api_key_id: None, request_id: "r".into(), client_ip: None };
-        Command::new(request, ProjectId::parse("hello").unwrap(), caller, std::time::Duration::from_secs(5), now)
+        Command::new(request, ProjectId::parse("hello").unwrap(), caller, crate::support::command_defaults(5), now)
             .unwrap()
     };
     let (unstarted, retryable, once) = (new("a", 1), new("b", 2), new("c", 1));

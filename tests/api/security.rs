@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::{
     on_both_databases,
-    support::{Db, TestApp},
+    support::{Db, ManualClock, TestApp},
 };
 
 on_both_databases!(
@@ -64,7 +64,8 @@ async fn a_rotated_bootstrap_secret_stays_dead_after_a_restart(db: Db) {
 }
 
 async fn refused_attempts_are_audited_within_a_budget_and_shortened(db: Db) {
-    let app = TestApp::on(db).await;
+    // The budget is per calendar minute: a stopped clock keeps all 60 attempts in one.
+    let app = TestApp::on(db).clock(ManualClock::new()).await;
     let long_id = "r".repeat(60_000);
     let fine_id = "f".repeat(128);
     let command = "x".repeat(16_000);

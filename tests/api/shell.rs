@@ -13,6 +13,7 @@ on_every_backend!(
     stderr_is_kept_apart_from_stdout,
     timeout_kills_the_whole_process_group,
     output_past_the_cap_is_truncated_while_the_command_finishes,
+    ten_mib_of_lines_keep_exactly_their_first_and_last_two_kib,
     env_and_workdir_apply,
     workdir_that_does_not_exist_is_a_validation_error,
     every_execution_writes_an_audit_row,
@@ -74,16 +75,34 @@ async fn output_past_the_cap_is_truncated_while_the_command_finishes(backend: Ba
     let reply = app
         .shell(
             "hello",
-            json!({"command": "head -c 100000 /dev/zero | tr '\\0' a; echo finished >&2; echo -n ok > done.txt"}),
+            json!({"command": "head -c 100000 /dev/zero | tr '\\0' a; printf END; echo finished >&2; echo -n ok > done.txt"}),
         )
         .await;
     assert_eq!(reply.status, 200);
-    assert_eq!(reply.body["stdout"].as_str().unwrap(), "a".repeat(1000));
+    let (head, tail) = ("a".repeat(500), format!("{}END", "a".repeat(497)));
+    assert_eq!(reply.body["stdout"].as_str().unwrap(), format!("{head}{tail}"), "the first and last halves");
     assert_eq!(reply.body["stdout_truncated"], true);
+    assert_eq!(reply.body["stdout_omitted"], json!({"offset": 500, "bytes": 100_003 - 1000}));
     assert_eq!(reply.body["stderr"], "finished\n");
     assert_eq!(reply.body["stderr_truncated"], false);
+    assert_eq!(reply.body["stderr_omitted"], json!(null));
     assert_eq!(reply.body["exit_code"], 0);
     assert_eq!(std::fs::read_to_string(app.project_path("hello").join("done.txt")).unwrap(), "ok", "ran to completion");
+}
+
+/// `seq -w` prints 1,310,720 lines of 8 bytes: exactly 10 MiB, so every kept byte is known.
+async fn ten_mib_of_lines_keep_exactly_their_first_and_last_two_kib(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    let reply = app.shell("hello", json!({"command": "seq -w 1 1310720", "max_output_bytes": 4096})).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let lines = |from: u32, to: u32| (from..=to).map(|n| format!("{n:07}\n")).collect::<String>();
+    let stdout = reply.body["stdout"].as_str().unwrap();
+    assert_eq!(stdout.len(), 4096);
+    assert_eq!(&stdout[..2048], lines(1, 256), "the first 2048 bytes");
+    assert_eq!(&stdout[2048..], lines(1_310_465, 1_310_720), "the last 2048 bytes");
+    assert_eq!(reply.body["stdout_omitted"], json!({"offset": 2048, "bytes": 10 * 1024 * 1024 - 4096}));
+    let too_small = app.shell("hello", json!({"command": "true", "max_output_bytes": 1023})).await;
+    assert_eq!(too_small.field_error("max_output_bytes"), Some("must be between 1024 and 1048576"));
 }
 
 async fn env_and_workdir_apply(backend: Backend) {

@@ -11,12 +11,15 @@ on_every_backend!(
     output_arrives_while_the_command_runs_then_the_exit_event,
     a_client_that_disconnects_kills_the_command,
     refusals_before_the_stream_are_plain_json_errors,
+    past_its_budget_a_stream_sends_the_head_then_the_gap_and_the_tail,
 );
 
 /// An SSE response read event by event.
 struct Events {
     response: reqwest::Response,
     buffer: String,
+    /// The `id:` of every event read so far.
+    ids: Vec<u64>,
 }
 
 impl Events {
@@ -32,7 +35,7 @@ impl Events {
             .unwrap();
         assert_eq!(response.status(), 200);
         assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
-        Self { response, buffer: String::new() }
+        Self { response, buffer: String::new(), ids: Vec::new() }
     }
 
     /// The next `(event, data)`, skipping keep-alive comments; `None` at the end of the stream.
@@ -44,6 +47,8 @@ impl Events {
                 for line in block.lines() {
                     if let Some(name) = line.strip_prefix("event: ") {
                         event = name.to_owned();
+                    } else if let Some(id) = line.strip_prefix("id: ").or_else(|| line.strip_prefix("id:")) {
+                        self.ids.push(id.parse().expect("a numeric id"));
                     } else if let Some(part) = line.strip_prefix("data: ").or_else(|| line.strip_prefix("data:")) {
                         data.push(part.to_owned());
                     }
@@ -133,4 +138,28 @@ async fn refusals_before_the_stream_are_plain_json_errors(backend: Backend) {
     let audit = app.get("/audit?project_id=hello", &app.admin_key).await;
     let outcomes: Vec<_> = audit.body["entries"].as_array().unwrap().iter().map(|e| e["outcome"].clone()).collect();
     assert!(outcomes.len() >= 3 && outcomes.iter().all(|o| o == "rejected"), "{outcomes:?}");
+}
+
+async fn past_its_budget_a_stream_sends_the_head_then_the_gap_and_the_tail(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    let command = "head -c 5000 /dev/zero | tr '\\0' a; printf END";
+    let mut events = Events::open(&app, json!({"command": command, "max_output_bytes": 1024})).await;
+    let mut head = String::new();
+    let (gap, tail) = loop {
+        match events.next().await.unwrap() {
+            (name, data) if name == "stdout" => head.push_str(&data),
+            (name, gap) if name == "gap" => break (gap, events.next().await.unwrap()),
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(head, "a".repeat(512), "the head arrives as it is written");
+    let gap: Value = serde_json::from_str(&gap).unwrap();
+    assert_eq!(gap, json!({"stream": "stdout", "offset": 512, "bytes": 5003 - 1024}));
+    assert_eq!(tail, ("stdout".into(), format!("{}END", "a".repeat(509))), "then the tail");
+    let (name, exit) = events.next().await.unwrap();
+    assert_eq!(name, "exit");
+    let exit: Value = serde_json::from_str(&exit).unwrap();
+    assert_eq!(exit["stdout_omitted"], json!({"offset": 512, "bytes": 5003 - 1024}));
+    assert!(events.ids.windows(2).all(|w| w[0] < w[1]), "ids strictly increase: {:?}", events.ids);
+    assert_eq!(events.ids.first(), Some(&1));
 }

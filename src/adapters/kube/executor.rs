@@ -21,8 +21,8 @@ use super::{
     script::{WORKDIR_MISSING, WORKDIR_MISSING_EXIT, argv},
 };
 use crate::{
-    adapters::capture::{CappedBuffer, drain, outcome},
-    domain::{CommandSpec, DomainError, ExecOutcome, Project},
+    adapters::capture::{Capture, drain},
+    domain::{CommandSpec, DomainError, ExecOutcome, MIN_OUTPUT_BYTES, Project},
     ports::{Executor, KILLED_EXIT, OutputSink, Stop, Stream},
 };
 
@@ -32,12 +32,11 @@ const SETTLE: Duration = Duration::from_secs(5);
 pub struct KubeExecutor {
     pods: Api<Pod>,
     api_timeout: Duration,
-    max_output_bytes: usize,
 }
 
 impl KubeExecutor {
-    pub fn new(exec_client: kube::Client, namespace: &str, api_timeout: Duration, max_output_bytes: usize) -> Self {
-        Self { pods: Api::namespaced(exec_client, namespace), api_timeout, max_output_bytes }
+    pub fn new(exec_client: kube::Client, namespace: &str, api_timeout: Duration) -> Self {
+        Self { pods: Api::namespaced(exec_client, namespace), api_timeout }
     }
 }
 
@@ -84,14 +83,13 @@ impl Executor for KubeExecutor {
         let status = attached
             .take_status()
             .ok_or_else(|| DomainError::internal(anyhow::anyhow!("exec without a status channel")))?;
-        let mut stdout = CappedBuffer::new(self.max_output_bytes, Stream::Stdout);
-        let mut stderr = CappedBuffer::new(self.max_output_bytes, Stream::Stderr);
+        let capture = Capture::new(spec.max_output_bytes, live);
 
         let run = async {
             let output = async {
                 tokio::join!(
-                    drain(stdout_pipe.as_mut(), &mut stdout, &live),
-                    drain(stderr_pipe.as_mut(), &mut stderr, &live)
+                    drain(stdout_pipe.as_mut(), Stream::Stdout, &capture),
+                    drain(stderr_pipe.as_mut(), Stream::Stderr, &capture)
                 )
             };
             tokio::pin!(output, status);
@@ -121,7 +119,7 @@ impl Executor for KubeExecutor {
             Ok(Some(None)) => return Err(DomainError::executor_unavailable("pod exec stream ended without a status")),
             Ok(Some(Some(status))) => (exit_code(&status)?, false),
         };
-        let outcome = outcome(stdout, stderr, exit_code, timed_out, started_at, clock);
+        let outcome = capture.outcome(exit_code, timed_out, started_at, clock);
         if exit_code == WORKDIR_MISSING_EXIT && outcome.stderr.trim_end() == WORKDIR_MISSING {
             return Err(DomainError::invalid("workdir", "does not exist in the project"));
         }
@@ -140,6 +138,7 @@ impl Executor for KubeExecutor {
             timeout: self.api_timeout,
             workdir: spec.workdir.clone(),
             env: Default::default(),
+            max_output_bytes: MIN_OUTPUT_BYTES,
         };
         self.run(project, &probe, None, &Stop::new()).await.map(drop)
     }

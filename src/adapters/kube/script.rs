@@ -31,6 +31,7 @@ mod tests {
             timeout: Duration::from_secs(5),
             workdir: workdir.map(Into::into),
             env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            max_output_bytes: 1024,
         }
     }
 

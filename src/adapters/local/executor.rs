@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 
 use super::sandbox::{RunningCommand, Sandbox, SpawnRequest};
-use crate::adapters::capture::{CappedBuffer, drain, outcome};
+use crate::adapters::capture::{Capture, drain};
 use crate::{
     domain::{CommandSpec, DomainError, ExecOutcome, Project},
     ports::{Executor, HealthCheck, OutputSink, Stop, Stream},
@@ -35,14 +35,13 @@ const DRAIN_AFTER_KILL: Duration = Duration::from_secs(2);
 
 pub struct LocalExecutor {
     root: PathBuf,
-    max_output_bytes: usize,
     base_env: Vec<(String, String)>,
     sandbox: Arc<Sandbox>,
 }
 
 impl LocalExecutor {
     /// `root` is the projects folder as the sandbox sees it (canonical).
-    pub fn new(root: impl Into<PathBuf>, max_output_bytes: usize, sandbox: Arc<Sandbox>) -> Self {
+    pub fn new(root: impl Into<PathBuf>, sandbox: Arc<Sandbox>) -> Self {
         let mut base_env: Vec<(String, String)> = INHERITED_ENV
             .iter()
             .filter_map(|name| std::env::var(name).ok().map(|value| ((*name).to_owned(), value)))
@@ -50,7 +49,7 @@ impl LocalExecutor {
         if !base_env.iter().any(|(name, _)| name == "PATH") {
             base_env.push(("PATH".into(), DEFAULT_PATH.into()));
         }
-        Self { root: root.into(), max_output_bytes, base_env, sandbox }
+        Self { root: root.into(), base_env, sandbox }
     }
 
     /// Checks a `workdir` before anything starts: symlinks are resolved before the containment
@@ -123,14 +122,13 @@ impl Executor for LocalExecutor {
         let started_at = Utc::now();
         let clock = Instant::now();
         let mut command = self.sandbox.spawn(self.request(project, spec), vec![stdout_end, stderr_end]).await?;
-        let mut stdout = CappedBuffer::new(self.max_output_bytes, Stream::Stdout);
-        let mut stderr = CappedBuffer::new(self.max_output_bytes, Stream::Stderr);
+        let capture = Capture::new(spec.max_output_bytes, live);
 
         let run = async {
             let output = async {
                 tokio::join!(
-                    drain(Some(&mut stdout_pipe), &mut stdout, &live),
-                    drain(Some(&mut stderr_pipe), &mut stderr, &live)
+                    drain(Some(&mut stdout_pipe), Stream::Stdout, &capture),
+                    drain(Some(&mut stderr_pipe), Stream::Stderr, &capture)
                 )
             };
             tokio::join!(ended(&mut command), output).0
@@ -149,8 +147,8 @@ impl Executor for LocalExecutor {
                 let exit_code = ended(&mut command).await;
                 let output = async {
                     tokio::join!(
-                        drain(Some(&mut stdout_pipe), &mut stdout, &live),
-                        drain(Some(&mut stderr_pipe), &mut stderr, &live)
+                        drain(Some(&mut stdout_pipe), Stream::Stdout, &capture),
+                        drain(Some(&mut stderr_pipe), Stream::Stderr, &capture)
                     )
                 };
                 let _ = tokio::time::timeout(DRAIN_AFTER_KILL, output).await;
@@ -162,7 +160,7 @@ impl Executor for LocalExecutor {
             other => other,
         })?;
         tracing::Span::current().record("exit_code", exit_code);
-        Ok(outcome(stdout, stderr, exit_code, timed_out, started_at, clock))
+        Ok(capture.outcome(exit_code, timed_out, started_at, clock))
     }
 
     async fn check(&self, project: &Project, spec: &CommandSpec) -> Result<(), DomainError> {

@@ -24,6 +24,7 @@ use super::{
 use crate::{
     domain::{
         Caller, Command, CommandEnd, CommandFilter, CommandStatus, DomainError, OutboxEvent, Page, PageRequest,
+        Omitted,
         ProjectId,
     },
     ports::{CancelEffect, CommandQueue, Recovered, RecoveryAudit},
@@ -31,7 +32,8 @@ use crate::{
 
 const COLUMNS: &str = "id, project_id, command, workdir, env, timeout_secs, priority, status, attempts, max_attempts, \
      api_key_id, request_id, client_ip, exit_code, stdout, stderr, stdout_truncated, stderr_truncated, error, \
-     cancel_requested, created_at, started_at, finished_at";
+     cancel_requested, created_at, started_at, finished_at, max_output_bytes, stdout_omitted_offset, \
+     stdout_omitted_bytes, stderr_omitted_offset, stderr_omitted_bytes";
 
 pub(crate) struct SqlCommandQueue<D: Dialect> {
     db: Db<D>,
@@ -59,6 +61,9 @@ fn command_from_row(row: &impl Row) -> Result<Command, DomainError> {
         stderr: row.get("stderr")?,
         stdout_truncated: row.get("stdout_truncated")?,
         stderr_truncated: row.get("stderr_truncated")?,
+        max_output_bytes: usize::try_from(row.required_int("max_output_bytes")?).unwrap_or(usize::MAX),
+        stdout_omitted: omitted(row, "stdout")?,
+        stderr_omitted: omitted(row, "stderr")?,
         error: row.get("error")?,
         cancel_requested: row.get("cancel_requested")?,
         created_at: row.required_time("created_at")?,
@@ -70,6 +75,19 @@ fn command_from_row(row: &impl Row) -> Result<Command, DomainError> {
             client_ip: client_ip(row.get("client_ip")?)?,
         },
     })
+}
+
+/// Where `stream`'s middle was dropped, from its two columns.
+fn omitted(row: &impl Row, stream: &str) -> Result<Option<Omitted>, DomainError> {
+    let offset = row.int(&format!("{stream}_omitted_offset"))?;
+    let bytes = row.int(&format!("{stream}_omitted_bytes"))?;
+    Ok(offset.zip(bytes).map(|(offset, bytes)| Omitted { offset: offset.max(0) as u64, bytes: bytes.max(0) as u64 }))
+}
+
+/// An `Omitted` as its two columns.
+fn omitted_columns(omitted: Option<Omitted>) -> (Option<i64>, Option<i64>) {
+    let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    (omitted.map(|o| to_i64(o.offset)), omitted.map(|o| to_i64(o.bytes)))
 }
 
 impl<D: Dialect> SqlCommandQueue<D> {
@@ -99,8 +117,8 @@ impl<D: Dialect> CommandQueue for SqlCommandQueue<D> {
     async fn enqueue(&self, command: &Command) -> Result<(), DomainError> {
         Stmt::<D>::new(
             "INSERT INTO commands (id, project_id, command, workdir, env, timeout_secs, priority, max_attempts,
-                                   api_key_id, request_id, client_ip, created_at, status)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'queued')",
+                                   api_key_id, request_id, client_ip, created_at, max_output_bytes, status)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'queued')",
         )
         .uuid(Some(command.id))
         .value(command.project_id.as_str().to_owned())
@@ -114,6 +132,7 @@ impl<D: Dialect> CommandQueue for SqlCommandQueue<D> {
         .value(command.caller.request_id.clone())
         .value(command.caller.client_ip.map(|ip| ip.to_string()))
         .time(Some(command.created_at))
+        .value(i64::try_from(command.max_output_bytes).unwrap_or(i64::MAX))
         .execute(&self.db)
         .await?;
         self.work.notify_waiters();
@@ -200,9 +219,17 @@ impl<D: Dialect> CommandQueue for SqlCommandQueue<D> {
             CommandEnd::Cancelled => (None, None, None, false, false, None),
             CommandEnd::Error(message) => (None, None, None, false, false, Some(message.clone())),
         };
+        let ran = match end {
+            CommandEnd::Ran(outcome) => Some(outcome),
+            _ => None,
+        };
+        let (stdout_offset, stdout_bytes) = omitted_columns(ran.and_then(|o| o.stdout_omitted));
+        let (stderr_offset, stderr_bytes) = omitted_columns(ran.and_then(|o| o.stderr_omitted));
         let sql = format!(
             "UPDATE commands SET status = $3, exit_code = $4, stdout = $5, stderr = $6, stdout_truncated = $7,
-                    stderr_truncated = $8, error = $9, finished_at = $10, claimed_by = NULL, lease_until = NULL
+                    stderr_truncated = $8, error = $9, finished_at = $10, claimed_by = NULL, lease_until = NULL,
+                    stdout_omitted_offset = $11, stdout_omitted_bytes = $12, stderr_omitted_offset = $13,
+                    stderr_omitted_bytes = $14
              WHERE id = $1 AND claimed_by = $2 AND status = 'running'
              RETURNING {COLUMNS}"
         );
@@ -218,6 +245,10 @@ impl<D: Dialect> CommandQueue for SqlCommandQueue<D> {
             .value(stderr_truncated)
             .value(error)
             .time(Some(at))
+            .value(stdout_offset)
+            .value(stdout_bytes)
+            .value(stderr_offset)
+            .value(stderr_bytes)
             .fetch_optional(&mut tx)
             .await?;
         let finished = one(row)?;

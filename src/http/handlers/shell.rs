@@ -21,7 +21,7 @@ use futures_util::Stream;
 use tokio::sync::mpsc;
 
 use crate::{
-    domain::{Caller, Execution, ProjectId, ShellRequest},
+    domain::{Caller, EntryKind, Execution, ProjectId, ShellRequest},
     http::{
         auth::{Authorized, scope},
         error::{ApiError, ErrorBody},
@@ -83,23 +83,36 @@ fn stream(
     let (output_tx, output) = mpsc::unbounded_channel::<OutputChunk>();
     let request_id = caller.request_id.clone();
     let running = state.commands.start(caller, prepared, Some(output_tx));
-    let events = futures_util::stream::unfold(Some((output, running)), move |open| {
+    let events = futures_util::stream::unfold(Some((output, running, 0)), move |open| {
         let request_id = request_id.clone();
         async move {
-            let (mut output, running) = open?;
+            let (mut output, running, last_seq) = open?;
             // All output first: the sender is dropped when the command has finished.
-            if let Some(chunk) = output.recv().await {
-                let event = Event::default().event(chunk.stream.as_str()).data(chunk.text);
-                return Some((Ok(event), Some((output, running))));
+            if let Some(entry) = output.recv().await {
+                let seq = entry.seq;
+                return Some((Ok(output_event(entry)), Some((output, running, seq))));
             }
             let event = match running.finished().await {
-                Ok(execution) => exit_event(&execution),
+                Ok(execution) => exit_event(&execution).id((last_seq + 1).to_string()),
                 Err(error) => error_event(ApiError::from(error), request_id),
             };
             Some((Ok(event), None))
         }
     });
     Sse::new(events).keep_alive(KeepAlive::default())
+}
+
+/// An entry of the output log as an event: `stdout`/`stderr` with its text, or `gap` saying
+/// what was dropped; its id is the entry's `seq`.
+pub(crate) fn output_event(entry: OutputChunk) -> Event {
+    let event = Event::default().id(entry.seq.to_string());
+    match entry.kind {
+        EntryKind::Data(bytes) => event.event(entry.stream.as_str()).data(String::from_utf8_lossy(&bytes)),
+        EntryKind::Gap { bytes } => {
+            let gap = serde_json::json!({"stream": entry.stream, "offset": entry.offset, "bytes": bytes});
+            event.event("gap").data(gap.to_string())
+        }
+    }
 }
 
 /// The `Execution` without the output the stream already carried.

@@ -151,12 +151,13 @@ async fn final_commands_put_their_event_in_the_outbox(db: Db) {
             env: None,
             priority: Some(priority),
             max_attempts: None,
+            max_output_bytes: None,
         };
         rdev_api::domain::Command::new(
             request,
             ProjectId::parse("p").unwrap(),
             caller(),
-            std::time::Duration::from_secs(5),
+            crate::support::command_defaults(5),
             t,
         )
         .unwrap()

@@ -27,9 +27,10 @@ fn command(project: &str, priority: u8, max_attempts: u32, at: DateTime<Utc>) ->
         env: Some(BTreeMap::from([("MODE".to_owned(), "test".to_owned())])),
         priority: Some(priority),
         max_attempts: Some(max_attempts),
+        max_output_bytes: None,
     };
     let project = ProjectId::parse(project).expect("a project id");
-    Command::new(request, project, caller(), std::time::Duration::from_secs(30), at).expect("a valid command")
+    Command::new(request, project, caller(), crate::support::command_defaults(30), at).expect("a valid command")
 }
 
 fn ran(exit_code: i32, at: DateTime<Utc>) -> CommandEnd {
@@ -39,6 +40,8 @@ fn ran(exit_code: i32, at: DateTime<Utc>) -> CommandEnd {
         stderr: "err\n".into(),
         stdout_truncated: true,
         stderr_truncated: false,
+        stdout_omitted: Some(rdev_api::domain::Omitted { offset: 2, bytes: 10 }),
+        stderr_omitted: None,
         timed_out: false,
         started_at: at,
         finished_at: at,
@@ -122,6 +125,8 @@ async fn a_claim_holds_through_start_renew_and_finish_for_its_worker_only(queue:
     assert_eq!(finished.exit_code, Some(3));
     assert_eq!((finished.stdout.as_deref(), finished.stderr.as_deref()), (Some("out\n"), Some("err\n")));
     assert!(finished.stdout_truncated && !finished.stderr_truncated);
+    assert_eq!(finished.stdout_omitted, Some(rdev_api::domain::Omitted { offset: 2, bytes: 10 }), "where it was cut");
+    assert_eq!(finished.stderr_omitted, None);
     assert_eq!(finished.finished_at, Some(t + seconds(2)));
     assert_eq!(queue.renew(id, "w1", t + seconds(60)).await.unwrap(), None, "a finished claim is gone");
     assert_eq!(queue.finish(id, "w1", &CommandEnd::Cancelled, t).await.unwrap(), None, "finished once");

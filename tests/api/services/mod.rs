@@ -75,13 +75,14 @@ impl QueueRig {
             env: None,
             priority: None,
             max_attempts: None,
+            max_output_bytes: None,
         };
         let project = ProjectId::parse(project).expect("a project id");
         let command = Command::new(
             request,
             project,
             caller(),
-            Duration::from_secs(30),
+            crate::support::command_defaults(30),
             rdev_api::ports::Clock::now(&*self.clock),
         )
         .expect("a valid command");

@@ -1,9 +1,6 @@
 //! `QueueService`: what may be enqueued, and what a cancel does in each state of a command.
 
-use std::{
-    sync::{Arc, atomic::Ordering},
-    time::Duration,
-};
+use std::sync::{Arc, atomic::Ordering};
 
 use rdev_api::{
     domain::{CommandStatus, DomainError, EnqueueRequest, ProjectId},
@@ -22,7 +19,7 @@ fn service(rig: &QueueRig) -> QueueService {
         audit,
         rig.running.clone(),
         rig.clock.clone(),
-        Duration::from_secs(30),
+        crate::support::command_defaults(30),
     )
 }
 
@@ -34,6 +31,7 @@ fn request(command: &str, priority: Option<u8>) -> EnqueueRequest {
         env: None,
         priority,
         max_attempts: None,
+        max_output_bytes: None,
     }
 }
 

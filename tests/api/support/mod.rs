@@ -14,3 +14,11 @@ pub use app::{Reply, TestApp, http_client, test_config};
 pub use backend::{Backend, Db, HELLO_POD, NAMESPACE, fresh_database, project_pod};
 pub use clock::ManualClock;
 pub use process::live_processes_with;
+
+/// The defaults a command service fills in, with this timeout and a 1 MiB output budget.
+pub fn command_defaults(timeout_secs: u64) -> rdev_api::domain::CommandDefaults {
+    rdev_api::domain::CommandDefaults {
+        timeout: std::time::Duration::from_secs(timeout_secs),
+        max_output_bytes: 1 << 20,
+    }
+}

@@ -76,6 +76,8 @@ impl Executor for ScriptedExecutor {
             stderr: String::new(),
             stdout_truncated: false,
             stderr_truncated: false,
+            stdout_omitted: None,
+            stderr_omitted: None,
             timed_out: false,
             started_at: now,
             finished_at: now,

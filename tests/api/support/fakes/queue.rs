@@ -150,6 +150,8 @@ impl CommandQueue for MemoryQueue {
                 c.stderr = Some(outcome.stderr.clone());
                 c.stdout_truncated = outcome.stdout_truncated;
                 c.stderr_truncated = outcome.stderr_truncated;
+                c.stdout_omitted = outcome.stdout_omitted;
+                c.stderr_omitted = outcome.stderr_omitted;
             }
             if let CommandEnd::Error(message) = end {
                 c.error = Some(message.clone());
