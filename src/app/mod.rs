@@ -23,7 +23,9 @@ use crate::{
     domain::ApiKeySecret,
     http::{self, AppState, client_ip::ClientIpResolver, state::Services},
     ports::{Clock, HealthCheck, SystemClock},
-    services::{AuditService, CommandService, DispatchWake, ProjectService, QueueWorker, WebhookDispatcher},
+    services::{
+        AuditService, CommandService, DispatchWake, IdempotencyService, ProjectService, QueueWorker, WebhookDispatcher,
+    },
 };
 
 /// A built server: listening, migrated, wired; `run_until_stopped` serves it.
@@ -77,6 +79,7 @@ impl App {
         let commands = subsystems::commands(&config, &database, parts);
         let webhooks = subsystems::webhooks(&config, &database, wake, clock.clone(), &replica)?;
         let rate_limits = subsystems::rate_limits(&config, &database, clock.clone());
+        let idempotency = Arc::new(IdempotencyService::new(database.idempotency(), clock.clone()));
 
         let readiness: Vec<Arc<dyn HealthCheck>> = vec![Arc::new(database.clone()), executors.health];
         let state = AppState::new(Services {
@@ -87,6 +90,7 @@ impl App {
             audit: audit.clone(),
             webhooks: webhooks.service,
             rate_limits: rate_limits.clone(),
+            idempotency: idempotency.clone(),
             client_ip: Arc::new(ClientIpResolver::new(config.server.trusted_proxies.clone())),
             readiness: readiness.into(),
             metrics: crate::telemetry::metrics::handle(),
@@ -99,6 +103,7 @@ impl App {
             recovery: commands.queue,
             deliveries: webhooks.deliveries,
             audit,
+            idempotency,
             webhook_retention: config.webhooks.retention,
             audit_retention: config.access.audit_retention,
             clock,

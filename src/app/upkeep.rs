@@ -5,12 +5,13 @@ use std::{sync::Arc, time::Duration};
 
 use crate::{
     ports::{Clock, CommandQueue, DeliveryQueue},
-    services::{ApiKeyService, AuditService, QueueService, RateLimitService},
+    services::{ApiKeyService, AuditService, IdempotencyService, QueueService, RateLimitService},
 };
 
 /// How often the maintenance task writes batched `last_used_at` times and purges old counts.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(5);
-/// How often webhook deliveries and audit entries past their retention are deleted.
+/// How often webhook deliveries, audit entries and idempotency keys past their retention are
+/// deleted.
 const DELIVERY_PURGE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Background upkeep that must not cost requests anything: batched writes, purges, and taking
@@ -24,6 +25,7 @@ pub(super) struct Upkeep {
     pub recovery: Arc<QueueService>,
     pub deliveries: Arc<dyn DeliveryQueue>,
     pub audit: Arc<AuditService>,
+    pub idempotency: Arc<IdempotencyService>,
     pub webhook_retention: Duration,
     pub audit_retention: Duration,
     pub clock: Arc<dyn Clock>,
@@ -54,6 +56,7 @@ impl Upkeep {
                 purged_deliveries_at = Some(tokio::time::Instant::now());
                 self.purge_old_deliveries().await;
                 self.purge_old_audit_entries().await;
+                self.purge_old_idempotency_keys().await;
             }
         }
     }
@@ -63,6 +66,14 @@ impl Upkeep {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "deleted audit entries older than RDEV_AUDIT_RETENTION"),
             Err(error) => tracing::warn!(%error, "could not purge old audit entries; will retry"),
+        }
+    }
+
+    async fn purge_old_idempotency_keys(&self) {
+        match self.idempotency.purge().await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "deleted Idempotency-Keys older than 24 h"),
+            Err(error) => tracing::warn!(%error, "could not purge old Idempotency-Keys; will retry"),
         }
     }
 

@@ -18,7 +18,7 @@ pub const MAX_PRIORITY: u8 = 9;
 pub const MAX_ATTEMPTS: u32 = 10;
 
 /// The body of `POST /projects/{id}/commands`: a shell request plus queueing options.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnqueueRequest {
     /// Run as `/bin/sh -c <command>`; 1 to 16384 bytes, no NUL.

@@ -70,6 +70,9 @@ pub enum DomainError {
     Forbidden(String),
     #[error("{0}")]
     Conflict(String),
+    /// An `Idempotency-Key` already used for a different request (path or body).
+    #[error("this Idempotency-Key was used for a different request")]
+    IdempotencyKeyReused,
     /// The executor cannot take work now (circuit open, cluster unreachable); `retry_after`
     /// tells when trying again makes sense, if known.
     #[error("executor unavailable: {reason}")]

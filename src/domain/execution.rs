@@ -21,7 +21,7 @@ pub const MAX_ENV_VALUE_BYTES: usize = 32 * 1024;
 pub const MAX_WORKDIR_BYTES: usize = 4096;
 
 /// The body of `POST /projects/{id}/shell`, exactly as the client sent it.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShellRequest {
     /// Run as `/bin/sh -c <command>`; 1 to 16384 bytes, no NUL.

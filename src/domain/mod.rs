@@ -10,6 +10,7 @@ pub mod command;
 pub mod delivery;
 pub mod error;
 pub mod execution;
+pub mod idempotency;
 pub mod output;
 pub mod page;
 pub mod project;
@@ -24,6 +25,7 @@ pub use delivery::{
 pub use error::{DomainError, FieldErrors, Unauthenticated};
 pub use execution::{CommandDefaults, CommandSpec, ExecOutcome, Execution, ShellRequest};
 pub use output::{EntryKind, KeptStream, MIN_OUTPUT_BYTES, Omitted, OutputEntry, OutputRecorder, Stream};
+pub use idempotency::{IDEMPOTENCY_KEY_RETENTION, IdempotencyKey, KeyRecord, StoredReply, fingerprint};
 pub use page::{Page, PageRequest};
 pub use project::{ExecutorKind, Project, ProjectId, ProjectStatus};
 pub use webhook::{NewWebhook, Webhook, WebhookChanges, WebhookEvent, WebhookSecret};

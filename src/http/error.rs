@@ -82,6 +82,7 @@ impl ApiError {
                 DomainError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
                 DomainError::Forbidden(_) => (StatusCode::FORBIDDEN, "FORBIDDEN"),
                 DomainError::Conflict(_) => (StatusCode::CONFLICT, "CONFLICT"),
+                DomainError::IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED"),
                 DomainError::ExecutorUnavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "EXECUTOR_UNAVAILABLE"),
                 DomainError::Unavailable(_) | DomainError::NotRecorded(_) => {
                     (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")

@@ -9,6 +9,7 @@ pub mod client_ip;
 pub mod error;
 pub mod extract;
 pub mod handlers;
+pub mod idempotency;
 mod metrics;
 mod openapi;
 mod refusals;

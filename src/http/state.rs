@@ -6,7 +6,8 @@ use super::client_ip::ClientIpResolver;
 use crate::{
     ports::HealthCheck,
     services::{
-        ApiKeyService, AuditService, CommandService, ProjectService, QueueService, RateLimitService, WebhookService,
+        ApiKeyService, AuditService, CommandService, IdempotencyService, ProjectService, QueueService,
+        RateLimitService, WebhookService,
     },
 };
 
@@ -37,6 +38,7 @@ pub struct Services {
     pub audit: Arc<AuditService>,
     pub webhooks: Arc<WebhookService>,
     pub rate_limits: Arc<RateLimitService>,
+    pub idempotency: Arc<IdempotencyService>,
     pub client_ip: Arc<ClientIpResolver>,
     pub readiness: Arc<[Arc<dyn HealthCheck>]>,
     /// Renders `/metrics`.

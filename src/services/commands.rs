@@ -63,6 +63,13 @@ pub struct PreparedShell {
     spec: CommandSpec,
 }
 
+impl PreparedShell {
+    /// How long the command may run.
+    pub fn timeout(&self) -> Duration {
+        self.spec.timeout
+    }
+}
+
 /// A command started by `CommandService::start`. Dropping it before the command ends stops it.
 pub struct RunningShell {
     result: oneshot::Receiver<Result<Execution, DomainError>>,

@@ -13,6 +13,7 @@ mod binary;
 mod contracts;
 mod errors;
 mod escapes;
+mod idempotency;
 mod isolation;
 mod keys;
 mod kube;

@@ -13,12 +13,14 @@ use sqlx::{
 };
 
 use super::{
-    PgRateLimiter, SqlApiKeys, SqlAuditLog, SqlCommandQueue, SqlDeliveries, SqlWebhooks, SqliteRateLimiter,
+    PgRateLimiter, SqlApiKeys, SqlAuditLog, SqlCommandQueue, SqlDeliveries, SqlIdempotency, SqlWebhooks,
+    SqliteRateLimiter,
     dialect::{Db, Stmt},
     health::{self, Health},
 };
 use crate::ports::{
-    ApiKeyRepo, AuditLog, CommandQueue, DeliveryQueue, HealthCheck, RateLimiter, StorageStatus, WebhookRepo,
+    ApiKeyRepo, AuditLog, CommandQueue, DeliveryQueue, HealthCheck, IdempotencyStore, RateLimiter, StorageStatus,
+    WebhookRepo,
 };
 
 mod embedded {
@@ -126,6 +128,10 @@ impl Database {
     }
 
     /// The queue. Build it once per process and share it: it carries the wake-up signal.
+    pub fn idempotency(&self) -> Arc<dyn IdempotencyStore> {
+        on_either!(self, |db| Arc::new(SqlIdempotency::new(db.clone())))
+    }
+
     pub fn command_queue(&self) -> Arc<dyn CommandQueue> {
         on_either!(self, |db| Arc::new(SqlCommandQueue::new(db.clone())))
     }

@@ -9,7 +9,8 @@
 //! - `dialect`: Postgres and SQLite behind one interface (binding, running, write transactions).
 //! - `values`: how a value is stored, read back (`Row`).
 //! - `errors`: driver errors as domain errors, in one place.
-//! - one file per port: `keys`, `audit`, `queue`, `webhooks`, `deliveries`; `outbox` for the
+//! - one file per port: `keys`, `audit`, `queue`, `webhooks`, `deliveries`,
+//!   `idempotency`; `outbox` for the
 //!   webhook events the others write in their own transactions; `ratelimit` per dialect.
 //! - `group_commit`: one writer task that commits concurrent rows in one transaction.
 
@@ -20,6 +21,7 @@ mod dialect;
 mod errors;
 mod group_commit;
 mod health;
+mod idempotency;
 mod keys;
 mod outbox;
 mod queue;
@@ -30,6 +32,7 @@ mod webhooks;
 use audit::SqlAuditLog;
 pub use database::Database;
 use deliveries::SqlDeliveries;
+use idempotency::SqlIdempotency;
 use keys::SqlApiKeys;
 use queue::SqlCommandQueue;
 use ratelimit::{PgRateLimiter, SqliteRateLimiter};

@@ -4,8 +4,8 @@
 use axum::{
     Json,
     extract::State,
-    http::{StatusCode, header},
-    response::{IntoResponse, Response},
+    http::{HeaderMap, StatusCode, Uri},
+    response::Response,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -17,6 +17,7 @@ use crate::{
         auth::{Authorized, scope},
         error::{ApiError, ErrorBody},
         extract::{ApiJson, ApiPath, ApiQuery},
+        idempotency::{self, Keyed},
         state::AppState,
     },
     services::Cancelled,
@@ -29,25 +30,43 @@ use crate::{
 /// death (`max_attempts` above 1 allows running it again after one). Scope `commands:execute`.
 #[utoipa::path(
     post, path = "/projects/{id}/commands", tag = "commands", security(("api_key" = [])),
-    params(("id" = String, Path, description = "Project id", pattern = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")),
+    params(
+        ("id" = String, Path, description = "Project id", pattern = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$",
+            description = "1 to 255 visible ASCII characters, per API key, remembered 24 h: a repeat of the same \
+                request answers what the first did (with `Idempotent-Replayed: true`) instead of running again"),
+    ),
     request_body = EnqueueRequest,
     responses(
         (status = 202, description = "Queued; `Location` is the command", body = Command),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, description = "project not found", body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 404, description = "project not found", body = ErrorBody),
+        (status = 409, description = "A request with this Idempotency-Key is still being answered", body = ErrorBody),
+        (status = 422, description = "IDEMPOTENCY_KEY_REUSED: the key was used for another request", body = ErrorBody),
+        (status = 429, body = ErrorBody),
     )
 )]
 pub async fn enqueue_command(
     auth: Authorized<scope::CommandsExecute>,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
+    headers: HeaderMap,
+    uri: Uri,
     ApiJson(request): ApiJson<EnqueueRequest>,
 ) -> Result<Response, ApiError> {
     let id = ProjectId::parse(&id)?;
-    let command = state.queue.enqueue(auth.caller, &id, request).await?;
-    let location = format!("/commands/{}", command.id);
-    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(command)).into_response())
+    let key = idempotency::key_of(&headers)?;
+    let reservation = match idempotency::begin(&state, &auth.caller, key, uri.path(), &request, ENQUEUE_HOLD).await? {
+        Keyed::Replay(answer) => return Ok(answer),
+        Keyed::Run(reservation) => reservation,
+    };
+    let enqueued = state.queue.enqueue(auth.caller, &id, request).await;
+    idempotency::answer(reservation, StatusCode::ACCEPTED, enqueued, |command| Some(format!("/commands/{}", command.id)))
+        .await
 }
+
+/// How long storing a command may take before its `Idempotency-Key` counts as abandoned.
+const ENQUEUE_HOLD: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

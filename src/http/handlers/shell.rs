@@ -6,12 +6,11 @@
 //! A client that disconnects kills the command (the request or the stream holds its handle);
 //! it is audited however it ends.
 
-use std::convert::Infallible;
+use std::{convert::Infallible, time::Duration};
 
 use axum::{
-    Json,
     extract::State,
-    http::{HeaderMap, header},
+    http::{HeaderMap, StatusCode, Uri, header},
     response::{
         IntoResponse, Response,
         sse::{Event, KeepAlive, Sse},
@@ -26,10 +25,11 @@ use crate::{
         auth::{Authorized, scope},
         error::{ApiError, ErrorBody},
         extract::{ApiJson, ApiPath},
+        idempotency::{self, Keyed},
         state::AppState,
     },
     ports::OutputChunk,
-    services::PreparedShell,
+    services::{PreparedShell, Reservation},
 };
 
 /// Run a command now
@@ -39,7 +39,12 @@ use crate::{
 /// a client that disconnects kills it. Scope `commands:execute`.
 #[utoipa::path(
     post, path = "/projects/{id}/shell", tag = "commands", security(("api_key" = [])),
-    params(("id" = String, Path, description = "Project id", pattern = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")),
+    params(
+        ("id" = String, Path, description = "Project id", pattern = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$",
+            description = "1 to 255 visible ASCII characters, per API key, remembered 24 h: a repeat of the same \
+                request answers what the first did (with `Idempotent-Replayed: true`) instead of running again"),
+    ),
     request_body = ShellRequest,
     responses(
         (status = 200, description = "The command ran; a non-zero exit is still 200. With `Accept: text/event-stream`, \\
@@ -47,6 +52,8 @@ use crate::{
             content((Execution = "application/json"), (String = "text/event-stream"))),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, description = "project not found", body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 409, description = "A request with this Idempotency-Key is still running", body = ErrorBody),
+        (status = 422, description = "IDEMPOTENCY_KEY_REUSED: the key was used for another request", body = ErrorBody),
         (status = 429, body = ErrorBody), (status = 503, body = ErrorBody),
     )
 )]
@@ -55,19 +62,36 @@ pub async fn run_shell(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
+    uri: Uri,
     ApiJson(request): ApiJson<ShellRequest>,
 ) -> Result<Response, ApiError> {
     let id = ProjectId::parse(&id)?;
-    if wants_event_stream(&headers) {
-        // Everything that can refuse the request is checked before the stream starts.
-        let prepared = state.commands.prepare_stream(&id, request).await?;
-        return Ok(stream(&state, auth.caller, prepared).into_response());
+    let key = idempotency::key_of(&headers)?;
+    let fingerprinted = request.clone();
+    let sse = wants_event_stream(&headers);
+    // Everything that can refuse the request is checked before a stream starts or a key is held.
+    let prepared = if sse {
+        state.commands.prepare_stream(&id, request).await?
+    } else {
+        state.commands.prepare(&id, request).await?
+    };
+    let hold = prepared.timeout() + ANSWER_MARGIN;
+    let reservation = match idempotency::begin(&state, &auth.caller, key, uri.path(), &fingerprinted, hold).await? {
+        Keyed::Replay(answer) => return Ok(answer),
+        Keyed::Run(reservation) => reservation,
+    };
+    if sse {
+        return Ok(stream(&state, auth.caller, prepared, reservation).into_response());
     }
-    let prepared = state.commands.prepare(&id, request).await?;
-    // Dropped with this request (the client went away), the command is killed, and audited.
+    // Dropped with this request (the client went away), the command is killed, and audited;
+    // the key, if any, is given up.
     let running = state.commands.start(auth.caller, prepared, None);
-    Ok(Json(running.finished().await?).into_response())
+    idempotency::answer(reservation, StatusCode::OK, running.finished().await, |_| None).await
 }
+
+/// How much longer than its command's timeout a request may take to answer before its
+/// `Idempotency-Key` counts as abandoned.
+const ANSWER_MARGIN: Duration = Duration::from_secs(60);
 
 fn wants_event_stream(headers: &HeaderMap) -> bool {
     headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|accept| accept.contains("text/event-stream"))
@@ -79,22 +103,33 @@ fn stream(
     state: &AppState,
     caller: Caller,
     prepared: PreparedShell,
+    reservation: Option<Reservation>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<>> {
     let (output_tx, output) = mpsc::unbounded_channel::<OutputChunk>();
     let request_id = caller.request_id.clone();
     let running = state.commands.start(caller, prepared, Some(output_tx));
-    let events = futures_util::stream::unfold(Some((output, running, 0)), move |open| {
+    let events = futures_util::stream::unfold(Some((output, running, 0, reservation)), move |open| {
         let request_id = request_id.clone();
         async move {
-            let (mut output, running, last_seq) = open?;
+            let (mut output, running, last_seq, reservation) = open?;
             // All output first: the sender is dropped when the command has finished.
             if let Some(entry) = output.recv().await {
                 let seq = entry.seq;
-                return Some((Ok(output_event(entry)), Some((output, running, seq))));
+                return Some((Ok(output_event(entry)), Some((output, running, seq, reservation))));
             }
             let event = match running.finished().await {
-                Ok(execution) => exit_event(&execution).id((last_seq + 1).to_string()),
-                Err(error) => error_event(ApiError::from(error), request_id),
+                Ok(execution) => {
+                    let exit = exit_event(&execution).id((last_seq + 1).to_string());
+                    // A repeat of this request gets the execution as JSON.
+                    let _ = idempotency::answer(reservation, StatusCode::OK, Ok(execution), |_| None).await;
+                    exit
+                }
+                Err(error) => {
+                    if let Some(reservation) = reservation {
+                        reservation.release().await;
+                    }
+                    error_event(ApiError::from(error), request_id)
+                }
             };
             Some((Ok(event), None))
         }

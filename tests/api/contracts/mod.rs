@@ -31,6 +31,7 @@ macro_rules! on_every_adapter {
 
 mod audit;
 mod deliveries;
+mod idempotency;
 mod keys;
 mod queue;
 mod ratelimit;
