@@ -192,6 +192,11 @@ pub struct QueueSettings {
     /// loses its commands to the others after this long.
     #[arg(id = "queue_lease", long = "queue-lease", env = "RDEV_QUEUE_LEASE", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
     pub lease: Duration,
+
+    /// How long a queued command's output log is kept after it finished; older ones are
+    /// deleted hourly. At least `1h`.
+    #[arg(long, env = "RDEV_OUTPUT_RETENTION", default_value = "7days", value_parser = humantime::parse_duration, global = true)]
+    pub output_retention: Duration,
 }
 
 /// Webhooks.
@@ -362,6 +367,9 @@ impl Config {
         }
         if self.access.audit_retention < Duration::from_secs(3600) {
             bail!("RDEV_AUDIT_RETENTION must be at least 1h, got {:?}", self.access.audit_retention);
+        }
+        if self.queue.output_retention < Duration::from_secs(3600) {
+            bail!("RDEV_OUTPUT_RETENTION must be at least 1h, got {:?}", self.queue.output_retention);
         }
         if self.webhooks.retention < Duration::from_secs(3600) {
             bail!("RDEV_WEBHOOK_RETENTION must be at least 1h, got {:?}", self.webhooks.retention);

@@ -69,11 +69,7 @@ pub(super) async fn executors(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
                 inner: KubeProjects::new(clients.api, &config.executor.namespace),
             };
             let projects = CachedProjectSource::new(Arc::new(projects), config.access.cache_ttl, clock);
-            let exec = KubeExecutor::new(
-                clients.exec,
-                &config.executor.namespace,
-                config.executor.kube_api_timeout,
-            );
+            let exec = KubeExecutor::new(clients.exec, &config.executor.namespace, config.executor.kube_api_timeout);
             let executor = BreakerExecutor { breaker: breaker.clone(), inner: exec };
             tracing::info!(namespace = %config.executor.namespace, "using the Kubernetes executor");
             Ok(Executors { projects: Arc::new(projects), executor: Arc::new(executor), health: breaker })

@@ -9,10 +9,10 @@ use crate::{
     adapters::{Database, cache::CachedApiKeyRepo, memory::MemoryRateLimiter, webhook_sender::HttpWebhookSender},
     config::{Config, RateLimitStore},
     domain::CommandDefaults,
-    ports::{Clock, CommandQueue, DeliveryQueue, Executor, RateLimiter},
+    ports::{Clock, CommandQueue, DeliveryQueue, Executor, OutputLog, RateLimiter},
     services::{
-        ApiKeyService, AuditService, CommandService, DispatchSettings, DispatchWake, ProjectService, QueueService,
-        QueueWorker, RateLimitService, RunningCommands, WebhookDispatcher, WebhookService,
+        ApiKeyService, AuditService, CommandService, DispatchSettings, DispatchWake, OutputService, ProjectService,
+        QueueService, QueueWorker, RateLimitService, RunningCommands, WebhookDispatcher, WebhookService,
     },
 };
 
@@ -28,6 +28,10 @@ pub(super) struct Commands {
     pub workers: Vec<QueueWorker>,
     /// For the upkeep (lease recovery, the depth gauge).
     pub store: Arc<dyn CommandQueue>,
+    /// Output logs: written by the workers, read by `/commands/{id}/output` and `/events`.
+    pub output: Arc<OutputService>,
+    /// For the upkeep (retention).
+    pub output_log: Arc<dyn OutputLog>,
 }
 
 /// What the command subsystem runs on.
@@ -56,6 +60,8 @@ pub(super) fn commands(config: &Config, database: &Database, parts: CommandParts
         defaults,
     ));
     let store = database.command_queue();
+    // One instance per replica: its followers share one wake-up (and, on Postgres, one LISTEN).
+    let output_log = database.output_log();
     let running = Arc::new(RunningCommands::default());
     let queue = Arc::new(QueueService::new(
         store.clone(),
@@ -71,6 +77,7 @@ pub(super) fn commands(config: &Config, database: &Database, parts: CommandParts
             queue: store.clone(),
             projects: projects.clone(),
             executor: executor.clone(),
+            output: output_log.clone(),
             audit: audit.clone(),
             deliveries: deliveries.clone(),
             running: running.clone(),
@@ -78,7 +85,8 @@ pub(super) fn commands(config: &Config, database: &Database, parts: CommandParts
             lease: config.queue.lease,
         })
         .collect();
-    Commands { commands, queue, workers, store }
+    let output = Arc::new(OutputService::new(output_log.clone(), store.clone()));
+    Commands { commands, queue, workers, store, output, output_log }
 }
 
 /// Webhook subscriptions, and this replica's dispatcher (none with `RDEV_WEBHOOK_WORKERS=0`).

@@ -4,14 +4,14 @@
 use std::{sync::Arc, time::Duration};
 
 use crate::{
-    ports::{Clock, CommandQueue, DeliveryQueue},
+    ports::{Clock, CommandQueue, DeliveryQueue, OutputLog},
     services::{ApiKeyService, AuditService, IdempotencyService, QueueService, RateLimitService},
 };
 
 /// How often the maintenance task writes batched `last_used_at` times and purges old counts.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(5);
-/// How often webhook deliveries, audit entries and idempotency keys past their retention are
-/// deleted.
+/// How often webhook deliveries, audit entries, idempotency keys and output logs past their
+/// retention are deleted.
 const DELIVERY_PURGE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Background upkeep that must not cost requests anything: batched writes, purges, and taking
@@ -26,6 +26,8 @@ pub(super) struct Upkeep {
     pub deliveries: Arc<dyn DeliveryQueue>,
     pub audit: Arc<AuditService>,
     pub idempotency: Arc<IdempotencyService>,
+    pub output: Arc<dyn OutputLog>,
+    pub output_retention: Duration,
     pub webhook_retention: Duration,
     pub audit_retention: Duration,
     pub clock: Arc<dyn Clock>,
@@ -57,6 +59,7 @@ impl Upkeep {
                 self.purge_old_deliveries().await;
                 self.purge_old_audit_entries().await;
                 self.purge_old_idempotency_keys().await;
+                self.purge_old_output().await;
             }
         }
     }
@@ -74,6 +77,15 @@ impl Upkeep {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "deleted Idempotency-Keys older than 24 h"),
             Err(error) => tracing::warn!(%error, "could not purge old Idempotency-Keys; will retry"),
+        }
+    }
+
+    async fn purge_old_output(&self) {
+        let retention = chrono::Duration::from_std(self.output_retention).unwrap_or(chrono::Duration::MAX);
+        match self.output.purge(self.clock.now() - retention).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "deleted output older than RDEV_OUTPUT_RETENTION"),
+            Err(error) => tracing::warn!(%error, "could not purge old command output; will retry"),
         }
     }
 

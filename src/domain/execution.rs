@@ -253,9 +253,7 @@ mod tests {
     #[test]
     fn rejects_oversize_and_empty_commands() {
         let long = "x".repeat(MAX_COMMAND_BYTES + 1);
-        assert!(
-            field_errors(CommandSpec::from_request(request(&long), defaults(1))).0.contains_key("command")
-        );
+        assert!(field_errors(CommandSpec::from_request(request(&long), defaults(1))).0.contains_key("command"));
         assert!(field_errors(CommandSpec::from_request(request(""), defaults(1))).0.contains_key("command"));
         assert!(CommandSpec::from_request(request(&"x".repeat(MAX_COMMAND_BYTES)), defaults(1)).is_ok());
     }

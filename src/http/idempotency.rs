@@ -83,8 +83,8 @@ fn replay(reply: StoredReply) -> Response {
 
 fn json_response(reply: StoredReply, replayed: bool) -> Response {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
-    let mut response = (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], reply.body)
-        .into_response();
+    let mut response =
+        (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], reply.body).into_response();
     if let Some(location) = reply.location.and_then(|l| HeaderValue::try_from(l).ok()) {
         response.headers_mut().insert(header::LOCATION, location);
     }

@@ -33,7 +33,7 @@ use tower_http::{
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use handlers::{audit, commands, health, keys, projects, shell, webhooks};
+use handlers::{audit, commands, health, keys, output, projects, shell, webhooks};
 
 use crate::telemetry;
 pub use state::AppState;
@@ -55,6 +55,8 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(commands::list_commands))
         .routes(routes!(commands::get_command))
         .routes(routes!(commands::cancel_command))
+        .routes(routes!(output::get_output))
+        .routes(routes!(output::follow_output))
         .routes(routes!(webhooks::create_webhook, webhooks::list_webhooks))
         .routes(routes!(webhooks::get_webhook, webhooks::update_webhook, webhooks::delete_webhook))
         .routes(routes!(webhooks::list_deliveries))

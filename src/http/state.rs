@@ -6,7 +6,7 @@ use super::client_ip::ClientIpResolver;
 use crate::{
     ports::HealthCheck,
     services::{
-        ApiKeyService, AuditService, CommandService, IdempotencyService, ProjectService, QueueService,
+        ApiKeyService, AuditService, CommandService, IdempotencyService, OutputService, ProjectService, QueueService,
         RateLimitService, WebhookService,
     },
 };
@@ -39,6 +39,7 @@ pub struct Services {
     pub webhooks: Arc<WebhookService>,
     pub rate_limits: Arc<RateLimitService>,
     pub idempotency: Arc<IdempotencyService>,
+    pub output: Arc<OutputService>,
     pub client_ip: Arc<ClientIpResolver>,
     pub readiness: Arc<[Arc<dyn HealthCheck>]>,
     /// Renders `/metrics`.

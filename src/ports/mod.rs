@@ -23,7 +23,7 @@ pub use clock::{Clock, SystemClock};
 pub use executor::{Executor, KILLED_EXIT, Stop};
 pub use health::{HealthCheck, StorageStatus};
 pub use idempotency::IdempotencyStore;
-pub use output::{OutputChunk, OutputSink, Stream};
+pub use output::{OutputChunk, OutputLog, OutputSink, Stream};
 pub use projects::ProjectSource;
 pub use queue::{CancelEffect, CommandQueue, Recovered, RecoveryAudit};
 pub use ratelimit::{RateDecision, RateLimiter};

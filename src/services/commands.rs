@@ -20,8 +20,8 @@ use uuid::Uuid;
 use super::{AuditService, DispatchWake, ProjectService, audit::AuditRecord};
 use crate::{
     domain::{
-        Caller, CommandDefaults, CommandEnd, CommandSpec, DomainError, Execution, ExecutorKind, OutboxEvent, Project, ProjectId,
-        ShellRequest,
+        Caller, CommandDefaults, CommandEnd, CommandSpec, DomainError, Execution, ExecutorKind, OutboxEvent, Project,
+        ProjectId, ShellRequest,
     },
     ports::{Executor, OutputSink, Stop, StorageStatus},
     telemetry::metrics::{COMMAND_DURATION_SECONDS, COMMAND_EXECUTIONS_TOTAL},

@@ -100,7 +100,9 @@ impl IdempotencyService {
             .await?;
         match record {
             None => Ok(Begun::Run(Reservation { store: self.store.clone(), owner, key: request.key, answered: false })),
-            Some(KeyRecord { fingerprint: other, .. }) if other != fingerprint => Err(DomainError::IdempotencyKeyReused),
+            Some(KeyRecord { fingerprint: other, .. }) if other != fingerprint => {
+                Err(DomainError::IdempotencyKeyReused)
+            }
             Some(KeyRecord { reply: Some(reply), .. }) => Ok(Begun::Replay(reply)),
             Some(KeyRecord { reply: None, .. }) => Err(DomainError::Conflict(
                 "a request with this Idempotency-Key is still running; send it again once it has finished".into(),

@@ -11,10 +11,10 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
-use super::{AuditService, DispatchWake, ProjectService, audit::AuditRecord, commands::record_execution};
+use super::{AuditService, DispatchWake, OutputWriter, ProjectService, audit::AuditRecord, commands::record_execution};
 use crate::{
     domain::{Command, CommandEnd, ExecutorKind},
-    ports::{Clock, CommandQueue, Executor, Stop},
+    ports::{Clock, CommandQueue, Executor, OutputLog, Stop},
     telemetry::metrics::COMMAND_QUEUE_WAIT_SECONDS,
 };
 
@@ -56,6 +56,8 @@ pub struct QueueWorker {
     pub queue: Arc<dyn CommandQueue>,
     pub projects: Arc<ProjectService>,
     pub executor: Arc<dyn Executor>,
+    /// Where each command's output is stored as it runs.
+    pub output: Arc<dyn OutputLog>,
     pub audit: Arc<AuditService>,
     /// Wakes this replica's webhook dispatcher once the result (and its event) is stored.
     pub deliveries: DispatchWake,
@@ -123,7 +125,8 @@ impl QueueWorker {
                 let signal = self.running.register(command.id);
                 let spec = command.spec();
                 let stop = Stop::new();
-                let run = self.executor.run(&project, &spec, None, &stop);
+                let writer = OutputWriter::start(self.output.clone(), command.id).await;
+                let run = self.executor.run(&project, &spec, writer.sink(), &stop);
                 tokio::pin!(run);
                 let interrupted = tokio::select! {
                     outcome = &mut run => Err(outcome),
@@ -145,6 +148,9 @@ impl QueueWorker {
                     }
                 };
                 self.running.remove(command.id);
+                // The run is over and its sink dropped: every entry is stored before the
+                // status turns final, so a follower that sees the end has seen everything.
+                writer.finish().await;
                 (end, Some(project.executor))
             }
         };
@@ -181,6 +187,9 @@ impl QueueWorker {
         }
         if let Some(executor) = executor {
             record_execution(executor, &end);
+        }
+        if let Err(error) = self.output.announce(command.id).await {
+            tracing::warn!(%error, "could not wake the followers of a finished command; they poll");
         }
         self.deliveries.wake();
     }

@@ -20,6 +20,7 @@ mod kube;
 mod lifecycle;
 mod limits;
 mod observability;
+mod output;
 mod projects;
 mod queue;
 mod reliability;

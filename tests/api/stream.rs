@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 
 use crate::{
     on_every_backend,
-    support::{Backend, TestApp, live_processes_with},
+    support::{Backend, TestApp, live_processes_with, sse::SseReader},
 };
 
 on_every_backend!(
@@ -14,10 +14,9 @@ on_every_backend!(
     past_its_budget_a_stream_sends_the_head_then_the_gap_and_the_tail,
 );
 
-/// An SSE response read event by event.
+/// The stream of `POST /projects/hello/shell`, as `(event, data)`, with the ids seen.
 struct Events {
-    response: reqwest::Response,
-    buffer: String,
+    reader: SseReader,
     /// The `id:` of every event read so far.
     ids: Vec<u64>,
 }
@@ -34,33 +33,13 @@ impl Events {
             .await
             .unwrap();
         assert_eq!(response.status(), 200);
-        assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
-        Self { response, buffer: String::new(), ids: Vec::new() }
+        Self { reader: SseReader::new(response), ids: Vec::new() }
     }
 
-    /// The next `(event, data)`, skipping keep-alive comments; `None` at the end of the stream.
     async fn next(&mut self) -> Option<(String, String)> {
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let (mut event, mut data) = (String::new(), Vec::new());
-                for line in block.lines() {
-                    if let Some(name) = line.strip_prefix("event: ") {
-                        event = name.to_owned();
-                    } else if let Some(id) = line.strip_prefix("id: ").or_else(|| line.strip_prefix("id:")) {
-                        self.ids.push(id.parse().expect("a numeric id"));
-                    } else if let Some(part) = line.strip_prefix("data: ").or_else(|| line.strip_prefix("data:")) {
-                        data.push(part.to_owned());
-                    }
-                }
-                if !event.is_empty() {
-                    return Some((event, data.join("\n")));
-                }
-                continue;
-            }
-            let chunk = self.response.chunk().await.unwrap()?;
-            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
-        }
+        let event = self.reader.next().await?;
+        self.ids.extend(event.id);
+        Some((event.event, event.data))
     }
 }
 

@@ -13,14 +13,14 @@ use sqlx::{
 };
 
 use super::{
-    PgRateLimiter, SqlApiKeys, SqlAuditLog, SqlCommandQueue, SqlDeliveries, SqlIdempotency, SqlWebhooks,
+    PgRateLimiter, SqlApiKeys, SqlAuditLog, SqlCommandQueue, SqlDeliveries, SqlIdempotency, SqlOutputLog, SqlWebhooks,
     SqliteRateLimiter,
     dialect::{Db, Stmt},
     health::{self, Health},
 };
 use crate::ports::{
-    ApiKeyRepo, AuditLog, CommandQueue, DeliveryQueue, HealthCheck, IdempotencyStore, RateLimiter, StorageStatus,
-    WebhookRepo,
+    ApiKeyRepo, AuditLog, CommandQueue, DeliveryQueue, HealthCheck, IdempotencyStore, OutputLog, RateLimiter,
+    StorageStatus, WebhookRepo,
 };
 
 mod embedded {
@@ -130,6 +130,10 @@ impl Database {
     /// The queue. Build it once per process and share it: it carries the wake-up signal.
     pub fn idempotency(&self) -> Arc<dyn IdempotencyStore> {
         on_either!(self, |db| Arc::new(SqlIdempotency::new(db.clone())))
+    }
+
+    pub fn output_log(&self) -> Arc<dyn OutputLog> {
+        on_either!(self, |db| Arc::new(SqlOutputLog::new(db.clone())))
     }
 
     pub fn command_queue(&self) -> Arc<dyn CommandQueue> {

@@ -10,7 +10,7 @@
 //! - `values`: how a value is stored, read back (`Row`).
 //! - `errors`: driver errors as domain errors, in one place.
 //! - one file per port: `keys`, `audit`, `queue`, `webhooks`, `deliveries`,
-//!   `idempotency`; `outbox` for the
+//!   `idempotency`, `output` (command output logs); `outbox` for the
 //!   webhook events the others write in their own transactions; `ratelimit` per dialect.
 //! - `group_commit`: one writer task that commits concurrent rows in one transaction.
 
@@ -24,6 +24,7 @@ mod health;
 mod idempotency;
 mod keys;
 mod outbox;
+mod output;
 mod queue;
 mod ratelimit;
 mod values;
@@ -34,6 +35,7 @@ pub use database::Database;
 use deliveries::SqlDeliveries;
 use idempotency::SqlIdempotency;
 use keys::SqlApiKeys;
+use output::SqlOutputLog;
 use queue::SqlCommandQueue;
 use ratelimit::{PgRateLimiter, SqliteRateLimiter};
 use webhooks::SqlWebhooks;

@@ -23,9 +23,8 @@ use super::{
 };
 use crate::{
     domain::{
-        Caller, Command, CommandEnd, CommandFilter, CommandStatus, DomainError, OutboxEvent, Page, PageRequest,
-        Omitted,
-        ProjectId,
+        Caller, Command, CommandEnd, CommandFilter, CommandStatus, DomainError, Omitted, OutboxEvent, Page,
+        PageRequest, ProjectId,
     },
     ports::{CancelEffect, CommandQueue, Recovered, RecoveryAudit},
 };

@@ -61,8 +61,10 @@ pub async fn enqueue_command(
         Keyed::Run(reservation) => reservation,
     };
     let enqueued = state.queue.enqueue(auth.caller, &id, request).await;
-    idempotency::answer(reservation, StatusCode::ACCEPTED, enqueued, |command| Some(format!("/commands/{}", command.id)))
-        .await
+    idempotency::answer(reservation, StatusCode::ACCEPTED, enqueued, |command| {
+        Some(format!("/commands/{}", command.id))
+    })
+    .await
 }
 
 /// How long storing a command may take before its `Idempotency-Key` counts as abandoned.

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod commands;
 pub mod health;
 pub mod keys;
+pub mod output;
 pub mod projects;
 pub mod shell;
 pub mod webhooks;

@@ -20,11 +20,12 @@ use futures_util::Stream;
 use tokio::sync::mpsc;
 
 use crate::{
-    domain::{Caller, EntryKind, Execution, ProjectId, ShellRequest},
+    domain::{Caller, Execution, ProjectId, ShellRequest},
     http::{
         auth::{Authorized, scope},
         error::{ApiError, ErrorBody},
         extract::{ApiJson, ApiPath},
+        handlers::output::output_event,
         idempotency::{self, Keyed},
         state::AppState,
     },
@@ -137,19 +138,6 @@ fn stream(
     Sse::new(events).keep_alive(KeepAlive::default())
 }
 
-/// An entry of the output log as an event: `stdout`/`stderr` with its text, or `gap` saying
-/// what was dropped; its id is the entry's `seq`.
-pub(crate) fn output_event(entry: OutputChunk) -> Event {
-    let event = Event::default().id(entry.seq.to_string());
-    match entry.kind {
-        EntryKind::Data(bytes) => event.event(entry.stream.as_str()).data(String::from_utf8_lossy(&bytes)),
-        EntryKind::Gap { bytes } => {
-            let gap = serde_json::json!({"stream": entry.stream, "offset": entry.offset, "bytes": bytes});
-            event.event("gap").data(gap.to_string())
-        }
-    }
-}
-
 /// The `Execution` without the output the stream already carried.
 fn exit_event(execution: &Execution) -> Event {
     let mut summary = serde_json::to_value(execution).unwrap_or_default();
@@ -160,7 +148,7 @@ fn exit_event(execution: &Execution) -> Event {
     Event::default().event("exit").data(summary.to_string())
 }
 
-fn error_event(error: ApiError, request_id: String) -> Event {
+pub(crate) fn error_event(error: ApiError, request_id: String) -> Event {
     let body = error.to_body(Some(request_id));
     Event::default().event("error").data(serde_json::to_string(&body).unwrap_or_default())
 }

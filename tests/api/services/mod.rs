@@ -16,7 +16,7 @@ use tokio::{sync::watch, task::JoinHandle};
 
 use crate::support::{
     ManualClock,
-    fakes::{FixedProjects, MemoryAuditLog, MemoryQueue, ScriptedExecutor},
+    fakes::{FixedProjects, MemoryAuditLog, MemoryOutputLog, MemoryQueue, ScriptedExecutor},
 };
 
 /// One replica's queue side on fakes: a worker running over a shared in-memory queue.
@@ -24,6 +24,7 @@ pub struct QueueRig {
     pub queue: Arc<MemoryQueue>,
     pub executor: Arc<ScriptedExecutor>,
     pub audit: Arc<MemoryAuditLog>,
+    pub output: Arc<MemoryOutputLog>,
     pub projects: Arc<ProjectService>,
     pub running: Arc<RunningCommands>,
     pub clock: Arc<ManualClock>,
@@ -40,6 +41,7 @@ impl QueueRig {
             queue: Arc::new(MemoryQueue::default()),
             executor: Arc::new(ScriptedExecutor::default()),
             audit: Arc::new(MemoryAuditLog::default()),
+            output: Arc::new(MemoryOutputLog::default()),
             projects: Arc::new(ProjectService::new(FixedProjects::named(&["hello"]))),
             running: Arc::new(RunningCommands::default()),
             clock: ManualClock::new(),
@@ -56,6 +58,7 @@ impl QueueRig {
             queue: self.queue.clone(),
             projects: self.projects.clone(),
             executor: self.executor.clone(),
+            output: self.output.clone(),
             audit: Arc::new(AuditService::new(self.audit.clone(), self.clock.clone())),
             deliveries: DispatchWake::default(),
             running: self.running.clone(),

@@ -9,6 +9,7 @@ pub mod fakes;
 pub mod process;
 pub mod proxy;
 pub mod receiver;
+pub mod sse;
 
 pub use app::{Reply, TestApp, http_client, test_config};
 pub use backend::{Backend, Db, HELLO_POD, NAMESPACE, fresh_database, project_pod};

@@ -7,12 +7,14 @@
 mod audit;
 mod deliveries;
 mod executor;
+mod output;
 mod queue;
 mod sender;
 
 pub use audit::MemoryAuditLog;
 pub use deliveries::MemoryDeliveries;
 pub use executor::{ExecEvent, ScriptedExecutor};
+pub use output::MemoryOutputLog;
 pub use queue::MemoryQueue;
 pub use sender::ScriptedSender;
 

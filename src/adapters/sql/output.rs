@@ -1,0 +1,138 @@
+//! `OutputLog` on SQL: one multi-row insert per batch; on Postgres a `NOTIFY rdev_output` after
+//! it wakes the followers of every replica (one `LISTEN` connection per replica), on SQLite the
+//! process wakes its own.
+
+use std::sync::{Arc, OnceLock};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use super::{
+    dialect::{Db, Dialect, Kind, Stmt},
+    errors::corrupt,
+    values::Row,
+};
+use crate::{
+    domain::{DomainError, EntryKind, OutputEntry, Stream},
+    ports::OutputLog,
+};
+
+const CHANNEL: &str = "rdev_output";
+
+pub(crate) struct SqlOutputLog<D: Dialect> {
+    db: Db<D>,
+    changes: Arc<Notify>,
+    /// Postgres: the `LISTEN` of this replica, started by the first follower.
+    listening: OnceLock<()>,
+}
+
+impl<D: Dialect> SqlOutputLog<D> {
+    pub(crate) fn new(db: Db<D>) -> Self {
+        Self { db, changes: Arc::new(Notify::new()), listening: OnceLock::new() }
+    }
+
+    async fn wake_everyone(&self, command: Uuid) -> Result<(), DomainError> {
+        if D::KIND == Kind::Postgres {
+            Stmt::<D>::new("SELECT pg_notify($1, $2)")
+                .value(CHANNEL)
+                .value(command.to_string())
+                .fetch_optional(&self.db)
+                .await?;
+        }
+        self.changes.notify_waiters();
+        Ok(())
+    }
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn entry_from_row(row: &impl Row) -> Result<OutputEntry, DomainError> {
+    let stream: String = row.get("stream")?;
+    let kind = match row.int("gap_bytes")? {
+        Some(bytes) => EntryKind::Gap { bytes: bytes.max(0) as u64 },
+        None => EntryKind::Data(row.get::<Option<Vec<u8>>>("data")?.unwrap_or_default()),
+    };
+    Ok(OutputEntry {
+        seq: row.required_int("seq")?.max(0) as u64,
+        stream: Stream::parse(&stream).ok_or_else(|| corrupt("output stream", &stream))?,
+        offset: row.required_int("byte_offset")?.max(0) as u64,
+        kind,
+    })
+}
+
+#[async_trait]
+impl<D: Dialect> OutputLog for SqlOutputLog<D> {
+    async fn append(&self, command: Uuid, entries: &[OutputEntry]) -> Result<(), DomainError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<String> = (0..entries.len())
+            .map(|i| {
+                let n = i * 6;
+                format!("(${}, ${}, ${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4, n + 5, n + 6)
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO command_output (command_id, seq, stream, byte_offset, data, gap_bytes) VALUES {}",
+            rows.join(", ")
+        );
+        let mut insert = Stmt::<D>::new(sql);
+        for entry in entries {
+            let (data, gap) = match &entry.kind {
+                EntryKind::Data(bytes) => (Some(bytes.clone()), None),
+                EntryKind::Gap { bytes } => (None, Some(to_i64(*bytes))),
+            };
+            insert = insert
+                .uuid(Some(command))
+                .value(to_i64(entry.seq))
+                .value(entry.stream.as_str())
+                .value(to_i64(entry.offset))
+                .value(data)
+                .value(gap);
+        }
+        insert.execute(&self.db).await?;
+        self.wake_everyone(command).await
+    }
+
+    async fn after(&self, command: Uuid, after: u64, limit: u32) -> Result<Vec<OutputEntry>, DomainError> {
+        Stmt::<D>::new(
+            "SELECT seq, stream, byte_offset, data, gap_bytes FROM command_output
+             WHERE command_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .uuid(Some(command))
+        .value(to_i64(after))
+        .value(i64::from(limit))
+        .fetch_mapped(&self.db, entry_from_row)
+        .await
+    }
+
+    async fn last_seq(&self, command: Uuid) -> Result<u64, DomainError> {
+        let row = Stmt::<D>::new("SELECT MAX(seq) AS last FROM command_output WHERE command_id = $1")
+            .uuid(Some(command))
+            .fetch_one(&self.db)
+            .await?;
+        Ok(row.int("last")?.unwrap_or(0).max(0) as u64)
+    }
+
+    async fn announce(&self, command: Uuid) -> Result<(), DomainError> {
+        self.wake_everyone(command).await
+    }
+
+    fn changes(&self) -> Arc<Notify> {
+        self.listening.get_or_init(|| D::listen(&self.db.pool, CHANNEL, self.changes.clone()));
+        self.changes.clone()
+    }
+
+    async fn purge(&self, before: DateTime<Utc>) -> Result<u64, DomainError> {
+        Stmt::<D>::new(
+            "DELETE FROM command_output WHERE command_id IN (SELECT id FROM commands WHERE finished_at < $1)",
+        )
+        .time(Some(before))
+        .execute(&self.db)
+        .await
+    }
+}

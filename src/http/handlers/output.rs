@@ -1,0 +1,154 @@
+//! A command's stored output: `GET /commands/{id}/output` (the kept bytes of one stream) and
+//! `GET /commands/{id}/events` (its log as Server-Sent Events, live while it runs, resumable
+//! with `Last-Event-ID`), from any replica.
+
+use std::{convert::Infallible, time::Duration};
+
+use axum::{
+    extract::State,
+    http::{HeaderMap, HeaderValue, header},
+    response::{
+        IntoResponse, Response,
+        sse::{Event, KeepAlive, Sse},
+    },
+};
+use futures_util::StreamExt as _;
+use serde::Deserialize;
+use utoipa::IntoParams;
+use uuid::Uuid;
+
+use crate::{
+    domain::{Command, DomainError, EntryKind, OutputEntry, Stream},
+    http::{
+        auth::{Authorized, scope},
+        error::{ApiError, ErrorBody},
+        extract::{ApiPath, ApiQuery},
+        state::AppState,
+    },
+    services::Followed,
+};
+
+/// Comments sent on an idle stream, so proxies do not cut it.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct OutputParams {
+    /// `stdout` (default) or `stderr`.
+    stream: Option<String>,
+}
+
+/// Get a command's output
+///
+/// The kept bytes of one stream, raw: the head, then (once it ended) the tail. Readable while
+/// the command runs, from any replica. `Rdev-Output-Complete` says whether more may come,
+/// `Rdev-Output-Omitted-Bytes` how many were dropped from the middle. Scope `commands:read`.
+#[utoipa::path(
+    get, path = "/commands/{id}/output", tag = "commands", security(("api_key" = [])),
+    params(("id" = Uuid, Path), OutputParams),
+    responses(
+        (status = 200, description = "The kept bytes", content_type = "application/octet-stream", body = Vec<u8>,
+            headers(("Rdev-Output-Complete" = String, description = "`true` once the command ended"),
+                    ("Rdev-Output-Omitted-Bytes" = u64, description = "Bytes dropped from the middle"))),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    )
+)]
+pub async fn get_output(
+    _auth: Authorized<scope::CommandsRead>,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(params): ApiQuery<OutputParams>,
+) -> Result<Response, ApiError> {
+    let stream = match params.stream.as_deref() {
+        None => Stream::Stdout,
+        Some(raw) => Stream::parse(raw).ok_or_else(|| DomainError::invalid("stream", "must be stdout or stderr"))?,
+    };
+    let kept = state.output.kept(id, stream).await?;
+    let headers = [
+        (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
+        (
+            header::HeaderName::from_static("rdev-output-complete"),
+            HeaderValue::from_static(if kept.complete { "true" } else { "false" }),
+        ),
+        (header::HeaderName::from_static("rdev-output-omitted-bytes"), HeaderValue::from(kept.omitted_bytes)),
+    ];
+    Ok((headers, kept.bytes).into_response())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct EventParams {
+    /// Resume after this event id (as `Last-Event-ID` does; the header wins).
+    after: Option<u64>,
+}
+
+/// Follow a command's output
+///
+/// Server-Sent Events from any replica: `stdout`/`stderr` (the chunk), `gap` (`{"stream",
+/// "offset","bytes"}` where output was dropped), then `exit` (the Command without output). Live
+/// while the command runs, a replay once it ended. Every event has an `id:`, strictly
+/// increasing; `Last-Event-ID` (or `?after=`) resumes after it with no duplicate and no hole.
+/// Disconnecting does not stop the command. Scope `commands:read`.
+#[utoipa::path(
+    get, path = "/commands/{id}/events", tag = "commands", security(("api_key" = [])),
+    params(
+        ("id" = Uuid, Path), EventParams,
+        ("Last-Event-ID" = Option<u64>, Header, description = "The id of the last event received"),
+    ),
+    responses(
+        (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    )
+)]
+pub async fn follow_output(
+    _auth: Authorized<scope::CommandsRead>,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(params): ApiQuery<EventParams>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let after = match headers.get("last-event-id") {
+        Some(raw) => raw
+            .to_str()
+            .ok()
+            .and_then(|raw| raw.trim().parse::<u64>().ok())
+            .ok_or_else(|| DomainError::invalid("Last-Event-ID", "must be an event id this stream sent"))?,
+        None => params.after.unwrap_or(0),
+    };
+    let followed = state.output.follow(id, after).await?;
+    let events = followed.map(|next| {
+        Ok::<_, Infallible>(match next {
+            Ok(Followed::Entry(entry)) => output_event(entry),
+            Ok(Followed::Exit { command, id }) => exit_event(&command).id(id.to_string()),
+            Err(error) => super::shell::error_event(ApiError::from(error), String::new()),
+        })
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response())
+}
+
+/// An entry of the output log as an event: `stdout`/`stderr` with its text, or `gap` saying
+/// what was dropped; its id is the entry's `seq`.
+pub(crate) fn output_event(entry: OutputEntry) -> Event {
+    let event = Event::default().id(entry.seq.to_string());
+    match entry.kind {
+        EntryKind::Data(bytes) => event.event(entry.stream.as_str()).data(String::from_utf8_lossy(&bytes)),
+        EntryKind::Gap { bytes } => {
+            let gap = serde_json::json!({"stream": entry.stream, "offset": entry.offset, "bytes": bytes});
+            event.event("gap").data(gap.to_string())
+        }
+    }
+}
+
+/// The `Command` without the output the stream already carried.
+fn exit_event(command: &Command) -> Event {
+    let mut summary = serde_json::to_value(command).unwrap_or_default();
+    if let Some(fields) = summary.as_object_mut() {
+        fields.remove("stdout");
+        fields.remove("stderr");
+    }
+    Event::default().event("exit").data(summary.to_string())
+}

@@ -1,0 +1,161 @@
+//! A queued command's stored output: `/commands/{id}/events` live and replayed from any
+//! replica, resumed after any event, and `/commands/{id}/output`; what was stored survives the
+//! replica that ran the command.
+
+use std::time::Duration;
+
+use rdev_api::domain::ApiKeySecret;
+use serde_json::{Value, json};
+
+use crate::{
+    on_both_databases,
+    reliability::eventually,
+    support::{
+        Db, TestApp, fresh_database,
+        process::ServerProcess,
+        sse::{SseEvent, SseReader},
+    },
+};
+
+on_both_databases!(
+    a_follower_on_another_replica_sees_the_output_live_and_the_replay_is_the_same,
+    resuming_after_any_event_gives_exactly_the_rest,
+    the_kept_output_of_each_stream_is_readable_raw,
+    output_stored_before_its_replica_was_killed_stays_readable,
+);
+
+/// A command that prints, then waits for the file `go` in its project before it ends.
+const WAITS_FOR_GO: &str = "echo first; while [ ! -f go ]; do sleep 0.02; done; \
+    for i in $(seq 1 300); do echo \"line $i\"; done; echo oops >&2; exit 3";
+
+async fn enqueue(app: &TestApp, body: Value) -> String {
+    let reply = app.post("/projects/hello/commands", &app.admin_key, body).await;
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    reply.body["id"].as_str().unwrap().to_owned()
+}
+
+async fn follow(app: &TestApp, id: &str, last_event_id: Option<u64>) -> SseReader {
+    let mut request = app.client.get(app.url(&format!("/commands/{id}/events"))).header("X-API-Key", &app.admin_key);
+    if let Some(last) = last_event_id {
+        request = request.header("Last-Event-ID", last.to_string());
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    SseReader::new(response)
+}
+
+async fn a_follower_on_another_replica_sees_the_output_live_and_the_replay_is_the_same(db: Db) {
+    let runner = TestApp::on(db).await;
+    // The follower's replica runs nothing: every chunk it shows came through the database.
+    let follower = runner.replica(|config| config.queue.workers = 0).await;
+    let id = enqueue(&runner, json!({"command": WAITS_FOR_GO, "max_output_bytes": 1024})).await;
+    let mut live = follow(&follower, &id, None).await;
+    // A follower that goes away stops nothing: the command below runs to its exit.
+    let mut quitter = follow(&runner, &id, None).await;
+    assert_eq!(quitter.next().await.unwrap().data, "first\n");
+    drop(quitter);
+    let first = live.next().await.unwrap();
+    assert_eq!((first.id, first.event.as_str(), first.data.as_str()), (Some(1), "stdout", "first\n"));
+    assert_eq!(runner.get(&format!("/commands/{id}"), &runner.admin_key).await.body["status"], "running");
+    std::fs::write(runner.project_path("hello").join("go"), "").unwrap();
+    let mut seen = vec![first];
+    seen.extend(live.rest().await);
+
+    let names: Vec<&str> = seen.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(names.last(), Some(&"exit"));
+    let gap = seen.iter().find(|e| e.event == "gap").expect("300 lines outgrow 1024 bytes");
+    let gap: Value = serde_json::from_str(&gap.data).unwrap();
+    assert_eq!((gap["stream"].as_str(), gap["offset"].as_u64()), (Some("stdout"), Some(512)));
+    let exit: Value = serde_json::from_str(&seen.last().unwrap().data).unwrap();
+    assert_eq!((exit["status"].as_str(), exit["exit_code"].as_i64()), (Some("failed"), Some(3)), "ran to its end");
+    assert!(exit.get("stdout").is_none(), "the exit carries no output");
+    let ids: Vec<u64> = seen.iter().map(|e| e.id.expect("every event has an id")).collect();
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "1, 2, 3, … without a hole: {ids:?}");
+    let stdout: String = seen.iter().filter(|e| e.event == "stdout").map(|e| e.data.as_str()).collect();
+    assert!(stdout.starts_with("first\nline 1\n") && stdout.ends_with("line 300\n"), "head and tail: {stdout}");
+
+    for on in [&runner, &follower] {
+        assert_eq!(follow(on, &id, None).await.rest().await, seen, "the replay is what the live follower saw");
+    }
+}
+
+async fn resuming_after_any_event_gives_exactly_the_rest(db: Db) {
+    let app = TestApp::on(db).await;
+    let command = "for i in 1 2 3 4 5; do echo out $i; echo err $i >&2; done";
+    let id = enqueue(&app, json!({"command": command})).await;
+    app.wait_for_command(&id, |c| c["status"] == "succeeded").await;
+    let all = follow(&app, &id, None).await.rest().await;
+    assert!(all.len() >= 3, "{all:?}");
+    for (k, event) in all.iter().enumerate() {
+        let after = event.id.unwrap();
+        let rest = follow(&app, &id, Some(after)).await.rest().await;
+        assert_eq!(rest, all[k + 1..], "after {after}");
+    }
+    // `?after=` does what the header does.
+    let response =
+        app.client.get(app.url(&format!("/commands/{id}/events?after=1"))).header("X-API-Key", &app.admin_key);
+    let by_query = SseReader::new(response.send().await.unwrap()).rest().await;
+    assert_eq!(by_query, all[1..]);
+    let bad = app
+        .send(
+            app.client
+                .get(app.url(&format!("/commands/{id}/events")))
+                .header("X-API-Key", &app.admin_key)
+                .header("Last-Event-ID", "yesterday"),
+        )
+        .await;
+    assert_eq!((bad.status, bad.error_code()), (400, "VALIDATION_FAILED"));
+    let unknown = app.get(&format!("/commands/{}/events", uuid::Uuid::new_v4()), &app.admin_key).await;
+    assert_eq!(unknown.status, 404);
+}
+
+async fn the_kept_output_of_each_stream_is_readable_raw(db: Db) {
+    let app = TestApp::on(db).await;
+    let command = "head -c 5000 /dev/zero | tr '\\0' a; printf END; printf 'bin\\377' >&2";
+    let id = enqueue(&app, json!({"command": command, "max_output_bytes": 1024})).await;
+    app.wait_for_command(&id, |c| c["status"] == "succeeded").await;
+    let read = |stream: &str| {
+        let url = app.url(&format!("/commands/{id}/output?stream={stream}"));
+        let request = app.client.get(url).header("X-API-Key", &app.admin_key);
+        async move { request.send().await.unwrap() }
+    };
+    let stdout = read("stdout").await;
+    assert_eq!(stdout.headers()["content-type"], "application/octet-stream");
+    assert_eq!(stdout.headers()["rdev-output-complete"], "true");
+    assert_eq!(stdout.headers()["rdev-output-omitted-bytes"], (5003 - 1024).to_string().as_str());
+    let bytes = stdout.bytes().await.unwrap();
+    assert_eq!(&bytes[..], format!("{}{}END", "a".repeat(512), "a".repeat(509)).as_bytes());
+    let stderr = read("stderr").await;
+    assert_eq!(stderr.headers()["rdev-output-omitted-bytes"], "0");
+    assert_eq!(&stderr.bytes().await.unwrap()[..], b"bin\xff", "raw bytes, not lossy text");
+    let bad = app.get(&format!("/commands/{id}/output?stream=both"), &app.admin_key).await;
+    assert_eq!(bad.field_error("stream"), Some("must be stdout or stderr"));
+}
+
+async fn output_stored_before_its_replica_was_killed_stays_readable(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("projects/hello")).unwrap();
+    let url = fresh_database(db, dir.path()).await;
+    let admin = ApiKeySecret::generate().expose().to_owned();
+    let envs = [("DATABASE_URL", url.as_str()), ("RDEV_BOOTSTRAP_API_KEY", admin.as_str())];
+    let mut doomed = ServerProcess::start(dir.path(), &envs).await;
+    let body = json!({"command": "echo stored before the kill; sleep 300"});
+    let id = doomed.post_json("/projects/hello/commands", &admin, &body).await["id"].as_str().unwrap().to_owned();
+    let client = crate::support::http_client();
+    let output = |server: &ServerProcess| {
+        let request = client.get(server.url(&format!("/commands/{id}/output"))).header("X-API-Key", &admin);
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    eventually("the first batch is stored", Duration::from_secs(10), async || {
+        output(&doomed).await == "stored before the kill\n"
+    })
+    .await;
+    doomed.child.kill().await.unwrap();
+
+    let survivor = ServerProcess::start(dir.path(), &envs).await;
+    assert_eq!(output(&survivor).await, "stored before the kill\n");
+    let request = client.get(survivor.url(&format!("/commands/{id}/events"))).header("X-API-Key", &admin);
+    let mut events = SseReader::new(request.send().await.unwrap());
+    let first = events.next().await.unwrap();
+    assert_eq!(first, SseEvent { id: Some(1), event: "stdout".into(), data: "stored before the kill\n".into() });
+}
