@@ -169,7 +169,8 @@ pub struct ExecutorSettings {
     #[arg(long, env = "RDEV_COMMAND_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration, global = true)]
     pub command_timeout: Duration,
 
-    /// Cap on each of stdout and stderr kept per command, in bytes.
+    /// Cap on each of stdout and stderr kept per command, in bytes: past it the first and last
+    /// half are kept. Also the most a request's `max_output_bytes` may ask for.
     #[arg(long, env = "RDEV_MAX_OUTPUT_BYTES", default_value_t = 1024 * 1024, global = true)]
     pub max_output_bytes: usize,
 }
@@ -193,8 +194,8 @@ pub struct QueueSettings {
     #[arg(id = "queue_lease", long = "queue-lease", env = "RDEV_QUEUE_LEASE", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
     pub lease: Duration,
 
-    /// How long a queued command's output log is kept after it finished; older ones are
-    /// deleted hourly. At least `1h`.
+    /// How long a command's output log is kept after it finished; older ones are deleted
+    /// hourly. At least `1h`.
     #[arg(long, env = "RDEV_OUTPUT_RETENTION", default_value = "7days", value_parser = humantime::parse_duration, global = true)]
     pub output_retention: Duration,
 }

@@ -5,7 +5,7 @@
 
 use std::{sync::Mutex, time::Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound as _, Utc};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::{
@@ -70,8 +70,9 @@ impl Capture {
             stdout_omitted: stdout.omitted,
             stderr_omitted: stderr.omitted,
             timed_out,
-            started_at,
-            finished_at: Utc::now(),
+            // Microseconds, as the databases store them: the answer and the stored command agree.
+            started_at: started_at.trunc_subsecs(6),
+            finished_at: Utc::now().trunc_subsecs(6),
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         }
     }

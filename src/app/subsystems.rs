@@ -11,8 +11,9 @@ use crate::{
     domain::CommandDefaults,
     ports::{Clock, CommandQueue, DeliveryQueue, Executor, OutputLog, RateLimiter},
     services::{
-        ApiKeyService, AuditService, CommandService, DispatchSettings, DispatchWake, OutputService, ProjectService,
-        QueueService, QueueWorker, RateLimitService, RunningCommands, WebhookDispatcher, WebhookService,
+        ApiKeyService, AuditService, CommandService, CommandStores, DispatchSettings, DispatchWake, OutputService,
+        ProjectService, QueueService, QueueWorker, RateLimitService, RunningCommands, WebhookDispatcher,
+        WebhookService,
     },
 };
 
@@ -51,6 +52,15 @@ pub(super) fn commands(config: &Config, database: &Database, parts: CommandParts
         timeout: config.executor.command_timeout,
         max_output_bytes: config.executor.max_output_bytes,
     };
+    let store = database.command_queue();
+    // One instance per replica: its followers share one wake-up (and, on Postgres, one LISTEN).
+    let output_log = database.output_log();
+    let stores = CommandStores {
+        commands: store.clone(),
+        output: output_log.clone(),
+        clock: clock.clone(),
+        replica: format!("{}-{replica}-shell", std::process::id()),
+    };
     let commands = Arc::new(CommandService::new(
         projects.clone(),
         executor.clone(),
@@ -58,10 +68,8 @@ pub(super) fn commands(config: &Config, database: &Database, parts: CommandParts
         deliveries.clone(),
         database.status(),
         defaults,
+        stores,
     ));
-    let store = database.command_queue();
-    // One instance per replica: its followers share one wake-up (and, on Postgres, one LISTEN).
-    let output_log = database.output_log();
     let running = Arc::new(RunningCommands::default());
     let queue = Arc::new(QueueService::new(
         store.clone(),

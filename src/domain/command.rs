@@ -86,10 +86,34 @@ impl CommandStatus {
     }
 }
 
-/// A queued command as stored and returned by `GET /commands/{id}`.
+/// What started a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandOrigin {
+    /// `POST /projects/{id}/shell`: run now, its client waiting.
+    Shell,
+    /// `POST /projects/{id}/commands`: run by a queue worker.
+    Queue,
+}
+
+impl CommandOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Shell => "shell",
+            Self::Queue => "queue",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [Self::Shell, Self::Queue].into_iter().find(|o| o.as_str() == raw)
+    }
+}
+
+/// A command as stored and returned by `GET /commands/{id}`: queued, or run now by `/shell`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Command {
     pub id: Uuid,
+    pub origin: CommandOrigin,
     pub project_id: ProjectId,
     pub command: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -165,6 +189,7 @@ impl Command {
         let spec = spec.ok_or_else(|| DomainError::internal(anyhow::anyhow!("validated spec missing")))?;
         Ok(Self {
             id: Uuid::new_v4(),
+            origin: CommandOrigin::Queue,
             project_id,
             command: spec.command,
             workdir: spec.workdir,
@@ -189,6 +214,65 @@ impl Command {
             finished_at: None,
             caller,
         })
+    }
+
+    /// A command run now (`/shell`) as it starts, its id the execution's.
+    pub fn ran_now(
+        id: Uuid,
+        project_id: ProjectId,
+        spec: &CommandSpec,
+        caller: Caller,
+        started_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id,
+            origin: CommandOrigin::Shell,
+            project_id,
+            command: spec.command.clone(),
+            workdir: spec.workdir.clone(),
+            env: spec.env.clone(),
+            timeout_secs: spec.timeout.as_secs(),
+            max_output_bytes: spec.max_output_bytes,
+            priority: DEFAULT_PRIORITY,
+            status: CommandStatus::Running,
+            exit_code: None,
+            stdout: None,
+            stderr: None,
+            stdout_truncated: false,
+            stderr_truncated: false,
+            stdout_omitted: None,
+            stderr_omitted: None,
+            error: None,
+            attempts: 1,
+            max_attempts: 1,
+            cancel_requested: false,
+            created_at: started_at,
+            started_at: Some(started_at),
+            finished_at: None,
+            caller,
+        }
+    }
+
+    /// The command as `end` leaves it, at `at`.
+    pub fn ended(mut self, end: &CommandEnd, at: DateTime<Utc>) -> Self {
+        self.status = end.status();
+        self.finished_at = Some(at);
+        match end {
+            CommandEnd::Ran(outcome) => {
+                self.exit_code = Some(outcome.exit_code);
+                self.stdout = Some(outcome.stdout.clone());
+                self.stderr = Some(outcome.stderr.clone());
+                self.stdout_truncated = outcome.stdout_truncated;
+                self.stderr_truncated = outcome.stderr_truncated;
+                self.stdout_omitted = outcome.stdout_omitted;
+                self.stderr_omitted = outcome.stderr_omitted;
+                self.started_at = Some(outcome.started_at);
+                self.finished_at = Some(outcome.finished_at);
+            }
+            CommandEnd::Cancelled => {}
+            CommandEnd::Error(message) => self.error = Some(message.clone()),
+        }
+        self
     }
 
     pub fn spec(&self) -> CommandSpec {

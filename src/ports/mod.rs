@@ -18,7 +18,7 @@ pub mod ratelimit;
 pub mod webhooks;
 
 pub use apikeys::{ApiKeyRepo, StoredKey};
-pub use audit::AuditLog;
+pub use audit::{AuditLog, RanNow};
 pub use clock::{Clock, SystemClock};
 pub use executor::{Executor, KILLED_EXIT, Stop};
 pub use health::{HealthCheck, StorageStatus};

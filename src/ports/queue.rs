@@ -51,6 +51,11 @@ pub trait CommandQueue: Send + Sync {
 
     async fn get(&self, id: Uuid) -> Result<Option<Command>, DomainError>;
 
+    /// Stores a command run now (origin `shell`) as it is, held by `worker` until `lease_until`
+    /// (past its timeout): should this replica die while it runs, the recovery ends it. Its end
+    /// is normally stored with its audit entry (`AuditLog::record_ran_now`).
+    async fn store_now(&self, command: &Command, worker: &str, lease_until: DateTime<Utc>) -> Result<(), DomainError>;
+
     /// Newest first.
     async fn list(&self, filter: &CommandFilter, page: &PageRequest) -> Result<Page<Command>, DomainError>;
 

@@ -18,7 +18,7 @@ use crate::{
         AuditEntry, AuditFilter, AuditOutcome, Caller, CommandEnd, CommandStatus, DomainError, OutboxEvent, Page,
         PageRequest, ProjectId, audit::attempt_entry_id,
     },
-    ports::{AuditLog, Clock, Recovered},
+    ports::{AuditLog, Clock, RanNow, Recovered},
     telemetry::metrics::{AUDIT_BACKLOG_DROPPED_TOTAL, AUDIT_REJECTIONS_SUPPRESSED_TOTAL},
 };
 
@@ -39,7 +39,15 @@ pub struct AuditService {
     rejections: std::sync::Mutex<RejectionBudget>,
     /// Entries of executions whose write failed because the database was down, oldest first,
     /// with their webhook events: written by `write_backlog` once it answers.
-    backlog: std::sync::Mutex<VecDeque<(AuditEntry, Option<OutboxEvent>)>>,
+    backlog: std::sync::Mutex<VecDeque<Kept>>,
+}
+
+/// An execution's entry kept for later, with what is written with it.
+#[derive(Clone)]
+struct Kept {
+    entry: AuditEntry,
+    event: Option<OutboxEvent>,
+    ran_now: Option<RanNow>,
 }
 
 /// This minute's count of refused attempts written, overall and per client. A client enters
@@ -122,35 +130,44 @@ impl AuditService {
     }
 
     /// Records the entry of an execution (a process that was started), with the webhook event of
-    /// the command it describes in the same transaction. When the database is down the entry
-    /// is kept and written later by `write_backlog`, and the error returned: every process
-    /// started gets its row, and the caller still learns that it is not stored yet.
+    /// the command it describes and, for a command run now, its command row and last output,
+    /// all in the same transaction. When the database is down they are kept and written later
+    /// by `write_backlog`, and the error returned: every process started gets its row, and the
+    /// caller still learns that it is not stored yet.
     pub async fn record_execution(
         &self,
         caller: &Caller,
         record: AuditRecord<'_>,
         event: Option<&OutboxEvent>,
+        ran_now: Option<RanNow>,
     ) -> Result<(), DomainError> {
-        let entry = self.entry(caller, record);
-        match self.log.record(&entry, event).await {
+        let kept = Kept { entry: self.entry(caller, record), event: event.cloned(), ran_now };
+        match self.write(&kept).await {
             Err(error @ DomainError::Unavailable(_)) => {
-                self.keep_for_later(entry, event.cloned());
+                self.keep_for_later(kept);
                 Err(error)
             }
             result => result,
         }
     }
 
-    fn keep_for_later(&self, entry: AuditEntry, event: Option<OutboxEvent>) {
+    async fn write(&self, kept: &Kept) -> Result<(), DomainError> {
+        match &kept.ran_now {
+            None => self.log.record(&kept.entry, kept.event.as_ref()).await,
+            Some(ran_now) => self.log.record_ran_now(&kept.entry, kept.event.as_ref(), ran_now).await,
+        }
+    }
+
+    fn keep_for_later(&self, kept: Kept) {
         let mut backlog = self.backlog.lock().unwrap_or_else(|p| p.into_inner());
         if backlog.len() >= MAX_BACKLOG
-            && let Some((dropped, _)) = backlog.pop_front()
+            && let Some(dropped) = backlog.pop_front()
         {
             metrics::counter!(AUDIT_BACKLOG_DROPPED_TOTAL).increment(1);
-            tracing::error!(audit.id = %dropped.id, "audit backlog full: dropped its oldest entry");
+            tracing::error!(audit.id = %dropped.entry.id, "audit backlog full: dropped its oldest entry");
         }
-        tracing::warn!(audit.id = %entry.id, kept = backlog.len() + 1, "audit entry kept until the database answers");
-        backlog.push_back((entry, event));
+        tracing::warn!(audit.id = %kept.entry.id, kept = backlog.len() + 1, "audit entry kept until the database answers");
+        backlog.push_back(kept);
     }
 
     /// Writes the entries kept while the database was down, oldest first, until one fails;
@@ -159,12 +176,12 @@ impl AuditService {
         let mut written = 0;
         loop {
             let next = self.backlog.lock().unwrap_or_else(|p| p.into_inner()).front().cloned();
-            let Some((entry, event)) = next else { return written };
-            match self.log.record(&entry, event.as_ref()).await {
+            let Some(kept) = next else { return written };
+            match self.write(&kept).await {
                 // A conflict: it was written after all (the answer to the first try was lost).
                 Ok(()) | Err(DomainError::Conflict(_)) => {
                     let mut backlog = self.backlog.lock().unwrap_or_else(|p| p.into_inner());
-                    if backlog.front().is_some_and(|(kept, _)| kept.id == entry.id) {
+                    if backlog.front().is_some_and(|front| front.entry.id == kept.entry.id) {
                         backlog.pop_front();
                     }
                     written += 1;

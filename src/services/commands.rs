@@ -17,13 +17,13 @@ use tokio_util::{
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use super::{AuditService, DispatchWake, ProjectService, audit::AuditRecord};
+use super::{AuditService, DispatchWake, OpenRun, OutputWriter, ProjectService, audit::AuditRecord};
 use crate::{
     domain::{
-        Caller, CommandDefaults, CommandEnd, CommandSpec, DomainError, Execution, ExecutorKind, OutboxEvent, Project,
-        ProjectId, ShellRequest,
+        Caller, Command, CommandDefaults, CommandEnd, CommandSpec, DomainError, Execution, ExecutorKind, OutboxEvent,
+        Project, ProjectId, ShellRequest,
     },
-    ports::{Executor, OutputSink, Stop, StorageStatus},
+    ports::{Clock, CommandQueue, Executor, OutputLog, OutputSink, RanNow, Stop, StorageStatus},
     telemetry::metrics::{COMMAND_DURATION_SECONDS, COMMAND_EXECUTIONS_TOTAL},
 };
 
@@ -49,11 +49,29 @@ pub struct CommandService {
     shutting_down: CancellationToken,
 }
 
+/// How long past its timeout a command run now may take to be stored as ended before the
+/// recovery counts its replica as dead (the kill and the last writes take seconds at most).
+const LEASE_PAST_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// What a command's task needs.
 struct Runner {
     executor: Arc<dyn Executor>,
     audit: Arc<AuditService>,
     deliveries: DispatchWake,
+    /// Where a long-running command is stored while it runs, and its output.
+    commands: Arc<dyn CommandQueue>,
+    output: Arc<dyn OutputLog>,
+    clock: Arc<dyn Clock>,
+    /// The name this replica's rows are held under.
+    replica: String,
+}
+
+/// The stores a command run now is kept in, besides the audit log.
+pub struct CommandStores {
+    pub commands: Arc<dyn CommandQueue>,
+    pub output: Arc<dyn OutputLog>,
+    pub clock: Arc<dyn Clock>,
+    pub replica: String,
 }
 
 /// A validated command and the project it will run in: everything that can refuse a request has
@@ -120,10 +138,12 @@ impl CommandService {
         deliveries: DispatchWake,
         storage: Arc<dyn StorageStatus>,
         defaults: CommandDefaults,
+        stores: CommandStores,
     ) -> Self {
+        let CommandStores { commands, output, clock, replica } = stores;
         Self {
             projects,
-            runner: Arc::new(Runner { executor, audit, deliveries }),
+            runner: Arc::new(Runner { executor, audit, deliveries, commands, output, clock, replica }),
             storage,
             defaults,
             in_flight: TaskTracker::new(),
@@ -190,8 +210,9 @@ impl CommandService {
 }
 
 impl Runner {
-    /// Runs the command to its end (or until `stopped`), then audits it. The audit entry is
-    /// written before this returns, so an answer that reports success always has its row.
+    /// Runs the command to its end (or until `stopped`), then audits it and stores it as a
+    /// command (origin `shell`) with its output, in one commit. The audit entry is written
+    /// before this returns, so an answer that reports success always has its row.
     async fn run(
         &self,
         caller: &Caller,
@@ -201,8 +222,10 @@ impl Runner {
     ) -> Result<Execution, DomainError> {
         let PreparedShell { project, spec } = prepared;
         let execution_id = Uuid::new_v4();
+        let command = Command::ran_now(execution_id, project.id.clone(), &spec, caller.clone(), self.clock.now());
+        let writer = OutputWriter::deferred(self.output.clone(), execution_id, self.open(&command, &spec), live);
         let stop = Stop::new();
-        let run = self.executor.run(&project, &spec, live, &stop);
+        let run = self.executor.run(&project, &spec, writer.sink(), &stop);
         tokio::pin!(run);
         let result = tokio::select! {
             result = &mut run => result,
@@ -214,31 +237,60 @@ impl Runner {
                 Err(stopped.error())
             }
         };
+        let unwritten = writer.finish().await;
         let outcome = match result {
             Ok(outcome) => outcome,
-            Err(error @ DomainError::Validation(_)) => return Err(error),
+            Err(error @ DomainError::Validation(_)) => {
+                if unwritten.opened {
+                    // Nothing ran, but the row was stored while the executor looked: end it.
+                    let ended = command.ended(&CommandEnd::Error(error.to_string()), self.clock.now());
+                    let _ = self.commands.store_now(&ended, &self.replica, self.clock.now()).await;
+                }
+                return Err(error);
+            }
             Err(error) => {
                 let end = CommandEnd::Error(error.to_string());
                 record_execution(project.executor, &end);
                 let record = AuditRecord::of_end(execution_id, &project.id, &spec.command, &end);
-                if let Err(audit_error) = self.audit.record_execution(caller, record, None).await {
+                let ran_now = RanNow { command: command.ended(&end, self.clock.now()), output: unwritten.entries };
+                if let Err(audit_error) = self.audit.record_execution(caller, record, None, Some(ran_now)).await {
                     tracing::error!(error = %audit_error, "could not write the audit entry of a failed execution");
                 }
+                self.announce(execution_id, unwritten.opened).await;
                 return Err(error);
             }
         };
         let end = CommandEnd::Ran(outcome.clone());
         record_execution(project.executor, &end);
         let record = AuditRecord::of_end(execution_id, &project.id, &spec.command, &end);
+        let ran_now = RanNow { command: command.ended(&end, outcome.finished_at), output: unwritten.entries };
         let execution = Execution::new(execution_id, project.id.clone(), spec.command.clone(), outcome);
         let webhook_event = OutboxEvent::for_execution(&execution);
-        match self.audit.record_execution(caller, record, webhook_event.as_ref()).await {
+        let recorded = self.audit.record_execution(caller, record, webhook_event.as_ref(), Some(ran_now)).await;
+        self.announce(execution_id, unwritten.opened).await;
+        match recorded {
             Ok(()) => {
                 self.deliveries.wake();
                 Ok(execution)
             }
             Err(DomainError::Unavailable(_)) => Err(DomainError::NotRecorded(Box::new(execution))),
             Err(other) => Err(other),
+        }
+    }
+
+    /// What stores the command as running, once it has run long enough to be followed: held by
+    /// this replica until past its timeout, so the recovery ends it should the replica die.
+    fn open(&self, command: &Command, spec: &CommandSpec) -> OpenRun {
+        let (commands, command, worker) = (self.commands.clone(), command.clone(), self.replica.clone());
+        let hold = chrono::Duration::from_std(spec.timeout + LEASE_PAST_TIMEOUT).unwrap_or(chrono::Duration::hours(2));
+        let lease_until = self.clock.now() + hold;
+        Box::new(move || Box::pin(async move { commands.store_now(&command, &worker, lease_until).await }))
+    }
+
+    /// Wakes the followers of a command that could be followed while it ran.
+    async fn announce(&self, id: Uuid, opened: bool) {
+        if opened && let Err(error) = self.output.announce(id).await {
+            tracing::warn!(%error, "could not wake the followers of a finished command; they poll");
         }
     }
 }

@@ -15,10 +15,10 @@ pub mod worker;
 
 pub use apikeys::ApiKeyService;
 pub use audit::AuditService;
-pub use commands::{CommandService, PreparedShell};
+pub use commands::{CommandService, CommandStores, PreparedShell};
 pub use dispatcher::{DispatchSettings, DispatchWake, WebhookDispatcher};
 pub use idempotency::{Begun, IdempotencyService, KeyedRequest, Reservation};
-pub use output::{Followed, KeptOutput, OutputService, OutputWriter};
+pub use output::{Followed, KeptOutput, OpenRun, OutputService, OutputWriter, Unwritten};
 pub use projects::ProjectService;
 pub use queue::{Cancelled, QueueService};
 pub use ratelimit::RateLimitService;

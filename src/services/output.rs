@@ -5,7 +5,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use futures_util::Stream as FutureStream;
+use futures_util::{Stream as FutureStream, future::BoxFuture};
 use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
 use uuid::Uuid;
 
@@ -25,14 +25,26 @@ const FOLLOW_PAGE: u32 = 256;
 /// that died with the command): the most a follower can lag.
 const FOLLOW_POLL: Duration = Duration::from_secs(1);
 
+/// Stores the row that makes a command run now followable (`CommandQueue::store_now`).
+pub type OpenRun = Box<dyn FnOnce() -> BoxFuture<'static, Result<(), DomainError>> + Send>;
+
 /// Writes one run's output to the log as it arrives.
 pub struct OutputWriter {
     sink: mpsc::UnboundedSender<OutputEntry>,
-    task: JoinHandle<()>,
+    task: JoinHandle<Unwritten>,
+}
+
+/// What a writer did not store: a short run's whole output (to be stored with its audit entry),
+/// or what failed to be written.
+#[derive(Debug, Default)]
+pub struct Unwritten {
+    pub entries: Vec<OutputEntry>,
+    /// Whether the run became followable (its row and output were stored while it ran).
+    pub opened: bool,
 }
 
 impl OutputWriter {
-    /// For `command`, numbering after what earlier attempts of it stored.
+    /// For a queued `command`, numbering after what earlier attempts of it stored.
     pub async fn start(log: Arc<dyn OutputLog>, command: Uuid) -> Self {
         let base = match log.last_seq(command).await {
             Ok(seq) => seq,
@@ -41,8 +53,20 @@ impl OutputWriter {
                 0
             }
         };
+        Self::spawn(log, command, base, None, None)
+    }
+
+    /// For a command run now: its entries go on to `live` at once, and are stored only if it
+    /// runs longer than one batch, after `open` stored its row; a shorter one's output is
+    /// returned by `finish`, to go into the one commit of its end.
+    pub fn deferred(log: Arc<dyn OutputLog>, command: Uuid, open: OpenRun, live: OutputSink) -> Self {
+        Self::spawn(log, command, 0, Some(open), live)
+    }
+
+    fn spawn(log: Arc<dyn OutputLog>, command: Uuid, base: u64, open: Option<OpenRun>, live: OutputSink) -> Self {
         let (sink, entries) = mpsc::unbounded_channel();
-        let task = tokio::spawn(write_batches(log, command, base, entries));
+        let writer = Writer { log, command, base, live, entries, batch: Batch::default() };
+        let task = tokio::spawn(writer.run(open));
         Self { sink, task }
     }
 
@@ -51,42 +75,90 @@ impl OutputWriter {
         Some(self.sink.clone())
     }
 
-    /// Waits until every entry sent (the executor has returned and dropped its sink) is stored.
-    pub async fn finish(self) {
+    /// Waits until every entry sent (the executor has returned and dropped its sink) is stored,
+    /// or returned.
+    pub async fn finish(self) -> Unwritten {
         drop(self.sink);
-        let _ = self.task.await;
+        self.task.await.unwrap_or_default()
     }
 }
 
-async fn write_batches(
+struct Writer {
     log: Arc<dyn OutputLog>,
     command: Uuid,
     base: u64,
-    mut entries: mpsc::UnboundedReceiver<OutputEntry>,
-) {
-    let mut batch = Batch::default();
-    while let Some(first) = entries.recv().await {
-        batch.push(first, base);
-        let deadline = Instant::now() + BATCH_TIME;
-        let mut open = true;
-        while !batch.is_full() {
-            match tokio::time::timeout_at(deadline, entries.recv()).await {
-                Ok(Some(entry)) => batch.push(entry, base),
-                Ok(None) => {
-                    open = false;
-                    break;
+    live: OutputSink,
+    entries: mpsc::UnboundedReceiver<OutputEntry>,
+    batch: Batch,
+}
+
+/// What waiting for the next entry gave.
+enum Next {
+    Entry,
+    /// The run is over: its sink was dropped.
+    End,
+    Due,
+}
+
+impl Writer {
+    /// Takes the next entry into the batch (and on to `live`), waiting until `deadline` at most.
+    async fn next_until(&mut self, deadline: Option<Instant>) -> Next {
+        let received = match deadline {
+            None => self.entries.recv().await,
+            Some(deadline) => match tokio::time::timeout_at(deadline, self.entries.recv()).await {
+                Ok(received) => received,
+                Err(_elapsed) => return Next::Due,
+            },
+        };
+        let Some(entry) = received else { return Next::End };
+        if let Some(live) = &self.live {
+            // A closed receiver means nobody watches any more; the output is still kept.
+            let _ = live.send(entry.clone());
+        }
+        self.batch.push(entry, self.base);
+        Next::Entry
+    }
+
+    async fn run(mut self, open: Option<OpenRun>) -> Unwritten {
+        if let Some(open) = open {
+            let deadline = Instant::now() + BATCH_TIME;
+            loop {
+                match self.next_until(Some(deadline)).await {
+                    Next::Entry => {}
+                    Next::End => return Unwritten { entries: self.batch.entries, opened: false },
+                    Next::Due => break,
                 }
-                Err(_elapsed) => break,
+            }
+            // Still running after a batch's time: from now on it can be followed.
+            if let Err(error) = open().await {
+                tracing::warn!(%error, command.id = %self.command, "could not store a running command");
+            }
+            self.batch.write(self.log.as_ref(), self.command).await;
+        }
+        // A batch starts with an entry that may be long in coming, then is due after BATCH_TIME.
+        while let Next::Entry = self.next_until(None).await {
+            let deadline = Instant::now() + BATCH_TIME;
+            let mut ended = false;
+            while !self.batch.is_full() {
+                match self.next_until(Some(deadline)).await {
+                    Next::Entry => {}
+                    Next::End => {
+                        ended = true;
+                        break;
+                    }
+                    Next::Due => break,
+                }
+            }
+            self.batch.write(self.log.as_ref(), self.command).await;
+            if ended {
+                break;
             }
         }
-        batch.write(log.as_ref(), command).await;
-        if !open {
-            break;
+        if !self.batch.entries.is_empty() {
+            // What a failed write left: one last try, then it goes back to the caller.
+            self.batch.write(self.log.as_ref(), self.command).await;
         }
-    }
-    if !batch.entries.is_empty() {
-        // What a failed write left: one last try.
-        batch.write(log.as_ref(), command).await;
+        Unwritten { entries: self.batch.entries, opened: true }
     }
 }
 

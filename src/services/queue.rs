@@ -7,7 +7,8 @@ use uuid::Uuid;
 use super::{AuditService, ProjectService, worker::RunningCommands};
 use crate::{
     domain::{
-        Caller, Command, CommandDefaults, CommandFilter, DomainError, EnqueueRequest, Page, PageRequest, ProjectId,
+        Caller, Command, CommandDefaults, CommandFilter, CommandOrigin, DomainError, EnqueueRequest, Page, PageRequest,
+        ProjectId,
     },
     ports::{CancelEffect, Clock, CommandQueue, Recovered},
 };
@@ -87,6 +88,11 @@ impl QueueService {
     /// Queued: cancelled at once. Running: its worker, on whichever replica, is asked to kill it;
     /// this waits a little for that to happen. Finished: `Conflict`.
     pub async fn cancel(&self, id: Uuid) -> Result<Cancelled, DomainError> {
+        let found = self.get(id).await?;
+        if found.origin == CommandOrigin::Shell && !found.status.is_final() {
+            // Its client holds it: it stops when that request ends or is dropped.
+            return Err(DomainError::Conflict("a command run now by /shell stops when its request is closed".into()));
+        }
         let mut tries = 0;
         let command = loop {
             let (command, effect) = self

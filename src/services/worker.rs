@@ -177,7 +177,7 @@ impl QueueWorker {
     /// `executor` is `None` when the command never reached one (its project was not found).
     async fn record(&self, command: &Command, executor: Option<ExecutorKind>, end: CommandEnd) {
         let record = AuditRecord::of_end(command.id, &command.project_id, &command.command, &end);
-        if let Err(error) = self.audit.record_execution(&command.caller, record, None).await {
+        if let Err(error) = self.audit.record_execution(&command.caller, record, None, None).await {
             tracing::error!(%error, "could not write the audit entry of a queued command");
         }
         match self.queue.finish(command.id, &self.name, &end, self.clock.now()).await {

@@ -22,6 +22,8 @@ on_both_databases!(
     resuming_after_any_event_gives_exactly_the_rest,
     the_kept_output_of_each_stream_is_readable_raw,
     output_stored_before_its_replica_was_killed_stays_readable,
+    a_run_now_is_a_command_with_its_output,
+    a_long_run_now_can_be_followed_from_another_replica,
 );
 
 /// A command that prints, then waits for the file `go` in its project before it ends.
@@ -158,4 +160,58 @@ async fn output_stored_before_its_replica_was_killed_stays_readable(db: Db) {
     let mut events = SseReader::new(request.send().await.unwrap());
     let first = events.next().await.unwrap();
     assert_eq!(first, SseEvent { id: Some(1), event: "stdout".into(), data: "stored before the kill\n".into() });
+}
+
+async fn a_run_now_is_a_command_with_its_output(db: Db) {
+    let app = TestApp::on(db).await;
+    let ran = app.shell("hello", json!({"command": "echo out; echo err >&2; printf 'nul\\0' ; exit 2"})).await;
+    assert_eq!(ran.status, 200, "{}", ran.body);
+    let id = ran.body["execution_id"].as_str().unwrap();
+    let command = app.get(&format!("/commands/{id}"), &app.admin_key).await;
+    assert_eq!(command.status, 200, "GET /commands/{{execution_id}} works after a sync run");
+    let fields = ["origin", "status", "exit_code", "project_id", "attempts"].map(|f| command.body[f].clone());
+    assert_eq!(fields, [json!("shell"), json!("failed"), json!(2), json!("hello"), json!(1)]);
+    assert_eq!(command.body["stderr"], "err\n");
+    assert_eq!(command.body["started_at"], ran.body["started_at"]);
+    let output = app.client.get(app.url(&format!("/commands/{id}/output"))).header("X-API-Key", &app.admin_key);
+    assert_eq!(&output.send().await.unwrap().bytes().await.unwrap()[..], b"out\nnul\0", "raw, NUL and all");
+    let events = follow(&app, id, None).await.rest().await;
+    let names: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
+    assert!(names.contains(&"stdout") && names.contains(&"stderr") && names.last() == Some(&"exit"), "{names:?}");
+    let listed = app.get("/commands?project_id=hello", &app.admin_key).await;
+    assert_eq!(listed.body["commands"][0]["id"], id);
+    let cancel = app.post(&format!("/commands/{id}/cancel"), &app.admin_key, json!({})).await;
+    assert_eq!(cancel.status, 409, "finished");
+    let queued = enqueue(&app, json!({"command": "true"})).await;
+    let queued = app.wait_for_command(&queued, |c| c["status"] == "succeeded").await;
+    assert_eq!(queued["origin"], "queue");
+}
+
+async fn a_long_run_now_can_be_followed_from_another_replica(db: Db) {
+    let app = TestApp::on(db).await;
+    let other = app.replica(|config| config.queue.workers = 0).await;
+    let run = app.shell("hello", json!({"command": WAITS_FOR_GO}));
+    let follow_it = async {
+        let running = eventually("the run is stored while it runs", Duration::from_secs(10), async || {
+            let listed = other.get("/commands?project_id=hello&status=running", &other.admin_key).await;
+            listed.body["commands"].as_array().is_some_and(|c| !c.is_empty())
+        });
+        running.await;
+        let listed = other.get("/commands?project_id=hello&status=running", &other.admin_key).await;
+        let id = listed.body["commands"][0]["id"].as_str().unwrap().to_owned();
+        assert_eq!(listed.body["commands"][0]["origin"], "shell");
+        let cancel = other.post(&format!("/commands/{id}/cancel"), &other.admin_key, json!({})).await;
+        assert_eq!((cancel.status, cancel.error_code()), (409, "CONFLICT"), "its request holds it");
+        let mut events = follow(&other, &id, None).await;
+        assert_eq!(events.next().await.unwrap().data, "first\n", "live, from the other replica");
+        std::fs::write(app.project_path("hello").join("go"), "").unwrap();
+        (id, events.rest().await)
+    };
+    let (ran, (id, rest)) = tokio::join!(run, follow_it);
+    assert_eq!(ran.status, 200, "{}", ran.body);
+    assert_eq!(ran.body["execution_id"], id.as_str());
+    let exit: Value = serde_json::from_str(&rest.last().unwrap().data).unwrap();
+    assert_eq!((exit["status"].as_str(), exit["exit_code"].as_i64()), (Some("failed"), Some(3)));
+    let replay = follow(&app, &id, None).await.rest().await;
+    assert_eq!(&replay[1..], &rest[..], "the replay is what the follower saw");
 }

@@ -10,12 +10,12 @@ use super::{
     dialect::{Db, Dialect, Kind, Stmt, Tx, begin, commit},
     errors::corrupt,
     group_commit::{BatchWriter, GroupCommit},
-    outbox,
+    outbox, output, queue,
     values::Row,
 };
 use crate::{
     domain::{AuditEntry, AuditFilter, AuditOutcome, DomainError, OutboxEvent, Page, PageRequest, ProjectId},
-    ports::AuditLog,
+    ports::{AuditLog, RanNow},
 };
 
 const COLUMNS: &str = "id, at, request_id, api_key_id, client_ip, project_id, command, exit_code, outcome, duration_ms";
@@ -40,6 +40,7 @@ pub(crate) struct AuditWrite {
     event: Option<OutboxEvent>,
     /// The request's trace, taken here because the writer runs outside the request's span.
     traceparent: Option<String>,
+    ran_now: Option<RanNow>,
 }
 
 fn bind_entry<D: Dialect>(query: Stmt<D>, entry: &AuditEntry) -> Stmt<D> {
@@ -118,6 +119,10 @@ impl<D: Dialect> BatchWriter for AuditWriter<D> {
                     }
                 }
             }
+            if let Some(ran_now) = &write.ran_now {
+                queue::upsert_command::<D>(&mut tx, &ran_now.command, None, None).await?;
+                output::insert_entries::<D>(&mut tx, ran_now.command.id, &ran_now.output).await?;
+            }
         }
         commit(tx).await?;
         Ok(vec![(); batch.len()])
@@ -129,7 +134,20 @@ impl<D: Dialect> AuditLog for SqlAuditLog<D> {
     #[tracing::instrument(name = "db audit.record", skip_all, fields(db.system = D::SYSTEM))]
     async fn record(&self, entry: &AuditEntry, event: Option<&OutboxEvent>) -> Result<(), DomainError> {
         let traceparent = event.and_then(|_| crate::telemetry::propagation::current_traceparent());
-        self.writes.submit(AuditWrite { entry: entry.clone(), event: event.cloned(), traceparent }).await
+        self.writes.submit(AuditWrite { entry: entry.clone(), event: event.cloned(), traceparent, ran_now: None }).await
+    }
+
+    #[tracing::instrument(name = "db audit.record", skip_all, fields(db.system = D::SYSTEM))]
+    async fn record_ran_now(
+        &self,
+        entry: &AuditEntry,
+        event: Option<&OutboxEvent>,
+        ran_now: &RanNow,
+    ) -> Result<(), DomainError> {
+        let traceparent = event.and_then(|_| crate::telemetry::propagation::current_traceparent());
+        let write =
+            AuditWrite { entry: entry.clone(), event: event.cloned(), traceparent, ran_now: Some(ran_now.clone()) };
+        self.writes.submit(write).await
     }
 
     #[tracing::instrument(name = "db audit.list", skip_all, fields(db.system = D::SYSTEM))]

@@ -16,15 +16,15 @@ use uuid::Uuid;
 
 use super::{
     audit::{client_ip, insert_entry},
-    dialect::{Db, Dialect, Kind, Stmt, Tx, begin, commit, rollback},
+    dialect::{Db, Dialect, Kind, On, Stmt, Tx, begin, commit, rollback},
     errors::corrupt,
     outbox::publish,
     values::Row,
 };
 use crate::{
     domain::{
-        Caller, Command, CommandEnd, CommandFilter, CommandStatus, DomainError, Omitted, OutboxEvent, Page,
-        PageRequest, ProjectId,
+        Caller, Command, CommandEnd, CommandFilter, CommandOrigin, CommandStatus, DomainError, Omitted, OutboxEvent,
+        Page, PageRequest, ProjectId,
     },
     ports::{CancelEffect, CommandQueue, Recovered, RecoveryAudit},
 };
@@ -32,7 +32,7 @@ use crate::{
 const COLUMNS: &str = "id, project_id, command, workdir, env, timeout_secs, priority, status, attempts, max_attempts, \
      api_key_id, request_id, client_ip, exit_code, stdout, stderr, stdout_truncated, stderr_truncated, error, \
      cancel_requested, created_at, started_at, finished_at, max_output_bytes, stdout_omitted_offset, \
-     stdout_omitted_bytes, stderr_omitted_offset, stderr_omitted_bytes";
+     stdout_omitted_bytes, stderr_omitted_offset, stderr_omitted_bytes, origin";
 
 pub(crate) struct SqlCommandQueue<D: Dialect> {
     db: Db<D>,
@@ -44,8 +44,10 @@ pub(crate) struct SqlCommandQueue<D: Dialect> {
 fn command_from_row(row: &impl Row) -> Result<Command, DomainError> {
     let status: String = row.get("status")?;
     let project: String = row.get("project_id")?;
+    let origin: String = row.get("origin")?;
     Ok(Command {
         id: row.required_uuid("id")?,
+        origin: CommandOrigin::parse(&origin).ok_or_else(|| corrupt("command origin", &origin))?,
         project_id: ProjectId::parse(&project).map_err(|e| corrupt("project_id", e))?,
         command: row.get("command")?,
         workdir: row.get("workdir")?,
@@ -74,6 +76,12 @@ fn command_from_row(row: &impl Row) -> Result<Command, DomainError> {
             client_ip: client_ip(row.get("client_ip")?)?,
         },
     })
+}
+
+/// Output as a TEXT column can hold it: Postgres text has no NUL, so a NUL becomes U+FFFD (the
+/// output log keeps the raw bytes).
+fn storable(output: Option<&String>) -> Option<String> {
+    output.map(|text| if text.contains('\0') { text.replace('\0', "\u{fffd}") } else { text.clone() })
 }
 
 /// Where `stream`'s middle was dropped, from its two columns.
@@ -107,6 +115,68 @@ async fn publish_final<'c, D: Dialect>(
     Ok(())
 }
 
+/// Stores a command run now, whole: as it starts (`claimed_by` this replica until
+/// `lease_until`, so the recovery takes it back if the replica dies) or as it ended.
+pub(super) async fn upsert_command<'a, D: Dialect>(
+    on: impl Into<On<'a, D>>,
+    command: &Command,
+    claimed_by: Option<&str>,
+    lease_until: Option<DateTime<Utc>>,
+) -> Result<(), DomainError> {
+    let (stdout_offset, stdout_bytes) = omitted_columns(command.stdout_omitted);
+    let (stderr_offset, stderr_bytes) = omitted_columns(command.stderr_omitted);
+    Stmt::<D>::new(
+        "INSERT INTO commands (id, origin, project_id, command, workdir, env, timeout_secs, priority, max_attempts,
+                               attempts, api_key_id, request_id, client_ip, created_at, started_at, max_output_bytes,
+                               status, exit_code, stdout, stderr, stdout_truncated, stderr_truncated, error, finished_at,
+                               stdout_omitted_offset, stdout_omitted_bytes, stderr_omitted_offset, stderr_omitted_bytes,
+                               claimed_by, lease_until)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
+                 $23, $24, $25, $26, $27, $28, $29, $30)
+         ON CONFLICT (id) DO UPDATE SET
+            status = excluded.status, exit_code = excluded.exit_code, stdout = excluded.stdout,
+            stderr = excluded.stderr, stdout_truncated = excluded.stdout_truncated,
+            stderr_truncated = excluded.stderr_truncated, error = excluded.error, started_at = excluded.started_at,
+            finished_at = excluded.finished_at, stdout_omitted_offset = excluded.stdout_omitted_offset,
+            stdout_omitted_bytes = excluded.stdout_omitted_bytes, stderr_omitted_offset = excluded.stderr_omitted_offset,
+            stderr_omitted_bytes = excluded.stderr_omitted_bytes, claimed_by = excluded.claimed_by,
+            lease_until = excluded.lease_until",
+    )
+    .uuid(Some(command.id))
+    .value(command.origin.as_str())
+    .value(command.project_id.as_str().to_owned())
+    .value(command.command.clone())
+    .value(command.workdir.clone())
+    .json(&command.env)
+    .value(i32::try_from(command.timeout_secs).unwrap_or(i32::MAX))
+    .value(i16::from(command.priority))
+    .value(i32::try_from(command.max_attempts).unwrap_or(i32::MAX))
+    .value(i32::try_from(command.attempts).unwrap_or(i32::MAX))
+    .uuid(command.caller.api_key_id)
+    .value(command.caller.request_id.clone())
+    .value(command.caller.client_ip.map(|ip| ip.to_string()))
+    .time(Some(command.created_at))
+    .time(command.started_at)
+    .value(i64::try_from(command.max_output_bytes).unwrap_or(i64::MAX))
+    .value(command.status.as_str())
+    .value(command.exit_code)
+    .value(storable(command.stdout.as_ref()))
+    .value(storable(command.stderr.as_ref()))
+    .value(command.stdout_truncated)
+    .value(command.stderr_truncated)
+    .value(command.error.clone())
+    .time(command.finished_at)
+    .value(stdout_offset)
+    .value(stdout_bytes)
+    .value(stderr_offset)
+    .value(stderr_bytes)
+    .value(claimed_by.map(str::to_owned))
+    .time(lease_until)
+    .execute(on)
+    .await
+    .map(drop)
+}
+
 fn one(row: Option<impl Row>) -> Result<Option<Command>, DomainError> {
     row.as_ref().map(command_from_row).transpose()
 }
@@ -136,6 +206,10 @@ impl<D: Dialect> CommandQueue for SqlCommandQueue<D> {
         .await?;
         self.work.notify_waiters();
         Ok(())
+    }
+
+    async fn store_now(&self, command: &Command, worker: &str, lease_until: DateTime<Utc>) -> Result<(), DomainError> {
+        upsert_command::<D>(&self.db, command, Some(worker), Some(lease_until)).await
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Command>, DomainError> {
@@ -209,8 +283,8 @@ impl<D: Dialect> CommandQueue for SqlCommandQueue<D> {
         let (exit_code, stdout, stderr, stdout_truncated, stderr_truncated, error) = match end {
             CommandEnd::Ran(outcome) => (
                 Some(outcome.exit_code),
-                Some(outcome.stdout.clone()),
-                Some(outcome.stderr.clone()),
+                storable(Some(&outcome.stdout)),
+                storable(Some(&outcome.stderr)),
                 outcome.stdout_truncated,
                 outcome.stderr_truncated,
                 None,

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rdev_api::{
     domain::{AuditEntry, AuditFilter, DomainError, OutboxEvent, Page, PageRequest},
-    ports::AuditLog,
+    ports::{AuditLog, RanNow},
 };
 
 use super::Watched;
@@ -25,6 +25,16 @@ impl AuditLog for MemoryAuditLog {
     async fn record(&self, entry: &AuditEntry, event: Option<&OutboxEvent>) -> Result<(), DomainError> {
         self.entries.change(|entries| entries.push((entry.clone(), event.cloned())));
         Ok(())
+    }
+
+    /// The service tests run no `/shell`: the command row and output are not kept here.
+    async fn record_ran_now(
+        &self,
+        entry: &AuditEntry,
+        event: Option<&OutboxEvent>,
+        _ran_now: &RanNow,
+    ) -> Result<(), DomainError> {
+        self.record(entry, event).await
     }
 
     async fn list(&self, filter: &AuditFilter, page: &PageRequest) -> Result<Page<AuditEntry>, DomainError> {

@@ -74,6 +74,16 @@ impl CommandQueue for MemoryQueue {
         Ok(())
     }
 
+    async fn store_now(&self, command: &Command, worker: &str, lease_until: DateTime<Utc>) -> Result<(), DomainError> {
+        self.state.change(|s| {
+            s.next_seq += 1;
+            let seq = s.commands.get(&command.id).map_or(s.next_seq, |slot| slot.seq);
+            let (claimed_by, lease_until) = (Some(worker.to_owned()), Some(lease_until));
+            s.commands.insert(command.id, Slot { command: command.clone(), seq, claimed_by, lease_until });
+        });
+        Ok(())
+    }
+
     async fn get(&self, id: Uuid) -> Result<Option<Command>, DomainError> {
         Ok(self.state.read(|s| s.commands.get(&id).map(|slot| slot.command.clone())))
     }
