@@ -70,15 +70,6 @@ pub struct OutputEntry {
     pub kind: EntryKind,
 }
 
-/// A stream's tail as it is now, stored now and then while the command runs so that a crash
-/// loses at most what came since.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TailSnapshot {
-    pub stream: Stream,
-    pub offset: u64,
-    pub data: Vec<u8>,
-}
-
 /// What was kept of one stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeptStream {
@@ -159,21 +150,6 @@ impl OutputRecorder {
         Some(self.entry(stream, offset, EntryKind::Data(data)))
     }
 
-    /// The tails as they are now, of the streams that have one.
-    pub fn tails(&self) -> Vec<TailSnapshot> {
-        Stream::BOTH
-            .into_iter()
-            .filter_map(|stream| {
-                let kept = &self.streams[stream.index()];
-                (!kept.ring.is_empty()).then(|| TailSnapshot {
-                    stream,
-                    offset: kept.written - kept.ring.len() as u64,
-                    data: kept.ring.iter().copied().collect(),
-                })
-            })
-            .collect()
-    }
-
     /// What is kept of `stream` so far (head, then the tail as it is now).
     pub fn kept(&self, stream: Stream) -> KeptStream {
         let kept = &self.streams[stream.index()];
@@ -206,11 +182,6 @@ impl OutputRecorder {
             }
         }
         entries.into_iter().map(|(stream, offset, kind)| self.entry(stream, offset, kind)).collect()
-    }
-
-    /// The seq the next entry would get (the last one's plus one).
-    pub fn next_seq(&self) -> u64 {
-        self.next_seq
     }
 
     fn entry(&mut self, stream: Stream, offset: u64, kind: EntryKind) -> OutputEntry {
@@ -307,16 +278,5 @@ mod tests {
         assert_eq!(complete_prefix(b"ok \xe2\x82"), 3, "a character still open waits");
         assert_eq!(complete_prefix(b"\xff\x82\x82\x82"), 4, "continuation bytes alone are whole");
         assert_eq!(complete_prefix("é".as_bytes()), 2);
-    }
-
-    #[test]
-    fn tails_are_the_ring_as_it_is() {
-        let mut recorder = OutputRecorder::new(1024, 1);
-        recorder.push(Stream::Stderr, &[b'h'; 512]);
-        assert!(recorder.tails().is_empty());
-        recorder.push(Stream::Stderr, &[b't'; 700]);
-        let tails = recorder.tails();
-        assert_eq!(tails.len(), 1);
-        assert_eq!((tails[0].stream, tails[0].offset, tails[0].data.len()), (Stream::Stderr, 700, 512));
     }
 }

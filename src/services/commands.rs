@@ -226,18 +226,20 @@ impl Runner {
         let writer = OutputWriter::deferred(self.output.clone(), execution_id, self.open(&command, &spec), live);
         let stop = Stop::new();
         let run = self.executor.run(&project, &spec, writer.sink(), &stop);
-        tokio::pin!(run);
-        let result = tokio::select! {
-            result = &mut run => result,
-            stopped = stopped => {
-                tracing::warn!(execution.id = %execution_id, project.id = %project.id, "{}", stopped.reason());
-                // Killed, and waited for until nothing of it is left.
-                stop.cancel();
-                let _ = run.await;
-                Err(stopped.error())
+        let running = async {
+            tokio::pin!(run);
+            tokio::select! {
+                result = &mut run => result,
+                stopped = stopped => {
+                    tracing::warn!(execution.id = %execution_id, project.id = %project.id, "{}", stopped.reason());
+                    // Killed, and waited for until nothing of it is left.
+                    stop.cancel();
+                    let _ = run.await;
+                    Err(stopped.error())
+                }
             }
         };
-        let unwritten = writer.finish().await;
+        let (result, unwritten) = tokio::join!(running, writer.write());
         let outcome = match result {
             Ok(outcome) => outcome,
             Err(error @ DomainError::Validation(_)) => {

@@ -6,7 +6,7 @@
 use std::{sync::Arc, time::Duration};
 
 use futures_util::{Stream as FutureStream, future::BoxFuture};
-use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
+use tokio::{sync::mpsc, time::Instant};
 use uuid::Uuid;
 
 use crate::{
@@ -28,10 +28,12 @@ const FOLLOW_POLL: Duration = Duration::from_secs(1);
 /// Stores the row that makes a command run now followable (`CommandQueue::store_now`).
 pub type OpenRun = Box<dyn FnOnce() -> BoxFuture<'static, Result<(), DomainError>> + Send>;
 
-/// Writes one run's output to the log as it arrives.
+/// Writes one run's output to the log as it arrives. `write` runs beside the executor (joined,
+/// not spawned: no task and no hand-off per command) and ends when the executor's sink is gone.
 pub struct OutputWriter {
     sink: mpsc::UnboundedSender<OutputEntry>,
-    task: JoinHandle<Unwritten>,
+    writer: Writer,
+    open: Option<OpenRun>,
 }
 
 /// What a writer did not store: a short run's whole output (to be stored with its audit entry),
@@ -53,21 +55,19 @@ impl OutputWriter {
                 0
             }
         };
-        Self::spawn(log, command, base, None, None)
+        Self::new(log, command, base, None, None)
     }
 
     /// For a command run now: its entries go on to `live` at once, and are stored only if it
     /// runs longer than one batch, after `open` stored its row; a shorter one's output is
-    /// returned by `finish`, to go into the one commit of its end.
+    /// returned by `write`, to go into the one commit of its end.
     pub fn deferred(log: Arc<dyn OutputLog>, command: Uuid, open: OpenRun, live: OutputSink) -> Self {
-        Self::spawn(log, command, 0, Some(open), live)
+        Self::new(log, command, 0, Some(open), live)
     }
 
-    fn spawn(log: Arc<dyn OutputLog>, command: Uuid, base: u64, open: Option<OpenRun>, live: OutputSink) -> Self {
+    fn new(log: Arc<dyn OutputLog>, command: Uuid, base: u64, open: Option<OpenRun>, live: OutputSink) -> Self {
         let (sink, entries) = mpsc::unbounded_channel();
-        let writer = Writer { log, command, base, live, entries, batch: Batch::default() };
-        let task = tokio::spawn(writer.run(open));
-        Self { sink, task }
+        Self { sink, writer: Writer { log, command, base, live, entries, batch: Batch::default() }, open }
     }
 
     /// Where the executor sends the entries (bounded by the output budget, so unbounded here).
@@ -75,11 +75,11 @@ impl OutputWriter {
         Some(self.sink.clone())
     }
 
-    /// Waits until every entry sent (the executor has returned and dropped its sink) is stored,
-    /// or returned.
-    pub async fn finish(self) -> Unwritten {
+    /// Stores the entries until every sink handed out is dropped (the executor returned); what
+    /// it did not store.
+    pub async fn write(self) -> Unwritten {
         drop(self.sink);
-        self.task.await.unwrap_or_default()
+        self.writer.run(self.open).await
     }
 }
 

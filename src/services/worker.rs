@@ -127,30 +127,34 @@ impl QueueWorker {
                 let stop = Stop::new();
                 let writer = OutputWriter::start(self.output.clone(), command.id).await;
                 let run = self.executor.run(&project, &spec, writer.sink(), &stop);
-                tokio::pin!(run);
-                let interrupted = tokio::select! {
-                    outcome = &mut run => Err(outcome),
-                    interrupted = self.keep_lease(command.id) => Ok(interrupted),
-                    () = signal.notified() => Ok(Interrupted::Cancelled),
-                };
-                let end = match interrupted {
-                    Err(Ok(outcome)) => CommandEnd::Ran(outcome),
-                    Err(Err(error)) => CommandEnd::Error(error.to_string()),
-                    Ok(interrupted) => {
-                        // Killed, and waited for until nothing of it is left.
-                        stop.cancel();
-                        let _ = run.await;
-                        if let Interrupted::ClaimLost = interrupted {
-                            self.running.remove(command.id);
-                            return tracing::warn!("lease lost while running; another replica has taken over");
+                let running = async {
+                    tokio::pin!(run);
+                    let interrupted = tokio::select! {
+                        outcome = &mut run => Err(outcome),
+                        interrupted = self.keep_lease(command.id) => Ok(interrupted),
+                        () = signal.notified() => Ok(Interrupted::Cancelled),
+                    };
+                    match interrupted {
+                        Err(Ok(outcome)) => Some(CommandEnd::Ran(outcome)),
+                        Err(Err(error)) => Some(CommandEnd::Error(error.to_string())),
+                        Ok(interrupted) => {
+                            // Killed, and waited for until nothing of it is left.
+                            stop.cancel();
+                            let _ = run.await;
+                            match interrupted {
+                                Interrupted::ClaimLost => None,
+                                Interrupted::Cancelled => Some(CommandEnd::Cancelled),
+                            }
                         }
-                        CommandEnd::Cancelled
                     }
                 };
+                // Every entry is stored before the status turns final (the writer ends with
+                // the run), so a follower that sees the end has seen everything.
+                let (end, _) = tokio::join!(running, writer.write());
                 self.running.remove(command.id);
-                // The run is over and its sink dropped: every entry is stored before the
-                // status turns final, so a follower that sees the end has seen everything.
-                writer.finish().await;
+                let Some(end) = end else {
+                    return tracing::warn!("lease lost while running; another replica has taken over");
+                };
                 (end, Some(project.executor))
             }
         };

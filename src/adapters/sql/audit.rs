@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    dialect::{Db, Dialect, Kind, Stmt, Tx, begin, commit},
+    dialect::{Db, Dialect, Kind, Stmt, Tx, begin, commit, values_rows},
     errors::corrupt,
     group_commit::{BatchWriter, GroupCommit},
     outbox, output, queue,
@@ -22,6 +22,22 @@ const COLUMNS: &str = "id, at, request_id, api_key_id, client_ip, project_id, co
 /// An entry written twice (a retry whose first answer was lost) is stored once.
 const INSERT: &str = "INSERT INTO audit_log (id, at, request_id, api_key_id, client_ip, project_id, command, \
      exit_code, outcome, duration_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING";
+
+/// Entries without an event, many per statement.
+async fn insert_entries<D: Dialect>(tx: &mut Tx<D>, entries: &[&AuditEntry]) -> Result<(), DomainError> {
+    for chunk in entries.chunks(ENTRIES_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO audit_log ({COLUMNS}) VALUES {} ON CONFLICT (id) DO NOTHING",
+            values_rows::<D>(chunk.len(), 10)
+        );
+        let insert = chunk.iter().fold(Stmt::<D>::new(sql), |insert, entry| bind_entry(insert, entry));
+        insert.execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+/// Entries of one statement at most (10 parameters each).
+const ENTRIES_PER_INSERT: usize = 1000;
 
 pub(crate) struct SqlAuditLog<D: Dialect> {
     db: Db<D>,
@@ -106,24 +122,30 @@ impl<D: Dialect> BatchWriter for AuditWriter<D> {
         let with_event = format!("WITH entry AS ({INSERT}) {}", outbox::publish_sql(11));
         let publish = D::KIND == Kind::Postgres
             || outbox::any_enabled::<D>(&mut tx, batch.iter().any(|w| w.event.is_some())).await?;
+        let mut plain = Vec::new();
         for write in batch {
             match write.event.as_ref().filter(|_| publish) {
                 Some(event) if D::KIND == Kind::Postgres => {
                     let entry = bind_entry(Stmt::<D>::new(with_event.clone()), &write.entry);
                     outbox::bind_event(entry, event, write.traceparent.clone()).execute(&mut tx).await?;
                 }
-                event => {
+                Some(event) => {
                     bind_entry(Stmt::<D>::new(INSERT), &write.entry).execute(&mut tx).await?;
-                    if let Some(event) = event {
-                        outbox::publish_traced::<D>(&mut tx, event, write.traceparent.clone()).await?;
-                    }
+                    outbox::publish_traced::<D>(&mut tx, event, write.traceparent.clone()).await?;
                 }
-            }
-            if let Some(ran_now) = &write.ran_now {
-                queue::upsert_command::<D>(&mut tx, &ran_now.command, None, None).await?;
-                output::insert_entries::<D>(&mut tx, ran_now.command.id, &ran_now.output).await?;
+                None => plain.push(&write.entry),
             }
         }
+        insert_entries(&mut tx, &plain).await?;
+        // The commands run now in this batch, with their output, one statement each.
+        let ran_now: Vec<&RanNow> = batch.iter().filter_map(|w| w.ran_now.as_ref()).collect();
+        let rows: Vec<_> = ran_now
+            .iter()
+            .map(|r| queue::RanNowRow { command: &r.command, claimed_by: None, lease_until: None })
+            .collect();
+        queue::upsert_commands::<D>(&mut tx, &rows).await?;
+        let output: Vec<_> = ran_now.iter().flat_map(|r| r.output.iter().map(|e| (r.command.id, e))).collect();
+        output::insert_entries::<D>(&mut tx, &output).await?;
         commit(tx).await?;
         Ok(vec![(); batch.len()])
     }

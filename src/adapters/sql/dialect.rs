@@ -63,6 +63,14 @@ impl<'a, D: sqlx::Database> On<'a, D> {
             On::Pool(_, health) | On::Conn(_, health) => health,
         }
     }
+
+    /// The same place again, for one more statement.
+    pub(crate) fn reborrow(&mut self) -> On<'_, D> {
+        match self {
+            On::Pool(pool, health) => On::Pool(pool, health),
+            On::Conn(conn, health) => On::Conn(&mut **conn, health),
+        }
+    }
 }
 
 impl<'a, D: sqlx::Database> From<&'a Db<D>> for On<'a, D> {
@@ -217,6 +225,25 @@ impl Dialect for Sqlite {
     }
 
     fn listen(_: &Pool<Self>, _: &'static str, _: Arc<Notify>) {}
+}
+
+/// The `VALUES` list of a multi-row insert, the only parameters of its statement: `rows` tuples
+/// of `columns`, for one statement (one round trip) instead of one per row. Postgres numbers
+/// them (`($1, $2), ($3, $4)`); SQLite gets anonymous `?`, bound in order, because sqlx looks
+/// up the name of every numbered one, which SQLite finds by a linear search: quadratic in the
+/// parameters, and the largest cost of a batch of commands.
+pub(crate) fn values_rows<D: Dialect>(rows: usize, columns: usize) -> String {
+    let param = |n: usize| match D::KIND {
+        Kind::Postgres => format!("${n}"),
+        Kind::Sqlite => "?".to_owned(),
+    };
+    (0..rows)
+        .map(|row| {
+            let params: Vec<String> = (1..=columns).map(|column| param(row * columns + column)).collect();
+            format!("({})", params.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A statement being bound, then run; errors come back as `DomainError`s.

@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{
-    dialect::{Db, Dialect, Kind, On, Stmt},
+    dialect::{Db, Dialect, Kind, On, Stmt, values_rows},
     errors::corrupt,
     values::Row,
 };
@@ -64,49 +64,47 @@ fn entry_from_row(row: &impl Row) -> Result<OutputEntry, DomainError> {
     })
 }
 
-/// Stores `entries` of `command` in one statement (on the pool, or in the caller's transaction:
-/// a command run now stores its last ones with its audit entry).
+/// Entries of one statement at most, well below either database's parameter limit.
+const ROWS_PER_INSERT: usize = 1000;
+
+/// Stores entries, each of its command, a statement per thousand (on the pool, or in the
+/// caller's transaction: commands run now store their last ones with their audit entries).
 pub(super) async fn insert_entries<'a, D: Dialect>(
     on: impl Into<On<'a, D>>,
-    command: Uuid,
-    entries: &[OutputEntry],
+    entries: &[(Uuid, &OutputEntry)],
 ) -> Result<(), DomainError> {
-    if entries.is_empty() {
-        return Ok(());
+    let mut on = on.into();
+    for chunk in entries.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            // A batch written again (its first answer lost) is stored once.
+            "INSERT INTO command_output (command_id, seq, stream, byte_offset, data, gap_bytes) VALUES {}
+             ON CONFLICT (command_id, seq) DO NOTHING",
+            values_rows::<D>(chunk.len(), 6)
+        );
+        let mut insert = Stmt::<D>::new(sql);
+        for (command, entry) in chunk {
+            let (data, gap) = match &entry.kind {
+                EntryKind::Data(bytes) => (Some(bytes.clone()), None),
+                EntryKind::Gap { bytes } => (None, Some(to_i64(*bytes))),
+            };
+            insert = insert
+                .uuid(Some(*command))
+                .value(to_i64(entry.seq))
+                .value(entry.stream.as_str())
+                .value(to_i64(entry.offset))
+                .value(data)
+                .value(gap);
+        }
+        insert.execute(on.reborrow()).await?;
     }
-    let rows: Vec<String> = (0..entries.len())
-        .map(|i| {
-            let n = i * 6;
-            format!("(${}, ${}, ${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4, n + 5, n + 6)
-        })
-        .collect();
-    let sql = format!(
-        // A batch written again (its first answer lost) is stored once.
-        "INSERT INTO command_output (command_id, seq, stream, byte_offset, data, gap_bytes) VALUES {}
-         ON CONFLICT (command_id, seq) DO NOTHING",
-        rows.join(", ")
-    );
-    let mut insert = Stmt::<D>::new(sql);
-    for entry in entries {
-        let (data, gap) = match &entry.kind {
-            EntryKind::Data(bytes) => (Some(bytes.clone()), None),
-            EntryKind::Gap { bytes } => (None, Some(to_i64(*bytes))),
-        };
-        insert = insert
-            .uuid(Some(command))
-            .value(to_i64(entry.seq))
-            .value(entry.stream.as_str())
-            .value(to_i64(entry.offset))
-            .value(data)
-            .value(gap);
-    }
-    insert.execute(on).await.map(drop)
+    Ok(())
 }
 
 #[async_trait]
 impl<D: Dialect> OutputLog for SqlOutputLog<D> {
     async fn append(&self, command: Uuid, entries: &[OutputEntry]) -> Result<(), DomainError> {
-        insert_entries::<D>(&self.db, command, entries).await?;
+        let entries: Vec<_> = entries.iter().map(|entry| (command, entry)).collect();
+        insert_entries::<D>(&self.db, &entries).await?;
         self.wake_everyone(command).await
     }
 

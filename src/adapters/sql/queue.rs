@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::{
     audit::{client_ip, insert_entry},
-    dialect::{Db, Dialect, Kind, On, Stmt, Tx, begin, commit, rollback},
+    dialect::{Db, Dialect, Kind, On, Stmt, Tx, begin, commit, rollback, values_rows},
     errors::corrupt,
     outbox::publish,
     values::Row,
@@ -115,66 +115,86 @@ async fn publish_final<'c, D: Dialect>(
     Ok(())
 }
 
-/// Stores a command run now, whole: as it starts (`claimed_by` this replica until
+/// A command run now, stored whole: as it starts (`claimed_by` this replica until
 /// `lease_until`, so the recovery takes it back if the replica dies) or as it ended.
-pub(super) async fn upsert_command<'a, D: Dialect>(
+pub(super) struct RanNowRow<'c> {
+    pub command: &'c Command,
+    pub claimed_by: Option<&'c str>,
+    pub lease_until: Option<DateTime<Utc>>,
+}
+
+/// Commands of one statement at most (30 parameters each).
+const COMMANDS_PER_UPSERT: usize = 500;
+
+/// Stores commands run now, one statement for many (the audit writer's batch).
+pub(super) async fn upsert_commands<'a, D: Dialect>(
     on: impl Into<On<'a, D>>,
-    command: &Command,
-    claimed_by: Option<&str>,
-    lease_until: Option<DateTime<Utc>>,
+    rows: &[RanNowRow<'_>],
 ) -> Result<(), DomainError> {
+    let mut on = on.into();
+    for chunk in rows.chunks(COMMANDS_PER_UPSERT) {
+        let sql = format!(
+            "INSERT INTO commands (id, origin, project_id, command, workdir, env, timeout_secs, priority, max_attempts,
+                                   attempts, api_key_id, request_id, client_ip, created_at, started_at, max_output_bytes,
+                                   status, exit_code, stdout, stderr, stdout_truncated, stderr_truncated, error,
+                                   finished_at, stdout_omitted_offset, stdout_omitted_bytes, stderr_omitted_offset,
+                                   stderr_omitted_bytes, claimed_by, lease_until)
+             VALUES {}
+             ON CONFLICT (id) DO UPDATE SET
+                status = excluded.status, exit_code = excluded.exit_code, stdout = excluded.stdout,
+                stderr = excluded.stderr, stdout_truncated = excluded.stdout_truncated,
+                stderr_truncated = excluded.stderr_truncated, error = excluded.error, started_at = excluded.started_at,
+                finished_at = excluded.finished_at, stdout_omitted_offset = excluded.stdout_omitted_offset,
+                stdout_omitted_bytes = excluded.stdout_omitted_bytes,
+                stderr_omitted_offset = excluded.stderr_omitted_offset,
+                stderr_omitted_bytes = excluded.stderr_omitted_bytes, claimed_by = excluded.claimed_by,
+                lease_until = excluded.lease_until",
+            values_rows::<D>(chunk.len(), 30)
+        );
+        let mut upsert = Stmt::<D>::new(sql);
+        for row in chunk {
+            upsert = bind_ran_now(upsert, row);
+        }
+        upsert.execute(on.reborrow()).await?;
+    }
+    Ok(())
+}
+
+fn bind_ran_now<D: Dialect>(query: Stmt<D>, row: &RanNowRow<'_>) -> Stmt<D> {
+    let command = row.command;
     let (stdout_offset, stdout_bytes) = omitted_columns(command.stdout_omitted);
     let (stderr_offset, stderr_bytes) = omitted_columns(command.stderr_omitted);
-    Stmt::<D>::new(
-        "INSERT INTO commands (id, origin, project_id, command, workdir, env, timeout_secs, priority, max_attempts,
-                               attempts, api_key_id, request_id, client_ip, created_at, started_at, max_output_bytes,
-                               status, exit_code, stdout, stderr, stdout_truncated, stderr_truncated, error, finished_at,
-                               stdout_omitted_offset, stdout_omitted_bytes, stderr_omitted_offset, stderr_omitted_bytes,
-                               claimed_by, lease_until)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
-                 $23, $24, $25, $26, $27, $28, $29, $30)
-         ON CONFLICT (id) DO UPDATE SET
-            status = excluded.status, exit_code = excluded.exit_code, stdout = excluded.stdout,
-            stderr = excluded.stderr, stdout_truncated = excluded.stdout_truncated,
-            stderr_truncated = excluded.stderr_truncated, error = excluded.error, started_at = excluded.started_at,
-            finished_at = excluded.finished_at, stdout_omitted_offset = excluded.stdout_omitted_offset,
-            stdout_omitted_bytes = excluded.stdout_omitted_bytes, stderr_omitted_offset = excluded.stderr_omitted_offset,
-            stderr_omitted_bytes = excluded.stderr_omitted_bytes, claimed_by = excluded.claimed_by,
-            lease_until = excluded.lease_until",
-    )
-    .uuid(Some(command.id))
-    .value(command.origin.as_str())
-    .value(command.project_id.as_str().to_owned())
-    .value(command.command.clone())
-    .value(command.workdir.clone())
-    .json(&command.env)
-    .value(i32::try_from(command.timeout_secs).unwrap_or(i32::MAX))
-    .value(i16::from(command.priority))
-    .value(i32::try_from(command.max_attempts).unwrap_or(i32::MAX))
-    .value(i32::try_from(command.attempts).unwrap_or(i32::MAX))
-    .uuid(command.caller.api_key_id)
-    .value(command.caller.request_id.clone())
-    .value(command.caller.client_ip.map(|ip| ip.to_string()))
-    .time(Some(command.created_at))
-    .time(command.started_at)
-    .value(i64::try_from(command.max_output_bytes).unwrap_or(i64::MAX))
-    .value(command.status.as_str())
-    .value(command.exit_code)
-    .value(storable(command.stdout.as_ref()))
-    .value(storable(command.stderr.as_ref()))
-    .value(command.stdout_truncated)
-    .value(command.stderr_truncated)
-    .value(command.error.clone())
-    .time(command.finished_at)
-    .value(stdout_offset)
-    .value(stdout_bytes)
-    .value(stderr_offset)
-    .value(stderr_bytes)
-    .value(claimed_by.map(str::to_owned))
-    .time(lease_until)
-    .execute(on)
-    .await
-    .map(drop)
+    query
+        .uuid(Some(command.id))
+        .value(command.origin.as_str())
+        .value(command.project_id.as_str().to_owned())
+        .value(command.command.clone())
+        .value(command.workdir.clone())
+        .json(&command.env)
+        .value(i32::try_from(command.timeout_secs).unwrap_or(i32::MAX))
+        .value(i16::from(command.priority))
+        .value(i32::try_from(command.max_attempts).unwrap_or(i32::MAX))
+        .value(i32::try_from(command.attempts).unwrap_or(i32::MAX))
+        .uuid(command.caller.api_key_id)
+        .value(command.caller.request_id.clone())
+        .value(command.caller.client_ip.map(|ip| ip.to_string()))
+        .time(Some(command.created_at))
+        .time(command.started_at)
+        .value(i64::try_from(command.max_output_bytes).unwrap_or(i64::MAX))
+        .value(command.status.as_str())
+        .value(command.exit_code)
+        .value(storable(command.stdout.as_ref()))
+        .value(storable(command.stderr.as_ref()))
+        .value(command.stdout_truncated)
+        .value(command.stderr_truncated)
+        .value(command.error.clone())
+        .time(command.finished_at)
+        .value(stdout_offset)
+        .value(stdout_bytes)
+        .value(stderr_offset)
+        .value(stderr_bytes)
+        .value(row.claimed_by.map(str::to_owned))
+        .time(row.lease_until)
 }
 
 fn one(row: Option<impl Row>) -> Result<Option<Command>, DomainError> {
@@ -209,7 +229,8 @@ impl<D: Dialect> CommandQueue for SqlCommandQueue<D> {
     }
 
     async fn store_now(&self, command: &Command, worker: &str, lease_until: DateTime<Utc>) -> Result<(), DomainError> {
-        upsert_command::<D>(&self.db, command, Some(worker), Some(lease_until)).await
+        let row = RanNowRow { command, claimed_by: Some(worker), lease_until: Some(lease_until) };
+        upsert_commands::<D>(&self.db, &[row]).await
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Command>, DomainError> {
