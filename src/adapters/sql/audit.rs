@@ -7,10 +7,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
+    command_rows,
     dialect::{Db, Dialect, Kind, Stmt, Tx, begin, commit, values_rows},
     errors::corrupt,
     group_commit::{BatchWriter, GroupCommit},
-    outbox, output, queue,
+    outbox, output,
     values::Row,
 };
 use crate::{
@@ -141,9 +142,9 @@ impl<D: Dialect> BatchWriter for AuditWriter<D> {
         let ran_now: Vec<&RanNow> = batch.iter().filter_map(|w| w.ran_now.as_ref()).collect();
         let rows: Vec<_> = ran_now
             .iter()
-            .map(|r| queue::RanNowRow { command: &r.command, claimed_by: None, lease_until: None })
+            .map(|r| command_rows::RanNowRow { command: &r.command, claimed_by: None, lease_until: None })
             .collect();
-        queue::upsert_commands::<D>(&mut tx, &rows).await?;
+        command_rows::upsert_commands::<D>(&mut tx, &rows).await?;
         let output: Vec<_> = ran_now.iter().flat_map(|r| r.output.iter().map(|e| (r.command.id, e))).collect();
         output::insert_entries::<D>(&mut tx, &output).await?;
         commit(tx).await?;

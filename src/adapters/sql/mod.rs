@@ -9,12 +9,14 @@
 //! - `dialect`: Postgres and SQLite behind one interface (binding, running, write transactions).
 //! - `values`: how a value is stored, read back (`Row`).
 //! - `errors`: driver errors as domain errors, in one place.
+//! - `command_rows`: a command as a row, read and written (the queue and the audit writer).
 //! - one file per port: `keys`, `audit`, `queue`, `webhooks`, `deliveries`,
 //!   `idempotency`, `output` (command output logs); `outbox` for the
 //!   webhook events the others write in their own transactions; `ratelimit` per dialect.
 //! - `group_commit`: one writer task that commits concurrent rows in one transaction.
 
 mod audit;
+mod command_rows;
 pub mod database;
 mod deliveries;
 mod dialect;
