@@ -14,7 +14,7 @@ use axum::{
 };
 use futures_util::StreamExt as _;
 use serde::Deserialize;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::{
@@ -27,6 +27,18 @@ use crate::{
     },
     services::Followed,
 };
+
+/// One Server-Sent Event as it goes out (its `id:`, `event:` and `data:` lines): what the
+/// document says a `text/event-stream` answer is made of. Only described, never built.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct SseEvent {
+    /// Strictly increasing; send the last one back as `Last-Event-ID` to resume.
+    id: Option<String>,
+    /// `stdout`, `stderr`, `gap`, `exit` (or `error`).
+    event: String,
+    data: String,
+}
 
 /// Comments sent on an idle stream, so proxies do not cut it.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -99,7 +111,7 @@ pub struct EventParams {
         ("Last-Event-ID" = Option<u64>, Header, description = "The id of the last event received"),
     ),
     responses(
-        (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
+        (status = 200, description = "The event stream", content_type = "text/event-stream", body = SseEvent),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
     )

@@ -25,7 +25,7 @@ use crate::{
         auth::{Authorized, scope},
         error::{ApiError, ErrorBody},
         extract::{ApiJson, ApiPath},
-        handlers::output::output_event,
+        handlers::output::{SseEvent, output_event},
         idempotency::{self, Keyed},
         state::AppState,
     },
@@ -50,7 +50,7 @@ use crate::{
     responses(
         (status = 200, description = "The command ran; a non-zero exit is still 200. With `Accept: text/event-stream`, \\
             `stdout`/`stderr` events as output arrives, then an `exit` event (the Execution without output)",
-            content((Execution = "application/json"), (String = "text/event-stream"))),
+            content((Execution = "application/json"), (SseEvent = "text/event-stream"))),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, description = "project not found", body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 409, description = "A request with this Idempotency-Key is still running", body = ErrorBody),
