@@ -187,33 +187,8 @@ impl Command {
         };
         errors.into_result()?;
         let spec = spec.ok_or_else(|| DomainError::internal(anyhow::anyhow!("validated spec missing")))?;
-        Ok(Self {
-            id: Uuid::new_v4(),
-            origin: CommandOrigin::Queue,
-            project_id,
-            command: spec.command,
-            workdir: spec.workdir,
-            env: spec.env,
-            timeout_secs: spec.timeout.as_secs(),
-            max_output_bytes: spec.max_output_bytes,
-            priority,
-            status: CommandStatus::Queued,
-            exit_code: None,
-            stdout: None,
-            stderr: None,
-            stdout_truncated: false,
-            stderr_truncated: false,
-            stdout_omitted: None,
-            stderr_omitted: None,
-            error: None,
-            attempts: 0,
-            max_attempts,
-            cancel_requested: false,
-            created_at: now,
-            started_at: None,
-            finished_at: None,
-            caller,
-        })
+        let fresh = Fresh { id: Uuid::new_v4(), origin: CommandOrigin::Queue, priority, max_attempts };
+        Ok(Self::fresh(fresh, project_id, &spec, caller, now))
     }
 
     /// A command run now (`/shell`) as it starts, its id the execution's.
@@ -224,17 +199,34 @@ impl Command {
         caller: Caller,
         started_at: DateTime<Utc>,
     ) -> Self {
+        let fresh = Fresh { id, origin: CommandOrigin::Shell, priority: DEFAULT_PRIORITY, max_attempts: 1 };
         Self {
-            id,
-            origin: CommandOrigin::Shell,
+            status: CommandStatus::Running,
+            attempts: 1,
+            started_at: Some(started_at),
+            ..Self::fresh(fresh, project_id, spec, caller, started_at)
+        }
+    }
+
+    /// A command of `spec`, queued, that has not run.
+    fn fresh(
+        fresh: Fresh,
+        project_id: ProjectId,
+        spec: &CommandSpec,
+        caller: Caller,
+        created_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id: fresh.id,
+            origin: fresh.origin,
             project_id,
             command: spec.command.clone(),
             workdir: spec.workdir.clone(),
             env: spec.env.clone(),
             timeout_secs: spec.timeout.as_secs(),
             max_output_bytes: spec.max_output_bytes,
-            priority: DEFAULT_PRIORITY,
-            status: CommandStatus::Running,
+            priority: fresh.priority,
+            status: CommandStatus::Queued,
             exit_code: None,
             stdout: None,
             stderr: None,
@@ -243,11 +235,11 @@ impl Command {
             stdout_omitted: None,
             stderr_omitted: None,
             error: None,
-            attempts: 1,
-            max_attempts: 1,
+            attempts: 0,
+            max_attempts: fresh.max_attempts,
             cancel_requested: false,
-            created_at: started_at,
-            started_at: Some(started_at),
+            created_at,
+            started_at: None,
             finished_at: None,
             caller,
         }
@@ -284,6 +276,14 @@ impl Command {
             max_output_bytes: self.max_output_bytes,
         }
     }
+}
+
+/// What a new command is besides its spec.
+struct Fresh {
+    id: Uuid,
+    origin: CommandOrigin,
+    priority: u8,
+    max_attempts: u32,
 }
 
 /// How a claimed command ended, as its worker reports it.

@@ -46,14 +46,15 @@ pub struct Unwritten {
 }
 
 impl OutputWriter {
-    /// For a queued `command`, numbering after what earlier attempts of it stored.
-    pub async fn start(log: Arc<dyn OutputLog>, command: Uuid) -> Self {
-        let base = match log.last_seq(command).await {
-            Ok(seq) => seq,
-            Err(error) => {
+    /// For a queued `command`, numbering after what its `earlier_attempts` stored (asked of the
+    /// log only when there were any).
+    pub async fn start(log: Arc<dyn OutputLog>, command: Uuid, earlier_attempts: u32) -> Self {
+        let base = match earlier_attempts {
+            0 => 0,
+            _ => log.last_seq(command).await.unwrap_or_else(|error| {
                 tracing::warn!(%error, "could not read the output log; numbering from 1");
                 0
-            }
+            }),
         };
         Self::new(log, command, base, None, None)
     }

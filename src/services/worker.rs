@@ -125,7 +125,7 @@ impl QueueWorker {
                 let signal = self.running.register(command.id);
                 let spec = command.spec();
                 let stop = Stop::new();
-                let writer = OutputWriter::start(self.output.clone(), command.id).await;
+                let writer = OutputWriter::start(self.output.clone(), command.id, command.attempts).await;
                 let run = self.executor.run(&project, &spec, writer.sink(), &stop);
                 let running = async {
                     tokio::pin!(run);

@@ -142,7 +142,7 @@ impl<D: Dialect> BatchWriter for AuditWriter<D> {
         let ran_now: Vec<&RanNow> = batch.iter().filter_map(|w| w.ran_now.as_ref()).collect();
         let rows: Vec<_> = ran_now
             .iter()
-            .map(|r| command_rows::RanNowRow { command: &r.command, claimed_by: None, lease_until: None })
+            .map(|r| command_rows::CommandRow { command: &r.command, claimed_by: None, lease_until: None })
             .collect();
         command_rows::upsert_commands::<D>(&mut tx, &rows).await?;
         let output: Vec<_> = ran_now.iter().flat_map(|r| r.output.iter().map(|e| (r.command.id, e))).collect();

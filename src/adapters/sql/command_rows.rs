@@ -1,5 +1,5 @@
-//! A command as a row of `commands`: read back (`command_from_row`), and written whole for a
-//! command run now (`upsert_commands`), which the queue and the audit writer both store.
+//! A command as a row of `commands`: read back (`command_from_row`), and written whole
+//! (`upsert_commands`): the queue's enqueue, and a command run now as it starts and ends.
 
 use std::collections::BTreeMap;
 
@@ -74,9 +74,9 @@ pub(super) fn omitted_columns(omitted: Option<Omitted>) -> (Option<i64>, Option<
     (omitted.map(|o| to_i64(o.offset)), omitted.map(|o| to_i64(o.bytes)))
 }
 
-/// A command run now, stored whole: as it starts (`claimed_by` this replica until
-/// `lease_until`, so the recovery takes it back if the replica dies) or as it ended.
-pub(super) struct RanNowRow<'c> {
+/// A command stored whole: queued, a command run now as it starts (`claimed_by` this replica
+/// until `lease_until`, so the recovery takes it back if the replica dies), or as it ended.
+pub(super) struct CommandRow<'c> {
     pub command: &'c Command,
     pub claimed_by: Option<&'c str>,
     pub lease_until: Option<DateTime<Utc>>,
@@ -85,10 +85,11 @@ pub(super) struct RanNowRow<'c> {
 /// Commands of one statement at most (30 parameters each).
 const COMMANDS_PER_UPSERT: usize = 500;
 
-/// Stores commands run now, one statement for many (the audit writer's batch).
+/// Stores commands whole, one statement for many (the audit writer's batch): new ones, or the
+/// new state of ones stored before.
 pub(super) async fn upsert_commands<'a, D: Dialect>(
     on: impl Into<On<'a, D>>,
-    rows: &[RanNowRow<'_>],
+    rows: &[CommandRow<'_>],
 ) -> Result<(), DomainError> {
     let mut on = on.into();
     for chunk in rows.chunks(COMMANDS_PER_UPSERT) {
@@ -112,14 +113,14 @@ pub(super) async fn upsert_commands<'a, D: Dialect>(
         );
         let mut upsert = Stmt::<D>::new(sql);
         for row in chunk {
-            upsert = bind_ran_now(upsert, row);
+            upsert = bind_row(upsert, row);
         }
         upsert.execute(on.reborrow()).await?;
     }
     Ok(())
 }
 
-fn bind_ran_now<D: Dialect>(query: Stmt<D>, row: &RanNowRow<'_>) -> Stmt<D> {
+fn bind_row<D: Dialect>(query: Stmt<D>, row: &CommandRow<'_>) -> Stmt<D> {
     let command = row.command;
     let (stdout_offset, stdout_bytes) = omitted_columns(command.stdout_omitted);
     let (stderr_offset, stderr_bytes) = omitted_columns(command.stderr_omitted);

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::{
     audit::insert_entry,
-    command_rows::{COLUMNS, RanNowRow, command_from_row, omitted_columns, storable, upsert_commands},
+    command_rows::{COLUMNS, CommandRow, command_from_row, omitted_columns, storable, upsert_commands},
     dialect::{Db, Dialect, Kind, Stmt, Tx, begin, commit, rollback},
     outbox::publish,
     values::Row,
@@ -58,32 +58,14 @@ fn one(row: Option<impl Row>) -> Result<Option<Command>, DomainError> {
 #[async_trait]
 impl<D: Dialect> CommandQueue for SqlCommandQueue<D> {
     async fn enqueue(&self, command: &Command) -> Result<(), DomainError> {
-        Stmt::<D>::new(
-            "INSERT INTO commands (id, project_id, command, workdir, env, timeout_secs, priority, max_attempts,
-                                   api_key_id, request_id, client_ip, created_at, max_output_bytes, status)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'queued')",
-        )
-        .uuid(Some(command.id))
-        .value(command.project_id.as_str().to_owned())
-        .value(command.command.clone())
-        .value(command.workdir.clone())
-        .json(&command.env)
-        .value(i32::try_from(command.timeout_secs).unwrap_or(i32::MAX))
-        .value(i16::from(command.priority))
-        .value(i32::try_from(command.max_attempts).unwrap_or(i32::MAX))
-        .uuid(command.caller.api_key_id)
-        .value(command.caller.request_id.clone())
-        .value(command.caller.client_ip.map(|ip| ip.to_string()))
-        .time(Some(command.created_at))
-        .value(i64::try_from(command.max_output_bytes).unwrap_or(i64::MAX))
-        .execute(&self.db)
-        .await?;
+        let row = CommandRow { command, claimed_by: None, lease_until: None };
+        upsert_commands::<D>(&self.db, &[row]).await?;
         self.work.notify_waiters();
         Ok(())
     }
 
     async fn store_now(&self, command: &Command, worker: &str, lease_until: DateTime<Utc>) -> Result<(), DomainError> {
-        let row = RanNowRow { command, claimed_by: Some(worker), lease_until: Some(lease_until) };
+        let row = CommandRow { command, claimed_by: Some(worker), lease_until: Some(lease_until) };
         upsert_commands::<D>(&self.db, &[row]).await
     }
 
