@@ -3,7 +3,10 @@
 //! a full pipe, runs to completion, and the server holds at most the budget per stream. Both
 //! executors use it, so output is kept, numbered and streamed the same way whichever ran it.
 
-use std::{sync::Mutex, time::Instant};
+use std::{
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use chrono::{DateTime, SubsecRound as _, Utc};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -16,29 +19,69 @@ use crate::{
 const CHUNK: usize = 16 * 1024;
 
 /// One command's output, both streams, as it is read.
+/// How often at most a growing tail is sent (to be stored) while the command runs.
+const TAIL_EVERY: Duration = Duration::from_secs(1);
+
 #[derive(Debug)]
 pub(crate) struct Capture {
     recorder: Mutex<OutputRecorder>,
     live: OutputSink,
+    /// When each stream's tail was last sent, and whether it changed since.
+    tails: Mutex<[TailSent; 2]>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct TailSent {
+    at: Option<Instant>,
+    changed: bool,
 }
 
 impl Capture {
     /// For a command that keeps `max_output_bytes` per stream; entries also go to `live`.
     pub(crate) fn new(max_output_bytes: usize, live: OutputSink) -> Self {
-        Self { recorder: Mutex::new(OutputRecorder::new(max_output_bytes, 1)), live }
+        let recorder = Mutex::new(OutputRecorder::new(max_output_bytes, 1));
+        Self { recorder, live, tails: Mutex::default() }
     }
 
     fn push(&self, stream: Stream, bytes: &[u8]) {
         let entry = self.lock().push(stream, bytes);
         if let Some(entry) = entry {
-            self.send(entry);
+            self.send(OutputChunk::Entry(entry));
         }
+        self.send_tail(stream, false);
     }
 
-    fn send(&self, entry: OutputChunk) {
+    /// Sends `stream`'s tail (to be stored) if it changed and was last sent a second ago or
+    /// more, or, when `quiet` (nothing came for a second), if it changed at all: so what a
+    /// replica that dies loses of a tail is at most its last second.
+    fn send_tail(&self, stream: Stream, quiet: bool) {
+        if self.live.is_none() {
+            return;
+        }
+        let tail = {
+            let recorder = self.lock();
+            let mut tails = self.tails.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let sent = &mut tails[usize::from(stream == Stream::Stderr)];
+            if !recorder.has_tail(stream) {
+                return;
+            }
+            sent.changed |= !quiet;
+            let due = quiet || sent.at.is_none_or(|at| at.elapsed() >= TAIL_EVERY);
+            if !(due && sent.changed) {
+                return;
+            }
+            // Copied only when due: at most once a second per stream.
+            let Some(tail) = recorder.tail(stream) else { return };
+            *sent = TailSent { at: Some(Instant::now()), changed: false };
+            tail
+        };
+        self.send(OutputChunk::Tail(tail));
+    }
+
+    fn send(&self, chunk: OutputChunk) {
         if let Some(live) = &self.live {
             // A closed receiver means nobody watches any more; the output is still kept.
-            let _ = live.send(entry);
+            let _ = live.send(chunk);
         }
     }
 
@@ -58,7 +101,7 @@ impl Capture {
         started: Instant,
     ) -> ExecOutcome {
         let entries = self.lock().finish();
-        entries.into_iter().for_each(|entry| self.send(entry));
+        entries.into_iter().for_each(|entry| self.send(OutputChunk::Entry(entry)));
         let recorder = self.lock();
         let (stdout, stderr) = (recorder.kept(Stream::Stdout), recorder.kept(Stream::Stderr));
         ExecOutcome {
@@ -83,11 +126,13 @@ impl Capture {
 pub(crate) async fn drain(source: Option<&mut (impl AsyncRead + Unpin)>, stream: Stream, capture: &Capture) {
     let Some(source) = source else { return };
     let mut chunk = vec![0u8; CHUNK];
-    while let Ok(n) = source.read(&mut chunk).await {
-        if n == 0 {
-            break;
+    loop {
+        // A read is cancel-safe: one cut short by the timeout loses nothing.
+        match tokio::time::timeout(TAIL_EVERY, source.read(&mut chunk)).await {
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => capture.push(stream, &chunk[..n]),
+            Err(_quiet) => capture.send_tail(stream, true),
         }
-        capture.push(stream, &chunk[..n]);
     }
 }
 
@@ -129,7 +174,12 @@ mod tests {
         capture.push(Stream::Stderr, &euro[1..]);
         capture.push(Stream::Stderr, b"0123456789");
         run(capture);
-        let entries: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        let entries: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok())
+            .filter_map(|chunk| match chunk {
+                OutputChunk::Entry(entry) => Some(entry),
+                OutputChunk::Tail(_) => None,
+            })
+            .collect();
         let kinds: Vec<_> = entries.iter().map(|e| (e.seq, e.offset, e.kind.clone())).collect();
         assert_eq!(
             kinds,

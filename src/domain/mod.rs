@@ -25,7 +25,7 @@ pub use delivery::{
 pub use error::{DomainError, FieldErrors, Unauthenticated};
 pub use execution::{CommandDefaults, CommandSpec, ExecOutcome, Execution, ShellRequest};
 pub use idempotency::{IDEMPOTENCY_KEY_RETENTION, IdempotencyKey, KeyRecord, StoredReply, fingerprint};
-pub use output::{EntryKind, KeptStream, MIN_OUTPUT_BYTES, Omitted, OutputEntry, OutputRecorder, Stream};
+pub use output::{EntryKind, KeptStream, MIN_OUTPUT_BYTES, Omitted, OutputEntry, OutputRecorder, Stream, TailSnapshot};
 pub use page::{Page, PageRequest};
 pub use project::{ExecutorKind, Project, ProjectId, ProjectStatus};
 pub use webhook::{NewWebhook, Webhook, WebhookChanges, WebhookEvent, WebhookSecret};

@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 /// Smallest `max_output_bytes` a request may ask for.
 pub const MIN_OUTPUT_BYTES: usize = 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Stream {
     Stdout,
@@ -68,6 +68,16 @@ pub struct OutputEntry {
     pub stream: Stream,
     pub offset: u64,
     pub kind: EntryKind,
+}
+
+/// A stream's tail as it is now, stored now and then while the command runs so that a replica
+/// that dies loses at most what came since.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TailSnapshot {
+    pub stream: Stream,
+    /// Where `data` starts in the stream.
+    pub offset: u64,
+    pub data: Vec<u8>,
 }
 
 /// What was kept of one stream.
@@ -148,6 +158,21 @@ impl OutputRecorder {
         let offset = kept.head_logged;
         kept.head_logged += data.len() as u64;
         Some(self.entry(stream, offset, EntryKind::Data(data)))
+    }
+
+    /// Whether `stream` has outgrown its head (its tail is not empty).
+    pub fn has_tail(&self, stream: Stream) -> bool {
+        !self.streams[stream.index()].ring.is_empty()
+    }
+
+    /// The tail of `stream` as it is now, if it has one.
+    pub fn tail(&self, stream: Stream) -> Option<TailSnapshot> {
+        let kept = &self.streams[stream.index()];
+        (!kept.ring.is_empty()).then(|| TailSnapshot {
+            stream,
+            offset: kept.written - kept.ring.len() as u64,
+            data: kept.ring.iter().copied().collect(),
+        })
     }
 
     /// What is kept of `stream` so far (head, then the tail as it is now).
@@ -260,6 +285,8 @@ mod tests {
         assert_eq!(recorder.push(Stream::Stdout, &[b'x'; 600]).map(|e| e.offset), Some(3));
         let end = recorder.finish();
         assert_eq!(end.len(), 1, "no gap: nothing was dropped");
+        assert_eq!(recorder.tail(Stream::Stdout).map(|t| (t.offset, t.data.len())), Some((512, 91)));
+        assert_eq!(recorder.tail(Stream::Stderr), None);
         assert_eq!((end[0].offset, end[0].seq), (512, 10));
         assert_eq!(recorder.kept(Stream::Stdout).bytes.len(), 603);
         assert_eq!(recorder.kept(Stream::Stdout).omitted, None);

@@ -7,12 +7,18 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 pub use crate::domain::Stream;
-use crate::domain::{DomainError, OutputEntry};
+use crate::domain::{DomainError, OutputEntry, TailSnapshot};
 
-/// An entry of a command's output log as it is made: head bytes as they arrive, then, when the
-/// streams end, the gap (if bytes were dropped) and the tail. Head text is split only on UTF-8
-/// boundaries; invalid bytes are replaced when it is shown.
-pub type OutputChunk = crate::domain::OutputEntry;
+/// What an executor sends as output arrives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputChunk {
+    /// An entry of the command's output log as it is made: head bytes as they arrive, then,
+    /// when the streams end, the gap (if bytes were dropped) and the tail. Head text is split
+    /// only on UTF-8 boundaries; invalid bytes are replaced when it is shown.
+    Entry(OutputEntry),
+    /// A stream's tail as it is now (at most once a second while it grows): not a log entry.
+    Tail(TailSnapshot),
+}
 
 /// Where an executor sends output as it arrives, besides keeping it; `None` when nobody watches.
 /// Unbounded, because what it carries is bounded by the output cap.
@@ -30,6 +36,12 @@ pub trait OutputLog: Send + Sync {
 
     /// The last `seq` stored (0 when none).
     async fn last_seq(&self, command: Uuid) -> Result<u64, DomainError>;
+
+    /// Stores `tail` as the latest of its stream (replacing the one before).
+    async fn save_tail(&self, command: Uuid, tail: &TailSnapshot) -> Result<(), DomainError>;
+
+    /// The latest tails stored while the command ran.
+    async fn tails(&self, command: Uuid) -> Result<Vec<TailSnapshot>, DomainError>;
 
     /// Wakes the followers of `command` on every replica without new entries: it has ended.
     async fn announce(&self, command: Uuid) -> Result<(), DomainError>;

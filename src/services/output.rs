@@ -10,8 +10,8 @@ use tokio::{sync::mpsc, time::Instant};
 use uuid::Uuid;
 
 use crate::{
-    domain::{Command, DomainError, EntryKind, OutputEntry, Stream},
-    ports::{CommandQueue, OutputLog, OutputSink},
+    domain::{Command, DomainError, EntryKind, OutputEntry, Stream, TailSnapshot},
+    ports::{CommandQueue, OutputChunk, OutputLog, OutputSink},
 };
 
 /// A batch is written once it is this old…
@@ -31,7 +31,7 @@ pub type OpenRun = Box<dyn FnOnce() -> BoxFuture<'static, Result<(), DomainError
 /// Writes one run's output to the log as it arrives. `write` runs beside the executor (joined,
 /// not spawned: no task and no hand-off per command) and ends when the executor's sink is gone.
 pub struct OutputWriter {
-    sink: mpsc::UnboundedSender<OutputEntry>,
+    sink: mpsc::UnboundedSender<OutputChunk>,
     writer: Writer,
     open: Option<OpenRun>,
 }
@@ -68,7 +68,11 @@ impl OutputWriter {
 
     fn new(log: Arc<dyn OutputLog>, command: Uuid, base: u64, open: Option<OpenRun>, live: OutputSink) -> Self {
         let (sink, entries) = mpsc::unbounded_channel();
-        Self { sink, writer: Writer { log, command, base, live, entries, batch: Batch::default() }, open }
+        // A queued command's tails are stored from the start; a command run now's once opened.
+        let storing_tails = open.is_none();
+        let writer =
+            Writer { log, command, base, live, entries, batch: Batch::default(), tails: Vec::new(), storing_tails };
+        Self { sink, writer, open }
     }
 
     /// Where the executor sends the entries (bounded by the output budget, so unbounded here).
@@ -89,8 +93,11 @@ struct Writer {
     command: Uuid,
     base: u64,
     live: OutputSink,
-    entries: mpsc::UnboundedReceiver<OutputEntry>,
+    entries: mpsc::UnboundedReceiver<OutputChunk>,
     batch: Batch,
+    /// The latest tail of each stream not stored yet.
+    tails: Vec<TailSnapshot>,
+    storing_tails: bool,
 }
 
 /// What waiting for the next entry gave.
@@ -111,13 +118,34 @@ impl Writer {
                 Err(_elapsed) => return Next::Due,
             },
         };
-        let Some(entry) = received else { return Next::End };
-        if let Some(live) = &self.live {
-            // A closed receiver means nobody watches any more; the output is still kept.
-            let _ = live.send(entry.clone());
+        match received {
+            None => Next::End,
+            Some(OutputChunk::Entry(entry)) => {
+                if let Some(live) = &self.live {
+                    // A closed receiver means nobody watches any more; the output is still kept.
+                    let _ = live.send(OutputChunk::Entry(entry.clone()));
+                }
+                self.batch.push(entry, self.base);
+                Next::Entry
+            }
+            Some(OutputChunk::Tail(tail)) => {
+                if self.storing_tails {
+                    self.tails.retain(|kept| kept.stream != tail.stream);
+                    self.tails.push(tail);
+                }
+                Next::Entry
+            }
         }
-        self.batch.push(entry, self.base);
-        Next::Entry
+    }
+
+    /// Writes the batch, then the tails that came since the last write.
+    async fn flush(&mut self) {
+        self.batch.write(self.log.as_ref(), self.command).await;
+        for tail in std::mem::take(&mut self.tails) {
+            if let Err(error) = self.log.save_tail(self.command, &tail).await {
+                tracing::warn!(%error, command.id = %self.command, "could not store a tail; the next one will be");
+            }
+        }
     }
 
     async fn run(mut self, open: Option<OpenRun>) -> Unwritten {
@@ -134,7 +162,8 @@ impl Writer {
             if let Err(error) = open().await {
                 tracing::warn!(%error, command.id = %self.command, "could not store a running command");
             }
-            self.batch.write(self.log.as_ref(), self.command).await;
+            self.storing_tails = true;
+            self.flush().await;
         }
         // A batch starts with an entry that may be long in coming, then is due after BATCH_TIME.
         while let Next::Entry = self.next_until(None).await {
@@ -150,7 +179,7 @@ impl Writer {
                     Next::Due => break,
                 }
             }
-            self.batch.write(self.log.as_ref(), self.command).await;
+            self.flush().await;
             if ended {
                 break;
             }
@@ -226,21 +255,20 @@ impl OutputService {
         self.commands.get(id).await?.ok_or_else(|| DomainError::not_found("command", id.to_string()))
     }
 
-    /// The kept bytes of `stream` (head, then tail once the command ended) and how many were dropped.
+    /// The kept bytes of `stream` (head, then tail once the command ended, or the tail stored
+    /// while it ran where it never stored its end) and how many were dropped.
     pub async fn kept(&self, id: Uuid, stream: Stream) -> Result<KeptOutput, DomainError> {
         // The status first: a final one means every entry was stored before it.
         let complete = self.command(id).await?.status.is_final();
+        let mut entries = all_entries(self.log.as_ref(), id).await?;
+        let last = entries.last().map_or(0, |e| e.seq);
+        let tails = tail_entries(&entries, &self.log.tails(id).await?, last);
+        entries.extend(tails);
         let mut kept = KeptOutput { bytes: Vec::new(), omitted_bytes: 0, complete };
-        let mut after = 0;
-        loop {
-            let page = self.log.after(id, after, FOLLOW_PAGE).await?;
-            let Some(last) = page.last() else { break };
-            after = last.seq;
-            for entry in page.into_iter().filter(|e| e.stream == stream) {
-                match entry.kind {
-                    EntryKind::Data(bytes) => kept.bytes.extend_from_slice(&bytes),
-                    EntryKind::Gap { bytes } => kept.omitted_bytes += bytes,
-                }
+        for entry in entries.into_iter().filter(|e| e.stream == stream) {
+            match entry.kind {
+                EntryKind::Data(bytes) => kept.bytes.extend_from_slice(&bytes),
+                EntryKind::Gap { bytes } => kept.omitted_bytes += bytes,
             }
         }
         Ok(kept)
@@ -260,6 +288,7 @@ impl OutputService {
             log: self.log.clone(),
             commands: self.commands.clone(),
             pending: Vec::new().into_iter(),
+            tails_sent: false,
             done: false,
         };
         Ok(futures_util::stream::unfold(follower, |mut follower| async move {
@@ -269,12 +298,60 @@ impl OutputService {
     }
 }
 
+/// Every entry of a command's log, in order (bounded by its output budget).
+async fn all_entries(log: &dyn OutputLog, id: Uuid) -> Result<Vec<OutputEntry>, DomainError> {
+    let mut entries: Vec<OutputEntry> = Vec::new();
+    loop {
+        let after = entries.last().map_or(0, |e| e.seq);
+        let page = log.after(id, after, FOLLOW_PAGE).await?;
+        if page.is_empty() {
+            return Ok(entries);
+        }
+        entries.extend(page);
+    }
+}
+
+/// What `tails` hold beyond the end of each stream in `entries` (a command that never stored
+/// its end), as the entries its end would have added: the gap up to the tail, then the tail's
+/// bytes past what the log has, numbered after `last_seq`.
+fn tail_entries(entries: &[OutputEntry], tails: &[TailSnapshot], last_seq: u64) -> Vec<OutputEntry> {
+    let mut seq = last_seq;
+    let mut extra = Vec::new();
+    for tail in tails {
+        let end_of_log = entries
+            .iter()
+            .filter(|e| e.stream == tail.stream)
+            .map(|e| match &e.kind {
+                EntryKind::Data(bytes) => e.offset + bytes.len() as u64,
+                EntryKind::Gap { bytes } => e.offset + bytes,
+            })
+            .max()
+            .unwrap_or(0);
+        let tail_end = tail.offset + tail.data.len() as u64;
+        if tail_end <= end_of_log {
+            continue;
+        }
+        let mut entry = |offset, kind| {
+            seq += 1;
+            extra.push(OutputEntry { seq, stream: tail.stream, offset, kind });
+        };
+        if tail.offset > end_of_log {
+            entry(end_of_log, EntryKind::Gap { bytes: tail.offset - end_of_log });
+        }
+        let skip = end_of_log.saturating_sub(tail.offset) as usize;
+        entry(tail.offset.max(end_of_log), EntryKind::Data(tail.data[skip..].to_vec()));
+    }
+    extra
+}
+
 struct Follower {
     id: Uuid,
     after: u64,
     log: Arc<dyn OutputLog>,
     commands: Arc<dyn CommandQueue>,
     pending: std::vec::IntoIter<OutputEntry>,
+    /// Whether the entries made of stored tails were handed out.
+    tails_sent: bool,
     done: bool,
 }
 
@@ -326,7 +403,18 @@ impl Follower {
             self.pending = page.into_iter();
             return Ok(None);
         }
-        let id = self.log.last_seq(self.id).await? + 1;
+        // A command whose replica died never stored its tail's end: what its stored tails hold
+        // beyond the log comes last, numbered on (the same numbers on every read).
+        let entries = all_entries(self.log.as_ref(), self.id).await?;
+        let last = entries.last().map_or(0, |e| e.seq);
+        let extra = tail_entries(&entries, &self.log.tails(self.id).await?, last);
+        let id = extra.last().map_or(last, |e| e.seq) + 1;
+        let unseen: Vec<_> = extra.into_iter().filter(|e| e.seq > self.after).collect();
+        if !unseen.is_empty() && !self.tails_sent {
+            self.tails_sent = true;
+            self.pending = unseen.into_iter();
+            return Ok(None);
+        }
         Ok(Some((self.after < id).then(|| Followed::Exit { command: Box::new(command), id })))
     }
 }

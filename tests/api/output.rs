@@ -10,11 +10,7 @@ use serde_json::{Value, json};
 use crate::{
     on_both_databases,
     reliability::eventually,
-    support::{
-        Db, TestApp, fresh_database,
-        process::ServerProcess,
-        sse::{SseEvent, SseReader},
-    },
+    support::{Db, TestApp, fresh_database, process::ServerProcess, sse::SseReader},
 };
 
 on_both_databases!(
@@ -141,25 +137,35 @@ async fn output_stored_before_its_replica_was_killed_stays_readable(db: Db) {
     let admin = ApiKeySecret::generate().expose().to_owned();
     let envs = [("DATABASE_URL", url.as_str()), ("RDEV_BOOTSTRAP_API_KEY", admin.as_str())];
     let mut doomed = ServerProcess::start(dir.path(), &envs).await;
-    let body = json!({"command": "echo stored before the kill; sleep 300"});
+    // Past its head (512 bytes), so its tail is in memory until stored (once a second).
+    let command = "echo stored before the kill; head -c 3000 /dev/zero | tr '\\0' t; printf END; sleep 300";
+    let body = json!({"command": command, "max_output_bytes": 1024});
     let id = doomed.post_json("/projects/hello/commands", &admin, &body).await["id"].as_str().unwrap().to_owned();
     let client = crate::support::http_client();
     let output = |server: &ServerProcess| {
         let request = client.get(server.url(&format!("/commands/{id}/output"))).header("X-API-Key", &admin);
-        async move { request.send().await.unwrap().text().await.unwrap() }
+        async move {
+            let response = request.send().await.unwrap();
+            let omitted = response.headers()["rdev-output-omitted-bytes"].to_str().unwrap().to_owned();
+            (response.text().await.unwrap(), omitted)
+        }
     };
-    eventually("the first batch is stored", Duration::from_secs(10), async || {
-        output(&doomed).await == "stored before the kill\n"
+    let head = "stored before the kill\n";
+    let expected = format!("{head}{}{}END", "t".repeat(512 - head.len()), "t".repeat(509));
+    let omitted = (head.len() + 3003 - 1024).to_string();
+    eventually("the head and the tail are stored", Duration::from_secs(10), async || {
+        output(&doomed).await == (expected.clone(), omitted.clone())
     })
     .await;
     doomed.child.kill().await.unwrap();
 
     let survivor = ServerProcess::start(dir.path(), &envs).await;
-    assert_eq!(output(&survivor).await, "stored before the kill\n");
+    assert_eq!(output(&survivor).await, (expected, omitted), "the head, and the tail stored while it ran");
     let request = client.get(survivor.url(&format!("/commands/{id}/events"))).header("X-API-Key", &admin);
     let mut events = SseReader::new(request.send().await.unwrap());
     let first = events.next().await.unwrap();
-    assert_eq!(first, SseEvent { id: Some(1), event: "stdout".into(), data: "stored before the kill\n".into() });
+    assert_eq!((first.id, first.event.as_str()), (Some(1), "stdout"));
+    assert!(first.data.starts_with(head), "{first:?}");
 }
 
 async fn a_run_now_is_a_command_with_its_output(db: Db) {

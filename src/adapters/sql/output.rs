@@ -15,7 +15,7 @@ use super::{
     values::Row,
 };
 use crate::{
-    domain::{DomainError, EntryKind, OutputEntry, Stream},
+    domain::{DomainError, EntryKind, OutputEntry, Stream, TailSnapshot},
     ports::OutputLog,
 };
 
@@ -128,6 +128,36 @@ impl<D: Dialect> OutputLog for SqlOutputLog<D> {
         Ok(row.int("last")?.unwrap_or(0).max(0) as u64)
     }
 
+    async fn save_tail(&self, command: Uuid, tail: &TailSnapshot) -> Result<(), DomainError> {
+        Stmt::<D>::new(
+            "INSERT INTO command_output_tail (command_id, stream, byte_offset, data) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (command_id, stream) DO UPDATE SET byte_offset = excluded.byte_offset, data = excluded.data",
+        )
+        .uuid(Some(command))
+        .value(tail.stream.as_str())
+        .value(to_i64(tail.offset))
+        .value(tail.data.clone())
+        .execute(&self.db)
+        .await
+        .map(drop)
+    }
+
+    async fn tails(&self, command: Uuid) -> Result<Vec<TailSnapshot>, DomainError> {
+        Stmt::<D>::new(
+            "SELECT stream, byte_offset, data FROM command_output_tail WHERE command_id = $1 ORDER BY stream",
+        )
+        .uuid(Some(command))
+        .fetch_mapped(&self.db, |row| {
+            let stream: String = row.get("stream")?;
+            Ok(TailSnapshot {
+                stream: Stream::parse(&stream).ok_or_else(|| corrupt("output stream", &stream))?,
+                offset: row.required_int("byte_offset")?.max(0) as u64,
+                data: row.get("data")?,
+            })
+        })
+        .await
+    }
+
     async fn announce(&self, command: Uuid) -> Result<(), DomainError> {
         self.wake_everyone(command).await
     }
@@ -138,11 +168,12 @@ impl<D: Dialect> OutputLog for SqlOutputLog<D> {
     }
 
     async fn purge(&self, before: DateTime<Utc>) -> Result<u64, DomainError> {
-        Stmt::<D>::new(
-            "DELETE FROM command_output WHERE command_id IN (SELECT id FROM commands WHERE finished_at < $1)",
-        )
-        .time(Some(before))
-        .execute(&self.db)
-        .await
+        let ended = "SELECT id FROM commands WHERE finished_at < $1";
+        let tails = format!("DELETE FROM command_output_tail WHERE command_id IN ({ended})");
+        Stmt::<D>::new(tails).time(Some(before)).execute(&self.db).await?;
+        Stmt::<D>::new(format!("DELETE FROM command_output WHERE command_id IN ({ended})"))
+            .time(Some(before))
+            .execute(&self.db)
+            .await
     }
 }

@@ -114,9 +114,11 @@ fn stream(
         async move {
             let (mut output, running, last_seq, reservation) = open?;
             // All output first: the sender is dropped when the command has finished.
-            if let Some(entry) = output.recv().await {
-                let seq = entry.seq;
-                return Some((Ok(output_event(entry)), Some((output, running, seq, reservation))));
+            while let Some(chunk) = output.recv().await {
+                if let OutputChunk::Entry(entry) = chunk {
+                    let seq = entry.seq;
+                    return Some((Ok(output_event(entry)), Some((output, running, seq, reservation))));
+                }
             }
             let event = match running.finished().await {
                 Ok(execution) => {

@@ -5,7 +5,7 @@ use std::{collections::HashMap, sync::Arc};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rdev_api::{
-    domain::{DomainError, OutputEntry},
+    domain::{DomainError, OutputEntry, Stream, TailSnapshot},
     ports::OutputLog,
 };
 use tokio::sync::Notify;
@@ -16,6 +16,7 @@ use super::Watched;
 #[derive(Default)]
 pub struct MemoryOutputLog {
     pub entries: Watched<HashMap<Uuid, Vec<OutputEntry>>>,
+    tails: std::sync::Mutex<HashMap<(Uuid, Stream), TailSnapshot>>,
     changes: Arc<Notify>,
 }
 
@@ -36,6 +37,16 @@ impl OutputLog for MemoryOutputLog {
 
     async fn last_seq(&self, command: Uuid) -> Result<u64, DomainError> {
         Ok(self.entries.read(|all| all.get(&command).and_then(|e| e.last()).map_or(0, |e| e.seq)))
+    }
+
+    async fn save_tail(&self, command: Uuid, tail: &TailSnapshot) -> Result<(), DomainError> {
+        self.tails.lock().unwrap().insert((command, tail.stream), tail.clone());
+        Ok(())
+    }
+
+    async fn tails(&self, command: Uuid) -> Result<Vec<TailSnapshot>, DomainError> {
+        let tails = self.tails.lock().unwrap();
+        Ok(tails.iter().filter(|((id, _), _)| *id == command).map(|(_, tail)| tail.clone()).collect())
     }
 
     async fn announce(&self, _command: Uuid) -> Result<(), DomainError> {
