@@ -135,7 +135,8 @@ async fn output_stored_before_its_replica_was_killed_stays_readable(db: Db) {
     std::fs::create_dir_all(dir.path().join("projects/hello")).unwrap();
     let url = fresh_database(db, dir.path()).await;
     let admin = ApiKeySecret::generate().expose().to_owned();
-    let envs = [("DATABASE_URL", url.as_str()), ("RDEV_BOOTSTRAP_API_KEY", admin.as_str())];
+    // A short lease: the survivor takes the command back (as lost) soon after the kill.
+    let envs = [("DATABASE_URL", url.as_str()), ("RDEV_BOOTSTRAP_API_KEY", admin.as_str()), ("RDEV_QUEUE_LEASE", "1s")];
     let mut doomed = ServerProcess::start(dir.path(), &envs).await;
     // Past its head (512 bytes), so its tail is in memory until stored (once a second).
     let command = "echo stored before the kill; head -c 3000 /dev/zero | tr '\\0' t; printf END; sleep 300";
@@ -166,6 +167,25 @@ async fn output_stored_before_its_replica_was_killed_stays_readable(db: Db) {
     let first = events.next().await.unwrap();
     assert_eq!((first.id, first.event.as_str()), (Some(1), "stdout"));
     assert!(first.data.starts_with(head), "{first:?}");
+    drop(events);
+
+    // Once the survivor has taken it back, its replay ends with the stored tail, then its end.
+    let status = || {
+        let request = client.get(survivor.url(&format!("/commands/{id}"))).header("X-API-Key", &admin);
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap()["status"].clone() }
+    };
+    eventually("the lost command is taken back", Duration::from_secs(30), async || status().await == "failed").await;
+    let request = client.get(survivor.url(&format!("/commands/{id}/events"))).header("X-API-Key", &admin);
+    let replay = SseReader::new(request.send().await.unwrap()).rest().await;
+    let names: Vec<&str> = replay.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(&names[names.len() - 3..], ["gap", "stdout", "exit"], "{names:?}");
+    assert_eq!(replay[replay.len() - 2].data, format!("{}END", "t".repeat(509)));
+    let ids: Vec<u64> = replay.iter().map(|e| e.id.unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "{ids:?}");
+    let request = client.get(survivor.url(&format!("/commands/{id}/events"))).header("X-API-Key", &admin);
+    let after_gap = ids[ids.len() - 3].to_string();
+    let resumed = SseReader::new(request.header("Last-Event-ID", after_gap).send().await.unwrap()).rest().await;
+    assert_eq!(resumed, replay[replay.len() - 2..], "resumed after the gap: the tail, then the end");
 }
 
 async fn a_run_now_is_a_command_with_its_output(db: Db) {
