@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 
 use crate::{
     on_both_databases,
-    support::{Db, TestApp, live_processes_with},
+    support::{Db, TestApp, survivors_of},
 };
 
 on_both_databases!(
@@ -108,7 +108,7 @@ async fn cancelling_a_running_command_kills_it_on_whichever_replica_runs_it(db: 
             "{label}: {}",
             cancelled.body
         );
-        assert_eq!(live_processes_with(&marker), Vec::<u32>::new(), "{label}: the process group is gone");
+        assert_eq!(survivors_of(&marker).await, Vec::<u32>::new(), "{label}: the process group is gone");
         let audit = via.get("/audit?project_id=hello&limit=1", &via.admin_key).await;
         assert_eq!(audit.body["entries"][0]["id"], id.as_str());
     }

@@ -4,7 +4,7 @@ use serde_json::json;
 
 use crate::{
     on_every_backend,
-    support::{Backend, TestApp, live_processes_with},
+    support::{Backend, TestApp, survivors_of},
 };
 
 on_every_backend!(
@@ -64,7 +64,7 @@ async fn timeout_kills_the_whole_process_group(backend: Backend) {
     assert_eq!(reply.body["stdout"], "started\n", "output before the timeout is kept");
     app.commands_settled().await;
     assert_eq!(
-        live_processes_with(&marker),
+        survivors_of(&marker).await,
         Vec::<u32>::new(),
         "no process of the command survives, background job included"
     );

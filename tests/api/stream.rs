@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 
 use crate::{
     on_every_backend,
-    support::{Backend, TestApp, live_processes_with, sse::SseReader},
+    support::{Backend, TestApp, sse::SseReader, survivors_of},
 };
 
 on_every_backend!(
@@ -80,7 +80,7 @@ async fn a_client_that_disconnects_kills_the_command(backend: Backend) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     app.commands_settled().await;
-    assert_eq!(live_processes_with(&marker), Vec::<u32>::new());
+    assert_eq!(survivors_of(&marker).await, Vec::<u32>::new());
 }
 
 async fn refusals_before_the_stream_are_plain_json_errors(backend: Backend) {

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::{eventually, executions_audited, runs};
 use crate::{
     on_both_databases,
-    support::{Db, TestApp, fresh_database, live_processes_with, process::ServerProcess},
+    support::{Db, TestApp, fresh_database, live_processes_with, process::ServerProcess, survivors_of},
 };
 
 on_both_databases!(
@@ -42,7 +42,7 @@ async fn a_client_that_goes_away_gets_its_command_killed_and_audited(db: Db) {
         executions_audited(&app, "hello").await.first().is_some_and(|e| e["outcome"] == "error")
     })
     .await;
-    assert_eq!(live_processes_with(&marker), Vec::<u32>::new(), "killed, with what it started");
+    assert_eq!(survivors_of(&marker).await, Vec::<u32>::new(), "killed, with what it started");
     assert_eq!(executions_audited(&app, "hello").await.len(), 1);
 }
 
@@ -102,7 +102,7 @@ async fn a_shutdown_stops_and_audits_the_commands_still_running(db: Db) {
     assert!(answer.headers().contains_key("retry-after"));
     let body: Value = answer.json().await.unwrap();
     assert_eq!(body["error"]["code"], "EXECUTOR_UNAVAILABLE", "{body}");
-    assert_eq!(live_processes_with(&marker), Vec::<u32>::new());
+    assert_eq!(survivors_of(&marker).await, Vec::<u32>::new());
     let audited = server.audited().await;
     assert_eq!(audited.len(), 1, "{audited:?}");
     assert_eq!(audited[0].outcome, rdev_api::domain::AuditOutcome::Error);

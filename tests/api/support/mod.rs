@@ -14,7 +14,7 @@ pub mod sse;
 pub use app::{Reply, TestApp, http_client, test_config};
 pub use backend::{Backend, Db, HELLO_POD, NAMESPACE, fresh_database, project_pod};
 pub use clock::ManualClock;
-pub use process::live_processes_with;
+pub use process::{live_processes_with, survivors_of};
 
 /// The defaults a command service fills in, with this timeout and a 1 MiB output budget.
 pub fn command_defaults(timeout_secs: u64) -> rdev_api::domain::CommandDefaults {

@@ -150,3 +150,17 @@ pub fn live_processes_with(marker: &str) -> Vec<u32> {
         })
         .collect()
 }
+
+/// The processes with `marker` still running after waiting for them to go, 5 s at most: a
+/// process killed with SIGKILL must still be scheduled to die, which on a loaded machine shows
+/// for a moment after the kill returned. Empty when all are gone.
+pub async fn survivors_of(marker: &str) -> Vec<u32> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let live = live_processes_with(marker);
+        if live.is_empty() || std::time::Instant::now() >= deadline {
+            return live;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
