@@ -18,7 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::{
-    domain::{Command, DomainError, EntryKind, OutputEntry, Stream},
+    domain::{DomainError, EntryKind, OutputEntry, Stream},
     http::{
         auth::{Authorized, scope},
         error::{ApiError, ErrorBody},
@@ -155,9 +155,10 @@ pub(crate) fn output_event(entry: OutputEntry) -> Event {
     }
 }
 
-/// The `Command` without the output the stream already carried.
-fn exit_event(command: &Command) -> Event {
-    let mut summary = serde_json::to_value(command).unwrap_or_default();
+/// The `exit` event: the `Command` (or a run's `Execution`) without the output the stream
+/// already carried.
+pub(crate) fn exit_event(ended: &impl serde::Serialize) -> Event {
+    let mut summary = serde_json::to_value(ended).unwrap_or_default();
     if let Some(fields) = summary.as_object_mut() {
         fields.remove("stdout");
         fields.remove("stderr");

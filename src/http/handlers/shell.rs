@@ -25,7 +25,7 @@ use crate::{
         auth::{Authorized, scope},
         error::{ApiError, ErrorBody},
         extract::{ApiJson, ApiPath},
-        handlers::output::{SseEvent, output_event},
+        handlers::output::{SseEvent, exit_event, output_event},
         idempotency::{self, Keyed},
         state::AppState,
     },
@@ -138,16 +138,6 @@ fn stream(
         }
     });
     Sse::new(events).keep_alive(KeepAlive::default())
-}
-
-/// The `Execution` without the output the stream already carried.
-fn exit_event(execution: &Execution) -> Event {
-    let mut summary = serde_json::to_value(execution).unwrap_or_default();
-    if let Some(fields) = summary.as_object_mut() {
-        fields.remove("stdout");
-        fields.remove("stderr");
-    }
-    Event::default().event("exit").data(summary.to_string())
 }
 
 pub(crate) fn error_event(error: ApiError, request_id: String) -> Event {
