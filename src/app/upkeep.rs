@@ -4,6 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use crate::{
+    domain::DomainError,
     ports::{Clock, CommandQueue, DeliveryQueue, OutputLog},
     services::{ApiKeyService, AuditService, IdempotencyService, QueueService, RateLimitService},
 };
@@ -65,37 +66,37 @@ impl Upkeep {
     }
 
     async fn purge_old_audit_entries(&self) {
-        match self.audit.purge_older_than(self.audit_retention).await {
-            Ok(0) => {}
-            Ok(purged) => tracing::info!(purged, "deleted audit entries older than RDEV_AUDIT_RETENTION"),
-            Err(error) => tracing::warn!(%error, "could not purge old audit entries; will retry"),
-        }
+        let purged = self.audit.purge_older_than(self.audit_retention).await;
+        report_purge(purged, "audit entries", "RDEV_AUDIT_RETENTION");
     }
 
     async fn purge_old_idempotency_keys(&self) {
-        match self.idempotency.purge().await {
-            Ok(0) => {}
-            Ok(purged) => tracing::info!(purged, "deleted Idempotency-Keys older than 24 h"),
-            Err(error) => tracing::warn!(%error, "could not purge old Idempotency-Keys; will retry"),
-        }
+        report_purge(self.idempotency.purge().await, "Idempotency-Keys", "24 h");
     }
 
     async fn purge_old_output(&self) {
-        let retention = chrono::Duration::from_std(self.output_retention).unwrap_or(chrono::Duration::MAX);
-        match self.output.purge(self.clock.now() - retention).await {
-            Ok(0) => {}
-            Ok(purged) => tracing::info!(purged, "deleted output older than RDEV_OUTPUT_RETENTION"),
-            Err(error) => tracing::warn!(%error, "could not purge old command output; will retry"),
-        }
+        let purged = self.output.purge(self.older_than(self.output_retention)).await;
+        report_purge(purged, "command output", "RDEV_OUTPUT_RETENTION");
     }
 
     async fn purge_old_deliveries(&self) {
-        let retention = chrono::Duration::from_std(self.webhook_retention).unwrap_or(chrono::Duration::MAX);
-        match self.deliveries.purge(self.clock.now() - retention).await {
-            Ok(0) => {}
-            Ok(purged) => tracing::info!(purged, "deleted webhook deliveries older than RDEV_WEBHOOK_RETENTION"),
-            Err(error) => tracing::warn!(%error, "could not purge old webhook deliveries; will retry"),
-        }
+        let purged = self.deliveries.purge(self.older_than(self.webhook_retention)).await;
+        report_purge(purged, "webhook deliveries", "RDEV_WEBHOOK_RETENTION");
+    }
+
+    /// The moment `retention` ago.
+    fn older_than(&self, retention: Duration) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX)
+    }
+}
+
+/// Logs what an hourly purge did: how many rows of `what` older than `age` it deleted, if any,
+/// or that it failed (the next round tries again).
+fn report_purge(purged: Result<u64, DomainError>, what: &str, age: &str) {
+    match purged {
+        Ok(0) => {}
+        Ok(purged) => tracing::info!(purged, "deleted {what} older than {age}"),
+        Err(error) => tracing::warn!(%error, "could not purge old {what}; will retry"),
     }
 }
 
