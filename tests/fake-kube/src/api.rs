@@ -188,7 +188,7 @@ async fn exec(
     if query.tty && query.stderr {
         return bad_request("tty and stderr cannot both be true".to_owned());
     }
-    let Some(protocol) = negotiate(&parts.headers) else {
+    let Some(protocol) = negotiate(&parts.headers, shared.v4_only()) else {
         return bad_request("unable to upgrade connection: no supported stream protocol offered".to_owned());
     };
     // axum's extractor only upgrades GET; the method carries no meaning for exec.
@@ -220,11 +220,12 @@ async fn exec(
 }
 
 /// Picks the first subprotocol the client offers that we speak, in the client's order.
-fn negotiate(headers: &HeaderMap) -> Option<Protocol> {
+fn negotiate(headers: &HeaderMap, v4_only: bool) -> Option<Protocol> {
     headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
-        .find_map(|offered| Protocol::from_name(offered.trim()))
+        .filter_map(|offered| Protocol::from_name(offered.trim()))
+        .find(|protocol| !v4_only || *protocol == Protocol::V4)
 }

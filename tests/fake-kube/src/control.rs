@@ -23,6 +23,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/_fake/pods/{namespace}/{name}", delete(remove_pod))
         .route("/_fake/fault", get(get_fault).put(set_fault))
         .route("/_fake/requests", get(requests))
+        .route("/_fake/protocols", axum::routing::put(set_protocols))
         .with_state(shared)
 }
 
@@ -75,4 +76,14 @@ async fn set_fault(State(shared): State<Arc<Shared>>, Json(body): Json<FaultBody
 
 async fn requests(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
     Json(json!({ "requests": shared.requests() }))
+}
+
+#[derive(Deserialize)]
+struct ProtocolsBody {
+    v4_only: bool,
+}
+
+async fn set_protocols(State(shared): State<Arc<Shared>>, Json(body): Json<ProtocolsBody>) -> Json<serde_json::Value> {
+    shared.set_v4_only(body.v4_only);
+    Json(json!({ "v4_only": body.v4_only }))
 }

@@ -31,6 +31,7 @@
 //! - [`FakeKube::add_pod`] adds or replaces a pod (same namespace and name keeps folder and uid),
 //!   [`FakeKube::remove_pod`], [`FakeKube::pod_dir`].
 //! - [`FakeKube::set_fault`] / [`FakeKube::fault`]: see [`Fault`].
+//! - [`FakeKube::set_v4_only`]: exec negotiates only `v4.channel.k8s.io` (no stdin close).
 //! - [`FakeKube::requests`]: Kubernetes API requests received, whatever the fault did to them
 //!   (connections refused by a closed listener never arrive, so never count).
 //! - [`FakeKube::active_execs`] and [`FakeKube::wait_execs_finished`]: exec sessions in progress,
@@ -45,7 +46,8 @@
 //! `GET /api/v1/namespaces/{ns}/pods/{name}` (404 `Status` when missing), `GET /version`, and
 //! `GET|POST /api/v1/namespaces/{ns}/pods/{name}/exec?command=..&container=..&stdout=true..` as a
 //! WebSocket upgrade with subprotocol `v5.channel.k8s.io` or `v4.channel.k8s.io` (the first the
-//! client offers). Selectors: `k=v`, `k==v`, `k!=v`, `k`, `!k`, comma-separated.
+//! client offers; only v4 under `set_v4_only`). stdin (channel 0) is fed to the command; on v5
+//! the client's close frame for it (channel 255, then 0) closes the command's stdin. Selectors: `k=v`, `k==v`, `k!=v`, `k`, `!k`, comma-separated.
 //!
 //! Exec checks, in the API server's order, each answered with a `Status` before the upgrade:
 //! unknown pod → 404 `NotFound`; unknown container (or none named when the pod has several),
@@ -64,6 +66,7 @@
 //! - `DELETE /_fake/pods/{ns}/{name}` → 204, or 404
 //! - `GET /_fake/fault`, `PUT /_fake/fault` with `{"fault":"none|http500|refuse|hang|drop_mid_stream|close_mid_stream"}`
 //! - `GET /_fake/requests` → `{"requests":N}`
+//! - `PUT /_fake/protocols` with `{"v4_only":true|false}`
 //!
 //! They are mounted on the API port and on [`FakeKube::serve_control`]'s port; under
 //! [`Fault::Refuse`] only the latter answers.
@@ -159,6 +162,13 @@ impl FakeKube {
 
     pub fn fault(&self) -> Fault {
         self.shared.fault()
+    }
+
+    /// Makes exec speak only `v4.channel.k8s.io`, as API servers before 1.30 do: a client that
+    /// offers only v5 is refused, and one that offers both gets v4 (which has no way to close
+    /// stdin but closing the whole stream).
+    pub fn set_v4_only(&self, only: bool) {
+        self.shared.set_v4_only(only);
     }
 
     /// Kubernetes API requests received so far, exec included, control requests not.

@@ -38,11 +38,22 @@ pub(crate) struct Shared {
     listener: mpsc::UnboundedSender<ListenerCommand>,
     /// Serialises fault changes, so closing and re-binding the listener never interleave.
     fault_change: Mutex<()>,
+    /// Exec speaks only `v4.channel.k8s.io` (an API server older than 1.30), so a client
+    /// cannot half-close stdin.
+    v4_only: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
     pub(crate) fn fault(&self) -> Fault {
         *self.fault.borrow()
+    }
+
+    pub(crate) fn v4_only(&self) -> bool {
+        self.v4_only.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn set_v4_only(&self, only: bool) {
+        self.v4_only.store(only, Ordering::SeqCst);
     }
 
     pub(crate) fn requests(&self) -> u64 {
@@ -133,6 +144,7 @@ pub(crate) async fn start(addr: SocketAddr) -> io::Result<Arc<Shared>> {
         active_execs: watch::Sender::new(0),
         listener: commands,
         fault_change: Mutex::new(()),
+        v4_only: std::sync::atomic::AtomicBool::new(false),
     });
     let router = api::router(Arc::clone(&shared));
     tokio::spawn(accept_loop(listener, command_rx, Arc::clone(&shared), router));

@@ -90,6 +90,33 @@ async fn stdin_is_fed_and_closed_over_v5() {
     assert_eq!(status.unwrap().status.as_deref(), Some("Success"));
 }
 
+/// An API server that speaks only v4 has no stdin close: kube-rs then closes the whole stream,
+/// so the command is abandoned without a status. A reader of exactly N bytes gets its EOF anyway.
+#[tokio::test]
+async fn on_v4_stdin_cannot_be_half_closed_but_a_counted_read_ends() {
+    let kube = fake().await;
+    kube.set_v4_only(true);
+    let mut counted =
+        pods(&kube).exec("pod-a", ["/bin/sh", "-c", "head -c 5 | wc -c"], &params().stdin(true)).await.unwrap();
+    let mut stdin = counted.stdin().unwrap();
+    stdin.write_all(b"hello, and more").await.unwrap();
+    let (stdout, _, status) = finish(counted).await;
+    assert_eq!(stdout.trim(), "5");
+    assert_eq!(status.unwrap().status.as_deref(), Some("Success"));
+    drop(stdin);
+
+    let mut cat = pods(&kube).exec("pod-a", ["cat"], &params().stdin(true)).await.unwrap();
+    let mut stdin = cat.stdin().unwrap();
+    stdin.write_all(b"lost").await.unwrap();
+    stdin.shutdown().await.unwrap();
+    // Closing the stream leaves nothing to report the status on: the fake abandons the command
+    // (kube-rs may not even end the output streams then, so the wait for them is bounded).
+    kube.wait_execs_finished().await;
+    let status = tokio::time::timeout(Duration::from_secs(1), finish(cat)).await.ok().and_then(|(_, _, s)| s);
+    assert!(status.is_none(), "v4 closes the stream, not stdin: {status:?}");
+    kube.wait_execs_finished().await;
+}
+
 #[tokio::test]
 async fn rejections_come_back_as_api_errors_before_upgrade() {
     let kube = fake().await;
