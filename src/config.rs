@@ -173,6 +173,15 @@ pub struct ExecutorSettings {
     /// half are kept. Also the most a request's `max_output_bytes` may ask for.
     #[arg(long, env = "RDEV_MAX_OUTPUT_BYTES", default_value_t = 1024 * 1024, global = true)]
     pub max_output_bytes: usize,
+
+    /// The most a command's stdin (`stdin`, or `stdin_base64` decoded) may hold, in bytes. The
+    /// body limit of the routes that run commands grows by twice this, to leave room for it.
+    #[arg(long, env = "RDEV_MAX_STDIN_BYTES", default_value_t = 1024 * 1024, global = true)]
+    pub max_stdin_bytes: usize,
+
+    /// How long a session lives without a command; then it is gone (404) and purged.
+    #[arg(long, env = "RDEV_SESSION_IDLE_TIMEOUT", default_value = "1h", value_parser = humantime::parse_duration, global = true)]
+    pub session_idle_timeout: Duration,
 }
 
 /// Command queue.
@@ -306,6 +315,7 @@ pub enum RateLimitStore {
 /// Room for the largest command plus JSON framing and some environment variables.
 const MIN_BODY_BYTES: usize = MAX_COMMAND_BYTES * 2;
 const MAX_OUTPUT_CAP: usize = 64 * 1024 * 1024;
+const MAX_STDIN_CAP: usize = 64 * 1024 * 1024;
 
 impl Config {
     /// The checks clap's parsers cannot express; each message names the variable to fix.
@@ -318,6 +328,12 @@ impl Config {
                 "RDEV_MAX_OUTPUT_BYTES must be between 1 and {MAX_OUTPUT_CAP}, got {}",
                 self.executor.max_output_bytes
             );
+        }
+        if self.executor.max_stdin_bytes > MAX_STDIN_CAP {
+            bail!("RDEV_MAX_STDIN_BYTES must be at most {MAX_STDIN_CAP}, got {}", self.executor.max_stdin_bytes);
+        }
+        if self.executor.session_idle_timeout < Duration::from_secs(1) {
+            bail!("RDEV_SESSION_IDLE_TIMEOUT must be at least 1s, got {:?}", self.executor.session_idle_timeout);
         }
         if self.server.max_body_bytes < MIN_BODY_BYTES {
             bail!("RDEV_MAX_BODY_BYTES must be at least {MIN_BODY_BYTES}, got {}", self.server.max_body_bytes);

@@ -14,6 +14,7 @@ pub(crate) mod capture;
 pub mod kube;
 pub mod local;
 pub mod memory;
+pub(crate) mod session_shell;
 pub mod sql;
 pub mod webhook_sender;
 

@@ -92,10 +92,12 @@ impl App {
             rate_limits: rate_limits.clone(),
             idempotency: idempotency.clone(),
             output: commands.output.clone(),
+            sessions: commands.sessions.clone(),
             client_ip: Arc::new(ClientIpResolver::new(config.server.trusted_proxies.clone())),
             readiness: readiness.into(),
             metrics: crate::telemetry::metrics::handle(),
             max_body_bytes: config.server.max_body_bytes,
+            max_stdin_bytes: config.executor.max_stdin_bytes,
         });
         let upkeep = Upkeep {
             keys,
@@ -106,6 +108,7 @@ impl App {
             audit,
             idempotency,
             output: commands.output_log,
+            sessions: commands.sessions,
             output_retention: config.queue.output_retention,
             webhook_retention: config.webhooks.retention,
             audit_retention: config.access.audit_retention,

@@ -12,8 +12,8 @@ use crate::{
     ports::{Clock, CommandQueue, DeliveryQueue, Executor, OutputLog, RateLimiter},
     services::{
         ApiKeyService, AuditService, CommandService, CommandStores, DispatchSettings, DispatchWake, OutputService,
-        ProjectService, QueueService, QueueWorker, RateLimitService, RunningCommands, WebhookDispatcher,
-        WebhookService,
+        ProjectService, QueueService, QueueWorker, RateLimitService, RunningCommands, SessionService,
+        WebhookDispatcher, WebhookService,
     },
 };
 
@@ -33,6 +33,8 @@ pub(super) struct Commands {
     pub output: Arc<OutputService>,
     /// For the upkeep (retention).
     pub output_log: Arc<dyn OutputLog>,
+    /// Sessions: their commands run through `commands`.
+    pub sessions: Arc<SessionService>,
 }
 
 /// What the command subsystem runs on.
@@ -51,12 +53,15 @@ pub(super) fn commands(config: &Config, database: &Database, parts: CommandParts
     let defaults = CommandDefaults {
         timeout: config.executor.command_timeout,
         max_output_bytes: config.executor.max_output_bytes,
+        max_stdin_bytes: config.executor.max_stdin_bytes,
     };
     let store = database.command_queue();
     // One instance per replica: its followers share one wake-up (and, on Postgres, one LISTEN).
     let output_log = database.output_log();
+    let sessions = database.sessions();
     let stores = CommandStores {
         commands: store.clone(),
+        sessions: sessions.clone(),
         output: output_log.clone(),
         clock: clock.clone(),
         replica: format!("{}-{replica}-shell", std::process::id()),
@@ -94,7 +99,14 @@ pub(super) fn commands(config: &Config, database: &Database, parts: CommandParts
         })
         .collect();
     let output = Arc::new(OutputService::new(output_log.clone(), store.clone()));
-    Commands { commands, queue, workers, store, output, output_log }
+    let sessions = Arc::new(SessionService::new(
+        sessions,
+        projects,
+        commands.clone(),
+        clock.clone(),
+        config.executor.session_idle_timeout,
+    ));
+    Commands { commands, queue, workers, store, output, output_log, sessions }
 }
 
 /// Webhook subscriptions, and this replica's dispatcher (none with `RDEV_WEBHOOK_WORKERS=0`).

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 use crate::{
     domain::DomainError,
     ports::{Clock, CommandQueue, DeliveryQueue, OutputLog},
-    services::{ApiKeyService, AuditService, IdempotencyService, QueueService, RateLimitService},
+    services::{ApiKeyService, AuditService, IdempotencyService, QueueService, RateLimitService, SessionService},
 };
 
 /// How often the maintenance task writes batched `last_used_at` times and purges old counts.
@@ -28,6 +28,7 @@ pub(super) struct Upkeep {
     pub audit: Arc<AuditService>,
     pub idempotency: Arc<IdempotencyService>,
     pub output: Arc<dyn OutputLog>,
+    pub sessions: Arc<SessionService>,
     pub output_retention: Duration,
     pub webhook_retention: Duration,
     pub audit_retention: Duration,
@@ -52,6 +53,7 @@ impl Upkeep {
                 tracing::warn!(%error, "could not purge old rate-limit counts; will retry");
             }
             publish_queue_depth(self.queue.as_ref()).await;
+            report_purge(self.sessions.purge_expired().await, "expired sessions", "RDEV_SESSION_IDLE_TIMEOUT");
             if let Err(error) = self.recovery.recover_expired().await {
                 tracing::warn!(%error, "could not recover expired command leases; will retry");
             }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -40,6 +41,11 @@ pub struct EnqueueRequest {
     /// Bytes kept per stream, 1024 to the server's `RDEV_MAX_OUTPUT_BYTES` (the default).
     #[schema(minimum = 1024)]
     pub max_output_bytes: Option<u64>,
+    /// Text written to the command's stdin, which is then closed. Not with `stdin_base64`.
+    pub stdin: Option<String>,
+    /// Bytes for stdin, base64 (standard alphabet, padded). Not with `stdin`.
+    #[schema(content_encoding = "base64")]
+    pub stdin_base64: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -94,6 +100,8 @@ pub enum CommandOrigin {
     Shell,
     /// `POST /projects/{id}/commands`: run by a queue worker.
     Queue,
+    /// `POST /sessions/{id}/shell`: run now in a session.
+    Session,
 }
 
 impl CommandOrigin {
@@ -101,11 +109,12 @@ impl CommandOrigin {
         match self {
             Self::Shell => "shell",
             Self::Queue => "queue",
+            Self::Session => "session",
         }
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
-        [Self::Shell, Self::Queue].into_iter().find(|o| o.as_str() == raw)
+        [Self::Shell, Self::Queue, Self::Session].into_iter().find(|o| o.as_str() == raw)
     }
 }
 
@@ -114,12 +123,18 @@ impl CommandOrigin {
 pub struct Command {
     pub id: Uuid,
     pub origin: CommandOrigin,
+    /// The session it ran in (origin `session`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<Uuid>,
     pub project_id: ProjectId,
     pub command: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workdir: Option<String>,
     #[serde(skip)]
     pub env: BTreeMap<String, String>,
+    /// What a queued command's stdin gets (kept until it runs); commands run now keep none.
+    #[serde(skip)]
+    pub stdin: Option<Bytes>,
     pub timeout_secs: u64,
     /// Bytes kept per stream: past it, the first and the last half.
     pub max_output_bytes: usize,
@@ -176,6 +191,8 @@ impl Command {
             workdir: request.workdir,
             env: request.env,
             max_output_bytes: request.max_output_bytes,
+            stdin: request.stdin,
+            stdin_base64: request.stdin_base64,
         };
         let spec = match CommandSpec::from_request(shell, defaults) {
             Ok(spec) => Some(spec),
@@ -188,7 +205,7 @@ impl Command {
         errors.into_result()?;
         let spec = spec.ok_or_else(|| DomainError::internal(anyhow::anyhow!("validated spec missing")))?;
         let fresh = Fresh { id: Uuid::new_v4(), origin: CommandOrigin::Queue, priority, max_attempts };
-        Ok(Self::fresh(fresh, project_id, &spec, caller, now))
+        Ok(Self { stdin: spec.stdin.clone(), ..Self::fresh(fresh, project_id, &spec, caller, now) })
     }
 
     /// A command run now (`/shell`) as it starts, its id the execution's.
@@ -208,6 +225,22 @@ impl Command {
         }
     }
 
+    /// A session's command as it starts (`ran_now`, in `session_id`).
+    pub fn in_session(
+        id: Uuid,
+        session_id: Uuid,
+        project_id: ProjectId,
+        spec: &CommandSpec,
+        caller: Caller,
+        started_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            origin: CommandOrigin::Session,
+            session_id: Some(session_id),
+            ..Self::ran_now(id, project_id, spec, caller, started_at)
+        }
+    }
+
     /// A command of `spec`, queued, that has not run.
     fn fresh(
         fresh: Fresh,
@@ -219,10 +252,12 @@ impl Command {
         Self {
             id: fresh.id,
             origin: fresh.origin,
+            session_id: None,
             project_id,
             command: spec.command.clone(),
             workdir: spec.workdir.clone(),
             env: spec.env.clone(),
+            stdin: None,
             timeout_secs: spec.timeout.as_secs(),
             max_output_bytes: spec.max_output_bytes,
             priority: fresh.priority,
@@ -274,6 +309,8 @@ impl Command {
             workdir: self.workdir.clone(),
             env: self.env.clone(),
             max_output_bytes: self.max_output_bytes,
+            stdin: self.stdin.clone(),
+            keep_state: false,
         }
     }
 }

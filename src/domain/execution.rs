@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{DomainError, FieldErrors, MIN_OUTPUT_BYTES, Omitted, ProjectId};
+use bytes::Bytes;
+
+use super::{DomainError, FieldErrors, MIN_OUTPUT_BYTES, Omitted, ProjectId, ShellState};
 
 pub const MAX_COMMAND_BYTES: usize = 16 * 1024;
 pub const MAX_TIMEOUT_SECS: u64 = 3600;
@@ -21,7 +23,7 @@ pub const MAX_ENV_VALUE_BYTES: usize = 32 * 1024;
 pub const MAX_WORKDIR_BYTES: usize = 4096;
 
 /// The body of `POST /projects/{id}/shell`, exactly as the client sent it.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShellRequest {
     /// Run as `/bin/sh -c <command>`; 1 to 16384 bytes, no NUL.
@@ -38,6 +40,12 @@ pub struct ShellRequest {
     /// it, the first and the last half are kept and the middle is dropped.
     #[schema(minimum = 1024)]
     pub max_output_bytes: Option<u64>,
+    /// Text written to the command's stdin, which is then closed (so `cat` or `read` see EOF).
+    /// Not with `stdin_base64`. Absent: stdin is closed at start.
+    pub stdin: Option<String>,
+    /// Bytes for stdin, base64 (standard alphabet, padded). Not with `stdin`.
+    #[schema(content_encoding = "base64")]
+    pub stdin_base64: Option<String>,
 }
 
 /// What the server fills in where a request is silent, and the most it allows.
@@ -46,6 +54,8 @@ pub struct CommandDefaults {
     pub timeout: Duration,
     /// `RDEV_MAX_OUTPUT_BYTES`: the default and the most a request may ask for.
     pub max_output_bytes: usize,
+    /// `RDEV_MAX_STDIN_BYTES`: the most a request's stdin may hold (decoded).
+    pub max_stdin_bytes: usize,
 }
 
 /// A validated command, ready for any executor.
@@ -58,6 +68,11 @@ pub struct CommandSpec {
     pub env: BTreeMap<String, String>,
     /// Bytes kept per stream (head and tail halves).
     pub max_output_bytes: usize,
+    /// Written to stdin, which is then closed; `None`: stdin closed at start.
+    pub stdin: Option<Bytes>,
+    /// A session's command: the shell's final directory and environment are reported
+    /// (`ExecOutcome::shell_state`) when it ends on its own.
+    pub keep_state: bool,
 }
 
 impl CommandSpec {
@@ -89,9 +104,35 @@ impl CommandSpec {
         };
         let env = request.env.unwrap_or_default();
         check_env(&env, &mut errors);
+        let stdin = stdin_of(request.stdin, request.stdin_base64, defaults.max_stdin_bytes, &mut errors);
         errors.into_result()?;
-        Ok(Self { command: request.command, timeout, workdir, env, max_output_bytes })
+        Ok(Self { command: request.command, timeout, workdir, env, max_output_bytes, stdin, keep_state: false })
     }
+}
+
+/// The bytes of `stdin` or `stdin_base64` (at most one), within `most`.
+fn stdin_of(text: Option<String>, base64: Option<String>, most: usize, errors: &mut FieldErrors) -> Option<Bytes> {
+    use base64::Engine as _;
+    let (field, bytes) = match (text, base64) {
+        (None, None) => return None,
+        (Some(_), Some(_)) => {
+            errors.add("stdin_base64", "give stdin or stdin_base64, not both");
+            return None;
+        }
+        (Some(text), None) => ("stdin", text.into_bytes()),
+        (None, Some(encoded)) => match base64::engine::general_purpose::STANDARD.decode(encoded.as_bytes()) {
+            Ok(bytes) => ("stdin_base64", bytes),
+            Err(error) => {
+                errors.add("stdin_base64", format!("is not valid base64: {error}"));
+                return None;
+            }
+        },
+    };
+    if bytes.len() > most {
+        errors.add(field, format!("must be at most {most} bytes (RDEV_MAX_STDIN_BYTES), got {}", bytes.len()));
+        return None;
+    }
+    Some(Bytes::from(bytes))
 }
 
 fn check_command(command: &str, errors: &mut FieldErrors) {
@@ -104,7 +145,7 @@ fn check_command(command: &str, errors: &mut FieldErrors) {
     }
 }
 
-fn check_env(env: &BTreeMap<String, String>, errors: &mut FieldErrors) {
+pub(super) fn check_env(env: &BTreeMap<String, String>, errors: &mut FieldErrors) {
     if env.len() > MAX_ENV_VARS {
         errors.add("env", format!("at most {MAX_ENV_VARS} variables"));
         return;
@@ -128,7 +169,7 @@ pub fn is_env_name(name: &str) -> bool {
 }
 
 /// Resolves `.` and `..` lexically; `Ok(None)` means the project root itself.
-fn normalize_workdir(raw: &str) -> Result<Option<String>, &'static str> {
+pub(super) fn normalize_workdir(raw: &str) -> Result<Option<String>, &'static str> {
     if raw.len() > MAX_WORKDIR_BYTES {
         return Err("is too long");
     }
@@ -165,6 +206,9 @@ pub struct ExecOutcome {
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
     pub duration_ms: u64,
+    /// A session's command that ended on its own (not killed, not timed out): the shell's state
+    /// as it exited, as its wrapper reported it on a channel of its own.
+    pub shell_state: Option<Box<ShellState>>,
 }
 
 /// The response of `POST /projects/{id}/shell`.
@@ -214,11 +258,19 @@ mod tests {
     use super::*;
 
     fn request(command: &str) -> ShellRequest {
-        ShellRequest { command: command.into(), timeout_secs: None, workdir: None, env: None, max_output_bytes: None }
+        ShellRequest {
+            command: command.into(),
+            timeout_secs: None,
+            workdir: None,
+            env: None,
+            max_output_bytes: None,
+            stdin: None,
+            stdin_base64: None,
+        }
     }
 
     fn defaults(timeout_secs: u64) -> CommandDefaults {
-        CommandDefaults { timeout: Duration::from_secs(timeout_secs), max_output_bytes: 1 << 20 }
+        CommandDefaults { timeout: Duration::from_secs(timeout_secs), max_output_bytes: 1 << 20, max_stdin_bytes: 16 }
     }
 
     fn field_errors(result: Result<CommandSpec, DomainError>) -> FieldErrors {
@@ -256,6 +308,24 @@ mod tests {
         assert!(field_errors(CommandSpec::from_request(request(&long), defaults(1))).0.contains_key("command"));
         assert!(field_errors(CommandSpec::from_request(request(""), defaults(1))).0.contains_key("command"));
         assert!(CommandSpec::from_request(request(&"x".repeat(MAX_COMMAND_BYTES)), defaults(1)).is_ok());
+    }
+
+    #[test]
+    fn stdin_is_text_or_base64_within_its_limit() {
+        let spec = |text: Option<&str>, base64: Option<&str>| {
+            let mut req = request("cat");
+            req.stdin = text.map(Into::into);
+            req.stdin_base64 = base64.map(Into::into);
+            CommandSpec::from_request(req, defaults(1))
+        };
+        assert_eq!(spec(Some("hello"), None).unwrap().stdin.as_deref(), Some(&b"hello"[..]));
+        assert_eq!(spec(None, Some("AP8=")).unwrap().stdin.as_deref(), Some(&[0u8, 255][..]));
+        assert_eq!(spec(Some(""), None).unwrap().stdin.as_deref(), Some(&b""[..]));
+        assert!(spec(None, None).unwrap().stdin.is_none());
+        assert!(field_errors(spec(Some("a"), Some("YQ=="))).0.contains_key("stdin_base64"));
+        assert!(field_errors(spec(None, Some("not base64!"))).0.contains_key("stdin_base64"));
+        assert!(field_errors(spec(Some(&"x".repeat(17)), None)).0.contains_key("stdin"));
+        assert!(spec(Some(&"x".repeat(16)), None).is_ok());
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod idempotency;
 pub mod output;
 pub mod page;
 pub mod project;
+pub mod session;
 pub mod webhook;
 
 pub use apikey::{ApiKey, ApiKeyChanges, ApiKeySecret, KeyHash, NewApiKey, RotateRequest, Scope};
@@ -28,6 +29,9 @@ pub use idempotency::{IDEMPOTENCY_KEY_RETENTION, IdempotencyKey, KeyRecord, Stor
 pub use output::{EntryKind, KeptStream, MIN_OUTPUT_BYTES, Omitted, OutputEntry, OutputRecorder, Stream, TailSnapshot};
 pub use page::{Page, PageRequest};
 pub use project::{ExecutorKind, Project, ProjectId, ProjectStatus};
+pub use session::{
+    CreateSessionRequest, Session, SessionEnd, SessionExecution, SessionFilter, SessionState, ShellState,
+};
 pub use webhook::{NewWebhook, Webhook, WebhookChanges, WebhookEvent, WebhookSecret};
 
 /// For the `PATCH` bodies: tells a field sent as `null` (`Some(None)`) from one not sent at all

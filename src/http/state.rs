@@ -7,7 +7,7 @@ use crate::{
     ports::HealthCheck,
     services::{
         ApiKeyService, AuditService, CommandService, IdempotencyService, OutputService, ProjectService, QueueService,
-        RateLimitService, WebhookService,
+        RateLimitService, SessionService, WebhookService,
     },
 };
 
@@ -40,10 +40,13 @@ pub struct Services {
     pub rate_limits: Arc<RateLimitService>,
     pub idempotency: Arc<IdempotencyService>,
     pub output: Arc<OutputService>,
+    pub sessions: Arc<SessionService>,
     pub client_ip: Arc<ClientIpResolver>,
     pub readiness: Arc<[Arc<dyn HealthCheck>]>,
     /// Renders `/metrics`.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// `RDEV_MAX_STDIN_BYTES`: the routes that run commands take bodies this much larger, twice.
+    pub max_stdin_bytes: usize,
 }

@@ -2,7 +2,9 @@
 
 use async_trait::async_trait;
 
-use crate::domain::{AuditEntry, AuditFilter, Command, DomainError, OutboxEvent, OutputEntry, Page, PageRequest};
+use crate::domain::{
+    AuditEntry, AuditFilter, Command, DomainError, OutboxEvent, OutputEntry, Page, PageRequest, SessionEnd,
+};
 
 /// What a command run now (`/shell`) leaves besides its audit entry: its command row as it
 /// ended, and the entries of its output log not stored yet (all of them, for a short one).
@@ -10,6 +12,8 @@ use crate::domain::{AuditEntry, AuditFilter, Command, DomainError, OutboxEvent, 
 pub struct RanNow {
     pub command: Command,
     pub output: Vec<OutputEntry>,
+    /// A session's command: the session's next state, which gives the session back.
+    pub session: Option<SessionEnd>,
 }
 
 #[async_trait]

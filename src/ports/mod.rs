@@ -15,6 +15,7 @@ pub mod output;
 pub mod projects;
 pub mod queue;
 pub mod ratelimit;
+pub mod sessions;
 pub mod webhooks;
 
 pub use apikeys::{ApiKeyRepo, StoredKey};
@@ -27,4 +28,5 @@ pub use output::{OutputChunk, OutputLog, OutputSink, Stream};
 pub use projects::ProjectSource;
 pub use queue::{CancelEffect, CommandQueue, Recovered, RecoveryAudit};
 pub use ratelimit::{RateDecision, RateLimiter};
+pub use sessions::{Acquired, SessionStore};
 pub use webhooks::{DeliveryQueue, Redelivery, WebhookRepo, WebhookRequest, WebhookResponse, WebhookSender};

@@ -9,6 +9,8 @@
 
 use std::{sync::Arc, time::Duration};
 
+use chrono::{DateTime, Utc};
+
 use tokio::sync::oneshot;
 use tokio_util::{
     sync::{CancellationToken, DropGuard},
@@ -21,9 +23,9 @@ use super::{AuditService, DispatchWake, OpenRun, OutputWriter, ProjectService, a
 use crate::{
     domain::{
         Caller, Command, CommandDefaults, CommandEnd, CommandSpec, DomainError, Execution, ExecutorKind, OutboxEvent,
-        Project, ProjectId, ShellRequest,
+        Project, ProjectId, Session, SessionEnd, ShellRequest, ShellState,
     },
-    ports::{Clock, CommandQueue, Executor, OutputLog, OutputSink, RanNow, Stop, StorageStatus},
+    ports::{Clock, CommandQueue, Executor, OutputLog, OutputSink, RanNow, SessionStore, Stop, StorageStatus},
     telemetry::metrics::{COMMAND_DURATION_SECONDS, COMMAND_EXECUTIONS_TOTAL},
 };
 
@@ -60,6 +62,8 @@ struct Runner {
     deliveries: DispatchWake,
     /// Where a long-running command is stored while it runs, and its output.
     commands: Arc<dyn CommandQueue>,
+    /// Where a session's command gives its session back when nothing ran.
+    sessions: Arc<dyn SessionStore>,
     output: Arc<dyn OutputLog>,
     clock: Arc<dyn Clock>,
     /// The name this replica's rows are held under.
@@ -69,6 +73,7 @@ struct Runner {
 /// The stores a command run now is kept in, besides the audit log.
 pub struct CommandStores {
     pub commands: Arc<dyn CommandQueue>,
+    pub sessions: Arc<dyn SessionStore>,
     pub output: Arc<dyn OutputLog>,
     pub clock: Arc<dyn Clock>,
     pub replica: String,
@@ -77,26 +82,83 @@ pub struct CommandStores {
 /// A validated command and the project it will run in: everything that can refuse a request has
 /// been checked, so a stream can start.
 pub struct PreparedShell {
+    id: Uuid,
     project: Project,
     spec: CommandSpec,
+    session: Option<SessionRun>,
 }
 
 impl PreparedShell {
+    /// The id its command (and execution) will have.
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+
     /// How long the command may run.
     pub fn timeout(&self) -> Duration {
         self.spec.timeout
+    }
+
+    /// The same command, run in a session (whose lease it must hold when it starts).
+    pub(super) fn in_session(mut self, run: SessionRun) -> Self {
+        self.spec.keep_state = true;
+        self.session = Some(run);
+        self
+    }
+}
+
+/// What a session's command needs to leave the session's next state.
+pub(super) struct SessionRun {
+    /// The session as the command starts.
+    pub session: Session,
+    /// How long the session lives past its last use.
+    pub idle: chrono::Duration,
+    /// The request gave its own workdir, for this command only: the session keeps its folder
+    /// unless the command went somewhere else.
+    pub workdir_override: bool,
+}
+
+impl SessionRun {
+    /// The session's end: the state the command left (the same when it did not end on its
+    /// own), and the session as it is then.
+    fn end(
+        &self,
+        command_id: Uuid,
+        spec: &CommandSpec,
+        shell: Option<&ShellState>,
+        at: DateTime<Utc>,
+    ) -> (SessionEnd, Session) {
+        let before = self.session.state();
+        let mut state = shell.map_or_else(|| before.clone(), |shell| before.after(shell));
+        if self.workdir_override && state.workdir == spec.workdir {
+            state.workdir = before.workdir;
+        }
+        let expires_at = at + self.idle;
+        let session = Session {
+            workdir: state.workdir.clone(),
+            env: state.env.clone(),
+            last_used_at: at,
+            expires_at,
+            ..self.session.clone()
+        };
+        (SessionEnd { session_id: self.session.id, command_id, state, used_at: at, expires_at }, session)
     }
 }
 
 /// A command started by `CommandService::start`. Dropping it before the command ends stops it.
 pub struct RunningShell {
-    result: oneshot::Receiver<Result<Execution, DomainError>>,
+    result: oneshot::Receiver<Result<(Execution, Option<Session>), DomainError>>,
     _stop_when_dropped: DropGuard,
 }
 
 impl RunningShell {
     /// How it ended, once it has, and its audit entry is written (or kept for later).
     pub async fn finished(self) -> Result<Execution, DomainError> {
+        self.finished_in_session().await.map(|(execution, _)| execution)
+    }
+
+    /// `finished`, with the session the command left (for a session's command).
+    pub async fn finished_in_session(self) -> Result<(Execution, Option<Session>), DomainError> {
         let mut this = self;
         (&mut this.result).await.unwrap_or_else(|_| Err(DomainError::internal(anyhow::anyhow!("command task ended"))))
     }
@@ -140,10 +202,10 @@ impl CommandService {
         defaults: CommandDefaults,
         stores: CommandStores,
     ) -> Self {
-        let CommandStores { commands, output, clock, replica } = stores;
+        let CommandStores { commands, sessions, output, clock, replica } = stores;
         Self {
             projects,
-            runner: Arc::new(Runner { executor, audit, deliveries, commands, output, clock, replica }),
+            runner: Arc::new(Runner { executor, audit, deliveries, commands, sessions, output, clock, replica }),
             storage,
             defaults,
             in_flight: TaskTracker::new(),
@@ -159,7 +221,12 @@ impl CommandService {
         if !self.storage.available() {
             return Err(DomainError::Unavailable("the database is down; the command was not started".into()));
         }
-        Ok(PreparedShell { project, spec })
+        Ok(PreparedShell { id: Uuid::new_v4(), project, spec, session: None })
+    }
+
+    /// What the executor checks before it starts a process (the workdir).
+    pub async fn check(&self, prepared: &PreparedShell) -> Result<(), DomainError> {
+        self.runner.executor.check(&prepared.project, &prepared.spec).await
     }
 
     /// `prepare`, plus what the executor checks before it starts a process (the workdir), so
@@ -170,7 +237,7 @@ impl CommandService {
         request: ShellRequest,
     ) -> Result<PreparedShell, DomainError> {
         let prepared = self.prepare(project_id, request).await?;
-        self.runner.executor.check(&prepared.project, &prepared.spec).await?;
+        self.check(&prepared).await?;
         Ok(prepared)
     }
 
@@ -198,6 +265,16 @@ impl CommandService {
         RunningShell { result, _stop_when_dropped: client_gone.drop_guard() }
     }
 
+    /// The defaults a request's silence gets.
+    pub fn defaults(&self) -> CommandDefaults {
+        self.defaults
+    }
+
+    /// How long past its timeout a command's holds (its row, a session's lease) last.
+    pub fn lease_past_timeout(&self) -> Duration {
+        LEASE_PAST_TIMEOUT
+    }
+
     /// Stops every command still running (the shutdown grace is over) and waits, at most
     /// `wait`, for each to be killed and audited.
     pub async fn stop_all(&self, wait: Duration) {
@@ -219,10 +296,19 @@ impl Runner {
         prepared: PreparedShell,
         live: OutputSink,
         stopped: impl Future<Output = Stopped>,
-    ) -> Result<Execution, DomainError> {
-        let PreparedShell { project, spec } = prepared;
-        let execution_id = Uuid::new_v4();
-        let command = Command::ran_now(execution_id, project.id.clone(), &spec, caller.clone(), self.clock.now());
+    ) -> Result<(Execution, Option<Session>), DomainError> {
+        let PreparedShell { id: execution_id, project, spec, session } = prepared;
+        let command = match &session {
+            Some(run) => Command::in_session(
+                execution_id,
+                run.session.id,
+                project.id.clone(),
+                &spec,
+                caller.clone(),
+                self.clock.now(),
+            ),
+            None => Command::ran_now(execution_id, project.id.clone(), &spec, caller.clone(), self.clock.now()),
+        };
         let writer = OutputWriter::deferred(self.output.clone(), execution_id, self.open(&command, &spec), live);
         let stop = Stop::new();
         let run = self.executor.run(&project, &spec, writer.sink(), &stop);
@@ -248,13 +334,23 @@ impl Runner {
                     let ended = command.ended(&CommandEnd::Error(error.to_string()), self.clock.now());
                     let _ = self.commands.store_now(&ended, &self.replica, self.clock.now()).await;
                 }
+                if let Some(run) = &session
+                    && let Err(release_error) = self.sessions.release(run.session.id, execution_id).await
+                {
+                    tracing::warn!(error = %release_error, "could not give a session back; its lease runs out");
+                }
                 return Err(error);
             }
             Err(error) => {
                 let end = CommandEnd::Error(error.to_string());
                 record_execution(project.executor, &end);
                 let record = AuditRecord::of_end(execution_id, &project.id, &spec.command, &end);
-                let ran_now = RanNow { command: command.ended(&end, self.clock.now()), output: unwritten.entries };
+                let session_end = session.as_ref().map(|run| run.end(execution_id, &spec, None, self.clock.now()).0);
+                let ran_now = RanNow {
+                    command: command.ended(&end, self.clock.now()),
+                    output: unwritten.entries,
+                    session: session_end,
+                };
                 if let Err(audit_error) = self.audit.record_execution(caller, record, None, Some(ran_now)).await {
                     tracing::error!(error = %audit_error, "could not write the audit entry of a failed execution");
                 }
@@ -265,7 +361,14 @@ impl Runner {
         let end = CommandEnd::Ran(outcome.clone());
         record_execution(project.executor, &end);
         let record = AuditRecord::of_end(execution_id, &project.id, &spec.command, &end);
-        let ran_now = RanNow { command: command.ended(&end, outcome.finished_at), output: unwritten.entries };
+        let ended =
+            session.as_ref().map(|run| run.end(execution_id, &spec, outcome.shell_state.as_deref(), self.clock.now()));
+        let (session_end, session_after) = ended.unzip();
+        let ran_now = RanNow {
+            command: command.ended(&end, outcome.finished_at),
+            output: unwritten.entries,
+            session: session_end,
+        };
         let execution = Execution::new(execution_id, project.id.clone(), spec.command.clone(), outcome);
         let webhook_event = OutboxEvent::for_execution(&execution);
         let recorded = self.audit.record_execution(caller, record, webhook_event.as_ref(), Some(ran_now)).await;
@@ -273,7 +376,7 @@ impl Runner {
         match recorded {
             Ok(()) => {
                 self.deliveries.wake();
-                Ok(execution)
+                Ok((execution, session_after))
             }
             Err(DomainError::Unavailable(_)) => Err(DomainError::NotRecorded(Box::new(execution))),
             Err(other) => Err(other),

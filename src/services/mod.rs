@@ -9,6 +9,7 @@ pub mod output;
 pub mod projects;
 pub mod queue;
 pub mod ratelimit;
+pub mod sessions;
 pub mod usage;
 pub mod webhooks;
 pub mod worker;
@@ -22,6 +23,7 @@ pub use output::{Followed, KeptOutput, OpenRun, OutputService, OutputWriter, Unw
 pub use projects::ProjectService;
 pub use queue::{Cancelled, QueueService};
 pub use ratelimit::RateLimitService;
+pub use sessions::{Owner, SessionService};
 pub use usage::UsageTracker;
 pub use webhooks::WebhookService;
 pub use worker::{QueueWorker, RunningCommands};

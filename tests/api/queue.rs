@@ -150,6 +150,8 @@ async fn expired_leases_requeue_unstarted_or_retryable_commands_and_fail_the_res
             priority: None,
             max_attempts: Some(max_attempts),
             max_output_bytes: None,
+            stdin: None,
+            stdin_base64: None,
         };
         let caller = Caller { api_key_id: None, request_id: "r".into(), client_ip: None };
         Command::new(request, ProjectId::parse("hello").unwrap(), caller, crate::support::command_defaults(5), now)

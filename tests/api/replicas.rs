@@ -276,3 +276,60 @@ async fn wait_for_running(server: &ServerProcess, key: &str, id: &str) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A session lives in the database: one replica continues what another started, the lease holds
+/// across them, and a restart of both loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_continues_on_another_replica_and_survives_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("projects/hello/sub")).unwrap();
+    let url = fresh_database(Db::Postgres, dir.path()).await;
+    let admin = ApiKeySecret::generate().expose().to_owned();
+    let envs = [("DATABASE_URL", url.as_str()), ("RDEV_BOOTSTRAP_API_KEY", admin.as_str())];
+    let (mut a, mut b) = (ServerProcess::start(dir.path(), &envs).await, ServerProcess::start(dir.path(), &envs).await);
+    let client = crate::support::http_client();
+    let created: Value = a.post_json("/projects/hello/sessions", &admin, &json!({})).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let first: Value =
+        a.post_json(&format!("/sessions/{id}/shell"), &admin, &json!({"command": "cd sub; export FOO='a b'"})).await;
+    assert_eq!(first["session"]["workdir"], "sub", "{first}");
+    let on_b: Value =
+        b.post_json(&format!("/sessions/{id}/shell"), &admin, &json!({"command": "printf %s \"$FOO\"; pwd"})).await;
+    assert!(
+        on_b["stdout"].as_str().unwrap().starts_with("a b/") && on_b["stdout"].as_str().unwrap().ends_with("/sub\n"),
+        "{on_b}"
+    );
+
+    // A runs a long command (its first output says it started); B refuses a second meanwhile.
+    let running = client
+        .post(a.url(&format!("/sessions/{id}/shell")))
+        .header("X-API-Key", &admin)
+        .header("Accept", "text/event-stream")
+        .json(&json!({"command": "echo started; sleep 2; export DONE=yes"}))
+        .send()
+        .await
+        .unwrap();
+    let mut events = crate::support::sse::SseReader::new(running);
+    assert_eq!(events.next().await.unwrap().data, "started\n");
+    let busy = client
+        .post(b.url(&format!("/sessions/{id}/shell")))
+        .header("X-API-Key", &admin)
+        .json(&json!({"command": "true"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(busy.status(), 409);
+    assert_eq!(events.rest().await.last().unwrap().event, "exit");
+
+    assert!(a.terminate().await.success() && b.terminate().await.success());
+    let (a, b) = (ServerProcess::start(dir.path(), &envs).await, ServerProcess::start(dir.path(), &envs).await);
+    let after: Value =
+        b.post_json(&format!("/sessions/{id}/shell"), &admin, &json!({"command": "echo \"$FOO|$DONE\"; pwd"})).await;
+    assert!(
+        after["stdout"].as_str().unwrap().starts_with("a b|yes\n")
+            && after["stdout"].as_str().unwrap().ends_with("/sub\n"),
+        "{after}"
+    );
+    let stored = a.get_json(&format!("/sessions/{id}"), &admin).await;
+    assert_eq!((stored["workdir"].as_str(), stored["env"]["DONE"].as_str()), (Some("sub"), Some("yes")));
+}

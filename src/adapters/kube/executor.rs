@@ -5,6 +5,9 @@
 //! status is raced against the reading instead of awaited after it: a status that never comes is
 //! a lost stream, an infrastructure failure.
 //!
+//! stdin, when given, is written as the command starts and the stream's stdin stays open until
+//! the end (see `script`: the command sees EOF after exactly its bytes, on v4 and v5 alike).
+//!
 //! On timeout (or when the caller goes away) the exec stream is closed. The kubelet then closes
 //! the command's stdio; a command that ignores that keeps running in the container until it ends,
 //! which Kubernetes offers no way to prevent short of a TTY.
@@ -14,15 +17,21 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::Utc;
 use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::Status};
-use kube::{Api, api::AttachParams};
+use kube::{
+    Api,
+    api::{AttachParams, AttachedProcess},
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{
     errors::kube_error,
-    script::{WORKDIR_MISSING, WORKDIR_MISSING_EXIT, argv},
+    script::{WORKDIR_MISSING, WORKDIR_MISSING_EXIT, argv, take_record_argv},
 };
 use crate::{
     adapters::capture::{Capture, drain},
-    domain::{CommandSpec, DomainError, ExecOutcome, MIN_OUTPUT_BYTES, Project},
+    domain::{
+        CommandSpec, DomainError, ExecOutcome, MIN_OUTPUT_BYTES, Project, ShellState, session::MAX_STATE_RECORD_BYTES,
+    },
     ports::{Executor, KILLED_EXIT, OutputSink, Stop, Stream},
 };
 
@@ -37,6 +46,41 @@ pub struct KubeExecutor {
 impl KubeExecutor {
     pub fn new(exec_client: kube::Client, namespace: &str, api_timeout: Duration) -> Self {
         Self { pods: Api::namespaced(exec_client, namespace), api_timeout }
+    }
+
+    /// Starts an exec of `argv` in the project's container.
+    async fn attach(
+        &self,
+        project: &Project,
+        pod: &str,
+        argv: Vec<String>,
+        stdin: bool,
+    ) -> Result<AttachedProcess, DomainError> {
+        let mut params = AttachParams::default().stdin(stdin).stdout(true).stderr(true);
+        if let Some(container) = &project.container {
+            params = params.container(container.clone());
+        }
+        tokio::time::timeout(self.api_timeout, self.pods.exec(pod, argv, &params))
+            .await
+            .map_err(|_| {
+                DomainError::executor_unavailable("starting pod exec: the Kubernetes API did not answer in time")
+            })?
+            .map_err(|e| kube_error("starting pod exec", e))
+    }
+
+    /// A session command's state record, read from the container and removed there. Whatever
+    /// goes wrong (the file never written, the stream lost) is no record: the session stays.
+    async fn take_record(&self, project: &Project, pod: &str, record: &str) -> Option<ShellState> {
+        let read = async {
+            let mut attached = self.attach(project, pod, take_record_argv(record), false).await.ok()?;
+            let mut bytes = Vec::new();
+            let mut stdout = attached.stdout()?.take(MAX_STATE_RECORD_BYTES as u64 + 1);
+            stdout.read_to_end(&mut bytes).await.ok()?;
+            let status = attached.take_status()?.await?;
+            (status.status.as_deref() == Some("Success")).then_some(bytes)
+        };
+        let bytes = tokio::time::timeout(self.api_timeout, read).await.ok().flatten()?;
+        ShellState::parse(&bytes)
     }
 }
 
@@ -67,24 +111,26 @@ impl Executor for KubeExecutor {
         stop: &Stop,
     ) -> Result<ExecOutcome, DomainError> {
         let pod = project.pod.as_deref().ok_or_else(|| DomainError::not_found("project", project.id.as_str()))?;
-        let mut params = AttachParams::default().stdin(false).stdout(true).stderr(true);
-        if let Some(container) = &project.container {
-            params = params.container(container.clone());
-        }
+        let record = spec.keep_state.then(|| format!("/tmp/.rdev-state-{}", uuid::Uuid::new_v4()));
+        let mut attached = self.attach(project, pod, argv(spec, record.as_deref()), spec.stdin.is_some()).await?;
         let started_at = Utc::now();
         let clock = Instant::now();
-        let mut attached = tokio::time::timeout(self.api_timeout, self.pods.exec(pod, argv(spec), &params))
-            .await
-            .map_err(|_| {
-                DomainError::executor_unavailable("starting pod exec: the Kubernetes API did not answer in time")
-            })?
-            .map_err(|e| kube_error("starting pod exec", e))?;
         let (mut stdout_pipe, mut stderr_pipe) = (attached.stdout(), attached.stderr());
+        // Held open until the end: on v4, closing stdin would close the whole stream.
+        let mut stdin_pipe = attached.stdin();
         let status = attached
             .take_status()
             .ok_or_else(|| DomainError::internal(anyhow::anyhow!("exec without a status channel")))?;
         let capture = Capture::new(spec.max_output_bytes, live);
 
+        let feed = async {
+            if let (Some(pipe), Some(stdin)) = (stdin_pipe.as_mut(), spec.stdin.as_ref()) {
+                // A command that stops reading ends without the rest; `head -c` bounds what it sees.
+                let _ = pipe.write_all(stdin).await;
+                let _ = pipe.flush().await;
+            }
+            std::future::pending::<()>().await
+        };
         let run = async {
             let output = async {
                 tokio::join!(
@@ -92,7 +138,7 @@ impl Executor for KubeExecutor {
                     drain(stderr_pipe.as_mut(), Stream::Stderr, &capture)
                 )
             };
-            tokio::pin!(output, status);
+            tokio::pin!(output, status, feed);
             tokio::select! {
                 status = &mut status => {
                     // A lost stream (no status) will never end the output either.
@@ -102,6 +148,7 @@ impl Executor for KubeExecutor {
                     status
                 }
                 _ = &mut output => tokio::time::timeout(SETTLE, &mut status).await.ok().flatten(),
+                () = &mut feed => None,
             }
         };
         let unless_stopped = async {
@@ -112,16 +159,21 @@ impl Executor for KubeExecutor {
         };
         let finished = tokio::time::timeout(spec.timeout, unless_stopped).await;
         // Closes the exec stream, whatever happened.
+        drop(stdin_pipe);
         attached.abort();
+        let ended_itself = matches!(finished, Ok(Some(Some(_))));
         let (exit_code, timed_out) = match finished {
             Err(_elapsed) => (KILLED_EXIT, true),
             Ok(None) => (KILLED_EXIT, false),
             Ok(Some(None)) => return Err(DomainError::executor_unavailable("pod exec stream ended without a status")),
             Ok(Some(Some(status))) => (exit_code(&status)?, false),
         };
-        let outcome = capture.outcome(exit_code, timed_out, started_at, clock);
+        let mut outcome = capture.outcome(exit_code, timed_out, started_at, clock);
         if exit_code == WORKDIR_MISSING_EXIT && outcome.stderr.trim_end() == WORKDIR_MISSING {
             return Err(DomainError::invalid("workdir", "does not exist in the project"));
+        }
+        if let Some(record) = record.filter(|_| ended_itself) {
+            outcome.shell_state = self.take_record(project, pod, &record).await.map(Box::new);
         }
         tracing::Span::current().record("exit_code", exit_code);
         Ok(outcome)
@@ -139,6 +191,8 @@ impl Executor for KubeExecutor {
             workdir: spec.workdir.clone(),
             env: Default::default(),
             max_output_bytes: MIN_OUTPUT_BYTES,
+            stdin: None,
+            keep_state: false,
         };
         self.run(project, &probe, None, &Stop::new()).await.map(drop)
     }

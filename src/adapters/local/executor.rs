@@ -1,7 +1,8 @@
 //! `Executor` as local processes, started confined by the sandbox helper.
 //!
-//! A command runs as `/bin/sh -c <command>` in the project folder (or its `workdir`), with stdin
-//! closed and its output read from pipes this server holds. Its environment is a small base
+//! A command runs as `/bin/sh -c <command>` in the project folder (or its `workdir`), its stdin
+//! the request's bytes then EOF (or closed at start), its output read from pipes this server
+//! holds. A session's command runs in `session_shell::SCRIPT` with a fourth pipe for its state. Its environment is a small base
 //! (below) plus the request's `env`, never the server's own, which holds `DATABASE_URL` and the
 //! bootstrap key. `HOME` is the project folder: the one place a command can keep files.
 //!
@@ -11,7 +12,7 @@
 
 use std::{
     os::fd::OwnedFd,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -20,9 +21,12 @@ use async_trait::async_trait;
 use chrono::Utc;
 
 use super::sandbox::{RunningCommand, Sandbox, SpawnRequest};
-use crate::adapters::capture::{Capture, drain};
+use crate::adapters::{
+    capture::{Capture, drain},
+    session_shell,
+};
 use crate::{
-    domain::{CommandSpec, DomainError, ExecOutcome, Project},
+    domain::{CommandSpec, DomainError, ExecOutcome, Project, ShellState, session::MAX_STATE_RECORD_BYTES},
     ports::{Executor, HealthCheck, OutputSink, Stop, Stream},
 };
 
@@ -73,19 +77,55 @@ impl LocalExecutor {
         Ok(())
     }
 
+    /// The state a session's command reported, if its root is this project's folder as the
+    /// sandbox shows it (the same path): a record naming another root is no record.
+    async fn shell_state(&self, project: &Project, record: &[u8]) -> Option<ShellState> {
+        let state = ShellState::parse(record)?;
+        let project_dir = tokio::fs::canonicalize(self.root.join(project.id.as_str())).await.ok()?;
+        (Path::new(&state.root) == project_dir).then_some(state)
+    }
+
     fn request(&self, project: &Project, spec: &CommandSpec) -> SpawnRequest {
         let home = self.root.join(project.id.as_str());
         let mut env = self.base_env.clone();
         env.push(("HOME".into(), home.to_string_lossy().into_owned()));
         env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        // A session's command goes to its workdir itself, so it knows the project root.
+        let (workdir, argv) = if spec.keep_state {
+            (None, session_shell::argv("-", spec.workdir.as_deref(), &spec.command))
+        } else {
+            (spec.workdir.clone(), vec!["/bin/sh".into(), "-c".into(), spec.command.clone()])
+        };
         SpawnRequest {
             project: project.id.as_str().to_owned(),
-            workdir: spec.workdir.clone(),
-            argv: vec!["/bin/sh".into(), "-c".into(), spec.command.clone()],
+            workdir,
+            argv,
             env,
-            has_stdin: false,
+            has_stdin: spec.stdin.is_some(),
             tty: false,
         }
+    }
+}
+
+/// Writes `stdin` and closes it, so the command sees EOF. A command that exits (or closes its
+/// stdin) before reading it all ends the writing: the rest is not its business.
+async fn feed(pipe: Option<tokio::net::unix::pipe::Sender>, stdin: Option<&[u8]>) {
+    use tokio::io::AsyncWriteExt;
+    if let (Some(mut pipe), Some(stdin)) = (pipe, stdin) {
+        let _ = pipe.write_all(stdin).await;
+    }
+}
+
+/// Reads a session command's state record to EOF, at most one byte past the most it may be
+/// (a larger one is then refused by `ShellState::parse`); the rest is read and dropped, so the
+/// shell is never left blocked on a full pipe.
+async fn read_record(pipe: Option<&mut tokio::net::unix::pipe::Receiver>, record: &mut Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let Some(pipe) = pipe else { return };
+    let mut buf = vec![0; 64 * 1024];
+    while let Ok(n @ 1..) = pipe.read(&mut buf).await {
+        let room = (MAX_STATE_RECORD_BYTES + 1).saturating_sub(record.len());
+        record.extend_from_slice(&buf[..n.min(room)]);
     }
 }
 
@@ -119,16 +159,39 @@ impl Executor for LocalExecutor {
         self.check_workdir(project, spec.workdir.as_deref()).await?;
         let (mut stdout_pipe, stdout_end) = pipe()?;
         let (mut stderr_pipe, stderr_end) = pipe()?;
+        let mut fds = vec![stdout_end, stderr_end];
+        let stdin_pipe = match &spec.stdin {
+            Some(_) => {
+                let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                    .map_err(|e| DomainError::internal(anyhow::Error::new(e).context("creating a pipe")))?;
+                fds.insert(0, read);
+                Some(
+                    tokio::net::unix::pipe::Sender::from_owned_fd(write)
+                        .map_err(|e| DomainError::internal(anyhow::Error::new(e).context("watching a pipe")))?,
+                )
+            }
+            None => None,
+        };
+        let mut record_pipe = if spec.keep_state {
+            let (read, write) = pipe()?;
+            fds.push(write);
+            Some(read)
+        } else {
+            None
+        };
         let started_at = Utc::now();
         let clock = Instant::now();
-        let mut command = self.sandbox.spawn(self.request(project, spec), vec![stdout_end, stderr_end]).await?;
+        let mut command = self.sandbox.spawn(self.request(project, spec), fds).await?;
         let capture = Capture::new(spec.max_output_bytes, live);
+        let mut record = Vec::new();
 
         let run = async {
             let output = async {
                 tokio::join!(
                     drain(Some(&mut stdout_pipe), Stream::Stdout, &capture),
-                    drain(Some(&mut stderr_pipe), Stream::Stderr, &capture)
+                    drain(Some(&mut stderr_pipe), Stream::Stderr, &capture),
+                    feed(stdin_pipe, spec.stdin.as_deref()),
+                    read_record(record_pipe.as_mut(), &mut record),
                 )
             };
             tokio::join!(ended(&mut command), output).0
@@ -139,8 +202,8 @@ impl Executor for LocalExecutor {
                 () = stop.cancelled() => None,
             }
         };
-        let (exit_code, timed_out) = match tokio::time::timeout(spec.timeout, unless_stopped).await {
-            Ok(Some(exit_code)) => (exit_code, false),
+        let (exit_code, timed_out, ended_itself) = match tokio::time::timeout(spec.timeout, unless_stopped).await {
+            Ok(Some(exit_code)) => (exit_code, false, true),
             // Killed, then waited for: its end is the sandbox's report that nothing is left.
             stopped_or_elapsed => {
                 command.kill().await;
@@ -152,7 +215,7 @@ impl Executor for LocalExecutor {
                     )
                 };
                 let _ = tokio::time::timeout(DRAIN_AFTER_KILL, output).await;
-                (exit_code, stopped_or_elapsed.is_err())
+                (exit_code, stopped_or_elapsed.is_err(), false)
             }
         };
         let exit_code = exit_code.map_err(|error| match error {
@@ -160,7 +223,11 @@ impl Executor for LocalExecutor {
             other => other,
         })?;
         tracing::Span::current().record("exit_code", exit_code);
-        Ok(capture.outcome(exit_code, timed_out, started_at, clock))
+        let mut outcome = capture.outcome(exit_code, timed_out, started_at, clock);
+        if spec.keep_state && ended_itself {
+            outcome.shell_state = self.shell_state(project, &record).await.map(Box::new);
+        }
+        Ok(outcome)
     }
 
     async fn check(&self, project: &Project, spec: &CommandSpec) -> Result<(), DomainError> {

@@ -11,7 +11,7 @@ use super::{
     dialect::{Db, Dialect, Kind, Stmt, Tx, begin, commit, values_rows},
     errors::corrupt,
     group_commit::{BatchWriter, GroupCommit},
-    outbox, output,
+    outbox, output, sessions,
     values::Row,
 };
 use crate::{
@@ -147,6 +147,9 @@ impl<D: Dialect> BatchWriter for AuditWriter<D> {
         command_rows::upsert_commands::<D>(&mut tx, &rows).await?;
         let output: Vec<_> = ran_now.iter().flat_map(|r| r.output.iter().map(|e| (r.command.id, e))).collect();
         output::insert_entries::<D>(&mut tx, &output).await?;
+        for end in ran_now.iter().filter_map(|r| r.session.as_ref()) {
+            sessions::end_session::<D>(&mut tx, end).await?;
+        }
         commit(tx).await?;
         Ok(vec![(); batch.len()])
     }

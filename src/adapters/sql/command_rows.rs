@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use super::{
@@ -16,7 +17,7 @@ use crate::domain::{Caller, Command, CommandOrigin, CommandStatus, DomainError, 
 pub(super) const COLUMNS: &str = "id, project_id, command, workdir, env, timeout_secs, priority, status, attempts, max_attempts, \
      api_key_id, request_id, client_ip, exit_code, stdout, stderr, stdout_truncated, stderr_truncated, error, \
      cancel_requested, created_at, started_at, finished_at, max_output_bytes, stdout_omitted_offset, \
-     stdout_omitted_bytes, stderr_omitted_offset, stderr_omitted_bytes, origin";
+     stdout_omitted_bytes, stderr_omitted_offset, stderr_omitted_bytes, origin, session_id, stdin";
 
 pub(super) fn command_from_row(row: &impl Row) -> Result<Command, DomainError> {
     let status: String = row.get("status")?;
@@ -25,6 +26,8 @@ pub(super) fn command_from_row(row: &impl Row) -> Result<Command, DomainError> {
     Ok(Command {
         id: row.required_uuid("id")?,
         origin: CommandOrigin::parse(&origin).ok_or_else(|| corrupt("command origin", &origin))?,
+        session_id: row.uuid("session_id")?,
+        stdin: row.get::<Option<Vec<u8>>>("stdin")?.map(Bytes::from),
         project_id: ProjectId::parse(&project).map_err(|e| corrupt("project_id", e))?,
         command: row.get("command")?,
         workdir: row.get("workdir")?,
@@ -82,7 +85,7 @@ pub(super) struct CommandRow<'c> {
     pub lease_until: Option<DateTime<Utc>>,
 }
 
-/// Commands of one statement at most (30 parameters each).
+/// Commands of one statement at most (32 parameters each).
 const COMMANDS_PER_UPSERT: usize = 500;
 
 /// Stores commands whole, one statement for many (the audit writer's batch): new ones, or the
@@ -98,7 +101,7 @@ pub(super) async fn upsert_commands<'a, D: Dialect>(
                                    attempts, api_key_id, request_id, client_ip, created_at, started_at, max_output_bytes,
                                    status, exit_code, stdout, stderr, stdout_truncated, stderr_truncated, error,
                                    finished_at, stdout_omitted_offset, stdout_omitted_bytes, stderr_omitted_offset,
-                                   stderr_omitted_bytes, claimed_by, lease_until)
+                                   stderr_omitted_bytes, claimed_by, lease_until, session_id, stdin)
              VALUES {}
              ON CONFLICT (id) DO UPDATE SET
                 status = excluded.status, exit_code = excluded.exit_code, stdout = excluded.stdout,
@@ -108,8 +111,8 @@ pub(super) async fn upsert_commands<'a, D: Dialect>(
                 stdout_omitted_bytes = excluded.stdout_omitted_bytes,
                 stderr_omitted_offset = excluded.stderr_omitted_offset,
                 stderr_omitted_bytes = excluded.stderr_omitted_bytes, claimed_by = excluded.claimed_by,
-                lease_until = excluded.lease_until",
-            values_rows::<D>(chunk.len(), 30)
+                lease_until = excluded.lease_until, stdin = excluded.stdin",
+            values_rows::<D>(chunk.len(), 32)
         );
         let mut upsert = Stmt::<D>::new(sql);
         for row in chunk {
@@ -155,4 +158,7 @@ fn bind_row<D: Dialect>(query: Stmt<D>, row: &CommandRow<'_>) -> Stmt<D> {
         .value(stderr_bytes)
         .value(row.claimed_by.map(str::to_owned))
         .time(row.lease_until)
+        .uuid(command.session_id)
+        // Needed until it runs; a command that ended keeps none.
+        .value(command.stdin.as_ref().filter(|_| !command.status.is_final()).map(|b| b.to_vec()))
 }

@@ -13,14 +13,14 @@ use sqlx::{
 };
 
 use super::{
-    PgRateLimiter, SqlApiKeys, SqlAuditLog, SqlCommandQueue, SqlDeliveries, SqlIdempotency, SqlOutputLog, SqlWebhooks,
-    SqliteRateLimiter,
+    PgRateLimiter, SqlApiKeys, SqlAuditLog, SqlCommandQueue, SqlDeliveries, SqlIdempotency, SqlOutputLog, SqlSessions,
+    SqlWebhooks, SqliteRateLimiter,
     dialect::{Db, Stmt},
     health::{self, Health},
 };
 use crate::ports::{
     ApiKeyRepo, AuditLog, CommandQueue, DeliveryQueue, HealthCheck, IdempotencyStore, OutputLog, RateLimiter,
-    StorageStatus, WebhookRepo,
+    SessionStore, StorageStatus, WebhookRepo,
 };
 
 mod embedded {
@@ -130,6 +130,10 @@ impl Database {
     /// The queue. Build it once per process and share it: it carries the wake-up signal.
     pub fn idempotency(&self) -> Arc<dyn IdempotencyStore> {
         on_either!(self, |db| Arc::new(SqlIdempotency::new(db.clone())))
+    }
+
+    pub fn sessions(&self) -> Arc<dyn SessionStore> {
+        on_either!(self, |db| Arc::new(SqlSessions::new(db.clone())))
     }
 
     pub fn output_log(&self) -> Arc<dyn OutputLog> {

@@ -159,7 +159,7 @@ impl<D: Dialect> CommandQueue for SqlCommandQueue<D> {
             "UPDATE commands SET status = $3, exit_code = $4, stdout = $5, stderr = $6, stdout_truncated = $7,
                     stderr_truncated = $8, error = $9, finished_at = $10, claimed_by = NULL, lease_until = NULL,
                     stdout_omitted_offset = $11, stdout_omitted_bytes = $12, stderr_omitted_offset = $13,
-                    stderr_omitted_bytes = $14
+                    stderr_omitted_bytes = $14, stdin = NULL
              WHERE id = $1 AND claimed_by = $2 AND status = 'running'
              RETURNING {COLUMNS}"
         );
@@ -197,7 +197,7 @@ impl<D: Dialect> CommandQueue for SqlCommandQueue<D> {
 
     async fn cancel(&self, id: Uuid, at: DateTime<Utc>) -> Result<Option<(Command, CancelEffect)>, DomainError> {
         let queued = format!(
-            "UPDATE commands SET status = 'cancelled', finished_at = $2 WHERE id = $1 AND status = 'queued'
+            "UPDATE commands SET status = 'cancelled', finished_at = $2, stdin = NULL WHERE id = $1 AND status = 'queued'
              RETURNING {COLUMNS}"
         );
         let mut tx = begin(&self.db).await?;
@@ -244,7 +244,7 @@ impl<D: Dialect> CommandQueue for SqlCommandQueue<D> {
         // Started and not to be repeated: shell commands are not idempotent.
         let lost = Stmt::<D>::new(format!(
             "UPDATE commands SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'failed' END,
-                    error = 'worker lost', finished_at = $1, claimed_by = NULL, lease_until = NULL
+                    error = 'worker lost', finished_at = $1, claimed_by = NULL, lease_until = NULL, stdin = NULL
              WHERE status = 'running' AND lease_until < $1
              RETURNING {COLUMNS}"
         ))

@@ -6,5 +6,6 @@ pub mod health;
 pub mod keys;
 pub mod output;
 pub mod projects;
+pub mod sessions;
 pub mod shell;
 pub mod webhooks;

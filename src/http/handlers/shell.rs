@@ -20,7 +20,7 @@ use futures_util::Stream;
 use tokio::sync::mpsc;
 
 use crate::{
-    domain::{Caller, Execution, ProjectId, ShellRequest},
+    domain::{Caller, Execution, ProjectId, SessionExecution, ShellRequest},
     http::{
         auth::{Authorized, scope},
         error::{ApiError, ErrorBody},
@@ -82,7 +82,7 @@ pub async fn run_shell(
         Keyed::Run(reservation) => reservation,
     };
     if sse {
-        return Ok(stream(&state, auth.caller, prepared, reservation).into_response());
+        return Ok(stream(&state, auth.caller, prepared, reservation, false).into_response());
     }
     // Dropped with this request (the client went away), the command is killed, and audited;
     // the key, if any, is given up.
@@ -92,19 +92,22 @@ pub async fn run_shell(
 
 /// How much longer than its command's timeout a request may take to answer before its
 /// `Idempotency-Key` counts as abandoned.
-const ANSWER_MARGIN: Duration = Duration::from_secs(60);
+pub(crate) const ANSWER_MARGIN: Duration = Duration::from_secs(60);
 
-fn wants_event_stream(headers: &HeaderMap) -> bool {
+pub(crate) fn wants_event_stream(headers: &HeaderMap) -> bool {
     headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|accept| accept.contains("text/event-stream"))
 }
 
 /// The SSE stream of a command: its output as it arrives, then its end. The stream owns the
-/// command's handle, so a client that goes away (dropping the stream) kills the command.
-fn stream(
+/// command's handle, so a client that goes away (dropping the stream) kills the command. A
+/// session's command (`in_session`) stores, for the repeats of its request, the execution with
+/// the session it left.
+pub(crate) fn stream(
     state: &AppState,
     caller: Caller,
     prepared: PreparedShell,
     reservation: Option<Reservation>,
+    in_session: bool,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<>> {
     let (output_tx, output) = mpsc::unbounded_channel::<OutputChunk>();
     let request_id = caller.request_id.clone();
@@ -120,11 +123,17 @@ fn stream(
                     return Some((Ok(output_event(entry)), Some((output, running, seq, reservation))));
                 }
             }
-            let event = match running.finished().await {
-                Ok(execution) => {
+            let event = match running.finished_in_session().await {
+                Ok((execution, session)) => {
                     let exit = exit_event(&execution).id((last_seq + 1).to_string());
                     // A repeat of this request gets the execution as JSON.
-                    let _ = idempotency::answer(reservation, StatusCode::OK, Ok(execution), |_| None).await;
+                    let _ = match session.filter(|_| in_session) {
+                        Some(session) => {
+                            let answer = SessionExecution { execution, session };
+                            idempotency::answer(reservation, StatusCode::OK, Ok(answer), |_| None).await
+                        }
+                        None => idempotency::answer(reservation, StatusCode::OK, Ok(execution), |_| None).await,
+                    };
                     exit
                 }
                 Err(error) => {

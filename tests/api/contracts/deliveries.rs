@@ -152,6 +152,8 @@ async fn final_commands_put_their_event_in_the_outbox(db: Db) {
             priority: Some(priority),
             max_attempts: None,
             max_output_bytes: None,
+            stdin: None,
+            stdin_base64: None,
         };
         rdev_api::domain::Command::new(
             request,

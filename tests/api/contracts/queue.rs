@@ -28,6 +28,8 @@ fn command(project: &str, priority: u8, max_attempts: u32, at: DateTime<Utc>) ->
         priority: Some(priority),
         max_attempts: Some(max_attempts),
         max_output_bytes: None,
+        stdin: None,
+        stdin_base64: None,
     };
     let project = ProjectId::parse(project).expect("a project id");
     Command::new(request, project, caller(), crate::support::command_defaults(30), at).expect("a valid command")
@@ -46,6 +48,7 @@ fn ran(exit_code: i32, at: DateTime<Utc>) -> CommandEnd {
         started_at: at,
         finished_at: at,
         duration_ms: 12,
+        shell_state: None,
     })
 }
 

@@ -79,6 +79,8 @@ impl QueueRig {
             priority: None,
             max_attempts: None,
             max_output_bytes: None,
+            stdin: None,
+            stdin_base64: None,
         };
         let project = ProjectId::parse(project).expect("a project id");
         let command = Command::new(

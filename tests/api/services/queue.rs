@@ -32,6 +32,8 @@ fn request(command: &str, priority: Option<u8>) -> EnqueueRequest {
         priority,
         max_attempts: None,
         max_output_bytes: None,
+        stdin: None,
+        stdin_base64: None,
     }
 }
 

@@ -21,5 +21,6 @@ pub fn command_defaults(timeout_secs: u64) -> rdev_api::domain::CommandDefaults 
     rdev_api::domain::CommandDefaults {
         timeout: std::time::Duration::from_secs(timeout_secs),
         max_output_bytes: 1 << 20,
+        max_stdin_bytes: 1 << 20,
     }
 }

@@ -82,6 +82,7 @@ impl Executor for ScriptedExecutor {
             started_at: now,
             finished_at: now,
             duration_ms: 1,
+            shell_state: None,
         })
     }
 
