@@ -179,6 +179,10 @@ pub struct ExecutorSettings {
     #[arg(long, env = "RDEV_MAX_STDIN_BYTES", default_value_t = 1024 * 1024, global = true)]
     pub max_stdin_bytes: usize,
 
+    /// The largest file `PUT /projects/{id}/files/content` takes, in bytes (413 past it).
+    #[arg(long, env = "RDEV_MAX_FILE_BYTES", default_value_t = 100 * 1024 * 1024, global = true)]
+    pub max_file_bytes: u64,
+
     /// How long a session lives without a command; then it is gone (404) and purged.
     #[arg(long, env = "RDEV_SESSION_IDLE_TIMEOUT", default_value = "1h", value_parser = humantime::parse_duration, global = true)]
     pub session_idle_timeout: Duration,

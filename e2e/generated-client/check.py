@@ -16,11 +16,13 @@ sys.path.insert(0, os.environ["RDEV_CLIENT_DIR"])
 from rdev_client.api.api_keys import list_api_keys  # noqa: E402
 from rdev_client.api.audit import list_audit  # noqa: E402
 from rdev_client.api.commands import enqueue_command, get_command, run_shell  # noqa: E402
+from rdev_client.api.files import list_files  # noqa: E402
 from rdev_client.api.health import get_health, get_ready  # noqa: E402
 from rdev_client.api.projects import get_project, list_projects  # noqa: E402
+from rdev_client.api.sessions import create_session, run_in_session  # noqa: E402
 from rdev_client.api.webhooks import list_webhooks  # noqa: E402
 from rdev_client.client import AuthenticatedClient, Client  # noqa: E402
-from rdev_client.models import EnqueueRequest, ShellRequest  # noqa: E402
+from rdev_client.models import CreateSessionRequest, EnqueueRequest, ShellRequest  # noqa: E402
 
 URL = os.environ["RDEV_E2E_URL"]
 KEY = os.environ["RDEV_E2E_API_KEY"]
@@ -68,6 +70,23 @@ def main():
     if not any(str(entry.id) == str(ran.execution_id) for entry in audit.entries):
         sys.exit("generated client: the run is not in the audit log")
     expect("webhooks: list_webhooks", list_webhooks.sync(client=client), WebhookList)
+
+    from rdev_client.models import FileListing, Session, SessionExecution
+
+    expect("files: list_files", list_files.sync(PROJECT, client=client), FileListing)
+
+    session = expect(
+        "sessions: create_session",
+        create_session.sync(PROJECT, client=client, body=CreateSessionRequest()),
+        Session,
+    )
+    in_session = expect(
+        "sessions: run_in_session",
+        run_in_session.sync(session.id, client=client, body=ShellRequest(command="export G=1", stdin="x")),
+        SessionExecution,
+    )
+    if in_session.session.env.additional_properties.get("G") != "1":
+        sys.exit(f"generated client: run_in_session left {in_session.session!r}")
 
 
 if __name__ == "__main__":

@@ -34,13 +34,14 @@ async fn an_unknown_route_is_a_json_404() {
 #[tokio::test]
 async fn a_body_over_the_limit_is_413() {
     let Some(e2e) = common::target("errors::too_large") else { return };
-    let (_, key) = e2e.create_key("too-large", &["commands:execute"]).await;
+    let (_, key) = e2e.create_key("too-large", &["keys:admin"]).await;
     // Over the default RDEV_MAX_BODY_BYTES (256 KiB), but not by so much that the server's early
     // answer races the client's write: the server refuses without reading the rest and closes,
     // and a client still writing megabytes then sees a broken pipe instead of the 413 (as CI
-    // once did with 4 MiB). curl stops sending on the early answer; reqwest cannot.
-    let body = json!({"command": "x".repeat(300 * 1024)});
-    let reply = e2e.post(&format!("/projects/{}/shell", e2e.project), &key, body).await;
+    // once did with 4 MiB). curl stops sending on the early answer; reqwest cannot. (The routes
+    // that run commands take 2 MiB more, for stdin.)
+    let body = json!({"name": "x".repeat(300 * 1024), "scopes": ["projects:read"]});
+    let reply = e2e.post("/api-keys", &key, body).await;
     reply.assert_error(413, "PAYLOAD_TOO_LARGE");
 }
 

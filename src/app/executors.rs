@@ -11,14 +11,14 @@ use crate::{
         Database,
         breaker::{BreakerExecutor, BreakerProjects, CircuitBreaker},
         cache::CachedProjectSource,
-        kube::{KubeClients, KubeExecutor, KubeProjects},
+        kube::{KubeClients, KubeExecutor, KubeFiles, KubeProjects},
         local::{
-            LocalExecutor, LocalProjects, SandboxHealth,
+            LocalExecutor, LocalFiles, LocalProjects, SandboxHealth,
             sandbox::{self, Sandbox, ServerFiles},
         },
     },
     config::{Config, ExecutorChoice, SandboxMode},
-    ports::{Clock, Executor, HealthCheck, ProjectSource},
+    ports::{Clock, Executor, HealthCheck, ProjectFiles, ProjectSource},
 };
 
 /// How long a local projects folder listing (or lookup) is reused: at most `CACHE_TTL`.
@@ -29,6 +29,8 @@ pub(super) struct Executors {
     pub projects: Arc<dyn ProjectSource>,
     pub executor: Arc<dyn Executor>,
     pub health: Arc<dyn HealthCheck>,
+    /// The projects' files, where the executor keeps them.
+    pub files: Arc<dyn ProjectFiles>,
 }
 
 /// The project source and executor the configuration asks for, and their readiness check.
@@ -44,6 +46,7 @@ pub(super) async fn executors(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
                 .with_context(|| format!("creating {} (RDEV_PROJECTS_DIR)", config.executor.projects_dir.display()))?;
             let sandbox = Arc::new(start_sandbox(config).await?);
             let root = sandbox.projects_root().to_path_buf();
+            let files = Arc::new(LocalFiles::new(root.clone()));
             let executor = LocalExecutor::new(root, sandbox.clone());
             // Reading the folder costs a trip to the blocking pool per lookup, which dominates
             // a `GET /projects`; a second of staleness is invisible to someone creating folders.
@@ -53,6 +56,7 @@ pub(super) async fn executors(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
                 projects: Arc::new(projects),
                 executor: Arc::new(executor),
                 health: Arc::new(SandboxHealth(sandbox)),
+                files,
             })
         }
         ExecutorChoice::Kubernetes => {
@@ -69,10 +73,15 @@ pub(super) async fn executors(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
                 inner: KubeProjects::new(clients.api, &config.executor.namespace),
             };
             let projects = CachedProjectSource::new(Arc::new(projects), config.access.cache_ttl, clock);
+            let files = Arc::new(KubeFiles::new(
+                clients.exec.clone(),
+                &config.executor.namespace,
+                config.executor.kube_api_timeout,
+            ));
             let exec = KubeExecutor::new(clients.exec, &config.executor.namespace, config.executor.kube_api_timeout);
             let executor = BreakerExecutor { breaker: breaker.clone(), inner: exec };
             tracing::info!(namespace = %config.executor.namespace, "using the Kubernetes executor");
-            Ok(Executors { projects: Arc::new(projects), executor: Arc::new(executor), health: breaker })
+            Ok(Executors { projects: Arc::new(projects), executor: Arc::new(executor), health: breaker, files })
         }
     }
 }

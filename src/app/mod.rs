@@ -24,7 +24,8 @@ use crate::{
     http::{self, AppState, client_ip::ClientIpResolver, state::Services},
     ports::{Clock, HealthCheck, SystemClock},
     services::{
-        AuditService, CommandService, DispatchWake, IdempotencyService, ProjectService, QueueWorker, WebhookDispatcher,
+        AuditService, CommandService, DispatchWake, FileService, IdempotencyService, ProjectService, QueueWorker,
+        WebhookDispatcher,
     },
 };
 
@@ -66,6 +67,12 @@ impl App {
         let executors = executors::executors(&config, clock.clone()).await?;
         let projects = Arc::new(ProjectService::new(executors.projects));
         let audit = Arc::new(AuditService::new(database.audit_log(), clock.clone()));
+        let files = Arc::new(FileService::new(
+            projects.clone(),
+            executors.files,
+            audit.clone(),
+            config.executor.max_file_bytes,
+        ));
         let wake = DispatchWake::default();
         let replica = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
         let parts = CommandParts {
@@ -93,6 +100,7 @@ impl App {
             idempotency: idempotency.clone(),
             output: commands.output.clone(),
             sessions: commands.sessions.clone(),
+            files,
             client_ip: Arc::new(ClientIpResolver::new(config.server.trusted_proxies.clone())),
             readiness: readiness.into(),
             metrics: crate::telemetry::metrics::handle(),

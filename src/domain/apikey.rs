@@ -27,18 +27,24 @@ pub enum Scope {
     WebhooksManage,
     #[serde(rename = "keys:admin")]
     KeysAdmin,
+    #[serde(rename = "files:read")]
+    FilesRead,
+    #[serde(rename = "files:write")]
+    FilesWrite,
     #[serde(rename = "admin")]
     Admin,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 7] = [
+    pub const ALL: [Scope; 9] = [
         Scope::ProjectsRead,
         Scope::CommandsExecute,
         Scope::CommandsRead,
         Scope::AuditRead,
         Scope::WebhooksManage,
         Scope::KeysAdmin,
+        Scope::FilesRead,
+        Scope::FilesWrite,
         Scope::Admin,
     ];
 
@@ -50,6 +56,8 @@ impl Scope {
             Scope::AuditRead => "audit:read",
             Scope::WebhooksManage => "webhooks:manage",
             Scope::KeysAdmin => "keys:admin",
+            Scope::FilesRead => "files:read",
+            Scope::FilesWrite => "files:write",
             Scope::Admin => "admin",
         }
     }

@@ -70,6 +70,12 @@ pub enum DomainError {
     Forbidden(String),
     #[error("{0}")]
     Conflict(String),
+    /// A condition of the request (`If-Match`) does not hold.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// A body larger than the server takes.
+    #[error("{0}")]
+    TooLarge(String),
     /// An `Idempotency-Key` already used for a different request (path or body).
     #[error("this Idempotency-Key was used for a different request")]
     IdempotencyKeyReused,

@@ -96,7 +96,7 @@ pub mod scope {
         )*};
     }
 
-    scopes!(ProjectsRead, CommandsExecute, CommandsRead, AuditRead, WebhooksManage, KeysAdmin);
+    scopes!(ProjectsRead, CommandsExecute, CommandsRead, AuditRead, WebhooksManage, KeysAdmin, FilesRead, FilesWrite);
 }
 
 /// The authenticated caller, proven to hold scope `S`.

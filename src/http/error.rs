@@ -82,6 +82,8 @@ impl ApiError {
                 DomainError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
                 DomainError::Forbidden(_) => (StatusCode::FORBIDDEN, "FORBIDDEN"),
                 DomainError::Conflict(_) => (StatusCode::CONFLICT, "CONFLICT"),
+                DomainError::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, "PRECONDITION_FAILED"),
+                DomainError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
                 DomainError::IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED"),
                 DomainError::ExecutorUnavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "EXECUTOR_UNAVAILABLE"),
                 DomainError::Unavailable(_) | DomainError::NotRecorded(_) => {

@@ -33,7 +33,7 @@ use tower_http::{
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use handlers::{audit, commands, health, keys, output, projects, sessions, shell, webhooks};
+use handlers::{audit, commands, files, health, keys, output, projects, sessions, shell, webhooks};
 
 use crate::telemetry;
 pub use state::AppState;
@@ -61,6 +61,8 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(webhooks::get_webhook, webhooks::update_webhook, webhooks::delete_webhook))
         .routes(routes!(webhooks::list_deliveries))
         .routes(routes!(webhooks::retry_delivery))
+        .routes(routes!(files::list_files, files::delete_file))
+        .routes(routes!(files::read_file, files::write_file))
         .routes(routes!(sessions::list_sessions))
         .routes(routes!(sessions::get_session, sessions::delete_session))
         .route_layer(authenticate());
@@ -72,8 +74,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(sessions::run_in_session))
         .route_layer(authenticate())
         .route_layer(middleware::from_fn_with_state(state.clone(), refusals::audit_rejected_executions))
-        // Room for stdin: base64 takes 4/3 of the bytes, JSON escapes of text more.
-        .route_layer(DefaultBodyLimit::max(max_body_bytes.saturating_add(state.max_stdin_bytes.saturating_mul(2))));
+        .route_layer(DefaultBodyLimit::max(state.execute_body_limit()));
     let (router, api) =
         OpenApiRouter::with_openapi(openapi::base()).merge(public).merge(protected).merge(execute).split_for_parts();
     let document: Arc<str> = openapi::complete(api).to_json().unwrap_or_default().into();

@@ -21,13 +21,14 @@ pub async fn audit_rejected_executions(State(state): State<AppState>, request: R
     let client_ip = state.client_ip.of(request.extensions(), request.headers());
     let request_id = request_id(request.headers());
     let (mut parts, body) = request.into_parts();
-    let project_id = RawPathParams::from_request_parts(&mut parts, &())
-        .await
-        .ok()
-        .and_then(|params| params.iter().find(|(name, _)| *name == "id").and_then(|(_, id)| ProjectId::parse(id).ok()));
+    // `/projects/{id}/…` names its project; a session's route names the session.
+    let names_project = parts.uri.path().starts_with("/projects/");
+    let project_id = RawPathParams::from_request_parts(&mut parts, &()).await.ok().and_then(|params| {
+        params.iter().find(|(name, _)| *name == "id" && names_project).and_then(|(_, id)| ProjectId::parse(id).ok())
+    });
 
     // The body is kept (it is at most the body limit) so a refusal can record the command.
-    let (response, body) = match to_bytes(body, state.max_body_bytes).await {
+    let (response, body) = match to_bytes(body, state.execute_body_limit()).await {
         Ok(bytes) => (next.run(Request::from_parts(parts, Body::from(bytes.clone()))).await, bytes),
         Err(_) => (ApiError::PayloadTooLarge.into_response(), Default::default()),
     };

@@ -6,8 +6,8 @@ use super::client_ip::ClientIpResolver;
 use crate::{
     ports::HealthCheck,
     services::{
-        ApiKeyService, AuditService, CommandService, IdempotencyService, OutputService, ProjectService, QueueService,
-        RateLimitService, SessionService, WebhookService,
+        ApiKeyService, AuditService, CommandService, FileService, IdempotencyService, OutputService, ProjectService,
+        QueueService, RateLimitService, SessionService, WebhookService,
     },
 };
 
@@ -41,6 +41,7 @@ pub struct Services {
     pub idempotency: Arc<IdempotencyService>,
     pub output: Arc<OutputService>,
     pub sessions: Arc<SessionService>,
+    pub files: Arc<FileService>,
     pub client_ip: Arc<ClientIpResolver>,
     pub readiness: Arc<[Arc<dyn HealthCheck>]>,
     /// Renders `/metrics`.
@@ -49,4 +50,12 @@ pub struct Services {
     pub max_body_bytes: usize,
     /// `RDEV_MAX_STDIN_BYTES`: the routes that run commands take bodies this much larger, twice.
     pub max_stdin_bytes: usize,
+}
+
+impl Services {
+    /// The body limit of the routes that run commands: room for stdin besides the command, its
+    /// variables and JSON's framing (base64 takes 4/3 of the bytes; JSON escapes of text more).
+    pub fn execute_body_limit(&self) -> usize {
+        self.max_body_bytes.saturating_add(self.max_stdin_bytes.saturating_mul(2))
+    }
 }

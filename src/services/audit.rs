@@ -266,6 +266,27 @@ impl AuditService {
         }
     }
 
+    /// Records a change to a project's files (`command` says which), before the answer: a write
+    /// that cannot be audited is answered as the database's failure.
+    pub async fn record_file_change(
+        &self,
+        caller: &Caller,
+        project_id: &ProjectId,
+        command: &str,
+        outcome: AuditOutcome,
+    ) -> Result<(), DomainError> {
+        let command = shortened(command, MAX_REJECTED_COMMAND_BYTES);
+        let record = AuditRecord {
+            id: Uuid::new_v4(),
+            project_id: Some(project_id),
+            command: Some(&command),
+            exit_code: None,
+            outcome,
+            duration_ms: None,
+        };
+        self.log.record(&self.entry(caller, record), None).await
+    }
+
     pub async fn list(&self, filter: &AuditFilter, page: &PageRequest) -> Result<Page<AuditEntry>, DomainError> {
         self.log.list(filter, page).await
     }

@@ -85,10 +85,13 @@ async fn unknown_routes_and_methods_are_json_errors(db: Db) {
 }
 
 async fn oversize_body_is_413(db: Db) {
-    let app = TestApp::on(db).await;
+    // The routes that run commands take RDEV_MAX_BODY_BYTES plus twice RDEV_MAX_STDIN_BYTES.
+    let app = TestApp::on(db).configure(|config| config.executor.max_stdin_bytes = 1024).await;
     let huge = json!({"command": "x".repeat(300 * 1024)});
     let reply = app.shell("hello", huge).await;
     assert_eq!((reply.status, reply.error_code()), (413, "PAYLOAD_TOO_LARGE"));
+    let key = app.post("/api-keys", &app.admin_key, json!({"name": "x".repeat(300 * 1024), "scopes": ["admin"]})).await;
+    assert_eq!((key.status, key.error_code()), (413, "PAYLOAD_TOO_LARGE"));
 }
 
 async fn unknown_project_is_404_project_not_found(backend: Backend) {

@@ -13,6 +13,7 @@ mod binary;
 mod contracts;
 mod errors;
 mod escapes;
+mod files;
 mod idempotency;
 mod isolation;
 mod keys;

@@ -180,3 +180,27 @@ async fn sessions_belong_to_their_key_and_expire() {
     assert_eq!(deleted.status, 204);
     assert_eq!(app.get(&format!("/sessions/{other_id}"), &mine).await.status, 404);
 }
+
+/// `Idempotency-Key` on a session's command: a repeat replays the first answer (the session it
+/// left included) without running again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_session_request_runs_once() {
+    let app = TestApp::on(Backend::Local(crate::support::Db::Sqlite)).await;
+    let id = session(&app, json!({})).await;
+    let send = || {
+        app.send(
+            app.client
+                .post(app.url(&format!("/sessions/{id}/shell")))
+                .header("X-API-Key", &app.admin_key)
+                .header("Idempotency-Key", "count-1")
+                .json(&json!({"command": "export N=$((${N:-0} + 1)); echo $N"})),
+        )
+    };
+    let first = send().await;
+    let again = send().await;
+    assert_eq!((first.status, again.status), (200, 200));
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(again.body, first.body);
+    assert_eq!(first.body["session"]["env"]["N"], "1");
+    assert_eq!(app.get(&format!("/sessions/{id}"), &app.admin_key).await.body["env"]["N"], "1", "ran once");
+}

@@ -99,3 +99,22 @@ async fn on_a_v4_only_cluster_stdin_still_ends() {
     let reply = app.shell("hello", json!({"command": "od -An -v -tx1 | wc -w", "stdin_base64": encoded})).await;
     assert_eq!(reply.body["stdout"].as_str().map(str::trim), Some("256"));
 }
+
+/// The default limit, 1 MiB, fits through `stdin_base64` (the body limit grows to leave room);
+/// past it, the field is refused, and a body past the grown limit is a 413.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mebibyte_of_stdin_fits_and_more_is_refused() {
+    let app = TestApp::on(Backend::Local(crate::support::Db::Sqlite)).await;
+    let encode = |n: usize| base64::engine::general_purpose::STANDARD.encode(vec![b'x'; n]);
+    let reply = app.shell("hello", json!({"command": "wc -c", "stdin_base64": encode(1 << 20)})).await;
+    assert_eq!(
+        (reply.status, reply.body["stdout"].as_str().map(str::trim)),
+        (200, Some("1048576")),
+        "{}",
+        reply.error_code()
+    );
+    let over = app.shell("hello", json!({"command": "wc -c", "stdin_base64": encode((1 << 20) + 1)})).await;
+    assert_eq!((over.status, over.field_error("stdin_base64").is_some()), (400, true));
+    let huge = app.shell("hello", json!({"command": "wc -c", "stdin": "x".repeat(3 << 20)})).await;
+    assert_eq!((huge.status, huge.error_code()), (413, "PAYLOAD_TOO_LARGE"));
+}

@@ -5,11 +5,13 @@
 mod client;
 mod errors;
 mod executor;
+mod files;
 mod projects;
 mod script;
 
 pub use client::KubeClients;
 pub use executor::KubeExecutor;
+pub use files::KubeFiles;
 pub use projects::KubeProjects;
 
 pub const PROJECT_LABEL: &str = "rdev.orchard9.ai/project";

@@ -2,8 +2,10 @@
 //! run confined (see `sandbox`), started by a helper process.
 
 mod executor;
+mod files;
 mod projects;
 pub mod sandbox;
 
 pub use executor::{LocalExecutor, SandboxHealth};
+pub use files::LocalFiles;
 pub use projects::LocalProjects;

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod commands;
+pub mod files;
 pub mod health;
 pub mod keys;
 pub mod output;

@@ -35,6 +35,7 @@ mod idempotency;
 mod keys;
 mod queue;
 mod ratelimit;
+mod sessions;
 mod webhooks;
 
 use chrono::{DateTime, SubsecRound as _, Utc};

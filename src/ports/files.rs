@@ -1,0 +1,52 @@
+//! A project's files, on whichever executor holds them. Every path is opened beneath the
+//! project root on the executor itself, so a symlink cannot lead out of it.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+
+use crate::domain::{DomainError, FileEntry, Project, ProjectPath, WrittenFile};
+
+/// Bytes as they stream, in either direction.
+pub type ByteStream = BoxStream<'static, Result<Bytes, DomainError>>;
+
+/// A file to send: its size and sha256 (hex) first, then its bytes.
+pub struct FileContent {
+    pub size: u64,
+    pub sha256: String,
+    pub body: ByteStream,
+}
+
+/// What a write must respect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteRules {
+    /// The most the file may hold (`RDEV_MAX_FILE_BYTES`): past it, `TooLarge` and nothing changed.
+    pub max_bytes: u64,
+    /// The sha256 (hex) the file must have now (`If-Match`): else `PreconditionFailed`.
+    pub if_match: Option<String>,
+    /// The body's length, when the client said it (`Content-Length`).
+    pub length: Option<u64>,
+}
+
+#[async_trait]
+pub trait ProjectFiles: Send + Sync {
+    /// A folder's entries, sorted by name. `NotFound` for no such folder, `Validation` on `path`
+    /// for a file or a path leading outside the project.
+    async fn list(&self, project: &Project, path: &ProjectPath) -> Result<Vec<FileEntry>, DomainError>;
+
+    /// A file's bytes. A folder is `Validation` on `path`.
+    async fn read(&self, project: &Project, path: &ProjectPath) -> Result<FileContent, DomainError>;
+
+    /// Makes `body` the file, creating its folders: all or nothing (a reader sees the old file or
+    /// the new one, never part of it; concurrent writers leave one writer's whole content).
+    async fn write(
+        &self,
+        project: &Project,
+        path: &ProjectPath,
+        body: ByteStream,
+        rules: WriteRules,
+    ) -> Result<WrittenFile, DomainError>;
+
+    /// Deletes a file (or a symlink itself), or a folder with everything in it when `recursive`.
+    async fn delete(&self, project: &Project, path: &ProjectPath, recursive: bool) -> Result<(), DomainError>;
+}

@@ -1,0 +1,126 @@
+//! The file API's rules: which project, which path, the size limit and `If-Match`, and an audit
+//! row for every write and delete (refused ones too). Where the bytes go is the executor's
+//! `ProjectFiles`.
+
+use std::sync::Arc;
+
+use super::{AuditService, ProjectService};
+use crate::{
+    domain::{AuditOutcome, Caller, DomainError, FileListing, ProjectId, ProjectPath, WrittenFile},
+    ports::{ByteStream, FileContent, ProjectFiles, WriteRules},
+};
+
+pub struct FileService {
+    projects: Arc<ProjectService>,
+    files: Arc<dyn ProjectFiles>,
+    audit: Arc<AuditService>,
+    max_bytes: u64,
+}
+
+/// What `If-Match` asks: a quoted sha256 (as `ETag` gives it), or `*` (any current file).
+pub fn parse_if_match(raw: &str) -> Result<String, DomainError> {
+    let raw = raw.trim();
+    if raw == "*" {
+        return Ok(raw.to_owned());
+    }
+    let tag = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')).unwrap_or(raw);
+    if tag.len() == 64 && tag.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(tag.to_ascii_lowercase())
+    } else {
+        Err(DomainError::invalid("If-Match", "must be an ETag of this API (a quoted sha256) or *"))
+    }
+}
+
+impl FileService {
+    pub fn new(
+        projects: Arc<ProjectService>,
+        files: Arc<dyn ProjectFiles>,
+        audit: Arc<AuditService>,
+        max_bytes: u64,
+    ) -> Self {
+        Self { projects, files, audit, max_bytes }
+    }
+
+    pub async fn list(&self, project_id: &ProjectId, path: Option<&str>) -> Result<FileListing, DomainError> {
+        let path = ProjectPath::parse(path.unwrap_or(""))?;
+        let project = self.projects.get(project_id).await?;
+        let entries = self.files.list(&project, &path).await?;
+        Ok(FileListing { path: path.display(), entries })
+    }
+
+    pub async fn read(&self, project_id: &ProjectId, path: &str) -> Result<FileContent, DomainError> {
+        let path = ProjectPath::parse(path)?;
+        let project = self.projects.get(project_id).await?;
+        self.files.read(&project, &path).await
+    }
+
+    pub async fn write(
+        &self,
+        caller: &Caller,
+        project_id: &ProjectId,
+        path: &str,
+        body: ByteStream,
+        if_match: Option<&str>,
+        length: Option<u64>,
+    ) -> Result<WrittenFile, DomainError> {
+        let what = format!("PUT file {path}");
+        let written = async {
+            let path = ProjectPath::parse(path)?;
+            let if_match = if_match.map(parse_if_match).transpose()?;
+            let project = self.projects.get(project_id).await?;
+            let rules = WriteRules { max_bytes: self.max_bytes, if_match, length };
+            self.files.write(&project, &path, body, rules).await
+        }
+        .await;
+        let described = match &written {
+            Ok(file) => format!("{what} ({} bytes, sha256 {})", file.size, file.sha256),
+            Err(_) => what,
+        };
+        self.audit.record_file_change(caller, project_id, &described, outcome(&written)).await?;
+        written
+    }
+
+    pub async fn delete(
+        &self,
+        caller: &Caller,
+        project_id: &ProjectId,
+        path: &str,
+        recursive: bool,
+    ) -> Result<(), DomainError> {
+        let deleted = async {
+            let path = ProjectPath::parse(path)?;
+            let project = self.projects.get(project_id).await?;
+            self.files.delete(&project, &path, recursive).await
+        }
+        .await;
+        let what = if recursive { format!("DELETE files {path} (recursive)") } else { format!("DELETE file {path}") };
+        self.audit.record_file_change(caller, project_id, &what, outcome(&deleted)).await?;
+        deleted
+    }
+}
+
+/// A change that happened is `succeeded`; one refused (bad path, `If-Match`, too large) is
+/// `rejected`; one that failed on the way is `error`.
+fn outcome<T>(result: &Result<T, DomainError>) -> AuditOutcome {
+    match result {
+        Ok(_) => AuditOutcome::Succeeded,
+        Err(DomainError::Internal(_) | DomainError::ExecutorUnavailable { .. } | DomainError::Unavailable(_)) => {
+            AuditOutcome::Error
+        }
+        Err(_) => AuditOutcome::Rejected,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_match_takes_this_apis_etags() {
+        let hash = "a".repeat(64);
+        assert_eq!(parse_if_match(&format!("\"{hash}\"")).unwrap(), hash);
+        assert_eq!(parse_if_match("*").unwrap(), "*");
+        assert!(parse_if_match("\"abc\"").is_err());
+        assert!(parse_if_match("W/\"x\"").is_err());
+    }
+}
