@@ -109,6 +109,8 @@ async fn listing_and_the_errors_of_each_operation(backend: Backend) {
         (Some("NOT_FOUND"), Some("file not found"))
     );
     assert_eq!(app.get("/projects/hello/files?path=nope", &app.admin_key).await.status, 404);
+    assert_eq!(get_raw(&app, "nope/deeper/file", &app.admin_key).await.0, 404, "in a missing folder");
+    assert_eq!(app.get("/projects/hello/files?path=nope/deeper", &app.admin_key).await.status, 404);
     let folder = get_raw(&app, "dir", &app.admin_key).await;
     assert_eq!(folder.0, 400, "a folder as content");
     let file_as_folder = app.get("/projects/hello/files?path=dir/b.txt", &app.admin_key).await;
@@ -182,10 +184,12 @@ async fn scopes_and_audit_rows(backend: Backend) {
 async fn escapes_are_refused(backend: Backend) {
     let app = TestApp::on(backend).await;
     let root = app.project_path("hello");
-    let outside = tempfile::tempdir().unwrap();
-    std::fs::write(outside.path().join("secret"), "secret").unwrap();
+    // A sibling project: the folder next to this project's (another pod's, on the fake cluster).
+    let sibling = root.parent().unwrap().join("other-project");
+    std::fs::create_dir_all(&sibling).unwrap();
+    std::fs::write(sibling.join("secret"), "secret").unwrap();
     std::os::unix::fs::symlink("/etc", root.join("etc")).unwrap();
-    std::os::unix::fs::symlink(outside.path(), root.join("sibling")).unwrap();
+    std::os::unix::fs::symlink(&sibling, root.join("sibling")).unwrap();
     for path in ["../x", "/etc/passwd", "etc/passwd", "etc", "sibling/secret", "sibling/new", "a/../../x"] {
         let read = get_raw(&app, path, &app.admin_key).await;
         assert_eq!(read.0, 400, "reading {path}: {}", String::from_utf8_lossy(&read.2));
@@ -194,11 +198,12 @@ async fn escapes_are_refused(backend: Backend) {
     }
     assert_eq!(app.get("/projects/hello/files?path=etc", &app.admin_key).await.status, 400);
     assert_eq!(app.get("/projects/hello/files?path=sibling", &app.admin_key).await.status, 400);
-    assert_eq!(std::fs::read_to_string(outside.path().join("secret")).unwrap(), "secret");
-    assert!(!outside.path().join("new").exists());
+    assert_eq!(std::fs::read_to_string(sibling.join("secret")).unwrap(), "secret");
+    assert!(!sibling.join("new").exists());
+    assert_eq!(delete(&app, "path=sibling/secret").await.status, 400);
     // Deleting the link removes the link, not what it points to.
     assert_eq!(delete(&app, "path=sibling").await.status, 204);
-    assert!(outside.path().join("secret").exists());
+    assert!(sibling.join("secret").exists());
 }
 
 /// A folder swapped for a symlink to outside, over and over, while requests read and write

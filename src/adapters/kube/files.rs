@@ -30,8 +30,15 @@ use crate::{
 };
 
 /// Checks that a path resolves inside the project root (`$root`, the working folder).
+/// A path that does not resolve (a missing folder on the way) is not found when what does exist
+/// of it is inside, and outside otherwise.
 const CHECK: &str = r#"root=$(pwd -P)
-inside() { r=$(readlink -f -- "$1" 2>/dev/null) || exit 201; case $r in "$root"|"$root"/*) ;; *) exit 201 ;; esac; }
+within() { case $1 in "$root"|"$root"/*) return 0 ;; *) return 1 ;; esac; }
+inside() {
+  if r=$(readlink -f -- "$1" 2>/dev/null); then within "$r" || exit 201; return 0; fi
+  a=$(dirname -- "$1"); while [ ! -e "$a" ] && [ "$a" != . ]; do a=$(dirname -- "$a"); done
+  r=$(readlink -f -- "$a" 2>/dev/null) && within "$r" && exit 202; exit 201
+}
 "#;
 
 const LIST: &str = r#"p=${1:-.}; inside "$p"; [ -e "$p" ] || exit 202; [ -d "$p" ] || exit 205; cd -- "$p" || exit 202

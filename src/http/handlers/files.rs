@@ -11,7 +11,7 @@ use axum::{
 };
 use futures_util::{StreamExt, TryStreamExt};
 use serde::Deserialize;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::{
     domain::{DomainError, FileListing, ProjectId, WrittenFile},
@@ -22,6 +22,11 @@ use crate::{
         state::AppState,
     },
 };
+
+/// Raw bytes (`application/octet-stream`), as the OpenAPI document declares a binary body.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct RawBytes(#[allow(dead_code)] Vec<u8>);
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -81,7 +86,7 @@ pub async fn list_files(
     get, path = "/projects/{id}/files/content", tag = "files", security(("api_key" = [])),
     params(("id" = String, Path, description = "Project id", pattern = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"), FileParams),
     responses(
-        (status = 200, description = "The file's bytes", content_type = "application/octet-stream", body = Vec<u8>,
+        (status = 200, description = "The file's bytes", content_type = "application/octet-stream", body = RawBytes,
             headers(("ETag" = String, description = "The quoted sha256 of the content"))),
         (status = 400, description = "A path outside the project, or a folder", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -120,7 +125,7 @@ pub async fn read_file(
         FileParams,
         ("If-Match" = Option<String>, Header, description = "The ETag the file must have now, or `*`"),
     ),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The file's new bytes"),
+    request_body(content = RawBytes, content_type = "application/octet-stream", description = "The file's new bytes"),
     responses(
         (status = 201, description = "Created", body = WrittenFile),
         (status = 200, description = "Replaced", body = WrittenFile),
