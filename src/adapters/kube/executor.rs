@@ -16,15 +16,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::Utc;
-use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::Status};
-use kube::{
-    Api,
-    api::{AttachParams, AttachedProcess},
-};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{
-    errors::kube_error,
+    exec::{attach, exit_code},
     script::{WORKDIR_MISSING, WORKDIR_MISSING_EXIT, argv, take_record_argv},
 };
 use crate::{
@@ -48,31 +45,12 @@ impl KubeExecutor {
         Self { pods: Api::namespaced(exec_client, namespace), api_timeout }
     }
 
-    /// Starts an exec of `argv` in the project's container.
-    async fn attach(
-        &self,
-        project: &Project,
-        pod: &str,
-        argv: Vec<String>,
-        stdin: bool,
-    ) -> Result<AttachedProcess, DomainError> {
-        let mut params = AttachParams::default().stdin(stdin).stdout(true).stderr(true);
-        if let Some(container) = &project.container {
-            params = params.container(container.clone());
-        }
-        tokio::time::timeout(self.api_timeout, self.pods.exec(pod, argv, &params))
-            .await
-            .map_err(|_| {
-                DomainError::executor_unavailable("starting pod exec: the Kubernetes API did not answer in time")
-            })?
-            .map_err(|e| kube_error("starting pod exec", e))
-    }
-
     /// A session command's state record, read from the container and removed there. Whatever
     /// goes wrong (the file never written, the stream lost) is no record: the session stays.
-    async fn take_record(&self, project: &Project, pod: &str, record: &str) -> Option<ShellState> {
+    async fn take_record(&self, project: &Project, record: &str) -> Option<ShellState> {
         let read = async {
-            let mut attached = self.attach(project, pod, take_record_argv(record), false).await.ok()?;
+            let argv = take_record_argv(record);
+            let mut attached = attach(&self.pods, project, argv, false, self.api_timeout).await.ok()?;
             let mut bytes = Vec::new();
             let mut stdout = attached.stdout()?.take(MAX_STATE_RECORD_BYTES as u64 + 1);
             stdout.read_to_end(&mut bytes).await.ok()?;
@@ -82,22 +60,6 @@ impl KubeExecutor {
         let bytes = tokio::time::timeout(self.api_timeout, read).await.ok().flatten()?;
         ShellState::parse(&bytes)
     }
-}
-
-/// The exit code a status reports, or why it reports none.
-fn exit_code(status: &Status) -> Result<i32, DomainError> {
-    if status.status.as_deref() == Some("Success") {
-        return Ok(0);
-    }
-    let causes = status.details.as_ref().and_then(|d| d.causes.as_ref());
-    let code = causes
-        .and_then(|causes| causes.iter().find(|c| c.reason.as_deref() == Some("ExitCode")))
-        .and_then(|cause| cause.message.as_deref()?.parse().ok());
-    code.ok_or_else(|| {
-        let message = status.message.as_deref().unwrap_or_default();
-        let reason = status.reason.as_deref().unwrap_or_default();
-        DomainError::internal(anyhow::anyhow!("pod exec failed: {message} ({reason})"))
-    })
 }
 
 #[async_trait]
@@ -110,9 +72,9 @@ impl Executor for KubeExecutor {
         live: OutputSink,
         stop: &Stop,
     ) -> Result<ExecOutcome, DomainError> {
-        let pod = project.pod.as_deref().ok_or_else(|| DomainError::not_found("project", project.id.as_str()))?;
         let record = spec.keep_state.then(|| format!("/tmp/.rdev-state-{}", uuid::Uuid::new_v4()));
-        let mut attached = self.attach(project, pod, argv(spec, record.as_deref()), spec.stdin.is_some()).await?;
+        let argv = argv(spec, record.as_deref());
+        let mut attached = attach(&self.pods, project, argv, spec.stdin.is_some(), self.api_timeout).await?;
         let started_at = Utc::now();
         let clock = Instant::now();
         let (mut stdout_pipe, mut stderr_pipe) = (attached.stdout(), attached.stderr());
@@ -173,7 +135,7 @@ impl Executor for KubeExecutor {
             return Err(DomainError::invalid("workdir", "does not exist in the project"));
         }
         if let Some(record) = record.filter(|_| ended_itself) {
-            outcome.shell_state = self.take_record(project, pod, &record).await.map(Box::new);
+            outcome.shell_state = self.take_record(project, &record).await.map(Box::new);
         }
         tracing::Span::current().record("exit_code", exit_code);
         Ok(outcome)

@@ -14,13 +14,10 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::{
-    Api,
-    api::{AttachParams, AttachedProcess},
-};
+use kube::{Api, api::AttachedProcess};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
-use super::errors::kube_error;
+use super::exec::{attach, exit_code};
 use crate::{
     domain::{
         DomainError, FileEntry, FileType, Project, ProjectPath, WrittenFile,
@@ -85,19 +82,9 @@ impl KubeFiles {
         args: &[&str],
         stdin: bool,
     ) -> Result<AttachedProcess, DomainError> {
-        let pod = project.pod.as_deref().ok_or_else(|| DomainError::not_found("project", project.id.as_str()))?;
         let mut argv = vec!["/bin/sh".to_owned(), "-c".to_owned(), format!("{CHECK}{script}"), "rdev-files".to_owned()];
         argv.extend(args.iter().map(|a| (*a).to_owned()));
-        let mut params = AttachParams::default().stdin(stdin).stdout(true).stderr(true);
-        if let Some(container) = &project.container {
-            params = params.container(container.clone());
-        }
-        tokio::time::timeout(self.api_timeout, self.pods.exec(pod, argv, &params))
-            .await
-            .map_err(|_| {
-                DomainError::executor_unavailable("starting pod exec: the Kubernetes API did not answer in time")
-            })?
-            .map_err(|e| kube_error("starting pod exec", e))
+        attach(&self.pods, project, argv, stdin, self.api_timeout).await
     }
 }
 
@@ -124,16 +111,7 @@ async fn status(process: &mut AttachedProcess) -> Result<i32, DomainError> {
         .ok_or_else(|| DomainError::internal(anyhow::anyhow!("exec without a status channel")))?
         .await
         .ok_or_else(|| DomainError::executor_unavailable("pod exec stream ended without a status"))?;
-    if status.status.as_deref() == Some("Success") {
-        return Ok(0);
-    }
-    let code = status
-        .details
-        .as_ref()
-        .and_then(|d| d.causes.as_ref())
-        .and_then(|causes| causes.iter().find(|c| c.reason.as_deref() == Some("ExitCode")))
-        .and_then(|cause| cause.message.as_deref()?.parse().ok());
-    code.ok_or_else(|| DomainError::internal(anyhow::anyhow!("pod exec failed: {:?}", status.message)))
+    exit_code(&status)
 }
 
 /// All of stdout, then the status.

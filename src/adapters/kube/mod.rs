@@ -4,6 +4,7 @@
 
 mod client;
 mod errors;
+mod exec;
 mod executor;
 mod files;
 mod projects;
