@@ -103,15 +103,14 @@ async fn list_pods(
     list(&shared, Some(&namespace), &query)
 }
 
-fn list(shared: &Shared, namespace: Option<&str>, query: &HashMap<String, String>) -> Response {
-    // A list body where a watch stream was asked for would confuse a watcher quietly; fail loudly.
-    if query.get("watch").is_some_and(|watch| watch == "true" || watch == "1") {
-        return bad_request("fake-kube does not implement watch".to_owned());
-    }
+fn list(shared: &Arc<Shared>, namespace: Option<&str>, query: &HashMap<String, String>) -> Response {
     let selector = match Selector::parse(query.get("labelSelector").map_or("", String::as_str)) {
         Ok(selector) => selector,
         Err(message) => return bad_request(message),
     };
+    if query.get("watch").is_some_and(|watch| watch == "true" || watch == "1") {
+        return crate::watch::respond(Arc::clone(shared), namespace.map(str::to_owned), selector, query);
+    }
     axum::Json(shared.pods.list_json(namespace, &selector)).into_response()
 }
 

@@ -55,8 +55,13 @@
 //! subprotocol → 400 `BadRequest`. Other phases (`Pending` too) can be exec'd into. The command
 //! runs without a TTY (`tty=true` is accepted, but no terminal is allocated); it ends with the
 //! kubelet's status on channel 3 (`Success`, or `NonZeroExitCode` with cause `ExitCode`), and is
-//! killed with its whole process group if the client leaves first. Not implemented: watch
-//! (`watch=true` is refused with 400), writes to pods, other resources.
+//! killed with its whole process group if the client leaves first. Watch (`?watch=1` on the pod
+//! lists): `resourceVersion` resumes after that version (none: `ADDED` for every matching pod
+//! first), `ADDED`/`MODIFIED`/`DELETED` as pods change or start/stop matching the selector,
+//! `BOOKMARK`s every second with `allowWatchBookmarks=true`, an `ERROR` event with a `410
+//! Expired` status for a version older than the history (see [`FakeKube::expire_watches`]),
+//! and the stream's end after `timeoutSeconds`; under [`Fault::Refuse`] open watches are cut.
+//! Not implemented: writes to pods, other resources.
 //!
 //! # Control HTTP API (not counted, not faulted)
 //!
@@ -80,6 +85,7 @@ mod exec;
 mod pods;
 mod selector;
 mod server;
+mod watch;
 
 use std::io;
 use std::net::SocketAddr;
@@ -162,6 +168,13 @@ impl FakeKube {
 
     pub fn fault(&self) -> Fault {
         self.shared.fault()
+    }
+
+    /// Forgets the watch history and ends every watch, as an API server whose watch cache was
+    /// compacted: a watcher that resumes from its last version gets `410 Gone` and must list again.
+    pub fn expire_watches(&self) {
+        self.shared.pods.compact();
+        self.shared.end_watches();
     }
 
     /// Makes exec speak only `v4.channel.k8s.io`, as API servers before 1.30 do: a client that

@@ -1,7 +1,7 @@
 //! Owns the in-memory pods: the [`PodSpec`] builder tests describe pods with, the store that
 //! keeps them per namespace with a folder each, and their rendering as Kubernetes `v1` JSON.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -88,6 +88,7 @@ impl PodSpec {
 }
 
 /// A pod as stored: its spec plus what the "cluster" assigned to it.
+#[derive(Clone)]
 struct StoredPod {
     spec: PodSpec,
     uid: String,
@@ -101,17 +102,119 @@ struct Inner {
     pods: BTreeMap<(String, String), StoredPod>,
     /// Bumped on every change, like etcd's revision, so lists and objects carry a real one.
     resource_version: u64,
+    /// The latest changes, for watches: a watch may resume after any version still here.
+    history: VecDeque<Change>,
+    /// Versions up to this one are gone from the history: resuming from before it is `410 Gone`.
+    compacted: u64,
+}
+
+/// One change of one pod: what it was before and after (`None`: did not exist).
+struct Change {
+    resource_version: u64,
+    before: Option<StoredPod>,
+    after: Option<StoredPod>,
+}
+
+/// How many changes a watch can resume across, like the API server's watch cache.
+const HISTORY: usize = 20_000;
+
+/// A watch event as the API server sends it: `{"type": …, "object": …}`.
+pub(crate) type WatchEvent = Value;
+
+/// Why a watch cannot resume from the version it asked for.
+pub(crate) struct Expired {
+    pub(crate) oldest: u64,
 }
 
 /// Every pod of the fake cluster, with the temporary folder that holds each pod's working folder.
 pub(crate) struct PodStore {
     root: TempDir,
     inner: Mutex<Inner>,
+    /// The current version, for watches to wait on.
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl PodStore {
     pub(crate) fn new() -> io::Result<Self> {
-        Ok(Self { root: tempfile::Builder::new().prefix("fake-kube-").tempdir()?, inner: Mutex::default() })
+        Ok(Self {
+            root: tempfile::Builder::new().prefix("fake-kube-").tempdir()?,
+            inner: Mutex::default(),
+            changed: tokio::sync::watch::Sender::new(0),
+        })
+    }
+
+    /// Resolves on the next change.
+    pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn record(&self, inner: &mut Inner, before: Option<StoredPod>, after: Option<StoredPod>) {
+        let resource_version = inner.resource_version;
+        inner.history.push_back(Change { resource_version, before, after });
+        while inner.history.len() > HISTORY {
+            if let Some(dropped) = inner.history.pop_front() {
+                inner.compacted = dropped.resource_version;
+            }
+        }
+        self.changed.send_replace(resource_version);
+    }
+
+    /// Forgets the history (as an API server's watch cache does after a restart or compaction):
+    /// a watch that resumes from a version of before now gets `410 Gone`.
+    pub(crate) fn compact(&self) {
+        let mut inner = self.lock();
+        inner.history.clear();
+        inner.compacted = inner.resource_version;
+    }
+
+    /// The current version, and `ADDED` events for every pod that matches: a watch that did not
+    /// ask for a version starts with them.
+    pub(crate) fn current(&self, namespace: Option<&str>, selector: &Selector) -> (u64, Vec<WatchEvent>) {
+        let inner = self.lock();
+        let events = inner
+            .pods
+            .values()
+            .filter(|pod| namespace.is_none_or(|ns| pod.spec.namespace == ns) && selector.matches(&pod.spec.labels))
+            .map(|pod| event("ADDED", pod_json(pod)))
+            .collect();
+        (inner.resource_version, events)
+    }
+
+    /// The events a watch of `namespace` and `selector` sees after version `after`, and the
+    /// version it has then seen up to. A pod that starts or stops matching the selector is
+    /// `ADDED` or `DELETED`, as the API server's watch reports it.
+    pub(crate) fn changes_since(
+        &self,
+        after: u64,
+        namespace: Option<&str>,
+        selector: &Selector,
+    ) -> Result<(u64, Vec<WatchEvent>), Expired> {
+        let inner = self.lock();
+        if after < inner.compacted {
+            return Err(Expired { oldest: inner.compacted });
+        }
+        fn seen<'p>(pod: &'p Option<StoredPod>, namespace: Option<&str>, selector: &Selector) -> Option<&'p StoredPod> {
+            pod.as_ref()
+                .filter(|p| namespace.is_none_or(|ns| p.spec.namespace == ns) && selector.matches(&p.spec.labels))
+        }
+        let events = inner
+            .history
+            .iter()
+            .filter(|change| change.resource_version > after)
+            .filter_map(|change| {
+                match (seen(&change.before, namespace, selector), seen(&change.after, namespace, selector)) {
+                    (None, Some(now)) => Some(event("ADDED", pod_json(now))),
+                    (Some(_), Some(now)) => Some(event("MODIFIED", pod_json(now))),
+                    (Some(was), None) => {
+                        let mut last = was.clone();
+                        last.resource_version = change.resource_version;
+                        Some(event("DELETED", pod_json(&last)))
+                    }
+                    (None, None) => None,
+                }
+            })
+            .collect();
+        Ok((inner.resource_version, events))
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -130,11 +233,14 @@ impl PodStore {
         inner.resource_version += 1;
         let resource_version = inner.resource_version;
         let key = (spec.namespace.clone(), spec.name.clone());
-        let (uid, created) = match inner.pods.get(&key) {
+        let before = inner.pods.get(&key).cloned();
+        let (uid, created) = match &before {
             Some(old) => (old.uid.clone(), old.created.clone()),
             None => (new_uid(resource_version), rfc3339(SystemTime::now())),
         };
-        inner.pods.insert(key, StoredPod { spec, uid, created, resource_version, dir: dir.clone() });
+        let pod = StoredPod { spec, uid, created, resource_version, dir: dir.clone() };
+        inner.pods.insert(key, pod.clone());
+        self.record(&mut inner, before, Some(pod));
         Ok(dir)
     }
 
@@ -145,6 +251,7 @@ impl PodStore {
             let removed = inner.pods.remove(&(namespace.to_owned(), name.to_owned()));
             if removed.is_some() {
                 inner.resource_version += 1;
+                self.record(&mut inner, removed.clone(), None);
             }
             removed
         };
@@ -197,6 +304,13 @@ impl PodStore {
             "items": items,
         })
     }
+}
+
+/// A watch event of `object` (a pod, given its `apiVersion` and `kind` as watch events carry).
+fn event(kind: &str, mut object: Value) -> WatchEvent {
+    object["apiVersion"] = json!("v1");
+    object["kind"] = json!("Pod");
+    json!({ "type": kind, "object": object })
 }
 
 /// A pod's JSON without `apiVersion`/`kind`, which the real API server also leaves off list items.

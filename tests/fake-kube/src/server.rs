@@ -41,11 +41,27 @@ pub(crate) struct Shared {
     /// Exec speaks only `v4.channel.k8s.io` (an API server older than 1.30), so a client
     /// cannot half-close stdin.
     v4_only: std::sync::atomic::AtomicBool,
+    /// Bumped to cut every open watch.
+    watch_generation: watch::Sender<u64>,
 }
 
 impl Shared {
     pub(crate) fn fault(&self) -> Fault {
         *self.fault.borrow()
+    }
+
+    /// Cuts every open watch (as a restart of the API server would).
+    pub(crate) fn end_watches(&self) {
+        self.watch_generation.send_modify(|generation| *generation += 1);
+    }
+
+    pub(crate) fn watch_generation(&self) -> watch::Receiver<u64> {
+        self.watch_generation.subscribe()
+    }
+
+    /// Every fault switch, for the watches that must end when the "server" goes away.
+    pub(crate) fn faults(&self) -> watch::Receiver<Fault> {
+        self.fault.subscribe()
     }
 
     pub(crate) fn v4_only(&self) -> bool {
@@ -145,6 +161,7 @@ pub(crate) async fn start(addr: SocketAddr) -> io::Result<Arc<Shared>> {
         listener: commands,
         fault_change: Mutex::new(()),
         v4_only: std::sync::atomic::AtomicBool::new(false),
+        watch_generation: watch::Sender::new(0),
     });
     let router = api::router(Arc::clone(&shared));
     tokio::spawn(accept_loop(listener, command_rx, Arc::clone(&shared), router));

@@ -6,4 +6,5 @@ mod exec;
 mod faults;
 mod pods;
 mod support;
+mod watch;
 mod wire;
