@@ -265,11 +265,6 @@ impl CommandService {
         RunningShell { result, _stop_when_dropped: client_gone.drop_guard() }
     }
 
-    /// The defaults a request's silence gets.
-    pub fn defaults(&self) -> CommandDefaults {
-        self.defaults
-    }
-
     /// How long past its timeout a command's holds (its row, a session's lease) last.
     pub fn lease_past_timeout(&self) -> Duration {
         LEASE_PAST_TIMEOUT

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::{CommandService, PreparedShell, ProjectService, commands::SessionRun};
 use crate::{
     domain::{
-        Caller, CommandSpec, CreateSessionRequest, DomainError, Page, PageRequest, ProjectId, Session, SessionFilter,
+        Caller, CreateSessionRequest, DomainError, Page, PageRequest, ProjectId, Session, SessionFilter,
         SessionState, ShellRequest,
     },
     ports::{Acquired, Clock, SessionStore},
@@ -134,11 +134,9 @@ impl SessionService {
         if !workdir_override {
             request.workdir = session.workdir.clone();
         }
+        // The request's variables on top of the session's; `prepare` checks them together.
         let mut env = session.env.clone();
         env.extend(request.env.take().unwrap_or_default());
-        // The session's own variables were checked when kept; the request's are checked here.
-        let spec_check = ShellRequest { env: Some(env.clone()), ..request.clone() };
-        CommandSpec::from_request(spec_check, self.commands.defaults())?;
         request.env = Some(env);
         let prepared = if stream {
             self.commands.prepare_stream(&session.project_id, request).await?
