@@ -19,8 +19,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::{
-    domain::{CommandSpec, DomainError, ExecOutcome, Project, ProjectId},
-    ports::{Clock, Executor, HealthCheck, OutputSink, ProjectSource, Stop},
+    domain::{CommandSpec, DomainError, ExecOutcome, Project},
+    ports::{Clock, Executor, HealthCheck, OutputSink, Stop},
     telemetry::metrics::CIRCUIT_BREAKER_STATE,
 };
 
@@ -197,23 +197,6 @@ impl<E: Executor> Executor for BreakerExecutor<E> {
 
     async fn check(&self, project: &Project, spec: &CommandSpec) -> Result<(), DomainError> {
         self.breaker.call(self.inner.check(project, spec)).await
-    }
-}
-
-/// `ProjectSource` behind the breaker.
-pub struct BreakerProjects<P> {
-    pub breaker: Arc<CircuitBreaker>,
-    pub inner: P,
-}
-
-#[async_trait]
-impl<P: ProjectSource> ProjectSource for BreakerProjects<P> {
-    async fn list(&self) -> Result<Vec<Project>, DomainError> {
-        self.breaker.call(self.inner.list()).await
-    }
-
-    async fn get(&self, id: &ProjectId) -> Result<Option<Project>, DomainError> {
-        self.breaker.call(self.inner.get(id)).await
     }
 }
 

@@ -9,9 +9,9 @@ use secrecy::ExposeSecret as _;
 use crate::{
     adapters::{
         Database,
-        breaker::{BreakerExecutor, BreakerProjects, CircuitBreaker},
+        breaker::{BreakerExecutor, CircuitBreaker},
         cache::CachedProjectSource,
-        kube::{KubeClients, KubeExecutor, KubeFiles, KubeProjects},
+        kube::{KubeClients, KubeExecutor, KubeFiles, WatchHealth, WatchedProjects},
         local::{
             LocalExecutor, LocalFiles, LocalProjects, SandboxHealth,
             sandbox::{self, Sandbox, ServerFiles},
@@ -28,14 +28,15 @@ const LOCAL_PROJECTS_FRESHNESS: Duration = Duration::from_secs(1);
 pub(super) struct Executors {
     pub projects: Arc<dyn ProjectSource>,
     pub executor: Arc<dyn Executor>,
-    pub health: Arc<dyn HealthCheck>,
+    /// The executor's readiness checks (and, on Kubernetes, the pod watch's).
+    pub health: Vec<Arc<dyn HealthCheck>>,
     /// The projects' files, where the executor keeps them.
     pub files: Arc<dyn ProjectFiles>,
 }
 
-/// The project source and executor the configuration asks for, and their readiness check.
-/// Kubernetes: both behind one circuit breaker, and projects cached for `CACHE_TTL` in front of
-/// it (a cache hit never touches the breaker or the API).
+/// The project source and executor the configuration asks for, and their readiness checks.
+/// Kubernetes: projects from a watch of the pods (memory, no API call per request), exec behind
+/// the circuit breaker.
 pub(super) async fn executors(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Executors> {
     match config.executor.kind {
         ExecutorChoice::Local => {
@@ -55,7 +56,7 @@ pub(super) async fn executors(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
             Ok(Executors {
                 projects: Arc::new(projects),
                 executor: Arc::new(executor),
-                health: Arc::new(SandboxHealth(sandbox)),
+                health: vec![Arc::new(SandboxHealth(sandbox))],
                 files,
             })
         }
@@ -68,11 +69,8 @@ pub(super) async fn executors(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
                 config.executor.breaker_cooldown,
                 clock.clone(),
             ));
-            let projects = BreakerProjects {
-                breaker: breaker.clone(),
-                inner: KubeProjects::new(clients.api, &config.executor.namespace),
-            };
-            let projects = CachedProjectSource::new(Arc::new(projects), config.access.cache_ttl, clock);
+            // Served from a watch: no API call per request, and the breaker only guards exec.
+            let projects = WatchedProjects::start(clients.api, &config.executor.namespace);
             let files = Arc::new(KubeFiles::new(
                 clients.exec.clone(),
                 &config.executor.namespace,
@@ -81,7 +79,8 @@ pub(super) async fn executors(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
             let exec = KubeExecutor::new(clients.exec, &config.executor.namespace, config.executor.kube_api_timeout);
             let executor = BreakerExecutor { breaker: breaker.clone(), inner: exec };
             tracing::info!(namespace = %config.executor.namespace, "using the Kubernetes executor");
-            Ok(Executors { projects: Arc::new(projects), executor: Arc::new(executor), health: breaker, files })
+            let health: Vec<Arc<dyn HealthCheck>> = vec![breaker, Arc::new(WatchHealth(projects.clone()))];
+            Ok(Executors { projects, executor: Arc::new(executor), health, files })
         }
     }
 }

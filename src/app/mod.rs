@@ -88,7 +88,8 @@ impl App {
         let rate_limits = subsystems::rate_limits(&config, &database, clock.clone());
         let idempotency = Arc::new(IdempotencyService::new(database.idempotency(), clock.clone()));
 
-        let readiness: Vec<Arc<dyn HealthCheck>> = vec![Arc::new(database.clone()), executors.health];
+        let mut readiness: Vec<Arc<dyn HealthCheck>> = vec![Arc::new(database.clone())];
+        readiness.extend(executors.health);
         let state = AppState::new(Services {
             keys: keys.clone(),
             projects,

@@ -12,8 +12,8 @@ use uuid::Uuid;
 use super::{CommandService, PreparedShell, ProjectService, commands::SessionRun};
 use crate::{
     domain::{
-        Caller, CreateSessionRequest, DomainError, Page, PageRequest, ProjectId, Session, SessionFilter,
-        SessionState, ShellRequest,
+        Caller, CreateSessionRequest, DomainError, Page, PageRequest, ProjectId, Session, SessionFilter, SessionState,
+        ShellRequest,
     },
     ports::{Acquired, Clock, SessionStore},
 };

@@ -26,6 +26,8 @@ pub const HTTP_CONNECTIONS_REFUSED_TOTAL: &str = "http_connections_refused_total
 pub const DATABASE_UP: &str = "database_up";
 pub const AUDIT_BACKLOG_DROPPED_TOTAL: &str = "audit_backlog_dropped_total";
 pub const BUILD_INFO: &str = "rdev_build_info";
+pub const KUBE_WATCH_STATE: &str = "kube_watch_state";
+pub const KUBE_WATCH_EVENTS_TOTAL: &str = "kube_watch_events_total";
 
 /// Buckets for request and command durations: 1 ms to 5 min.
 const SECONDS_BUCKETS: &[f64] =
@@ -92,6 +94,11 @@ fn describe() {
     );
     metrics::counter!(AUDIT_REJECTIONS_SUPPRESSED_TOTAL).absolute(0);
     describe_gauge!(HTTP_CONNECTIONS_OPEN, "TCP connections open to the HTTP server.");
+    describe_gauge!(
+        KUBE_WATCH_STATE,
+        "The pod watch behind the Kubernetes projects: 0 listing (not ready yet), 1 watching, 2 reconnecting (serving the last known pods)."
+    );
+    describe_counter!(KUBE_WATCH_EVENTS_TOTAL, "Pod watch events, by type (apply, delete, relist, error).");
     describe_counter!(
         HTTP_CONNECTIONS_REFUSED_TOTAL,
         "Connections accepted past RDEV_MAX_CONNECTIONS: served for /health and /ready only, or closed at once."

@@ -1,5 +1,5 @@
-//! The Kubernetes executor's own behaviour: the circuit breaker, the project cache, pod choice,
-//! and the real binary pointed at the fake cluster by a kubeconfig.
+//! The Kubernetes executor's own behaviour: the circuit breaker, the watch behind the projects,
+//! pod choice, and the real binary pointed at the fake cluster by a kubeconfig.
 
 use chrono::Duration;
 use fake_kube::Fault;
@@ -19,9 +19,10 @@ async fn the_breaker_opens_after_n_failures_answers_503_without_calling_then_clo
         .clock(clock.clone())
         .await;
     let kube = app.kube.as_ref().unwrap();
+    assert_eq!(app.get("/projects", &app.admin_key).await.status, 200, "the first list is in");
     kube.set_fault(Fault::Http500).await.unwrap();
     for _ in 0..3 {
-        let reply = app.get("/projects", &app.admin_key).await;
+        let reply = app.shell("hello", json!({"command": "echo hi"})).await;
         assert_eq!((reply.status, reply.error_code()), (503, "EXECUTOR_UNAVAILABLE"), "{}", reply.body);
         assert!(reply.headers.contains_key("retry-after"), "every 503 says when to come back, open circuit or not");
     }
@@ -30,8 +31,8 @@ async fn the_breaker_opens_after_n_failures_answers_503_without_calling_then_clo
     assert_eq!((refused.status, refused.error_code()), (503, "EXECUTOR_UNAVAILABLE"));
     let retry_after: u64 = refused.headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=30).contains(&retry_after), "{retry_after}");
-    assert_eq!(app.get("/projects", &app.admin_key).await.status, 503);
     assert_eq!(kube.requests(), calls, "an open circuit does not touch the API server");
+    assert_eq!(app.get("/projects", &app.admin_key).await.status, 200, "projects come from the watch, not the API");
     let ready = app.send(app.client.get(app.url("/ready"))).await;
     assert_eq!((ready.status, ready.body["checks"]["executor"].as_str()), (200, Some("circuit open")));
     let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
@@ -42,7 +43,6 @@ async fn the_breaker_opens_after_n_failures_answers_503_without_calling_then_clo
     let probe = app.shell("hello", json!({"command": "echo back"})).await;
     assert_eq!((probe.status, probe.body["stdout"].as_str()), (200, Some("back\n")), "the probe succeeds");
     assert_eq!(app.send(app.client.get(app.url("/ready"))).await.body["checks"]["executor"], "ok");
-    assert_eq!(app.get("/projects", &app.admin_key).await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,25 +66,87 @@ async fn a_dropped_exec_stream_is_an_executor_failure_not_a_hang() {
     assert_eq!((reply.status, reply.error_code()), (503, "EXECUTOR_UNAVAILABLE"), "{}", reply.body);
 }
 
+/// The project ids `/projects` lists.
+async fn listed(app: &TestApp) -> Vec<String> {
+    let reply = app.get("/projects", &app.admin_key).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.body["projects"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap().to_owned()).collect()
+}
+
+/// Polls `/projects` until it lists `ids`, and returns how long that took (1 s at most).
+async fn until_listed(app: &TestApp, ids: &[&str]) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    loop {
+        if listed(app).await == ids {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "not {ids:?} within 1 s: {:?}",
+            listed(app).await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn projects_are_cached_for_cache_ttl_and_a_hit_makes_no_api_call() {
-    let clock = ManualClock::new();
-    let app = TestApp::on(Backend::Kubernetes)
-        .configure(|config| config.access.cache_ttl = std::time::Duration::from_secs(5))
-        .clock(clock.clone())
-        .await;
+async fn pods_are_seen_within_a_second_and_lookups_make_no_api_call() {
+    let app = TestApp::on(Backend::Kubernetes).configure(|config| config.access.rate_limit_per_minute = 100_000).await;
     let kube = app.kube.as_ref().unwrap();
-    let ids = |reply: crate::support::Reply| -> Vec<String> {
-        reply.body["projects"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap().to_owned()).collect()
-    };
-    assert_eq!(ids(app.get("/projects", &app.admin_key).await), ["hello"]);
-    let calls = kube.requests();
+    assert_eq!(listed(&app).await, ["hello"]);
     kube.add_pod(project_pod("zeta-0", "zeta")).unwrap();
-    clock.advance(Duration::seconds(4));
-    assert_eq!(ids(app.get("/projects", &app.admin_key).await), ["hello"], "not before CACHE_TTL");
-    assert_eq!(kube.requests(), calls, "a cache hit makes no API call");
-    clock.advance(Duration::seconds(2));
-    assert_eq!(ids(app.get("/projects", &app.admin_key).await), ["hello", "zeta"], "after CACHE_TTL");
+    let created = until_listed(&app, &["hello", "zeta"]).await;
+    assert_eq!(app.get("/projects/zeta", &app.admin_key).await.body["pod"], "zeta-0");
+    kube.add_pod(project_pod("zeta-0", "zeta").label("rdev.orchard9.ai/project", "false")).unwrap();
+    let relabelled = until_listed(&app, &["hello"]).await;
+    kube.add_pod(project_pod("zeta-0", "zeta")).unwrap();
+    until_listed(&app, &["hello", "zeta"]).await;
+    assert!(kube.remove_pod(NAMESPACE, "zeta-0"));
+    let deleted = until_listed(&app, &["hello"]).await;
+    assert_eq!(app.get("/projects/zeta", &app.admin_key).await.message(), "project not found");
+    eprintln!("created {created:?}, relabelled {relabelled:?}, deleted {deleted:?}");
+
+    let calls = kube.requests();
+    for i in 0..1000 {
+        let path = if i % 2 == 0 { "/projects/hello" } else { "/projects" };
+        assert_eq!(app.get(path, &app.admin_key).await.status, 200);
+    }
+    assert_eq!(kube.requests(), calls, "1,000 lookups, no API call");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watch_recovers_from_expiry_and_a_restart_serving_the_last_pods_meanwhile() {
+    let app = TestApp::on(Backend::Kubernetes).await;
+    let kube = app.kube.as_ref().unwrap();
+    assert_eq!(listed(&app).await, ["hello"]);
+    // The API server goes away: the last known pods are still served, and /ready says so.
+    kube.set_fault(Fault::Refuse).await.unwrap();
+    kube.add_pod(project_pod("away-0", "away")).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let ready = app.send(app.client.get(app.url("/ready"))).await;
+        if ready.body["checks"]["projects"].as_str().is_some_and(|c| c.starts_with("stale")) {
+            assert_eq!(ready.status, 200, "stale is still ready: {}", ready.body);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never stale: {}", ready.body);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(listed(&app).await, ["hello"], "the last known pods");
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("kube_watch_state 2"), "{metrics}");
+    // Meanwhile its history expired too: the watch's resume gets 410, and it lists again.
+    kube.expire_watches();
+    kube.set_fault(Fault::None).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while listed(&app).await != ["away", "hello"] {
+        assert!(std::time::Instant::now() < deadline, "not recovered: {:?}", listed(&app).await);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let ready = app.send(app.client.get(app.url("/ready"))).await;
+    assert_eq!(ready.body["checks"]["projects"], "ok", "{}", ready.body);
+    kube.add_pod(project_pod("after-0", "after")).unwrap();
+    until_listed(&app, &["after", "away", "hello"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,6 +158,7 @@ async fn pods_map_to_projects_preferring_a_running_ready_pod() {
     kube.add_pod(project_pod("done-0", "done").phase("Succeeded").ready(false)).unwrap();
     kube.add_pod(fake_kube::PodSpec::new(NAMESPACE, "unlabelled").container("main")).unwrap();
     kube.add_pod(project_pod("elsewhere", "other-ns").label("rdev.orchard9.ai/project", "false")).unwrap();
+    until_listed(&app, &["done", "hello", "web"]).await;
     let reply = app.get("/projects", &app.admin_key).await;
     let projects = reply.body["projects"].as_array().unwrap();
     let summary: Vec<(&str, &str, &str)> = projects

@@ -9,11 +9,12 @@ mod executor;
 mod files;
 mod projects;
 mod script;
+mod watch;
 
 pub use client::KubeClients;
 pub use executor::KubeExecutor;
 pub use files::KubeFiles;
-pub use projects::KubeProjects;
+pub use watch::{WatchHealth, WatchedProjects};
 
 pub const PROJECT_LABEL: &str = "rdev.orchard9.ai/project";
 pub const PROJECT_ID_LABEL: &str = "rdev.orchard9.ai/project-id";

@@ -14,6 +14,7 @@
 //! - `--pod NAME=PROJECT_ID`: a running, ready rdev project pod in `NS`, with labels
 //!   `rdev.orchard9.ai/project=true` and `rdev.orchard9.ai/project-id=PROJECT_ID`, container
 //!   `main` and annotation `rdev.orchard9.ai/container=main`.
+//! - `--pods N=PREFIX`: N such pods, `PREFIX-0`… with project ids `PREFIX-0`… (for benchmarks).
 //! - `--pod-json JSON`: any pod, as the control API's `POST /_fake/pods` body.
 //! - `--fault FAULT`: start with `none`, `http500`, `refuse`, `hang`, `drop_mid_stream` or
 //!   `close_mid_stream`.
@@ -33,7 +34,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{SignalKind, signal};
 
 const USAGE: &str = "usage: fake-kube [--listen ADDR] [--control-listen ADDR] [--kubeconfig PATH] \
-                     [--namespace NS] [--pod NAME=PROJECT_ID]... [--pod-json JSON]... [--fault FAULT]";
+                     [--namespace NS] [--pod NAME=PROJECT_ID]... [--pods N=PREFIX] [--pod-json JSON]... [--fault FAULT]";
 
 struct Args {
     listen: SocketAddr,
@@ -68,6 +69,12 @@ fn parse_args(mut raw: impl Iterator<Item = String>) -> anyhow::Result<Args> {
             "--kubeconfig" => args.kubeconfig = Some(value.into()),
             "--namespace" => args.namespace = value,
             "--pod" => args.pods.push(value),
+            "--pods" => {
+                let (count, prefix) =
+                    value.split_once('=').with_context(|| format!("--pods wants N=PREFIX\n{USAGE}"))?;
+                let count: usize = count.parse().context("--pods N")?;
+                args.pods.extend((0..count).map(|i| format!("{prefix}-{i}={prefix}-{i}")));
+            }
             "--pod-json" => args.pod_json.push(value),
             "--fault" => args.fault = serde_json::from_value(value.into()).context("--fault")?,
             other => bail!("unknown flag {other}\n{USAGE}"),
@@ -102,7 +109,9 @@ async fn main() -> anyhow::Result<()> {
     for pod in pods {
         let label = format!("{}/{}", pod.namespace, pod.name);
         let dir = kube.add_pod(pod).with_context(|| format!("adding pod {label}"))?;
-        eprintln!("fake-kube: pod {label} in {}", dir.display());
+        if args.pods.len() <= 100 {
+            eprintln!("fake-kube: pod {label} in {}", dir.display());
+        }
     }
     if let Some(path) = &args.kubeconfig {
         kube.write_kubeconfig(path, &args.namespace).with_context(|| format!("writing {}", path.display()))?;
