@@ -111,6 +111,11 @@ pub fn file_not_found(path: &ProjectPath) -> DomainError {
     DomainError::not_found("file", path.display())
 }
 
+/// The error for a file past `RDEV_MAX_FILE_BYTES` (`most`).
+pub fn file_too_large(most: u64) -> DomainError {
+    DomainError::TooLarge(format!("the file is larger than RDEV_MAX_FILE_BYTES ({most} bytes)"))
+}
+
 /// The error for a path that leads outside the project (through a symlink, on the executor).
 pub fn path_escapes() -> DomainError {
     DomainError::invalid("path", "must not reach outside the project")

@@ -21,7 +21,7 @@ use super::exec::{attach, exit_code};
 use crate::{
     domain::{
         DomainError, FileEntry, FileType, Project, ProjectPath, WrittenFile,
-        files::{file_not_found, path_escapes},
+        files::{file_not_found, file_too_large, path_escapes},
     },
     ports::{ByteStream, FileContent, ProjectFiles, WriteRules},
 };
@@ -213,7 +213,7 @@ impl ProjectFiles for KubeFiles {
             return Err(DomainError::invalid("path", "is the project's folder"));
         }
         let (length, body) = match rules.length {
-            Some(length) if length > rules.max_bytes => return Err(too_large(rules.max_bytes)),
+            Some(length) if length > rules.max_bytes => return Err(file_too_large(rules.max_bytes)),
             Some(length) => (length, body),
             None => spooled(body, rules.max_bytes).await?,
         };
@@ -270,10 +270,6 @@ impl ProjectFiles for KubeFiles {
     }
 }
 
-fn too_large(most: u64) -> DomainError {
-    DomainError::TooLarge(format!("the file is larger than RDEV_MAX_FILE_BYTES ({most} bytes)"))
-}
-
 /// A body without a length, spooled to a temporary file here (at most `most` bytes), and read
 /// back as a stream of known length.
 async fn spooled(mut body: ByteStream, most: u64) -> Result<(u64, ByteStream), DomainError> {
@@ -288,7 +284,7 @@ async fn spooled(mut body: ByteStream, most: u64) -> Result<(u64, ByteStream), D
         let chunk = chunk?;
         length += chunk.len() as u64;
         if length > most {
-            return Err(too_large(most));
+            return Err(file_too_large(most));
         }
         file.write_all(&chunk).await.map_err(failed)?;
     }

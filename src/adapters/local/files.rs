@@ -27,7 +27,8 @@ use tokio::sync::mpsc;
 use crate::{
     domain::{
         DomainError, FileEntry, FileType, Project, ProjectPath, WrittenFile,
-        files::{file_not_found, path_escapes},
+        apikey::hex,
+        files::{file_not_found, file_too_large, path_escapes},
     },
     ports::{ByteStream, FileContent, ProjectFiles, WriteRules},
 };
@@ -114,14 +115,6 @@ fn sha256_of(file: &mut std::fs::File) -> io::Result<(String, u64)> {
         hash.update(&buf[..n]);
         size += n as u64;
     }
-}
-
-fn too_large(most: u64) -> DomainError {
-    DomainError::TooLarge(format!("the file is larger than RDEV_MAX_FILE_BYTES ({most} bytes)"))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[async_trait]
@@ -212,7 +205,7 @@ impl ProjectFiles for LocalFiles {
             return Err(DomainError::invalid("path", "is the project's folder"));
         };
         if rules.length.is_some_and(|length| length > rules.max_bytes) {
-            return Err(too_large(rules.max_bytes));
+            return Err(file_too_large(rules.max_bytes));
         }
         let dir = self.project_dir(project)?;
         // `Err` says the body broke off: nothing is stored.
@@ -240,7 +233,7 @@ impl ProjectFiles for LocalFiles {
                     let chunk = chunk.map_err(|()| DomainError::invalid("body", "broke off"))?;
                     size += chunk.len() as u64;
                     if size > rules.max_bytes {
-                        return Err(too_large(rules.max_bytes));
+                        return Err(file_too_large(rules.max_bytes));
                     }
                     hash.update(&chunk);
                     file.write_all(&chunk).map_err(|e| io_error(&path, e))?;
