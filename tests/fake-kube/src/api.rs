@@ -13,6 +13,7 @@ use axum::routing::get;
 use serde_json::json;
 
 use crate::exec::{self, Cut, ExecRequest, Protocol};
+use crate::pods::Page;
 use crate::selector::Selector;
 use crate::server::Shared;
 use crate::{Fault, control};
@@ -111,7 +112,14 @@ fn list(shared: &Arc<Shared>, namespace: Option<&str>, query: &HashMap<String, S
     if query.get("watch").is_some_and(|watch| watch == "true" || watch == "1") {
         return crate::watch::respond(Arc::clone(shared), namespace.map(str::to_owned), selector, query);
     }
-    axum::Json(shared.pods.list_json(namespace, &selector)).into_response()
+    let page = match Page::parse(
+        query.get("limit").map(String::as_str),
+        query.get("continue").map(String::as_str),
+    ) {
+        Ok(page) => page,
+        Err(message) => return bad_request(message),
+    };
+    axum::Json(shared.pods.list_json(namespace, &selector, &page)).into_response()
 }
 
 async fn get_pod(State(shared): State<Arc<Shared>>, Path((namespace, name)): Path<(String, String)>) -> Response {

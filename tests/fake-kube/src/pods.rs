@@ -2,6 +2,7 @@
 //! keeps them per namespace with a folder each, and their rendering as Kubernetes `v1` JSON.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -288,21 +289,66 @@ impl PodStore {
     }
 
     /// `GET .../pods`: a `PodList` of the pods in `namespace` (all when `None`) that match.
-    pub(crate) fn list_json(&self, namespace: Option<&str>, selector: &Selector) -> Value {
+    /// One page of the pods that match, as the API server pages a list (`limit`, `continue`):
+    /// `page.limit` pods after `page.after`, with a `continue` token when more remain. Every page
+    /// carries the version of the first one, so a watch from it replays what changed meanwhile.
+    /// (The real server serves later pages from a snapshot at that version; here they come from
+    /// the current pods, which a watch that follows from that version makes good.)
+    pub(crate) fn list_json(&self, namespace: Option<&str>, selector: &Selector, page: &Page) -> Value {
         let inner = self.lock();
-        let items: Vec<Value> = inner
+        let version = page.version.unwrap_or(inner.resource_version);
+        let mut matching = inner
             .pods
-            .values()
-            .filter(|pod| namespace.is_none_or(|ns| pod.spec.namespace == ns))
-            .filter(|pod| selector.matches(&pod.spec.labels))
-            .map(pod_json)
-            .collect();
-        json!({
-            "apiVersion": "v1",
-            "kind": "PodList",
-            "metadata": { "resourceVersion": inner.resource_version.to_string() },
-            "items": items,
-        })
+            .range((page.after.clone().map_or(Bound::Unbounded, Bound::Excluded), Bound::Unbounded))
+            .filter(|(_, pod)| namespace.is_none_or(|ns| pod.spec.namespace == ns))
+            .filter(|(_, pod)| selector.matches(&pod.spec.labels));
+        let limit = page.limit.unwrap_or(usize::MAX);
+        let (mut items, mut last) = (Vec::new(), None);
+        for (key, pod) in matching.by_ref().take(limit) {
+            items.push(pod_json(pod));
+            last = Some(key);
+        }
+        let remaining = matching.count();
+        let mut metadata = json!({ "resourceVersion": version.to_string() });
+        if remaining > 0
+            && let Some(last) = last
+        {
+            metadata["continue"] = json!(Page::token(version, last));
+            metadata["remainingItemCount"] = json!(remaining);
+        }
+        json!({ "apiVersion": "v1", "kind": "PodList", "metadata": metadata, "items": items })
+    }
+}
+
+/// Where a paged list is: its `limit`, and from a `continue` token the first page's version and
+/// the last pod already sent.
+#[derive(Default)]
+pub(crate) struct Page {
+    pub(crate) limit: Option<usize>,
+    pub(crate) version: Option<u64>,
+    pub(crate) after: Option<(String, String)>,
+}
+
+impl Page {
+    /// The token is opaque to clients; here it is `version/namespace/name` (neither may hold `/`).
+    fn token(version: u64, (namespace, name): &(String, String)) -> String {
+        format!("{version}/{namespace}/{name}")
+    }
+
+    /// The page a list's `limit` and `continue` parameters ask for; `Err` for a malformed one.
+    pub(crate) fn parse(limit: Option<&str>, token: Option<&str>) -> Result<Self, String> {
+        let limit = match limit {
+            None | Some("" | "0") => None,
+            Some(limit) => Some(limit.parse::<usize>().map_err(|_| format!("invalid limit {limit:?}"))?),
+        };
+        let Some(token) = token.filter(|token| !token.is_empty()) else { return Ok(Self { limit, ..Self::default() }) };
+        let invalid = || format!("continue key is not valid: {token:?}");
+        let mut parts = token.splitn(3, '/');
+        let (Some(version), Some(namespace), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(invalid());
+        };
+        let version = version.parse().map_err(|_| invalid())?;
+        Ok(Self { limit, version: Some(version), after: Some((namespace.to_owned(), name.to_owned())) })
     }
 }
 

@@ -37,6 +37,61 @@ async fn list_filters_by_label_selector() {
     assert_eq!(names(&everywhere.list(&ListParams::default()).await.unwrap()).len(), 4);
 }
 
+/// A list in pages (`limit`, `continue`), as kube-rs's watcher asks for its first list: every
+/// pod once, in order, each page with the first page's version, and the last without a token.
+#[tokio::test]
+async fn a_list_comes_in_pages_with_continue_tokens() {
+    let kube = fake().await;
+    for n in 0..6 {
+        kube.add_pod(project_pod(&format!("pod-{n}"), &format!("p{n}"))).unwrap();
+    }
+    kube.add_pod(PodSpec::new(NS, "pod-x").label("app", "db")).unwrap();
+    let api = pods(&kube);
+    let selector = format!("{PROJECT}=true");
+
+    let (mut seen, mut token, mut versions, mut pages) = (Vec::new(), None::<String>, Vec::new(), 0);
+    loop {
+        let mut params = ListParams::default().labels(&selector).limit(3);
+        if let Some(token) = &token {
+            params = params.continue_token(token);
+        }
+        let page = api.list(&params).await.unwrap();
+        pages += 1;
+        assert!(page.items.len() <= 3);
+        seen.extend(names(&page));
+        versions.push(page.metadata.resource_version.clone().unwrap());
+        if pages == 1 {
+            kube.add_pod(project_pod("pod-9", "late")).unwrap();
+        }
+        token = page.metadata.continue_.filter(|token| !token.is_empty());
+        if token.is_none() {
+            assert_eq!(page.metadata.remaining_item_count, None);
+            break;
+        }
+        assert!(page.metadata.remaining_item_count.is_some_and(|n| n > 0));
+    }
+    // Pages run in name order; `pod-9`, created after the first page, is in a later one.
+    assert_eq!(seen, ["pod-0", "pod-1", "pod-2", "pod-3", "pod-4", "pod-5", "pod-9", "pod-a"]);
+    assert_eq!(pages, 3);
+    assert!(versions.windows(2).all(|pair| pair[0] == pair[1]), "{versions:?}");
+
+    let bad = api.list(&ListParams::default().continue_token("not-a-token")).await.unwrap_err();
+    assert!(matches!(bad, kube::Error::Api(status) if status.code == 400));
+
+    // kube-rs's watcher lists in pages of `page_size`: with 2, it still sees every pod once.
+    let config = kube::runtime::watcher::Config::default().labels(&selector).page_size(2);
+    let mut events = std::pin::pin!(kube::runtime::watcher(api, config));
+    let mut listed = Vec::new();
+    while let Some(event) = futures_util::StreamExt::next(&mut events).await {
+        match event.unwrap() {
+            kube::runtime::watcher::Event::InitApply(pod) => listed.push(pod.metadata.name.unwrap()),
+            kube::runtime::watcher::Event::InitDone => break,
+            _ => {}
+        }
+    }
+    assert_eq!(listed, seen);
+}
+
 #[tokio::test]
 async fn get_returns_a_typed_pod_with_status() {
     let kube = fake().await;
