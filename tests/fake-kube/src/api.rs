@@ -214,6 +214,7 @@ async fn exec(
         stdin: query.stdin,
         stdout: query.stdout,
         stderr: query.stderr,
+        tty: query.tty,
         protocol,
         cut: match shared.fault() {
             Fault::DropMidStream => Some(Cut::Drop),

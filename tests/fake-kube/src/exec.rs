@@ -1,6 +1,11 @@
 //! Owns an exec session after the WebSocket upgrade: runs the argv for real in the pod's folder,
 //! multiplexes its output onto the remotecommand channels (v4/v5), reports the exit on the
 //! status channel as the kubelet does, and kills the whole process group if the client leaves.
+//!
+//! With `tty=true` the command runs on a real pseudo-terminal (`pty-process`), in its own
+//! session with the terminal as its controlling one, as a container runtime runs it: output
+//! (there is no separate stderr) comes on stdout, and the resize channel (4) carries
+//! `{"Width","Height"}` sizes, applied to the terminal as they come.
 
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
@@ -9,8 +14,8 @@ use axum::extract::ws::{Message, WebSocket};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch};
 
 use crate::server::{ExecCount, stopped};
@@ -19,6 +24,7 @@ const STDIN: u8 = 0;
 const STDOUT: u8 = 1;
 const STDERR: u8 = 2;
 const STATUS: u8 = 3;
+const RESIZE: u8 = 4;
 /// v5 only: the client (or server) says it will send no more on the channel in the next byte.
 const CLOSE: u8 = 255;
 
@@ -50,6 +56,8 @@ pub(crate) struct ExecRequest {
     pub(crate) stdin: bool,
     pub(crate) stdout: bool,
     pub(crate) stderr: bool,
+    /// Run on a pseudo-terminal (the API layer refuses it with stderr).
+    pub(crate) tty: bool,
     pub(crate) protocol: Protocol,
     /// Set when a mid-stream fault was on as the exec arrived.
     pub(crate) cut: Option<Cut>,
@@ -98,8 +106,8 @@ pub(crate) async fn run(
     mut shutdown: watch::Receiver<bool>,
     _count: ExecCount,
 ) {
-    let mut child = match spawn(&request) {
-        Ok(child) => child,
+    let Spawned { mut child, pty } = match spawn(&request) {
+        Ok(spawned) => spawned,
         Err(error) => {
             // Shaped like the runtime's refusal to start the process (missing binary, no permission).
             let message = format!(
@@ -131,7 +139,7 @@ pub(crate) async fn run(
     let outcome = if socket.send(Message::binary(vec![hello])).await.is_err() {
         Outcome::Abandoned
     } else {
-        pump(&mut socket, &mut child, &request, &mut shutdown).await
+        pump(&mut socket, &mut child, pty, &request, &mut shutdown).await
     };
     match outcome {
         Outcome::Exited(exit) => {
@@ -154,10 +162,28 @@ pub(crate) async fn run(
     }
 }
 
-fn spawn(request: &ExecRequest) -> std::io::Result<Child> {
+/// A started command and, on a terminal, the terminal's side this server holds.
+struct Spawned {
+    child: Child,
+    pty: Option<pty_process::Pty>,
+}
+
+fn spawn(request: &ExecRequest) -> std::io::Result<Spawned> {
     let pipe_or_null = |wanted: bool| if wanted { Stdio::piped() } else { Stdio::null() };
     let (program, args) = request.argv.split_first().ok_or_else(|| std::io::Error::other("empty command"))?;
-    Command::new(program)
+    if request.tty {
+        let (pty, pts) = pty_process::open().map_err(std::io::Error::other)?;
+        pty.resize(pty_process::Size::new(24, 80)).map_err(std::io::Error::other)?;
+        // Its own session (so its own process group), the terminal as its controlling one.
+        let child = pty_process::Command::new(program)
+            .args(args)
+            .current_dir(&request.dir)
+            .kill_on_drop(true)
+            .spawn(pts)
+            .map_err(std::io::Error::other)?;
+        return Ok(Spawned { child, pty: Some(pty) });
+    }
+    let child = Command::new(program)
         .args(args)
         .current_dir(&request.dir)
         .stdin(pipe_or_null(request.stdin))
@@ -166,19 +192,33 @@ fn spawn(request: &ExecRequest) -> std::io::Result<Child> {
         // Its own process group, so a client that leaves takes the command's children with it.
         .process_group(0)
         .kill_on_drop(true)
-        .spawn()
+        .spawn()?;
+    Ok(Spawned { child, pty: None })
 }
 
 /// Streams output and client input until the command has exited and both pipes hit EOF.
 async fn pump(
     socket: &mut WebSocket,
     child: &mut Child,
+    pty: Option<pty_process::Pty>,
     request: &ExecRequest,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Outcome {
-    let mut stdout = child.stdout.take();
-    let mut stderr = child.stderr.take();
-    let mut stdin = child.stdin.take().map(stdin_writer);
+    type Reader = Box<dyn AsyncRead + Unpin + Send>;
+    let (mut stdout, mut stderr, mut stdin): (Option<Reader>, Option<Reader>, _) = match pty {
+        Some(pty) => {
+            let (read, write) = pty.into_split();
+            let resize = |pty: &pty_process::OwnedWritePty, size: pty_process::Size| {
+                let _ = pty.resize(size);
+            };
+            (Some(Box::new(TerminalOutput(read))), None, Some(stdin_writer(write, resize)))
+        }
+        None => (
+            child.stdout.take().map(|pipe| Box::new(pipe) as Reader),
+            child.stderr.take().map(|pipe| Box::new(pipe) as Reader),
+            child.stdin.take().map(|pipe| stdin_writer(pipe, |_, _| {})),
+        ),
+    };
     let mut out_buf = vec![0u8; 16 * 1024];
     let mut err_buf = vec![0u8; 16 * 1024];
     let mut exit = None;
@@ -212,11 +252,16 @@ async fn pump(
                     (Some(&STDIN), _) => {
                         if let Some(writer) = &stdin {
                             // A failed send means the command closed its stdin; later input is moot.
-                            let _ = writer.send(data.slice(1..));
+                            let _ = writer.send(Input::Bytes(data.slice(1..)));
                         }
                     }
                     (Some(&CLOSE), Some(&STDIN)) if request.protocol == Protocol::V5 => stdin = None,
-                    // Resize (4) and anything unknown: nothing to do without a TTY.
+                    (Some(&RESIZE), _) => {
+                        // Without a terminal, or malformed: nothing to resize, as on a kubelet.
+                        if let (Some(writer), Some(size)) = (&stdin, terminal_size(&data[1..])) {
+                            let _ = writer.send(Input::Resize(size));
+                        }
+                    }
                     _ => {}
                 },
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return Outcome::Abandoned,
@@ -251,18 +296,64 @@ async fn read_some<R: AsyncRead + Unpin>(pipe: &mut Option<R>, buf: &mut [u8]) -
     }
 }
 
+/// What the client sends a command: stdin bytes, or (on a terminal) a new size.
+enum Input {
+    Bytes(axum::body::Bytes),
+    Resize(pty_process::Size),
+}
+
+/// A resize frame's body: `{"Width":…,"Height":…}`, as kube-rs and kubectl send it.
+fn terminal_size(body: &[u8]) -> Option<pty_process::Size> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Size {
+        width: u16,
+        height: u16,
+    }
+    let size: Size = serde_json::from_slice(body).ok()?;
+    Some(pty_process::Size::new(size.height, size.width))
+}
+
 /// Feeds stdin from its own task, so a command that is not reading its input can never stall
-/// the loop that drains its output. Dropping the sender closes the command's stdin.
-fn stdin_writer(mut pipe: ChildStdin) -> mpsc::UnboundedSender<axum::body::Bytes> {
-    let (sender, mut receiver) = mpsc::unbounded_channel::<axum::body::Bytes>();
+/// the loop that drains its output; resizes go the same way, in order with the keystrokes.
+/// Dropping the sender closes the command's stdin.
+fn stdin_writer<W: AsyncWrite + Unpin + Send + 'static>(
+    mut pipe: W,
+    resize: impl Fn(&W, pty_process::Size) + Send + 'static,
+) -> mpsc::UnboundedSender<Input> {
+    let (sender, mut receiver) = mpsc::unbounded_channel::<Input>();
     tokio::spawn(async move {
-        while let Some(chunk) = receiver.recv().await {
-            if pipe.write_all(&chunk).await.is_err() {
-                return;
+        while let Some(input) = receiver.recv().await {
+            match input {
+                Input::Bytes(chunk) => {
+                    if pipe.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+                Input::Resize(size) => resize(&pipe, size),
             }
         }
     });
     sender
+}
+
+/// A terminal's output: reading it after the command's side has closed fails with EIO on Linux,
+/// which is its end of file.
+struct TerminalOutput(pty_process::OwnedReadPty);
+
+impl AsyncRead for TerminalOutput {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match std::pin::Pin::new(&mut self.0).poll_read(cx, buf) {
+            std::task::Poll::Ready(Err(error)) if error.raw_os_error() == Some(nix::libc::EIO) => {
+                std::task::Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
 }
 
 /// The kubelet's status for an exit: `Success`, or `NonZeroExitCode` with an `ExitCode` cause.

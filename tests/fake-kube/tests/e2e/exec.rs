@@ -191,3 +191,27 @@ async fn client_closing_early_kills_the_whole_process_group() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// `tty=true` through kube-rs: the shell is on a real terminal (`tty` names one, `stty size`
+/// follows the resize channel), output comes on stdout only, and the exit is the status.
+#[tokio::test]
+async fn a_tty_exec_runs_on_a_terminal_that_resizes() {
+    let kube = fake().await;
+    let params = AttachParams::interactive_tty().container("main");
+    let mut process = pods(&kube).exec("pod-a", ["/bin/sh"], &params).await.unwrap();
+    assert!(process.stderr().is_none());
+    let mut sizes = process.terminal_size().unwrap();
+    sizes.try_send(kube::api::TerminalSize { width: 123, height: 45 }).unwrap();
+    let mut stdin = process.stdin().unwrap();
+    let mut stdout = process.stdout().unwrap();
+    // The resize goes on its own channel: wait until the terminal has it before asking.
+    stdin.write_all(b"while [ \"$(stty size)\" != '45 123' ]; do sleep 0.01; done; stty size; tty; exit 3\n").await.unwrap();
+    let mut seen = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stdout.read_to_end(&mut seen)).await.unwrap().unwrap();
+    let seen = String::from_utf8_lossy(&seen);
+    assert!(seen.contains("45 123\r\n"), "{seen:?}");
+    assert!(seen.contains("/dev/pts/"), "{seen:?}");
+    let status = process.take_status().unwrap().await.unwrap();
+    assert_eq!(status.reason.as_deref(), Some("NonZeroExitCode"));
+    assert_eq!(status.details.unwrap().causes.unwrap()[0].message.as_deref(), Some("3"));
+}
