@@ -186,6 +186,10 @@ pub struct ExecutorSettings {
     /// How long a session lives without a command; then it is gone (404) and purged.
     #[arg(long, env = "RDEV_SESSION_IDLE_TIMEOUT", default_value = "1h", value_parser = humantime::parse_duration, global = true)]
     pub session_idle_timeout: Duration,
+
+    /// How long a terminal may see nothing either way (no keystroke, no output); then it ends.
+    #[arg(long, env = "RDEV_TERMINAL_IDLE_TIMEOUT", default_value = "15m", value_parser = humantime::parse_duration, global = true)]
+    pub terminal_idle_timeout: Duration,
 }
 
 /// Command queue.
@@ -338,6 +342,9 @@ impl Config {
         }
         if self.executor.session_idle_timeout < Duration::from_secs(1) {
             bail!("RDEV_SESSION_IDLE_TIMEOUT must be at least 1s, got {:?}", self.executor.session_idle_timeout);
+        }
+        if self.executor.terminal_idle_timeout < Duration::from_secs(1) {
+            bail!("RDEV_TERMINAL_IDLE_TIMEOUT must be at least 1s, got {:?}", self.executor.terminal_idle_timeout);
         }
         if self.server.max_body_bytes < MIN_BODY_BYTES {
             bail!("RDEV_MAX_BODY_BYTES must be at least {MIN_BODY_BYTES}, got {}", self.server.max_body_bytes);

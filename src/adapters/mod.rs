@@ -16,6 +16,7 @@ pub mod local;
 pub mod memory;
 pub(crate) mod session_shell;
 pub mod sql;
+pub(crate) mod terminal;
 pub mod webhook_sender;
 
 pub use sql::Database;

@@ -11,14 +11,14 @@ use crate::{
         Database,
         breaker::{BreakerExecutor, CircuitBreaker},
         cache::CachedProjectSource,
-        kube::{KubeClients, KubeExecutor, KubeFiles, WatchHealth, WatchedProjects},
+        kube::{KubeClients, KubeExecutor, KubeFiles, KubeTerminals, WatchHealth, WatchedProjects},
         local::{
             LocalExecutor, LocalFiles, LocalProjects, SandboxHealth,
             sandbox::{self, Sandbox, ServerFiles},
         },
     },
     config::{Config, ExecutorChoice, SandboxMode},
-    ports::{Clock, Executor, HealthCheck, ProjectFiles, ProjectSource},
+    ports::{Clock, Executor, HealthCheck, ProjectFiles, ProjectSource, TerminalHost},
 };
 
 /// How long a local projects folder listing (or lookup) is reused: at most `CACHE_TTL`.
@@ -32,6 +32,8 @@ pub(super) struct Executors {
     pub health: Vec<Arc<dyn HealthCheck>>,
     /// The projects' files, where the executor keeps them.
     pub files: Arc<dyn ProjectFiles>,
+    /// Where interactive terminals run.
+    pub terminals: Arc<dyn TerminalHost>,
 }
 
 /// The project source and executor the configuration asks for, and their readiness checks.
@@ -48,16 +50,17 @@ pub(super) async fn executors(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
             let sandbox = Arc::new(start_sandbox(config).await?);
             let root = sandbox.projects_root().to_path_buf();
             let files = Arc::new(LocalFiles::new(root.clone()));
-            let executor = LocalExecutor::new(root, sandbox.clone());
+            let executor = Arc::new(LocalExecutor::new(root, sandbox.clone()));
             // Reading the folder costs a trip to the blocking pool per lookup, which dominates
             // a `GET /projects`; a second of staleness is invisible to someone creating folders.
             let freshness = config.access.cache_ttl.min(LOCAL_PROJECTS_FRESHNESS);
             let projects = CachedProjectSource::new(Arc::new(projects), freshness, clock);
             Ok(Executors {
                 projects: Arc::new(projects),
-                executor: Arc::new(executor),
+                executor: executor.clone(),
                 health: vec![Arc::new(SandboxHealth(sandbox))],
                 files,
+                terminals: executor,
             })
         }
         ExecutorChoice::Kubernetes => {
@@ -76,11 +79,16 @@ pub(super) async fn executors(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
                 &config.executor.namespace,
                 config.executor.kube_api_timeout,
             ));
+            let terminals = Arc::new(KubeTerminals::new(
+                clients.exec.clone(),
+                &config.executor.namespace,
+                config.executor.kube_api_timeout,
+            ));
             let exec = KubeExecutor::new(clients.exec, &config.executor.namespace, config.executor.kube_api_timeout);
             let executor = BreakerExecutor { breaker: breaker.clone(), inner: exec };
             tracing::info!(namespace = %config.executor.namespace, "using the Kubernetes executor");
             let health: Vec<Arc<dyn HealthCheck>> = vec![breaker, Arc::new(WatchHealth(projects.clone()))];
-            Ok(Executors { projects, executor: Arc::new(executor), health, files })
+            Ok(Executors { projects, executor: Arc::new(executor), health, files, terminals })
         }
     }
 }

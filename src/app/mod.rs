@@ -25,7 +25,7 @@ use crate::{
     ports::{Clock, HealthCheck, SystemClock},
     services::{
         AuditService, CommandService, DispatchWake, FileService, IdempotencyService, ProjectService, QueueWorker,
-        WebhookDispatcher,
+        TerminalService, WebhookDispatcher,
     },
 };
 
@@ -73,6 +73,15 @@ impl App {
             audit.clone(),
             config.executor.max_file_bytes,
         ));
+        let terminals = Arc::new(TerminalService::new(
+            database.terminal_tickets(),
+            executors.terminals,
+            projects.clone(),
+            keys.clone(),
+            audit.clone(),
+            clock.clone(),
+            config.executor.terminal_idle_timeout,
+        ));
         let wake = DispatchWake::default();
         let replica = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
         let parts = CommandParts {
@@ -102,6 +111,7 @@ impl App {
             output: commands.output.clone(),
             sessions: commands.sessions.clone(),
             files,
+            terminals: terminals.clone(),
             client_ip: Arc::new(ClientIpResolver::new(config.server.trusted_proxies.clone())),
             readiness: readiness.into(),
             metrics: crate::telemetry::metrics::handle(),
@@ -118,6 +128,7 @@ impl App {
             idempotency,
             output: commands.output_log,
             sessions: commands.sessions,
+            terminals,
             output_retention: config.queue.output_retention,
             webhook_retention: config.webhooks.retention,
             audit_retention: config.access.audit_retention,

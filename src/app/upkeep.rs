@@ -6,7 +6,10 @@ use std::{sync::Arc, time::Duration};
 use crate::{
     domain::DomainError,
     ports::{Clock, CommandQueue, DeliveryQueue, OutputLog},
-    services::{ApiKeyService, AuditService, IdempotencyService, QueueService, RateLimitService, SessionService},
+    services::{
+        ApiKeyService, AuditService, IdempotencyService, QueueService, RateLimitService, SessionService,
+        TerminalService,
+    },
 };
 
 /// How often the maintenance task writes batched `last_used_at` times and purges old counts.
@@ -29,6 +32,7 @@ pub(super) struct Upkeep {
     pub idempotency: Arc<IdempotencyService>,
     pub output: Arc<dyn OutputLog>,
     pub sessions: Arc<SessionService>,
+    pub terminals: Arc<TerminalService>,
     pub output_retention: Duration,
     pub webhook_retention: Duration,
     pub audit_retention: Duration,
@@ -54,6 +58,7 @@ impl Upkeep {
             }
             publish_queue_depth(self.queue.as_ref()).await;
             report_purge(self.sessions.purge_expired().await, "expired sessions", "RDEV_SESSION_IDLE_TIMEOUT");
+            report_purge(self.terminals.purge_expired_tickets().await, "terminal tickets", "their 30 s");
             if let Err(error) = self.recovery.recover_expired().await {
                 tracing::warn!(%error, "could not recover expired command leases; will retry");
             }

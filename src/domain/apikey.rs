@@ -31,12 +31,14 @@ pub enum Scope {
     FilesRead,
     #[serde(rename = "files:write")]
     FilesWrite,
+    #[serde(rename = "terminal:open")]
+    TerminalOpen,
     #[serde(rename = "admin")]
     Admin,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 9] = [
+    pub const ALL: [Scope; 10] = [
         Scope::ProjectsRead,
         Scope::CommandsExecute,
         Scope::CommandsRead,
@@ -45,6 +47,7 @@ impl Scope {
         Scope::KeysAdmin,
         Scope::FilesRead,
         Scope::FilesWrite,
+        Scope::TerminalOpen,
         Scope::Admin,
     ];
 
@@ -58,6 +61,7 @@ impl Scope {
             Scope::KeysAdmin => "keys:admin",
             Scope::FilesRead => "files:read",
             Scope::FilesWrite => "files:write",
+            Scope::TerminalOpen => "terminal:open",
             Scope::Admin => "admin",
         }
     }

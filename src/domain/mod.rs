@@ -16,6 +16,7 @@ pub mod output;
 pub mod page;
 pub mod project;
 pub mod session;
+pub mod terminal;
 pub mod webhook;
 
 pub use apikey::{ApiKey, ApiKeyChanges, ApiKeySecret, KeyHash, NewApiKey, RotateRequest, Scope};
@@ -33,6 +34,10 @@ pub use page::{Page, PageRequest};
 pub use project::{ExecutorKind, Project, ProjectId, ProjectStatus};
 pub use session::{
     CreateSessionRequest, Session, SessionEnd, SessionExecution, SessionFilter, SessionState, ShellState,
+};
+pub use terminal::{
+    ControlFrame, IssuedTicket, StoredTicket, TerminalEnding, TerminalInput, TerminalSize, TerminalSummary,
+    TicketSecret,
 };
 pub use webhook::{NewWebhook, Webhook, WebhookChanges, WebhookEvent, WebhookSecret};
 

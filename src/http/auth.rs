@@ -10,7 +10,7 @@
 use std::marker::PhantomData;
 
 use axum::{
-    extract::{FromRequestParts, Request, State},
+    extract::{FromRequestParts, Path, Request, State},
     http::{HeaderMap, HeaderValue, request::Parts},
     middleware::Next,
     response::{IntoResponse, Response},
@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::{error::ApiError, state::AppState};
 use crate::{
-    domain::{ApiKey, Caller, Scope, Unauthenticated},
+    domain::{ApiKey, Caller, DomainError, ProjectId, Scope, Unauthenticated},
     ports::RateDecision,
     telemetry::metrics::RATE_LIMITED_REQUESTS_TOTAL,
 };
@@ -41,10 +41,50 @@ pub fn request_id(headers: &HeaderMap) -> String {
     headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
 }
 
-pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let client_ip = state.client_ip.of(request.extensions(), request.headers());
     let header = request.headers().get(API_KEY_HEADER).map(|v| v.to_str().unwrap_or(""));
-    let key = match state.keys.authenticate(header, client_ip).await {
+    let key = state.keys.authenticate(header, client_ip).await;
+    admit(&state, key, client_ip, request, next).await
+}
+
+/// `authenticate` for the terminal's WebSocket: `X-API-Key`, or else a `?ticket=` issued for
+/// this project (browsers cannot set headers on a WebSocket). The key's allowlist and rate
+/// limit apply either way.
+pub async fn authenticate_terminal(
+    State(state): State<AppState>,
+    Path(params): Path<Vec<(String, String)>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let client_ip = state.client_ip.of(request.extensions(), request.headers());
+    let header = request.headers().get(API_KEY_HEADER).map(|v| v.to_str().unwrap_or(""));
+    let ticket = request.uri().query().and_then(|query| {
+        url::form_urlencoded::parse(query.as_bytes()).find(|(name, _)| name == "ticket").map(|(_, value)| value)
+    });
+    let key = match (header, ticket) {
+        (None, Some(ticket)) => {
+            let project = params.iter().find(|(name, _)| name == "id").map_or("", |(_, id)| id.as_str());
+            match ProjectId::parse(project) {
+                Ok(project) => state.terminals.redeem(&ticket, &project, client_ip).await,
+                Err(error) => Err(error),
+            }
+        }
+        (header, _) => state.keys.authenticate(header, client_ip).await,
+    };
+    admit(&state, key, client_ip, request, next).await
+}
+
+/// Counts an authenticated request against its key's rate limit and runs it with an
+/// `AuthContext`, or answers why not.
+async fn admit(
+    state: &AppState,
+    key: Result<ApiKey, DomainError>,
+    client_ip: Option<std::net::IpAddr>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let key = match key {
         Ok(key) => key,
         Err(error) => return ApiError::from(error).into_response(),
     };
@@ -96,7 +136,17 @@ pub mod scope {
         )*};
     }
 
-    scopes!(ProjectsRead, CommandsExecute, CommandsRead, AuditRead, WebhooksManage, KeysAdmin, FilesRead, FilesWrite);
+    scopes!(
+        ProjectsRead,
+        CommandsExecute,
+        CommandsRead,
+        AuditRead,
+        WebhooksManage,
+        KeysAdmin,
+        FilesRead,
+        FilesWrite,
+        TerminalOpen
+    );
 }
 
 /// The authenticated caller, proven to hold scope `S`.

@@ -33,7 +33,7 @@ use tower_http::{
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use handlers::{audit, commands, files, health, keys, output, projects, sessions, shell, webhooks};
+use handlers::{audit, commands, files, health, keys, output, projects, sessions, shell, terminal, webhooks};
 
 use crate::telemetry;
 pub use state::AppState;
@@ -65,7 +65,12 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(files::read_file, files::write_file))
         .routes(routes!(sessions::list_sessions))
         .routes(routes!(sessions::get_session, sessions::delete_session))
+        .routes(routes!(terminal::create_ticket))
         .route_layer(authenticate());
+    // The terminal's WebSocket: a browser authenticates with a ticket instead of a header.
+    let terminal = OpenApiRouter::new()
+        .routes(routes!(terminal::open_terminal))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate_terminal));
     // Attempts to execute: refusals are audited around authentication itself.
     let execute = OpenApiRouter::new()
         .routes(routes!(shell::run_shell))
@@ -75,8 +80,12 @@ pub fn router(state: AppState) -> Router {
         .route_layer(authenticate())
         .route_layer(middleware::from_fn_with_state(state.clone(), refusals::audit_rejected_executions))
         .route_layer(DefaultBodyLimit::max(state.execute_body_limit()));
-    let (router, api) =
-        OpenApiRouter::with_openapi(openapi::base()).merge(public).merge(protected).merge(execute).split_for_parts();
+    let (router, api) = OpenApiRouter::with_openapi(openapi::base())
+        .merge(public)
+        .merge(protected)
+        .merge(terminal)
+        .merge(execute)
+        .split_for_parts();
     let document: Arc<str> = openapi::complete(api).to_json().unwrap_or_default().into();
 
     router

@@ -7,7 +7,7 @@ use crate::{
     ports::HealthCheck,
     services::{
         ApiKeyService, AuditService, CommandService, FileService, IdempotencyService, OutputService, ProjectService,
-        QueueService, RateLimitService, SessionService, WebhookService,
+        QueueService, RateLimitService, SessionService, TerminalService, WebhookService,
     },
 };
 
@@ -42,6 +42,7 @@ pub struct Services {
     pub output: Arc<OutputService>,
     pub sessions: Arc<SessionService>,
     pub files: Arc<FileService>,
+    pub terminals: Arc<TerminalService>,
     pub client_ip: Arc<ClientIpResolver>,
     pub readiness: Arc<[Arc<dyn HealthCheck>]>,
     /// Renders `/metrics`.

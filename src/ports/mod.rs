@@ -17,6 +17,7 @@ pub mod projects;
 pub mod queue;
 pub mod ratelimit;
 pub mod sessions;
+pub mod terminals;
 pub mod webhooks;
 
 pub use apikeys::{ApiKeyRepo, StoredKey};
@@ -31,4 +32,5 @@ pub use projects::ProjectSource;
 pub use queue::{CancelEffect, CommandQueue, Recovered, RecoveryAudit};
 pub use ratelimit::{RateDecision, RateLimiter};
 pub use sessions::{Acquired, SessionStore};
+pub use terminals::{TERMINAL_OUTPUT_BACKLOG, TerminalHost, TerminalIo, TicketStore};
 pub use webhooks::{DeliveryQueue, Redelivery, WebhookRepo, WebhookRequest, WebhookResponse, WebhookSender};

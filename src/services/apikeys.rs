@@ -169,12 +169,23 @@ impl ApiKeyService {
         if !stored.hash.matches(&hash) {
             return Err(DomainError::Unauthenticated(Unauthenticated::Unknown));
         }
-        let now = self.clock.now();
-        let key = stored.key;
-        key.check_usable(now).map_err(DomainError::Unauthenticated)?;
-        if stored.secret_valid_until.is_some_and(|until| until <= now) {
+        if stored.secret_valid_until.is_some_and(|until| until <= self.clock.now()) {
             return Err(DomainError::Unauthenticated(Unauthenticated::Superseded));
         }
+        self.admit(stored.key, client_ip)
+    }
+
+    /// The key a terminal ticket was issued to, if it may still act: not revoked or expired
+    /// since, and `client_ip` in its allowlist (the ticket's user must be where the key may be).
+    pub async fn authenticate_ticket_holder(&self, id: Uuid, client_ip: Option<IpAddr>) -> Result<ApiKey, DomainError> {
+        let key = self.repo.get(id).await?.ok_or(DomainError::Unauthenticated(Unauthenticated::Unknown))?;
+        self.admit(key, client_ip)
+    }
+
+    /// The checks every credential of a key passes: usable now, and from an allowed address.
+    fn admit(&self, key: ApiKey, client_ip: Option<IpAddr>) -> Result<ApiKey, DomainError> {
+        let now = self.clock.now();
+        key.check_usable(now).map_err(DomainError::Unauthenticated)?;
         if !key.allowed_ips.is_empty()
             && !client_ip.is_some_and(|ip| key.allowed_ips.iter().any(|net| net.contains(&ip)))
         {

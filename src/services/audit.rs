@@ -275,14 +275,28 @@ impl AuditService {
         command: &str,
         outcome: AuditOutcome,
     ) -> Result<(), DomainError> {
-        let command = shortened(command, MAX_REJECTED_COMMAND_BYTES);
+        self.record_action(caller, project_id, command, outcome, None, None).await
+    }
+
+    /// An action that is not a command of the queue or of `/shell`: a file change, a terminal's
+    /// start or end. `what` is kept to `MAX_REJECTED_COMMAND_BYTES`.
+    pub async fn record_action(
+        &self,
+        caller: &Caller,
+        project_id: &ProjectId,
+        what: &str,
+        outcome: AuditOutcome,
+        exit_code: Option<i32>,
+        duration_ms: Option<u64>,
+    ) -> Result<(), DomainError> {
+        let command = shortened(what, MAX_REJECTED_COMMAND_BYTES);
         let record = AuditRecord {
             id: Uuid::new_v4(),
             project_id: Some(project_id),
             command: Some(&command),
-            exit_code: None,
+            exit_code,
             outcome,
-            duration_ms: None,
+            duration_ms,
         };
         self.log.record(&self.entry(caller, record), None).await
     }

@@ -28,6 +28,8 @@ pub const AUDIT_BACKLOG_DROPPED_TOTAL: &str = "audit_backlog_dropped_total";
 pub const BUILD_INFO: &str = "rdev_build_info";
 pub const KUBE_WATCH_STATE: &str = "kube_watch_state";
 pub const KUBE_WATCH_EVENTS_TOTAL: &str = "kube_watch_events_total";
+pub const TERMINAL_SESSIONS_ACTIVE: &str = "terminal_sessions_active";
+pub const TERMINAL_BYTES_TOTAL: &str = "terminal_bytes_total";
 
 /// Buckets for request and command durations: 1 ms to 5 min.
 const SECONDS_BUCKETS: &[f64] =
@@ -99,6 +101,15 @@ fn describe() {
         "The pod watch behind the Kubernetes projects: 0 listing (not ready yet), 1 watching, 2 reconnecting (serving the last known pods)."
     );
     describe_counter!(KUBE_WATCH_EVENTS_TOTAL, "Pod watch events, by type (apply, delete, relist, error).");
+    describe_gauge!(TERMINAL_SESSIONS_ACTIVE, "Interactive terminals open on this replica.");
+    gauge!(TERMINAL_SESSIONS_ACTIVE).set(0.0);
+    describe_counter!(
+        TERMINAL_BYTES_TOTAL,
+        "Bytes through interactive terminals, by direction: in (keystrokes), out (terminal output)."
+    );
+    for direction in ["in", "out"] {
+        metrics::counter!(TERMINAL_BYTES_TOTAL, "direction" => direction).absolute(0);
+    }
     describe_counter!(
         HTTP_CONNECTIONS_REFUSED_TOTAL,
         "Connections accepted past RDEV_MAX_CONNECTIONS: served for /health and /ready only, or closed at once."

@@ -33,4 +33,5 @@ mod shell;
 mod signing;
 mod stdin;
 mod stream;
+mod terminal;
 mod webhooks;

@@ -20,8 +20,19 @@ pub(super) async fn attach(
     stdin: bool,
     api_timeout: Duration,
 ) -> Result<AttachedProcess, DomainError> {
+    let params = AttachParams::default().stdin(stdin).stdout(true).stderr(true);
+    attach_with(pods, project, argv, params, api_timeout).await
+}
+
+/// Starts `argv` in the project's container with `params` (its container set here).
+pub(super) async fn attach_with(
+    pods: &Api<Pod>,
+    project: &Project,
+    argv: Vec<String>,
+    mut params: AttachParams,
+    api_timeout: Duration,
+) -> Result<AttachedProcess, DomainError> {
     let pod = project.pod.as_deref().ok_or_else(|| DomainError::not_found("project", project.id.as_str()))?;
-    let mut params = AttachParams::default().stdin(stdin).stdout(true).stderr(true);
     if let Some(container) = &project.container {
         params = params.container(container.clone());
     }

@@ -9,11 +9,13 @@ mod executor;
 mod files;
 mod projects;
 mod script;
+mod terminal;
 mod watch;
 
 pub use client::KubeClients;
 pub use executor::KubeExecutor;
 pub use files::KubeFiles;
+pub use terminal::KubeTerminals;
 pub use watch::{WatchHealth, WatchedProjects};
 
 pub const PROJECT_LABEL: &str = "rdev.orchard9.ai/project";

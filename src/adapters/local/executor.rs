@@ -40,7 +40,7 @@ const DRAIN_AFTER_KILL: Duration = Duration::from_secs(2);
 pub struct LocalExecutor {
     root: PathBuf,
     base_env: Vec<(String, String)>,
-    sandbox: Arc<Sandbox>,
+    pub(super) sandbox: Arc<Sandbox>,
 }
 
 impl LocalExecutor {
@@ -85,10 +85,16 @@ impl LocalExecutor {
         (Path::new(&state.root) == project_dir).then_some(state)
     }
 
-    fn request(&self, project: &Project, spec: &CommandSpec) -> SpawnRequest {
+    /// A command's environment before the request's variables: the base, and `HOME`.
+    pub(super) fn environment(&self, project: &Project) -> Vec<(String, String)> {
         let home = self.root.join(project.id.as_str());
         let mut env = self.base_env.clone();
         env.push(("HOME".into(), home.to_string_lossy().into_owned()));
+        env
+    }
+
+    fn request(&self, project: &Project, spec: &CommandSpec) -> SpawnRequest {
+        let mut env = self.environment(project);
         env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         // A session's command goes to its workdir itself, so it knows the project root.
         let (workdir, argv) = if spec.keep_state {

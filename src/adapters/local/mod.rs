@@ -5,6 +5,7 @@ mod executor;
 mod files;
 mod projects;
 pub mod sandbox;
+mod terminal;
 
 pub use executor::{LocalExecutor, SandboxHealth};
 pub use files::LocalFiles;

@@ -14,13 +14,13 @@ use sqlx::{
 
 use super::{
     PgRateLimiter, SqlApiKeys, SqlAuditLog, SqlCommandQueue, SqlDeliveries, SqlIdempotency, SqlOutputLog, SqlSessions,
-    SqlWebhooks, SqliteRateLimiter,
+    SqlTickets, SqlWebhooks, SqliteRateLimiter,
     dialect::{Db, Stmt},
     health::{self, Health},
 };
 use crate::ports::{
     ApiKeyRepo, AuditLog, CommandQueue, DeliveryQueue, HealthCheck, IdempotencyStore, OutputLog, RateLimiter,
-    SessionStore, StorageStatus, WebhookRepo,
+    SessionStore, StorageStatus, TicketStore, WebhookRepo,
 };
 
 mod embedded {
@@ -134,6 +134,10 @@ impl Database {
 
     pub fn sessions(&self) -> Arc<dyn SessionStore> {
         on_either!(self, |db| Arc::new(SqlSessions::new(db.clone())))
+    }
+
+    pub fn terminal_tickets(&self) -> Arc<dyn TicketStore> {
+        on_either!(self, |db| Arc::new(SqlTickets::new(db.clone())))
     }
 
     pub fn output_log(&self) -> Arc<dyn OutputLog> {

@@ -11,7 +11,7 @@
 //! - `errors`: driver errors as domain errors, in one place.
 //! - `command_rows`: a command as a row, read and written (the queue and the audit writer).
 //! - one file per port: `keys`, `audit`, `queue`, `webhooks`, `deliveries`,
-//!   `idempotency`, `output` (command output logs), `sessions`; `outbox` for the
+//!   `idempotency`, `output` (command output logs), `sessions`, `tickets` (terminals); `outbox` for the
 //!   webhook events the others write in their own transactions; `ratelimit` per dialect.
 //! - `group_commit`: one writer task that commits concurrent rows in one transaction.
 
@@ -30,6 +30,7 @@ mod output;
 mod queue;
 mod ratelimit;
 mod sessions;
+mod tickets;
 mod values;
 mod webhooks;
 
@@ -42,4 +43,5 @@ use output::SqlOutputLog;
 use queue::SqlCommandQueue;
 use ratelimit::{PgRateLimiter, SqliteRateLimiter};
 use sessions::SqlSessions;
+use tickets::SqlTickets;
 use webhooks::SqlWebhooks;

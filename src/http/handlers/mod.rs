@@ -9,4 +9,5 @@ pub mod output;
 pub mod projects;
 pub mod sessions;
 pub mod shell;
+pub mod terminal;
 pub mod webhooks;

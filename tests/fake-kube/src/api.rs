@@ -112,10 +112,7 @@ fn list(shared: &Arc<Shared>, namespace: Option<&str>, query: &HashMap<String, S
     if query.get("watch").is_some_and(|watch| watch == "true" || watch == "1") {
         return crate::watch::respond(Arc::clone(shared), namespace.map(str::to_owned), selector, query);
     }
-    let page = match Page::parse(
-        query.get("limit").map(String::as_str),
-        query.get("continue").map(String::as_str),
-    ) {
+    let page = match Page::parse(query.get("limit").map(String::as_str), query.get("continue").map(String::as_str)) {
         Ok(page) => page,
         Err(message) => return bad_request(message),
     };

@@ -25,6 +25,8 @@ const STDOUT: u8 = 1;
 const STDERR: u8 = 2;
 const STATUS: u8 = 3;
 const RESIZE: u8 = 4;
+/// How long a terminal's shell has, once hung up, to end its jobs before the group is killed.
+const HANGUP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// v5 only: the client (or server) says it will send no more on the channel in the next byte.
 const CLOSE: u8 = 255;
 
@@ -149,6 +151,11 @@ pub(crate) async fn run(
             finish(&mut socket, &status_json(&request.argv, exit)).await;
         }
         ended => {
+            if request.tty {
+                // As a container runtime does: the terminal is gone (this side closed with the
+                // pump), so the kernel hangs up the shell, which hangs up its jobs; then the rest.
+                let _ = tokio::time::timeout(HANGUP_GRACE, child.wait()).await;
+            }
             killer.kill();
             // Reap it, so the test that watches for leftovers sees no zombie of ours.
             let _ = child.wait().await;

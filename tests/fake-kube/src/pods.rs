@@ -2,8 +2,8 @@
 //! keeps them per namespace with a folder each, and their rendering as Kubernetes `v1` JSON.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::ops::Bound;
 use std::io;
+use std::ops::Bound;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};

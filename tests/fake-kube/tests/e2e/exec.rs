@@ -205,7 +205,10 @@ async fn a_tty_exec_runs_on_a_terminal_that_resizes() {
     let mut stdin = process.stdin().unwrap();
     let mut stdout = process.stdout().unwrap();
     // The resize goes on its own channel: wait until the terminal has it before asking.
-    stdin.write_all(b"while [ \"$(stty size)\" != '45 123' ]; do sleep 0.01; done; stty size; tty; exit 3\n").await.unwrap();
+    stdin
+        .write_all(b"while [ \"$(stty size)\" != '45 123' ]; do sleep 0.01; done; stty size; tty; exit 3\n")
+        .await
+        .unwrap();
     let mut seen = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), stdout.read_to_end(&mut seen)).await.unwrap().unwrap();
     let seen = String::from_utf8_lossy(&seen);

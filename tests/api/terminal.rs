@@ -1,0 +1,246 @@
+//! The terminal's WebSocket on every backend (local on SQLite and Postgres, fake Kubernetes):
+//! keystrokes in, terminal output out, resizes, the exit frame, tickets (single use, one
+//! project, one key), scopes, and nothing left running after an abrupt close.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream,
+    tungstenite::{self, Message, client::IntoClientRequest},
+};
+
+use crate::{
+    on_every_backend,
+    support::{Backend, TestApp, live_processes_with, survivors_of},
+};
+
+on_every_backend!(
+    keystrokes_reach_the_shell_and_its_output_comes_back,
+    a_resize_reaches_the_terminal,
+    exit_ends_with_the_exit_frame_and_is_audited,
+    tickets_work_once_for_one_project,
+    a_key_without_terminal_open_is_refused,
+    an_abrupt_close_leaves_nothing_running,
+);
+
+/// How long any expected output may take (a bound for a hang, not a timing goal).
+const PATIENCE: Duration = Duration::from_secs(15);
+
+pub struct Term {
+    socket: WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>,
+    /// Every terminal byte received so far.
+    pub seen: Vec<u8>,
+    /// The exit frame's status, once it came.
+    pub exit_code: Option<i64>,
+}
+
+impl std::fmt::Debug for Term {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Term {{ seen: {:?} }}", String::from_utf8_lossy(&self.seen))
+    }
+}
+
+/// A refused upgrade: its status and JSON body.
+#[derive(Debug)]
+pub struct Refused {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Term {
+    /// Opens `/projects/{project}/terminal?{query}`, with `key` as `X-API-Key` when given.
+    pub async fn open(app: &TestApp, project: &str, query: &str, key: Option<&str>) -> Result<Self, Refused> {
+        let url = format!("ws://{}/projects/{project}/terminal?{query}", app.addr);
+        let mut request = url.into_client_request().unwrap();
+        if let Some(key) = key {
+            request.headers_mut().insert("x-api-key", key.parse().unwrap());
+        }
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((socket, _)) => Ok(Self { socket, seen: Vec::new(), exit_code: None }),
+            Err(tungstenite::Error::Http(response)) => {
+                let body = response.body().as_deref().map(serde_json::from_slice).transpose().unwrap_or_default();
+                Err(Refused { status: response.status().as_u16(), body: body.unwrap_or(Value::Null) })
+            }
+            Err(error) => panic!("connecting the terminal: {error}"),
+        }
+    }
+
+    pub async fn keys(&mut self, text: &str) {
+        self.socket.send(Message::binary(text.as_bytes().to_vec())).await.unwrap();
+    }
+
+    async fn text(&mut self, frame: Value) {
+        self.socket.send(Message::text(frame.to_string())).await.unwrap();
+    }
+
+    /// Reads until the output holds `needle` (after what was seen before), or the socket ends.
+    pub async fn until(&mut self, needle: &str) -> String {
+        let from = self.seen.len();
+        let found = tokio::time::timeout(PATIENCE, async {
+            loop {
+                if String::from_utf8_lossy(&self.seen[from..]).contains(needle) {
+                    return true;
+                }
+                if !self.next().await {
+                    return false;
+                }
+            }
+        })
+        .await;
+        let text = String::from_utf8_lossy(&self.seen[from..]).into_owned();
+        assert!(matches!(found, Ok(true)), "never saw {needle:?}; saw {text:?}");
+        text
+    }
+
+    /// Reads to the close; returns the exit frame's status.
+    pub async fn read_to_close(&mut self) -> Option<i64> {
+        tokio::time::timeout(PATIENCE, async { while self.next().await {} }).await.expect("the terminal never closed");
+        self.exit_code
+    }
+
+    /// One frame in; `false` once the socket is closed.
+    async fn next(&mut self) -> bool {
+        match self.socket.next().await {
+            Some(Ok(Message::Binary(bytes))) => self.seen.extend_from_slice(&bytes),
+            Some(Ok(Message::Text(text))) => {
+                let frame: Value = serde_json::from_str(text.as_str()).unwrap();
+                match frame["type"].as_str() {
+                    Some("exit") => self.exit_code = frame["exit_code"].as_i64(),
+                    _ => panic!("unexpected text frame {frame}"),
+                }
+            }
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return false,
+            Some(Ok(_)) => {}
+        }
+        true
+    }
+}
+
+fn marker() -> String {
+    format!("600.{}", uuid::Uuid::new_v4().as_u128() as u32 % 1_000_000)
+}
+
+async fn keystrokes_reach_the_shell_and_its_output_comes_back(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    let mut term = Term::open(&app, "hello", "", Some(&app.admin_key)).await.unwrap();
+    term.keys("echo $((6*7))\r").await;
+    // The terminal echoes the keystrokes, then the shell prints the result on its own line.
+    term.until("\r42\r\n").await;
+    term.keys("echo \"$TERM\"; tty\r").await;
+    let seen = term.until("/dev/pts/").await;
+    assert!(seen.contains("xterm-256color"), "{seen:?}");
+}
+
+async fn a_resize_reaches_the_terminal(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    let mut term = Term::open(&app, "hello", "cols=100&rows=30", Some(&app.admin_key)).await.unwrap();
+    // The first size is the query's (on Kubernetes it follows on the resize channel).
+    term.keys("until [ \"$(stty size)\" = '30 100' ]; do sleep 0.01; done; echo first-$((1+1))\r").await;
+    term.until("first-2").await;
+    term.text(json!({"type": "resize", "cols": 132, "rows": 43})).await;
+    term.keys("until [ \"$(stty size)\" = '43 132' ]; do sleep 0.01; done; stty size\r").await;
+    term.until("\r43 132\r\n").await;
+}
+
+async fn exit_ends_with_the_exit_frame_and_is_audited(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    let mut term = Term::open(&app, "hello", "", Some(&app.admin_key)).await.unwrap();
+    term.keys("exit 3\r").await;
+    assert_eq!(term.read_to_close().await, Some(3));
+    let audit = app.get("/audit?project_id=hello", &app.admin_key).await;
+    let entries = audit.body["entries"].as_array().unwrap();
+    let ended = &entries[0];
+    let text = ended["command"].as_str().unwrap();
+    assert!(text.starts_with("terminal ended: shell exited with 3;"), "{ended}");
+    assert!(text.contains("bytes in") && text.contains("bytes out"), "{ended}");
+    assert_eq!((ended["exit_code"].as_i64(), ended["outcome"].as_str()), (Some(3), Some("failed")), "{ended}");
+    assert!(ended["duration_ms"].is_u64(), "{ended}");
+    assert_eq!(entries[1]["command"], "terminal opened (80x24)", "{audit:?}", audit = audit.body);
+    assert_eq!(entries[1]["outcome"], "succeeded");
+}
+
+async fn ticket(app: &TestApp, project: &str) -> String {
+    let reply = app.post(&format!("/projects/{project}/terminal/tickets"), &app.admin_key, json!({})).await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    assert!(reply.body["expires_at"].is_string());
+    reply.body["ticket"].as_str().unwrap().to_owned()
+}
+
+async fn tickets_work_once_for_one_project(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    let once = ticket(&app, "hello").await;
+    let mut term = Term::open(&app, "hello", &format!("ticket={once}"), None).await.unwrap();
+    term.keys("echo $((6*7))\r").await;
+    term.until("\r42\r\n").await;
+
+    let again = Term::open(&app, "hello", &format!("ticket={once}"), None).await.unwrap_err();
+    assert_eq!((again.status, again.body["error"]["code"].as_str()), (401, Some("UNAUTHORIZED")), "{again:?}");
+
+    let elsewhere = ticket(&app, "hello").await;
+    let refused = Term::open(&app, "other", &format!("ticket={elsewhere}"), None).await.unwrap_err();
+    assert_eq!(refused.status, 403, "{refused:?}");
+    // Spent by that attempt: not usable for its own project either.
+    let spent = Term::open(&app, "hello", &format!("ticket={elsewhere}"), None).await.unwrap_err();
+    assert_eq!(spent.status, 401, "{spent:?}");
+
+    for bad in ["rdt_short", "nonsense", ""] {
+        let refused = Term::open(&app, "hello", &format!("ticket={bad}"), None).await.unwrap_err();
+        assert_eq!(refused.status, 401, "{bad}: {refused:?}");
+    }
+    let none = Term::open(&app, "hello", "", None).await.unwrap_err();
+    assert_eq!(none.status, 401, "{none:?}");
+    let missing = app.post("/projects/nope/terminal/tickets", &app.admin_key, json!({})).await;
+    assert_eq!(missing.status, 404, "{}", missing.body);
+    // Not a WebSocket: a JSON error, not a hang.
+    let plain = app.get("/projects/hello/terminal", &app.admin_key).await;
+    assert_eq!((plain.status, plain.error_code()), (400, "VALIDATION_FAILED"), "{}", plain.body);
+    let huge = Term::open(&app, "hello", "cols=5000", Some(&app.admin_key)).await.unwrap_err();
+    assert_eq!(huge.status, 400, "{huge:?}");
+}
+
+async fn a_key_without_terminal_open_is_refused(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    let (_, key) = app.create_key(&["projects:read", "commands:execute"]).await;
+    let refused = Term::open(&app, "hello", "", Some(&key)).await.unwrap_err();
+    assert_eq!((refused.status, refused.body["error"]["code"].as_str()), (403, Some("FORBIDDEN")), "{refused:?}");
+    let ticket = app.post("/projects/hello/terminal/tickets", &key, json!({})).await;
+    assert_eq!(ticket.status, 403, "{}", ticket.body);
+    let (_, allowed) = app.create_key(&["terminal:open"]).await;
+    let mut term = Term::open(&app, "hello", "", Some(&allowed)).await.unwrap();
+    term.keys("echo ok-$((2*3))\r").await;
+    term.until("ok-6").await;
+}
+
+async fn an_abrupt_close_leaves_nothing_running(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    let mut term = Term::open(&app, "hello", "", Some(&app.admin_key)).await.unwrap();
+    let marker = marker();
+    term.keys(&format!("sleep {marker} & sleep {marker} & echo started-$((40+2))\r")).await;
+    term.until("started-42").await;
+    // Both forked; each `sleep` shows in /proc once it has exec'd.
+    let both = tokio::time::timeout(PATIENCE, async {
+        while live_processes_with(&marker).len() < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    assert!(both.await.is_ok(), "both jobs run");
+    // No close frame: the TCP connection just goes.
+    drop(term);
+    assert_eq!(survivors_of(&marker).await, Vec::<u32>::new(), "the terminal's jobs are gone");
+    // The end is audited as the client's.
+    let ended = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let audit = app.get("/audit?project_id=hello&limit=1", &app.admin_key).await;
+            let text = audit.body["entries"][0]["command"].as_str().unwrap_or_default().to_owned();
+            if text.starts_with("terminal ended") {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert!(ended.contains("closed by the client"), "{ended}");
+}
