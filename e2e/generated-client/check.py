@@ -20,6 +20,7 @@ from rdev_client.api.files import list_files  # noqa: E402
 from rdev_client.api.health import get_health, get_ready  # noqa: E402
 from rdev_client.api.projects import get_project, list_projects  # noqa: E402
 from rdev_client.api.sessions import create_session, run_in_session  # noqa: E402
+from rdev_client.api.terminal import create_ticket  # noqa: E402
 from rdev_client.api.webhooks import list_webhooks  # noqa: E402
 from rdev_client.client import AuthenticatedClient, Client  # noqa: E402
 from rdev_client.models import CreateSessionRequest, EnqueueRequest, ShellRequest  # noqa: E402
@@ -87,6 +88,12 @@ def main():
     )
     if in_session.session.env.additional_properties.get("G") != "1":
         sys.exit(f"generated client: run_in_session left {in_session.session!r}")
+
+    from rdev_client.models import IssuedTicket
+
+    ticket = expect("terminal: create_ticket", create_ticket.sync(PROJECT, client=client), IssuedTicket)
+    if not ticket.ticket.startswith("rdt_"):
+        sys.exit(f"generated client: create_ticket gave {ticket!r}")
 
 
 if __name__ == "__main__":

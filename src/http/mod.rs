@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod client_ip;
+mod console;
 pub mod error;
 pub mod extract;
 pub mod handlers;
@@ -93,6 +94,7 @@ pub fn router(state: AppState) -> Router {
             "/openapi.json",
             get(move || async move { ([(header::CONTENT_TYPE, "application/json")], document.to_string()) }),
         )
+        .merge(console::routes())
         .with_state(state)
         .layer(
             ServiceBuilder::new()

@@ -30,6 +30,7 @@ use super::error::ErrorBody;
         (name = "commands", description = "Running commands now (`/shell`), and queued for the workers of every replica."),
         (name = "files", description = "A project's files: list, read, write and delete, contained where the executor keeps them."),
         (name = "sessions", description = "Shell state (folder, variables) kept from one command to the next, on every replica."),
+        (name = "terminal", description = "An interactive shell on a pseudo-terminal, over a WebSocket; tickets for browsers."),
         (name = "api-keys", description = "Hashed, scoped, expiring API keys with address allowlists and rotation."),
         (name = "audit", description = "Every execution and every refused attempt to execute."),
         (name = "webhooks", description = "Signed notifications of finished commands, with delivery tracking."),

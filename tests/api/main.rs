@@ -10,6 +10,7 @@ mod support;
 mod architecture;
 mod auth;
 mod binary;
+mod console;
 mod contracts;
 mod errors;
 mod escapes;
