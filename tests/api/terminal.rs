@@ -52,7 +52,12 @@ pub struct Refused {
 impl Term {
     /// Opens `/projects/{project}/terminal?{query}`, with `key` as `X-API-Key` when given.
     pub async fn open(app: &TestApp, project: &str, query: &str, key: Option<&str>) -> Result<Self, Refused> {
-        let url = format!("ws://{}/projects/{project}/terminal?{query}", app.addr);
+        Self::open_at(&app.addr.to_string(), project, query, key).await
+    }
+
+    /// `open`, on the server at `addr` (`host:port`).
+    pub async fn open_at(addr: &str, project: &str, query: &str, key: Option<&str>) -> Result<Self, Refused> {
+        let url = format!("ws://{addr}/projects/{project}/terminal?{query}");
         let mut request = url.into_client_request().unwrap();
         if let Some(key) = key {
             request.headers_mut().insert("x-api-key", key.parse().unwrap());
@@ -78,11 +83,17 @@ impl Term {
     /// Reads until the output holds `needle` (after what was seen before), or the socket ends.
     pub async fn until(&mut self, needle: &str) -> String {
         let from = self.seen.len();
+        let needle_bytes = needle.as_bytes();
+        // Only what arrived since the last look (and a needle's length before it) is searched,
+        // so megabytes of output cost one pass.
+        let mut searched = from;
         let found = tokio::time::timeout(PATIENCE, async {
             loop {
-                if String::from_utf8_lossy(&self.seen[from..]).contains(needle) {
+                let start = searched.saturating_sub(needle_bytes.len()).max(from);
+                if self.seen[start..].windows(needle_bytes.len()).any(|window| window == needle_bytes) {
                     return true;
                 }
+                searched = self.seen.len();
                 if !self.next().await {
                     return false;
                 }
@@ -90,7 +101,8 @@ impl Term {
         })
         .await;
         let text = String::from_utf8_lossy(&self.seen[from..]).into_owned();
-        assert!(matches!(found, Ok(true)), "never saw {needle:?}; saw {text:?}");
+        let tail: String = text.chars().skip(text.chars().count().saturating_sub(2000)).collect();
+        assert!(matches!(found, Ok(true)), "never saw {needle:?}; saw {tail:?}");
         text
     }
 
@@ -243,4 +255,86 @@ async fn an_abrupt_close_leaves_nothing_running(backend: Backend) {
     .await
     .unwrap();
     assert!(ended.contains("closed by the client"), "{ended}");
+}
+
+/// `VmRSS` (KiB) and `Threads` of a process.
+fn rss_and_threads(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        let line = status.lines().find(|line| line.starts_with(name)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    (field("VmRSS:"), field("Threads:"))
+}
+
+/// Whether `pid` sleeps writing to a terminal (the kernel's buffer is full) or is gone.
+fn blocked_on_the_terminal_or_gone(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return true };
+    let state = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+    let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+    state.starts_with('Z') || (state.starts_with('S') && (wchan.contains("tty") || wchan.contains("wait_woken")))
+}
+
+/// The real binary: 50 terminals open at once cost a few MiB and no thread each, and a client
+/// that stops reading a shell's output stops the shell instead of filling the server's memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_terminals_and_a_stalled_reader_keep_the_server_small() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("projects/hello")).unwrap();
+    let admin = rdev_api::domain::ApiKeySecret::generate().expose().to_owned();
+    let envs = [("RDEV_BOOTSTRAP_API_KEY", admin.as_str()), ("RDEV_RATE_LIMIT_PER_MINUTE", "100000")];
+    let server = crate::support::process::ServerProcess::start(dir.path(), &envs).await;
+    let addr = server.addr.clone();
+    let open = |n: usize| {
+        let (addr, admin) = (addr.clone(), admin.clone());
+        async move {
+            let mut term = Term::open_at(&addr, "hello", "", Some(&admin)).await.unwrap();
+            term.keys(&format!("echo ready-$(({n}+1000))\r")).await;
+            term.until(&format!("ready-{}", n + 1000)).await;
+            term
+        }
+    };
+    drop(open(0).await);
+    let (rss_before, threads_before) = rss_and_threads(server.pid());
+    let terms = futures_util::future::join_all((1..=50).map(open)).await;
+    let (rss_open, threads_open) = rss_and_threads(server.pid());
+    eprintln!(
+        "50 terminals: RSS {rss_before} -> {rss_open} KiB (+{:.1} MiB), threads {threads_before} -> {threads_open}",
+        rss_open.saturating_sub(rss_before) as f64 / 1024.0
+    );
+    assert!(threads_open <= threads_before + 4, "a thread per terminal: {threads_before} -> {threads_open}");
+    assert!(rss_open < rss_before + 64 * 1024, "RSS {rss_before} -> {rss_open} KiB");
+    drop(terms);
+
+    // 64 MiB of output to a client that reads none of it for now.
+    const BYTES: u64 = 64 << 20;
+    let mut term = Term::open_at(&addr, "hello", "", Some(&admin)).await.unwrap();
+    let (rss_stall, _) = rss_and_threads(server.pid());
+    term.keys(&format!("stty -echo; head -c {BYTES} /dev/zero; echo; echo end-of-$((6*7))\r")).await;
+    let marker = BYTES.to_string();
+    let writer = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Some(pid) = live_processes_with(&marker).into_iter().next() {
+                return pid;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the writer started");
+    tokio::time::timeout(PATIENCE, async {
+        while !blocked_on_the_terminal_or_gone(writer) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the writer blocked or ended");
+    assert!(!live_processes_with(&marker).is_empty(), "the writer is blocked, not done: output waits for the client");
+    let (rss_stalled, _) = rss_and_threads(server.pid());
+    eprintln!("stalled reader: RSS {rss_stall} -> {rss_stalled} KiB with {BYTES} bytes waiting");
+    assert!(rss_stalled < rss_stall + 16 * 1024, "RSS {rss_stall} -> {rss_stalled} KiB");
+    // Now read it all: nothing was lost while it waited.
+    term.until("end-of-42").await;
+    let zeros = term.seen.iter().filter(|byte| **byte == 0).count() as u64;
+    assert_eq!(zeros, BYTES);
 }
