@@ -25,6 +25,8 @@ on_every_backend!(
     an_abrupt_close_leaves_nothing_running,
 );
 
+on_every_backend!(the_allowlist_and_the_rate_limit_apply_at_the_upgrade, an_idle_terminal_ends);
+
 /// How long any expected output may take (a bound for a hang, not a timing goal).
 const PATIENCE: Duration = Duration::from_secs(15);
 
@@ -34,6 +36,8 @@ pub struct Term {
     pub seen: Vec<u8>,
     /// The exit frame's status, once it came.
     pub exit_code: Option<i64>,
+    /// The close frame's reason, once it came.
+    pub close_reason: Option<String>,
 }
 
 impl std::fmt::Debug for Term {
@@ -63,7 +67,7 @@ impl Term {
             request.headers_mut().insert("x-api-key", key.parse().unwrap());
         }
         match tokio_tungstenite::connect_async(request).await {
-            Ok((socket, _)) => Ok(Self { socket, seen: Vec::new(), exit_code: None }),
+            Ok((socket, _)) => Ok(Self { socket, seen: Vec::new(), exit_code: None, close_reason: None }),
             Err(tungstenite::Error::Http(response)) => {
                 let body = response.body().as_deref().map(serde_json::from_slice).transpose().unwrap_or_default();
                 Err(Refused { status: response.status().as_u16(), body: body.unwrap_or(Value::Null) })
@@ -123,7 +127,11 @@ impl Term {
                     _ => panic!("unexpected text frame {frame}"),
                 }
             }
-            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return false,
+            Some(Ok(Message::Close(frame))) => {
+                self.close_reason = frame.map(|frame| frame.reason.to_string());
+                return false;
+            }
+            None | Some(Err(_)) => return false,
             Some(Ok(_)) => {}
         }
         true
@@ -255,6 +263,48 @@ async fn an_abrupt_close_leaves_nothing_running(backend: Backend) {
     .await
     .unwrap();
     assert!(ended.contains("closed by the client"), "{ended}");
+}
+
+async fn the_allowlist_and_the_rate_limit_apply_at_the_upgrade(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    let create = |body: Value| app.post("/api-keys", &app.admin_key, body);
+    let far = create(json!({"name": "far", "scopes": ["terminal:open"], "allowed_ips": ["10.0.0.0/8"]})).await;
+    let far_key = far.body["key"].as_str().unwrap().to_owned();
+    let refused = Term::open(&app, "hello", "", Some(&far_key)).await.unwrap_err();
+    assert_eq!(refused.status, 403, "{refused:?}");
+    // A ticket does not carry its key past the allowlist either: the key moved after issuing it.
+    let moved = create(json!({"name": "moved", "scopes": ["terminal:open", "keys:admin"]})).await;
+    let (moved_id, moved_key) = (moved.body["id"].as_str().unwrap(), moved.body["key"].as_str().unwrap());
+    let ticket = app.post("/projects/hello/terminal/tickets", moved_key, json!({})).await;
+    let ticket = ticket.body["ticket"].as_str().unwrap().to_owned();
+    let patched =
+        app.patch(&format!("/api-keys/{moved_id}"), &app.admin_key, json!({"allowed_ips": ["10.0.0.0/8"]})).await;
+    assert_eq!(patched.status, 200, "{}", patched.body);
+    let refused = Term::open(&app, "hello", &format!("ticket={ticket}"), None).await.unwrap_err();
+    assert_eq!(refused.status, 403, "{refused:?}");
+    let slow = create(json!({"name": "slow", "scopes": ["terminal:open"], "rate_limit_per_minute": 2})).await;
+    let slow_key = slow.body["key"].as_str().unwrap().to_owned();
+    let ticket = app.post("/projects/hello/terminal/tickets", &slow_key, json!({})).await;
+    assert_eq!(ticket.status, 201, "{}", ticket.body);
+    let ticket = ticket.body["ticket"].as_str().unwrap().to_owned();
+    let mut term = Term::open(&app, "hello", &format!("ticket={ticket}"), None).await.unwrap();
+    term.keys("echo two-$((1+1))\r").await;
+    term.until("two-2").await;
+    // The ticket and the upgrade were the key's two requests of the minute.
+    let limited = Term::open(&app, "hello", "", Some(&slow_key)).await.unwrap_err();
+    assert_eq!((limited.status, limited.body["error"]["code"].as_str()), (429, Some("RATE_LIMITED")), "{limited:?}");
+}
+
+async fn an_idle_terminal_ends(backend: Backend) {
+    let app =
+        TestApp::on(backend).configure(|config| config.executor.terminal_idle_timeout = Duration::from_secs(1)).await;
+    let mut term = Term::open(&app, "hello", "", Some(&app.admin_key)).await.unwrap();
+    assert_eq!(term.read_to_close().await, None, "no exit frame: the shell did not exit");
+    assert_eq!(term.close_reason.as_deref(), Some("idle timeout"));
+    let audit = app.get("/audit?project_id=hello&limit=1", &app.admin_key).await;
+    let entry = &audit.body["entries"][0];
+    assert!(entry["command"].as_str().unwrap().starts_with("terminal ended: idle timeout"), "{entry}");
+    assert_eq!(entry["outcome"], "timed_out");
 }
 
 /// `VmRSS` (KiB) and `Threads` of a process.
