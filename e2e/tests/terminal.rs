@@ -24,7 +24,9 @@ async fn a_ticket_opens_a_terminal_once() {
         while let Some(Ok(message)) = socket.next().await {
             match message {
                 Message::Binary(bytes) => seen.extend_from_slice(&bytes),
-                Message::Text(text) => exit = serde_json::from_str::<Value>(text.as_str()).unwrap()["exit_code"].as_i64(),
+                Message::Text(text) => {
+                    exit = serde_json::from_str::<Value>(text.as_str()).unwrap()["exit_code"].as_i64()
+                }
                 Message::Close(_) => break,
                 _ => {}
             }
