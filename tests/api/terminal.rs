@@ -179,6 +179,14 @@ async fn exit_ends_with_the_exit_frame_and_is_audited(backend: Backend) {
     assert!(ended["duration_ms"].is_u64(), "{ended}");
     assert_eq!(entries[1]["command"], "terminal opened (80x24)", "{audit:?}", audit = audit.body);
     assert_eq!(entries[1]["outcome"], "succeeded");
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for series in [
+        "terminal_sessions_active",
+        "terminal_bytes_total{direction=\"in\"}",
+        "terminal_bytes_total{direction=\"out\"}",
+    ] {
+        assert!(metrics.contains(series), "{series} is not exported");
+    }
 }
 
 async fn ticket(app: &TestApp, project: &str) -> String {
