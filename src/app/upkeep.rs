@@ -43,6 +43,8 @@ impl Upkeep {
     pub(super) async fn run(self) {
         let backlog = tokio::spawn(write_audit_backlog(self.audit.clone()));
         let _abort_with_this = AbortOnDrop(backlog);
+        let leases = tokio::spawn(return_unused_rate_leases(self.rate_limits.clone()));
+        let _abort_this_too = AbortOnDrop(leases);
         publish_queue_depth(self.queue.as_ref()).await;
         // The first full round comes one period after start: nothing is pending to write yet.
         let mut every = tokio::time::interval_at(tokio::time::Instant::now() + MAINTENANCE_EVERY, MAINTENANCE_EVERY);
@@ -104,6 +106,17 @@ fn report_purge(purged: Result<u64, DomainError>, what: &str, age: &str) {
         Ok(0) => {}
         Ok(purged) => tracing::info!(purged, "deleted {what} older than {age}"),
         Err(error) => tracing::warn!(%error, "could not purge old {what}; will retry"),
+    }
+}
+
+/// Gives back, each second, the rate-limit budget this replica leased for a second that is
+/// over and did not use (a key that went quiet), so it counts only while it could be used.
+async fn return_unused_rate_leases(rate_limits: Arc<RateLimitService>) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        rate_limits.return_unused().await;
     }
 }
 

@@ -30,7 +30,7 @@ pub use idempotency::IdempotencyStore;
 pub use output::{OutputChunk, OutputLog, OutputSink, Stream};
 pub use projects::ProjectSource;
 pub use queue::{CancelEffect, CommandQueue, Recovered, RecoveryAudit};
-pub use ratelimit::{RateDecision, RateLimiter};
+pub use ratelimit::{Grant, RateDecision, RateLimiter};
 pub use sessions::{Acquired, SessionStore};
 pub use terminals::{TERMINAL_OUTPUT_BACKLOG, TerminalHost, TerminalIo, TicketStore};
 pub use webhooks::{DeliveryQueue, Redelivery, WebhookRepo, WebhookRequest, WebhookResponse, WebhookSender};

@@ -15,8 +15,46 @@ pub struct RateDecision {
     pub reset_secs: u32,
 }
 
+/// Budget taken ahead of use: `granted` hits recorded in the second `take` was given (0 when
+/// none is left), `used` hits in the window after them, the oldest in `oldest_second`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    pub granted: u32,
+    pub used: u32,
+    pub oldest_second: i64,
+}
+
 #[async_trait]
 pub trait RateLimiter: Send + Sync {
+    /// Whether `take` grants more than one hit at a time, so that a replica can admit requests
+    /// from a lease without a round trip each. Stores next to the process need not.
+    fn leases(&self) -> bool {
+        false
+    }
+
+    /// Records up to `want` hits of `key_id` in the second of `now`, as many as the window has
+    /// room for under `limit`, atomically across replicas. Without leases: one `hit`.
+    async fn take(
+        &self,
+        key_id: Uuid,
+        want: u32,
+        limit: u32,
+        window_secs: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Grant, crate::domain::DomainError> {
+        let _ = want;
+        let decision = self.hit(key_id, limit, window_secs, now).await?;
+        let used = limit.saturating_sub(decision.remaining);
+        let oldest_second = now.timestamp() + i64::from(decision.reset_secs) - i64::from(window_secs);
+        Ok(Grant { granted: u32::from(decision.allowed), used, oldest_second })
+    }
+
+    /// Takes back `count` hits recorded in `second` that were never used.
+    async fn give_back(&self, key_id: Uuid, count: u32, second: i64) -> Result<(), crate::domain::DomainError> {
+        let _ = (key_id, count, second);
+        Ok(())
+    }
+
     /// Counts one request of `key_id` at `now` if the last `window_secs` hold fewer than `limit`,
     /// atomically across replicas. Errors are `Unavailable` when the store cannot be reached.
     async fn hit(

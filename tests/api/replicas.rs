@@ -66,6 +66,49 @@ async fn two_processes_together_allow_exactly_the_limit() {
     );
 }
 
+/// With a limit large enough for leases (each replica takes several hits of a second at once
+/// and admits from memory), two processes hammering one key together still admit no more than
+/// the limit, refuse early by at most the leases they hold, and once their seconds are over
+/// give back what they did not use: the database then counts exactly the admitted requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leased_budgets_on_two_processes_never_admit_more_than_the_limit() {
+    const LIMIT: usize = 400;
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database(Db::Postgres, dir.path()).await;
+    let admin = ApiKeySecret::generate().expose().to_owned();
+    let envs = [("DATABASE_URL", url.as_str()), ("RDEV_BOOTSTRAP_API_KEY", admin.as_str())];
+    let a = ServerProcess::start(dir.path(), &envs).await;
+    let b = ServerProcess::start(dir.path(), &envs).await;
+    let pair = Pair { a, b, admin, client: crate::support::http_client(), _dir: dir };
+    let body = json!({"name": "busy", "scopes": ["projects:read"], "rate_limit_per_minute": LIMIT});
+    let (id, key) = create_key(&pair, body).await;
+    let statuses = futures_util::future::join_all((0..3 * LIMIT).map(|i| {
+        let server = if i % 2 == 0 { &pair.a } else { &pair.b };
+        let request = pair.client.get(server.url("/projects")).header("X-API-Key", &key);
+        async move { request.send().await.unwrap().status().as_u16() }
+    }))
+    .await;
+    let admitted = statuses.iter().filter(|status| **status == 200).count();
+    assert_eq!(admitted + statuses.iter().filter(|status| **status == 429).count(), 3 * LIMIT);
+    assert!(admitted <= LIMIT, "{admitted} admitted past a limit of {LIMIT}");
+    // Each replica holds at most an eighth of the limit unused at a time.
+    assert!(admitted >= LIMIT - 2 * LIMIT / 8, "only {admitted} of {LIMIT} admitted");
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let counted = || async {
+        let sum: Option<i64> = sqlx::query_scalar("SELECT SUM(hits) FROM rate_limit_buckets WHERE key_id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        sum.unwrap_or(0) as usize
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counted().await != admitted {
+        assert!(Instant::now() < deadline, "the database counts {} for {admitted} admitted", counted().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_revoked_on_one_replica_is_refused_by_the_other_within_cache_ttl() {
     let ttl = Duration::from_secs(2);

@@ -1,6 +1,8 @@
 //! `RateLimiter` on Postgres: the hits of concurrent requests go together in one call of
 //! `rdev_rate_limit_hits` (migration 0005), which decides each with `rdev_rate_limit_hit`
 //! (migration 0002): an advisory lock per key serialises a key's hits across replicas.
+//! Leases (`take`, migration 0014) record several hits at once under the same lock, for the
+//! rate-limit service to admit from memory; `give_back` returns the unused ones.
 
 use std::collections::BTreeMap;
 
@@ -16,7 +18,7 @@ use crate::{
         group_commit::{BatchWriter, GroupCommit},
     },
     domain::DomainError,
-    ports::{RateDecision, RateLimiter},
+    ports::{Grant, RateDecision, RateLimiter},
 };
 
 pub struct PgRateLimiter {
@@ -90,6 +92,48 @@ impl BatchWriter for HitBatches {
 
 #[async_trait]
 impl RateLimiter for PgRateLimiter {
+    fn leases(&self) -> bool {
+        true
+    }
+
+    #[tracing::instrument(name = "db rate_limit.take", skip_all, fields(db.system = "postgresql"))]
+    async fn take(
+        &self,
+        key_id: Uuid,
+        want: u32,
+        limit: u32,
+        window_secs: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Grant, DomainError> {
+        let as_i32 = |value: u32| i32::try_from(value).unwrap_or(i32::MAX);
+        let query = sqlx::query("SELECT granted, used, oldest FROM rdev_rate_limit_take($1, $2, $3, $4, $5)")
+            .bind(key_id)
+            .bind(now.timestamp())
+            .bind(as_i32(window_secs))
+            .bind(as_i32(limit))
+            .bind(as_i32(want));
+        let row = self.db.health.acquiring(query.fetch_one(&self.db.pool)).await?;
+        let count = |column: &str| -> Result<u32, DomainError> {
+            let value: i32 = row.try_get(column).map_err(db_error)?;
+            Ok(u32::try_from(value).unwrap_or(0))
+        };
+        Ok(Grant {
+            granted: count("granted")?,
+            used: count("used")?,
+            oldest_second: row.try_get("oldest").map_err(db_error)?,
+        })
+    }
+
+    async fn give_back(&self, key_id: Uuid, count: u32, second: i64) -> Result<(), DomainError> {
+        let query = sqlx::query(
+            "UPDATE rate_limit_buckets SET hits = GREATEST(hits - $3, 0) WHERE key_id = $1 AND second = $2",
+        )
+        .bind(key_id)
+        .bind(second)
+        .bind(i32::try_from(count).unwrap_or(i32::MAX));
+        self.db.health.acquiring(query.execute(&self.db.pool)).await.map(drop)
+    }
+
     #[tracing::instrument(name = "db rate_limit.hit", skip_all, fields(db.system = "postgresql"))]
     async fn hit(
         &self,
