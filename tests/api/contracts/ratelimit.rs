@@ -48,3 +48,24 @@ async fn purge_forgets_seconds_before_a_time(limiter: Arc<dyn RateLimiter>) {
     let decision = limiter.hit(key, 10, 60, start + seconds(3)).await.unwrap();
     assert_eq!(decision.remaining, 8, "the second kept still counts");
 }
+
+/// Postgres leases budget: `take` records up to the hits asked for, as many as the window has
+/// room for, and `give_back` returns unused ones of a second, which `hit` then sees as free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_leases_take_what_is_left_and_take_back_what_was_not_used() {
+    let limiter = limiter(Some(Db::Postgres)).await;
+    assert!(limiter.leases());
+    let key = uuid::Uuid::new_v4();
+    let now = DateTime::from_timestamp(3_000_000, 0).unwrap();
+    let first = limiter.take(key, 5, 8, 60, now).await.unwrap();
+    assert_eq!((first.granted, first.used, first.oldest_second), (5, 5, now.timestamp()));
+    let second = limiter.take(key, 5, 8, 60, now + seconds(1)).await.unwrap();
+    assert_eq!((second.granted, second.used), (3, 8), "only what the window has room for");
+    assert_eq!(limiter.take(key, 5, 8, 60, now + seconds(2)).await.unwrap().granted, 0);
+    limiter.give_back(key, 2, now.timestamp()).await.unwrap();
+    let after = limiter.hit(key, 8, 60, now + seconds(2)).await.unwrap();
+    assert_eq!((after.allowed, after.remaining), (true, 1), "the two given back are free again");
+    // The sliding window applies to leased hits: 60 s on, the first second (3 kept) has left,
+    // and 4 of the 8 remain in the window (3 of second 1, the hit of second 2).
+    assert_eq!(limiter.take(key, 9, 8, 60, now + seconds(60)).await.unwrap().granted, 4);
+}
