@@ -130,8 +130,20 @@ async fn main() -> ExitCode {
     let total = spawns.load(Ordering::Relaxed);
     let failed = failures.load(Ordering::Relaxed);
     println!(
-        "spawns={total} seconds={elapsed:.3} spawns_per_sec={:.1} workers={workers} failures={failed}",
-        total as f64 / elapsed
+        "spawns={total} seconds={elapsed:.3} spawns_per_sec={:.1} workers={workers} failures={failed} cpu_ticks={}",
+        total as f64 / elapsed,
+        own_cpu_ticks()
     );
     if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+/// This process's CPU so far (utime + stime of /proc/self/stat, in clock ticks): what spawning
+/// cost the spawner itself, for bench/run to set against a server's CPU per request.
+fn own_cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // After the name: state is field 3 of the line, utime 14 and stime 15.
+    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    field(14) + field(15)
 }
