@@ -24,3 +24,10 @@ BEGIN
     RETURN QUERY SELECT v_granted, v_used + v_granted, COALESCE(v_oldest, p_now);
 END
 $$;
+
+-- A single hit is a lease of one: the window's rule is written once, above.
+CREATE OR REPLACE FUNCTION rdev_rate_limit_hit(p_key UUID, p_now BIGINT, p_window INTEGER, p_limit INTEGER)
+RETURNS TABLE (allowed BOOLEAN, used INTEGER, oldest BIGINT)
+LANGUAGE sql VOLATILE AS $$
+    SELECT t.granted > 0, t.used, t.oldest FROM rdev_rate_limit_take(p_key, p_now, p_window, p_limit, 1) AS t
+$$;
