@@ -126,12 +126,14 @@ impl Capture {
 /// status, not the pipe, is the command's result.
 pub(crate) async fn drain(source: Option<&mut (impl AsyncRead + Unpin)>, stream: Stream, capture: &Capture) {
     let Some(source) = source else { return };
-    let mut chunk = vec![0u8; CHUNK];
+    // Read into spare capacity: no 16 KiB zeroed per stream per command.
+    let mut chunk = bytes::BytesMut::with_capacity(CHUNK);
     loop {
+        chunk.clear();
         // A read is cancel-safe: one cut short by the timeout loses nothing.
-        match tokio::time::timeout(TAIL_EVERY, source.read(&mut chunk)).await {
+        match tokio::time::timeout(TAIL_EVERY, source.read_buf(&mut chunk)).await {
             Ok(Ok(0) | Err(_)) => break,
-            Ok(Ok(n)) => capture.push(stream, &chunk[..n]),
+            Ok(Ok(_)) => capture.push(stream, &chunk),
             Err(_quiet) => capture.send_tail(stream, true),
         }
     }

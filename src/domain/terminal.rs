@@ -100,7 +100,7 @@ impl TicketSecret {
 
     /// What is stored: a leaked table holds no usable ticket.
     pub fn hash(&self) -> String {
-        Sha256::digest(self.0.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+        super::apikey::hex(&Sha256::digest(self.0.as_bytes()))
     }
 }
 
