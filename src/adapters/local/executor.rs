@@ -144,7 +144,7 @@ fn pipe() -> Result<(tokio::net::unix::pipe::Receiver, OwnedFd), DomainError> {
 }
 
 /// The exit status, or the error that kept the command from running.
-async fn ended(command: &mut RunningCommand) -> Result<i32, DomainError> {
+pub(super) async fn ended(command: &mut RunningCommand) -> Result<i32, DomainError> {
     let exit = command.wait().await?;
     match &exit.failure {
         None => Ok(exit.exit_code),

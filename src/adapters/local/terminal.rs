@@ -11,7 +11,7 @@ use std::os::fd::AsFd;
 
 use async_trait::async_trait;
 
-use super::{LocalExecutor, sandbox::SpawnRequest};
+use super::{LocalExecutor, executor::ended, sandbox::SpawnRequest};
 use crate::{
     adapters::terminal::{SHELL_ARGV, connect},
     domain::{DomainError, Project, TerminalSize},
@@ -48,13 +48,7 @@ impl TerminalHost for LocalExecutor {
         };
         let mut command = self.sandbox.spawn(request, fds).await?;
         let (reader, writer) = pty.into_split();
-        let exit = async move {
-            let exit = command.wait().await?;
-            match &exit.failure {
-                None => Ok(exit.exit_code),
-                Some(failure) => Err(failure.into()),
-            }
-        };
+        let exit = async move { ended(&mut command).await };
         let resize = |writer: &mut pty_process::OwnedWritePty, size| {
             if let Err(error) = writer.resize(winsize(size)) {
                 tracing::debug!(%error, "resizing a terminal");
