@@ -14,6 +14,7 @@
 
 use std::{collections::HashMap, sync::Arc, sync::Mutex};
 
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::{
@@ -122,7 +123,7 @@ impl RateLimitService {
                 lease.left += granted - 1;
                 lease.used += 1;
                 lease.window_used = lease.window_used.max(used);
-                return Ok(decision(limit, lease, second));
+                return Ok(decision(limit, lease, now));
             }
             // A later second's lease got in meanwhile: this request uses one hit, the rest go back.
             Lease { second, left: granted - 1, used: 1, window_used: used, oldest_second }
@@ -141,13 +142,13 @@ impl RateLimitService {
     pub async fn check(&self, key: &ApiKey) -> Result<Option<RateDecision>, DomainError> {
         let limit = key.rate_limit_per_minute.unwrap_or(self.default_per_minute);
         let counted = if let Some(leases) = &self.leases {
-            match from_lease(leases, key.id, limit, self.clock.now().timestamp()) {
+            match from_lease(leases, key.id, limit, self.clock.now()) {
                 Some(decision) => Ok(decision),
                 None => {
                     let stripe = key.id.as_u128() as usize % REFILL_STRIPES;
                     let _one_refill = self.refills[stripe].lock().await;
                     // Another request may have refilled it while this one waited.
-                    match from_lease(leases, key.id, limit, self.clock.now().timestamp()) {
+                    match from_lease(leases, key.id, limit, self.clock.now()) {
                         Some(decision) => Ok(decision),
                         None => self.lease(leases, key.id, limit).await,
                     }
@@ -169,20 +170,18 @@ impl RateLimitService {
 
 /// What a request admitted from `lease` is told: the window's count as of the lease, less what
 /// the lease still holds for this replica.
-fn decision(limit: u32, lease: &Lease, second: i64) -> RateDecision {
-    let remaining = limit.saturating_sub(lease.window_used).saturating_add(lease.left);
-    let frees_at = lease.oldest_second + i64::from(WINDOW_SECS);
-    let reset_secs = u32::try_from((frees_at - second).max(1)).unwrap_or(WINDOW_SECS);
-    RateDecision { allowed: true, limit, remaining: remaining.min(limit), reset_secs }
+fn decision(limit: u32, lease: &Lease, now: DateTime<Utc>) -> RateDecision {
+    let used = lease.window_used.saturating_sub(lease.left);
+    RateDecision::from_window(true, limit, used, lease.oldest_second, WINDOW_SECS, now)
 }
 
 /// One request of `key` from its lease of this second, if it has one with hits left.
-fn from_lease(leases: &Mutex<HashMap<Uuid, Lease>>, key: Uuid, limit: u32, second: i64) -> Option<RateDecision> {
+fn from_lease(leases: &Mutex<HashMap<Uuid, Lease>>, key: Uuid, limit: u32, now: DateTime<Utc>) -> Option<RateDecision> {
     let mut leases = leases.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let lease = leases.get_mut(&key).filter(|lease| lease.second == second && lease.left > 0)?;
+    let lease = leases.get_mut(&key).filter(|lease| lease.second == now.timestamp() && lease.left > 0)?;
     lease.left -= 1;
     lease.used += 1;
-    Some(decision(limit, lease, second))
+    Some(decision(limit, lease, now))
 }
 
 #[cfg(test)]
