@@ -33,7 +33,8 @@ pub trait RateLimiter: Send + Sync {
     }
 
     /// Records up to `want` hits of `key_id` in the second of `now`, as many as the window has
-    /// room for under `limit`, atomically across replicas. Without leases: one `hit`.
+    /// room for under `limit`, atomically across replicas. Asked only of a counter whose
+    /// `leases()` is true; the others are asked for a `hit` per request.
     async fn take(
         &self,
         key_id: Uuid,
@@ -42,11 +43,8 @@ pub trait RateLimiter: Send + Sync {
         window_secs: u32,
         now: DateTime<Utc>,
     ) -> Result<Grant, crate::domain::DomainError> {
-        let _ = want;
-        let decision = self.hit(key_id, limit, window_secs, now).await?;
-        let used = limit.saturating_sub(decision.remaining);
-        let oldest_second = now.timestamp() + i64::from(decision.reset_secs) - i64::from(window_secs);
-        Ok(Grant { granted: u32::from(decision.allowed), used, oldest_second })
+        let _ = (key_id, want, limit, window_secs, now);
+        Err(crate::domain::DomainError::internal(anyhow::anyhow!("this rate-limit counter does not lease")))
     }
 
     /// Takes back `count` hits recorded in `second` that were never used.
