@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 
 use axum::extract::ws::{Message, WebSocket};
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::{Pid, getsid};
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::process::{Child, Command};
@@ -85,15 +85,35 @@ enum Outcome {
 }
 
 /// Kills the process group when dropped while armed, so no path (client gone, task aborted,
-/// runtime shut down) leaves the command or its children running.
-struct GroupKiller(Option<Pid>);
+/// runtime shut down) leaves the command or its children running. A terminal's shell leads its
+/// own session and puts each job in a process group of its own, so there the whole session goes:
+/// a job that ignores the hangup (SIGHUP ignored by whoever started the tests, and inherited)
+/// or a shell killed before it could pass the hangup on leaves nothing behind either.
+struct GroupKiller {
+    leader: Option<Pid>,
+    whole_session: bool,
+}
 
 impl GroupKiller {
     fn kill(&mut self) {
-        if let Some(group) = self.0.take() {
-            let _ = killpg(group, Signal::SIGKILL);
+        let Some(leader) = self.leader.take() else { return };
+        let _ = killpg(leader, Signal::SIGKILL);
+        if self.whole_session {
+            for pid in session_members(leader) {
+                let _ = kill(pid, Signal::SIGKILL);
+            }
         }
     }
+}
+
+/// Every live process whose session is the one `leader` started (even after the leader is gone).
+fn session_members(leader: Pid) -> Vec<Pid> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .map(Pid::from_raw)
+        .filter(|&pid| getsid(Some(pid)) == Ok(leader))
+        .collect()
 }
 
 impl Drop for GroupKiller {
@@ -129,7 +149,10 @@ pub(crate) async fn run(
             return;
         }
     };
-    let mut killer = GroupKiller(child.id().and_then(|pid| i32::try_from(pid).ok()).map(Pid::from_raw));
+    let mut killer = GroupKiller {
+        leader: child.id().and_then(|pid| i32::try_from(pid).ok()).map(Pid::from_raw),
+        whole_session: request.tty,
+    };
     // Like the kubelet: one empty frame on the lowest channel we will write, to say "connected".
     let hello = if request.stdout {
         STDOUT
@@ -147,7 +170,7 @@ pub(crate) async fn run(
         Outcome::Exited(exit) => {
             // The command finished on its own: whatever it left in the background is its business,
             // as in a real container, so the group is not killed.
-            killer.0 = None;
+            killer.leader = None;
             finish(&mut socket, &status_json(&request.argv, exit)).await;
         }
         ended => {
