@@ -11,7 +11,7 @@ use std::marker::PhantomData;
 
 use axum::{
     extract::{FromRequestParts, Path, Request, State},
-    http::{HeaderMap, HeaderValue, request::Parts},
+    http::{HeaderMap, HeaderName, HeaderValue, header::RETRY_AFTER, request::Parts},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -25,6 +25,11 @@ use crate::{
 };
 
 pub const API_KEY_HEADER: &str = "x-api-key";
+/// `API_KEY_HEADER`, parsed once (a lookup by `&str` parses the name every time).
+const API_KEY: HeaderName = HeaderName::from_static(API_KEY_HEADER);
+const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
 /// Who made this request, established by `authenticate`.
 #[derive(Debug, Clone)]
@@ -38,12 +43,12 @@ pub struct AuthContext {
 pub struct AuthenticatedKey(pub Uuid);
 
 pub fn request_id(headers: &HeaderMap) -> String {
-    headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+    headers.get(&super::request_id::X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
 }
 
 pub async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let client_ip = state.client_ip.of(request.extensions(), request.headers());
-    let header = request.headers().get(API_KEY_HEADER).map(|v| v.to_str().unwrap_or(""));
+    let header = request.headers().get(&API_KEY).map(|v| v.to_str().unwrap_or(""));
     let key = state.keys.authenticate(header, client_ip).await;
     admit(&state, key, client_ip, request, next).await
 }
@@ -58,7 +63,7 @@ pub async fn authenticate_terminal(
     next: Next,
 ) -> Response {
     let client_ip = state.client_ip.of(request.extensions(), request.headers());
-    let header = request.headers().get(API_KEY_HEADER).map(|v| v.to_str().unwrap_or(""));
+    let header = request.headers().get(&API_KEY).map(|v| v.to_str().unwrap_or(""));
     let ticket = request.uri().query().and_then(|query| {
         url::form_urlencoded::parse(query.as_bytes()).find(|(name, _)| name == "ticket").map(|(_, value)| value)
     });
@@ -94,7 +99,7 @@ async fn admit(
         Ok(Some(decision)) if !decision.allowed => {
             metrics::counter!(RATE_LIMITED_REQUESTS_TOTAL).increment(1);
             let mut response = ApiError::RateLimited.into_response();
-            response.headers_mut().insert("retry-after", HeaderValue::from(decision.reset_secs));
+            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(decision.reset_secs));
             add_rate_limit_headers(&mut response, &decision);
             response
         }
@@ -114,9 +119,9 @@ async fn admit(
 
 fn add_rate_limit_headers(response: &mut Response, decision: &RateDecision) {
     let headers = response.headers_mut();
-    headers.insert("ratelimit-limit", HeaderValue::from(decision.limit));
-    headers.insert("ratelimit-remaining", HeaderValue::from(decision.remaining));
-    headers.insert("ratelimit-reset", HeaderValue::from(decision.reset_secs));
+    headers.insert(RATELIMIT_LIMIT, HeaderValue::from(decision.limit));
+    headers.insert(RATELIMIT_REMAINING, HeaderValue::from(decision.remaining));
+    headers.insert(RATELIMIT_RESET, HeaderValue::from(decision.reset_secs));
 }
 
 /// A scope a handler requires, as a type, so the requirement is visible in its signature.
@@ -160,9 +165,10 @@ impl<S: RequiredScope, St: Send + Sync> FromRequestParts<St> for Authorized<S> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &St) -> Result<Self, ApiError> {
-        // Only reachable without a context if a route forgot the middleware: fail closed.
+        // Only reachable without a context if a route forgot the middleware: fail closed. Taken,
+        // not cloned: a handler has one `Authorized`, and nothing after it reads the context.
         let AuthContext { key, caller } =
-            parts.extensions.get::<AuthContext>().cloned().ok_or(ApiError::from(Unauthenticated::Missing))?;
+            parts.extensions.remove::<AuthContext>().ok_or(ApiError::from(Unauthenticated::Missing))?;
         key.require(S::SCOPE)?;
         Ok(Self { key, caller, _scope: PhantomData })
     }

@@ -211,7 +211,8 @@ fn split_field(message: &str) -> Option<(&str, &str)> {
 
 /// The middleware that writes every error body; it must sit inside the request-id layer.
 pub async fn render_errors(request: Request, next: Next) -> Response {
-    let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    // Kept as the header (a reference count), made a string only for an error body.
+    let request_id = request.headers().get(&super::request_id::X_REQUEST_ID).cloned();
     let response = next.run(request).await;
     let status = response.status();
     if !status.is_client_error() && !status.is_server_error() {
@@ -228,7 +229,12 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
         None => info_for_status(status),
     };
     let body = ErrorBody {
-        error: ErrorDetail { code: info.code.to_owned(), message: info.message, request_id, details: info.details },
+        error: ErrorDetail {
+            code: info.code.to_owned(),
+            message: info.message,
+            request_id: request_id.and_then(|id| id.to_str().ok().map(str::to_owned)),
+            details: info.details,
+        },
     };
     parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     parts.headers.remove(header::CONTENT_LENGTH);

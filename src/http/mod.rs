@@ -14,6 +14,8 @@ pub mod idempotency;
 mod metrics;
 mod openapi;
 mod refusals;
+mod rendered;
+pub mod request_id;
 pub mod server;
 pub mod state;
 
@@ -29,7 +31,7 @@ use axum::{
 use tower::ServiceBuilder;
 use tower_http::{
     catch_panic::CatchPanicLayer,
-    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    request_id::{PropagateRequestIdLayer, SetRequestIdLayer},
     trace::TraceLayer,
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -98,40 +100,21 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
         .layer(
             ServiceBuilder::new()
-                .map_request(drop_unfit_request_id)
-                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .map_request(request_id::drop_unfit_request_id)
+                .layer(SetRequestIdLayer::x_request_id(request_id::CountedRequestIds::new()))
                 .layer(TraceLayer::new_for_http().make_span_with(request_span).on_response(record_status))
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(middleware::from_fn(error::render_errors))
-                .layer(middleware::from_fn(metrics::record_http_metrics))
+                .layer(middleware::from_fn_with_state(metrics::HttpMetrics::default(), metrics::record_http_metrics))
                 .layer(CatchPanicLayer::new())
                 .layer(DefaultBodyLimit::max(max_body_bytes)),
         )
 }
 
-/// Longest request id a client may choose; it is echoed, logged and stored with every row.
-const MAX_REQUEST_ID_CHARS: usize = 128;
-
-/// Drops a client's `X-Request-Id` unless it is 1 to 128 visible ASCII characters, so the
-/// layer after it generates one: a request id is echoed, logged and audited, and must not
-/// carry 60 KB or control characters into any of them.
-fn drop_unfit_request_id(mut request: Request) -> Request {
-    let fits = |value: &axum::http::HeaderValue| {
-        let bytes = value.as_bytes();
-        (1..=MAX_REQUEST_ID_CHARS).contains(&bytes.len()) && bytes.iter().all(|b| b.is_ascii_graphic())
-    };
-    let headers = request.headers();
-    let all_fit = headers.get_all("x-request-id").iter().all(fits);
-    if !all_fit || headers.get_all("x-request-id").iter().count() > 1 {
-        request.headers_mut().remove("x-request-id");
-    }
-    request
-}
-
 /// The span of one request: every log line inside carries its request id, and exported traces
 /// get the OpenTelemetry HTTP server attributes, under the client's `traceparent` if it sent one.
 fn request_span(request: &Request) -> tracing::Span {
-    let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let request_id = request.headers().get(&request_id::X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let route = request.extensions().get::<MatchedPath>().map_or(metrics::UNMATCHED_ROUTE, MatchedPath::as_str);
     let method = request.method().as_str();
     let span = tracing::info_span!(

@@ -7,7 +7,7 @@
 
 use std::sync::OnceLock;
 
-use metrics::{Unit, describe_counter, describe_gauge, describe_histogram, gauge};
+use metrics::{Counter, Unit, describe_counter, describe_gauge, describe_histogram, gauge};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const HTTP_REQUESTS_TOTAL: &str = "http_requests_total";
@@ -36,6 +36,32 @@ const SECONDS_BUCKETS: &[f64] =
     &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// A counter with fixed labels, looked up in the registry once and kept: `counter!` with
+/// labels builds and hashes its key on every call, a measurable share of a cheap request.
+/// Built from a closure that calls the `counter` macro with the series' constant and labels, so
+/// the labels stay where `tests/manifests.rs` reads them.
+pub struct FixedCounter {
+    resolve: fn() -> Counter,
+    handle: OnceLock<Counter>,
+}
+
+impl FixedCounter {
+    pub const fn new(resolve: fn() -> Counter) -> Self {
+        Self { resolve, handle: OnceLock::new() }
+    }
+
+    pub fn increment(&self, by: u64) {
+        self.handle
+            .get_or_init(|| {
+                // The recorder first, so the handle is never the no-op one of a process that
+                // has not installed it yet.
+                let _ = handle();
+                (self.resolve)()
+            })
+            .increment(by);
+    }
+}
 
 /// Installs the process-wide recorder on first use and returns the handle that renders it.
 /// Several `App`s in one process (tests) share it.

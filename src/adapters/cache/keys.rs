@@ -15,10 +15,14 @@ use uuid::Uuid;
 use crate::{
     domain::{ApiKey, DomainError, KeyHash, Page, PageRequest},
     ports::{ApiKeyRepo, StoredKey},
-    telemetry::metrics::CACHE_REQUESTS_TOTAL,
+    telemetry::metrics::{CACHE_REQUESTS_TOTAL, FixedCounter},
 };
 
 const MAX_ENTRIES: u64 = 10_000;
+static HITS: FixedCounter =
+    FixedCounter::new(|| metrics::counter!(CACHE_REQUESTS_TOTAL, "cache" => "api_keys", "result" => "hit"));
+static MISSES: FixedCounter =
+    FixedCounter::new(|| metrics::counter!(CACHE_REQUESTS_TOTAL, "cache" => "api_keys", "result" => "miss"));
 
 pub struct CachedApiKeyRepo {
     inner: Arc<dyn ApiKeyRepo>,
@@ -54,10 +58,10 @@ impl ApiKeyRepo for CachedApiKeyRepo {
 
     async fn find_by_hash(&self, hash: &KeyHash) -> Result<Option<StoredKey>, DomainError> {
         if let Some(hit) = self.by_hash.get(hash.as_str()).await {
-            metrics::counter!(CACHE_REQUESTS_TOTAL, "cache" => "api_keys", "result" => "hit").increment(1);
+            HITS.increment(1);
             return Ok(Some(hit));
         }
-        metrics::counter!(CACHE_REQUESTS_TOTAL, "cache" => "api_keys", "result" => "miss").increment(1);
+        MISSES.increment(1);
         let found = self.inner.find_by_hash(hash).await?;
         if let Some(stored) = &found {
             self.by_hash.insert(hash.as_str().to_owned(), stored.clone()).await;

@@ -15,7 +15,7 @@ use moka::future::Cache;
 use crate::{
     domain::{DomainError, Project, ProjectId},
     ports::{Clock, ProjectSource},
-    telemetry::metrics::CACHE_REQUESTS_TOTAL,
+    telemetry::metrics::{CACHE_REQUESTS_TOTAL, FixedCounter},
 };
 
 const MAX_ENTRIES: u64 = 10_000;
@@ -48,8 +48,11 @@ impl CachedProjectSource {
 
     fn fresh<T: Clone>(&self, entry: Option<Fresh<T>>) -> Option<T> {
         let value = entry.filter(|e| self.clock.now() - e.at < self.ttl).map(|e| e.value);
-        let result = if value.is_some() { "hit" } else { "miss" };
-        metrics::counter!(CACHE_REQUESTS_TOTAL, "cache" => "projects", "result" => result).increment(1);
+        static HITS: FixedCounter =
+            FixedCounter::new(|| metrics::counter!(CACHE_REQUESTS_TOTAL, "cache" => "projects", "result" => "hit"));
+        static MISSES: FixedCounter =
+            FixedCounter::new(|| metrics::counter!(CACHE_REQUESTS_TOTAL, "cache" => "projects", "result" => "miss"));
+        if value.is_some() { &HITS } else { &MISSES }.increment(1);
         value
     }
 }

@@ -1,6 +1,6 @@
 //! `GET /projects` and `GET /projects/{id}`.
 
-use axum::{Json, extract::State};
+use axum::{Json, extract::State, response::Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -10,11 +10,12 @@ use crate::{
         auth::{Authorized, scope},
         error::{ApiError, ErrorBody},
         extract::ApiPath,
+        rendered::LastRendered,
         state::AppState,
     },
 };
 
-#[derive(Serialize, ToSchema)]
+#[derive(PartialEq, Serialize, ToSchema)]
 pub struct ProjectList {
     projects: Vec<Project>,
 }
@@ -33,8 +34,9 @@ pub struct ProjectList {
 pub async fn list_projects(
     _auth: Authorized<scope::ProjectsRead>,
     State(state): State<AppState>,
-) -> Result<Json<ProjectList>, ApiError> {
-    Ok(Json(ProjectList { projects: state.projects.list().await? }))
+) -> Result<Response, ApiError> {
+    static RENDERED: LastRendered<ProjectList> = LastRendered::new();
+    Ok(RENDERED.json(ProjectList { projects: state.projects.list().await? }))
 }
 
 /// Get a project
