@@ -69,12 +69,16 @@ pub trait CommandQueue: Send + Sync {
     async fn renew(&self, id: Uuid, worker: &str, lease_until: DateTime<Utc>) -> Result<Option<bool>, DomainError>;
 
     /// Records how the command ended and returns it; `None` if the claim was lost meanwhile.
+    /// `entry`, its audit entry, goes in the same transaction (one commit a command, not two),
+    /// and is stored even when the claim was lost (the process ran), once: an entry with its id
+    /// already there is kept.
     async fn finish(
         &self,
         id: Uuid,
         worker: &str,
         end: &CommandEnd,
         at: DateTime<Utc>,
+        entry: &AuditEntry,
     ) -> Result<Option<Command>, DomainError>;
 
     /// Returns an unstarted claim to the queue (shutdown before it ran).

@@ -220,6 +220,24 @@ impl AuditService {
     }
 
     /// The entry of `record`, made by `caller` now.
+    /// The entry `record_execution` would write, for a caller that stores it in a transaction
+    /// of its own (a queued command's end); `record_later` keeps it if that fails.
+    pub fn execution_entry(&self, caller: &Caller, record: AuditRecord<'_>) -> AuditEntry {
+        self.entry(caller, record)
+    }
+
+    /// Keeps an execution's entry that could not be stored with its command, and writes it
+    /// alone now, or from the backlog once the database is back.
+    pub async fn record_later(&self, entry: AuditEntry) {
+        let kept = Kept { entry, event: None, ran_now: None };
+        if let Err(error) = self.write(&kept).await {
+            if matches!(error, DomainError::Unavailable(_)) {
+                self.keep_for_later(kept);
+            }
+            tracing::error!(%error, "could not write the audit entry of a queued command");
+        }
+    }
+
     fn entry(&self, caller: &Caller, record: AuditRecord<'_>) -> AuditEntry {
         AuditEntry {
             id: record.id,

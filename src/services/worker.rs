@@ -176,18 +176,21 @@ impl QueueWorker {
         }
     }
 
-    /// Audits, stores, counts and announces how the command ended. The audit entry goes first,
-    /// so a client that sees the final status can already find it in `/audit`.
+    /// Audits, stores, counts and announces how the command ended. The audit entry is stored in
+    /// the transaction of the final status, so a client that sees the status can already find
+    /// it in `/audit`; if that transaction fails, the entry is written alone (or kept until the
+    /// database is back), since the process ran either way.
     /// `executor` is `None` when the command never reached one (its project was not found).
     async fn record(&self, command: &Command, executor: Option<ExecutorKind>, end: CommandEnd) {
         let record = AuditRecord::of_end(command.id, &command.project_id, &command.command, &end);
-        if let Err(error) = self.audit.record_execution(&command.caller, record, None, None).await {
-            tracing::error!(%error, "could not write the audit entry of a queued command");
-        }
-        match self.queue.finish(command.id, &self.name, &end, self.clock.now()).await {
+        let entry = self.audit.execution_entry(&command.caller, record);
+        match self.queue.finish(command.id, &self.name, &end, self.clock.now(), &entry).await {
             Ok(Some(_)) => {}
             Ok(None) => return tracing::warn!("claim lost before the result was stored"),
-            Err(error) => return tracing::error!(%error, "could not store a command's result; its lease will expire"),
+            Err(error) => {
+                tracing::error!(%error, "could not store a command's result; its lease will expire");
+                return self.audit.record_later(entry).await;
+            }
         }
         if let Some(executor) = executor {
             record_execution(executor, &end);

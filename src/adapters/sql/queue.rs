@@ -22,7 +22,7 @@ use super::{
     values::Row,
 };
 use crate::{
-    domain::{Command, CommandEnd, CommandFilter, DomainError, OutboxEvent, Page, PageRequest},
+    domain::{AuditEntry, Command, CommandEnd, CommandFilter, DomainError, OutboxEvent, Page, PageRequest},
     ports::{CancelEffect, CommandQueue, Recovered, RecoveryAudit},
 };
 
@@ -136,6 +136,7 @@ impl<D: Dialect> CommandQueue for SqlCommandQueue<D> {
         worker: &str,
         end: &CommandEnd,
         at: DateTime<Utc>,
+        entry: &AuditEntry,
     ) -> Result<Option<Command>, DomainError> {
         let (exit_code, stdout, stderr, stdout_truncated, stderr_truncated, error) = match end {
             CommandEnd::Ran(outcome) => (
@@ -182,6 +183,7 @@ impl<D: Dialect> CommandQueue for SqlCommandQueue<D> {
             .fetch_optional(&mut tx)
             .await?;
         let finished = one(row)?;
+        insert_entry(&mut tx, entry).await?;
         publish_final(&mut tx, finished.iter()).await?;
         commit(tx).await?;
         Ok(finished)

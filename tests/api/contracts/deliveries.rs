@@ -169,7 +169,7 @@ async fn final_commands_put_their_event_in_the_outbox(db: Db) {
         queue.enqueue(c).await.unwrap();
     }
     queue.claim("w", t + seconds(30)).await.unwrap();
-    queue.finish(finished.id, "w", &CommandEnd::Error("gone".into()), t).await.unwrap();
+    queue.finish(finished.id, "w", &CommandEnd::Error("gone".into()), t, &super::entry("p", t)).await.unwrap();
     queue.cancel(cancelled.id, t).await.unwrap();
     queue.claim("w", t + seconds(30)).await.unwrap();
     queue.start(lost.id, "w", t).await.unwrap();

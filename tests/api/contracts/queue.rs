@@ -121,8 +121,9 @@ async fn a_claim_holds_through_start_renew_and_finish_for_its_worker_only(queue:
     assert_eq!(queue.cancel(id, t).await.unwrap().map(|(_, e)| e), Some(CancelEffect::Requested));
     assert_eq!(queue.renew(id, "w1", t + seconds(60)).await.unwrap(), Some(true), "the renewal reads the cancel");
 
-    assert_eq!(queue.finish(id, "w2", &ran(3, t), t).await.unwrap(), None);
-    let finished = queue.finish(id, "w1", &ran(3, t), t + seconds(2)).await.unwrap().expect("finished");
+    assert_eq!(queue.finish(id, "w2", &ran(3, t), t, &super::entry("p", t)).await.unwrap(), None);
+    let finished =
+        queue.finish(id, "w1", &ran(3, t), t + seconds(2), &super::entry("p", t)).await.unwrap().expect("finished");
     assert_eq!(finished, queue.get(id).await.unwrap().unwrap(), "finish returns the stored command");
     assert_eq!(finished.status, CommandStatus::Failed);
     assert_eq!(finished.exit_code, Some(3));
@@ -132,12 +133,20 @@ async fn a_claim_holds_through_start_renew_and_finish_for_its_worker_only(queue:
     assert_eq!(finished.stderr_omitted, None);
     assert_eq!(finished.finished_at, Some(t + seconds(2)));
     assert_eq!(queue.renew(id, "w1", t + seconds(60)).await.unwrap(), None, "a finished claim is gone");
-    assert_eq!(queue.finish(id, "w1", &CommandEnd::Cancelled, t).await.unwrap(), None, "finished once");
+    assert_eq!(
+        queue.finish(id, "w1", &CommandEnd::Cancelled, t, &super::entry("p", t)).await.unwrap(),
+        None,
+        "finished once"
+    );
 
     let failed = command("p", 5, 1, t);
     queue.enqueue(&failed).await.unwrap();
     queue.claim("w1", t + seconds(30)).await.unwrap();
-    let ended = queue.finish(failed.id, "w1", &CommandEnd::Error("no project".into()), t).await.unwrap().unwrap();
+    let ended = queue
+        .finish(failed.id, "w1", &CommandEnd::Error("no project".into()), t, &super::entry("p", t))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (ended.status, ended.error.as_deref(), ended.exit_code),
         (CommandStatus::Failed, Some("no project"), None)

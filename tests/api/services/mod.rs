@@ -37,10 +37,11 @@ pub struct QueueRig {
 impl QueueRig {
     /// Fakes for the project `hello`, with no worker yet.
     pub fn new() -> Self {
+        let audit = Arc::new(MemoryAuditLog::default());
         Self {
-            queue: Arc::new(MemoryQueue::default()),
+            queue: Arc::new(MemoryQueue::sharing(audit.clone())),
             executor: Arc::new(ScriptedExecutor::default()),
-            audit: Arc::new(MemoryAuditLog::default()),
+            audit,
             output: Arc::new(MemoryOutputLog::default()),
             projects: Arc::new(ProjectService::new(FixedProjects::named(&["hello"]))),
             running: Arc::new(RunningCommands::default()),

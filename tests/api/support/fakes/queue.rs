@@ -2,19 +2,22 @@
 
 use std::{
     collections::HashMap,
-    sync::atomic::{AtomicU32, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
 };
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rdev_api::{
     domain::{AuditEntry, Command, CommandEnd, CommandFilter, CommandStatus, DomainError, Page, PageRequest},
-    ports::{CancelEffect, CommandQueue, Recovered, RecoveryAudit},
+    ports::{AuditLog, CancelEffect, CommandQueue, Recovered, RecoveryAudit},
 };
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::Watched;
+use super::{MemoryAuditLog, Watched};
 
 #[derive(Default)]
 pub struct MemoryQueue {
@@ -25,6 +28,16 @@ pub struct MemoryQueue {
     pub cancel_races: AtomicU32,
     /// The audit entries recoveries made.
     pub recovery_entries: std::sync::Mutex<Vec<AuditEntry>>,
+    /// Where a command's end stores its audit entry, as the SQL queue shares its database with
+    /// the audit log; without one the entry is dropped.
+    audit: Option<Arc<MemoryAuditLog>>,
+}
+
+impl MemoryQueue {
+    /// A queue whose finished commands leave their audit entries in `audit`.
+    pub fn sharing(audit: Arc<MemoryAuditLog>) -> Self {
+        Self { audit: Some(audit), ..Self::default() }
+    }
 }
 
 #[derive(Default)]
@@ -149,7 +162,13 @@ impl CommandQueue for MemoryQueue {
         worker: &str,
         end: &CommandEnd,
         at: DateTime<Utc>,
+        entry: &AuditEntry,
     ) -> Result<Option<Command>, DomainError> {
+        if let Some(audit) = &self.audit
+            && !audit.recorded().iter().any(|kept| kept.id == entry.id)
+        {
+            audit.record(entry, None).await?;
+        }
         Ok(self.state.change(|s| {
             let slot = s.commands.get_mut(&id).filter(|slot| slot.held_by(worker))?;
             let c = &mut slot.command;
