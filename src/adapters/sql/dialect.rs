@@ -106,8 +106,10 @@ pub(crate) trait Dialect: sqlx::Database<Row: Row> + Sync {
 
     /// Wakes `work` on every notification on `channel`, for as long as the process runs:
     /// Postgres `LISTEN`, over a connection of its own that comes back after a failure. Other
-    /// databases have one process, which wakes itself.
-    fn listen(pool: &Pool<Self>, channel: &'static str, work: Arc<Notify>);
+    /// databases have one process, which wakes itself. `Wake::All` wakes every waiter (followers
+    /// of an output: each wants to see it); `Wake::One` one (queue workers: one enqueue is one
+    /// command, and waking them all sent every idle worker of every replica to claim it).
+    fn listen(pool: &Pool<Self>, channel: &'static str, work: Arc<Notify>, wake: Wake);
 }
 
 /// The running of statements, the same for both: sqlx's own methods, on a pool or a connection.
@@ -173,7 +175,7 @@ impl Dialect for Postgres {
         Box::pin(pool.begin())
     }
 
-    fn listen(pool: &Pool<Self>, channel: &'static str, work: Arc<Notify>) {
+    fn listen(pool: &Pool<Self>, channel: &'static str, work: Arc<Notify>, wake: Wake) {
         let pool = pool.clone();
         tokio::spawn(async move {
             loop {
@@ -181,7 +183,7 @@ impl Dialect for Postgres {
                     Ok(mut listener) => {
                         if listener.listen(channel).await.is_ok() {
                             while listener.recv().await.is_ok() {
-                                work.notify_waiters();
+                                wake.of(&work);
                             }
                         }
                     }
@@ -224,7 +226,23 @@ impl Dialect for Sqlite {
         Box::pin(pool.begin_with("BEGIN IMMEDIATE"))
     }
 
-    fn listen(_: &Pool<Self>, _: &'static str, _: Arc<Notify>) {}
+    fn listen(_: &Pool<Self>, _: &'static str, _: Arc<Notify>, _: Wake) {}
+}
+
+/// Whom a notification wakes: every waiter, or one (with a permit kept when none waits).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Wake {
+    All,
+    One,
+}
+
+impl Wake {
+    pub(crate) fn of(self, work: &Notify) {
+        match self {
+            Wake::All => work.notify_waiters(),
+            Wake::One => work.notify_one(),
+        }
+    }
 }
 
 /// The `VALUES` list of a multi-row insert, the only parameters of its statement: `rows` tuples

@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{
-    dialect::{Db, Dialect, Kind, On, Stmt, values_rows},
+    dialect::{Db, Dialect, Kind, On, Stmt, Wake, values_rows},
     errors::corrupt,
     values::Row,
 };
@@ -163,7 +163,7 @@ impl<D: Dialect> OutputLog for SqlOutputLog<D> {
     }
 
     fn changes(&self) -> Arc<Notify> {
-        self.listening.get_or_init(|| D::listen(&self.db.pool, CHANNEL, self.changes.clone()));
+        self.listening.get_or_init(|| D::listen(&self.db.pool, CHANNEL, self.changes.clone(), Wake::All));
         self.changes.clone()
     }
 

@@ -2,9 +2,9 @@
 //!
 //! Claims and recoveries are atomic across replicas: on Postgres a claim takes its row with
 //! `FOR UPDATE SKIP LOCKED` (replicas never take the same command, nor wait on each other), and
-//! `LISTEN rdev_commands` (fed by an insert trigger) wakes idle workers; on SQLite they run in a
-//! write transaction (`BEGIN IMMEDIATE`, the database's single write lock), and an enqueue in
-//! this process wakes its workers directly.
+//! `LISTEN rdev_commands` (fed by an insert trigger) wakes one idle worker a replica per
+//! command; on SQLite they run in a write transaction (`BEGIN IMMEDIATE`, the database's single
+//! write lock), and an enqueue in this process wakes one of its workers directly.
 
 use std::sync::Arc;
 
@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::{
     audit::insert_entry,
     command_rows::{COLUMNS, CommandRow, command_from_row, omitted_columns, storable, upsert_commands},
-    dialect::{Db, Dialect, Kind, Stmt, Tx, begin, commit, rollback},
+    dialect::{Db, Dialect, Kind, Stmt, Tx, Wake, begin, commit, rollback},
     outbox::publish,
     values::Row,
 };
@@ -60,7 +60,9 @@ impl<D: Dialect> CommandQueue for SqlCommandQueue<D> {
     async fn enqueue(&self, command: &Command) -> Result<(), DomainError> {
         let row = CommandRow { command, claimed_by: None, lease_until: None };
         upsert_commands::<D>(&self.db, &[row]).await?;
-        self.work.notify_waiters();
+        // One command: one worker here (and on Postgres, through the insert's NOTIFY, one on
+        // each replica; the direct wake keeps this replica prompt while LISTEN reconnects).
+        self.work.notify_one();
         Ok(())
     }
 
@@ -193,7 +195,7 @@ impl<D: Dialect> CommandQueue for SqlCommandQueue<D> {
         let sql = "UPDATE commands SET status = 'queued', claimed_by = NULL, lease_until = NULL
                    WHERE id = $1 AND claimed_by = $2 AND status = 'running' AND started_at IS NULL";
         Stmt::<D>::new(sql).uuid(Some(id)).value(worker.to_owned()).execute(&self.db).await?;
-        self.work.notify_waiters();
+        self.work.notify_one();
         Ok(())
     }
 
@@ -274,7 +276,9 @@ impl<D: Dialect> CommandQueue for SqlCommandQueue<D> {
 
     async fn wait_for_work(&self) {
         // Postgres: every replica hears every enqueue. SQLite: `enqueue` wakes this process.
-        self.listener.get_or_init(|| async { D::listen(&self.db.pool, "rdev_commands", self.work.clone()) }).await;
+        self.listener
+            .get_or_init(|| async { D::listen(&self.db.pool, "rdev_commands", self.work.clone(), Wake::One) })
+            .await;
         self.work.notified().await;
     }
 }
