@@ -28,7 +28,6 @@ pub const UNMATCHED_ROUTE: &str = "unmatched";
 const METHODS: [&str; 8] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "OTHER"];
 
 /// The series handles of one route and method.
-#[derive(Clone)]
 struct RouteSeries {
     duration: Histogram,
     /// By status code; a route answers a handful of them.
@@ -42,14 +41,18 @@ pub struct HttpMetrics(Arc<RwLock<HashMap<String, [Option<RouteSeries>; METHODS.
 
 impl HttpMetrics {
     fn record(&self, route: &str, method: usize, status: u16, seconds: f64) {
-        let known = self.read().get(route).and_then(|methods| {
+        let recorded = self.read().get(route).and_then(|methods| {
             let series = methods[method].as_ref()?;
-            let requests = series.requests.iter().find(|(code, _)| *code == status)?.1.clone();
-            Some((series.duration.clone(), requests))
+            let (_, requests) = series.requests.iter().find(|(code, _)| *code == status)?;
+            requests.increment(1);
+            series.duration.record(seconds);
+            Some(())
         });
-        let (duration, requests) = known.unwrap_or_else(|| self.resolve(route, method, status));
-        requests.increment(1);
-        duration.record(seconds);
+        if recorded.is_none() {
+            let (duration, requests) = self.resolve(route, method, status);
+            requests.increment(1);
+            duration.record(seconds);
+        }
     }
 
     /// Looks the series up in the registry, once per route, method and status.

@@ -11,6 +11,9 @@ use axum::{
 };
 use serde::Serialize;
 
+use super::error::ApiError;
+use crate::domain::DomainError;
+
 /// Holds one value and its rendering; shared by every request (and every app in a process:
 /// the body depends on the value alone, so sharing is safe).
 pub struct LastRendered<T> {
@@ -23,23 +26,22 @@ impl<T: PartialEq + Serialize> LastRendered<T> {
     }
 
     /// `value` as an `application/json` response, rendered again only when it changed.
+    /// A serialization error (none for plain data) is a 500, as with `Json`.
     pub fn json(&self, value: T) -> Response {
-        let body = self.body(value);
-        ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+        match self.body(value) {
+            Ok(body) => ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response(),
+            Err(error) => ApiError::from(DomainError::internal(error)).into_response(),
+        }
     }
 
-    fn body(&self, value: T) -> Bytes {
+    fn body(&self, value: T) -> Result<Bytes, serde_json::Error> {
         if let Some((_, body)) = self.lock().as_ref().filter(|(last, _)| *last == value) {
-            return body.clone();
+            return Ok(body.clone());
         }
-        // Rendered outside the lock; a serialization error (none for plain data) is answered
-        // as Json would, with a 500.
-        let body: Bytes = match serde_json::to_vec(&value) {
-            Ok(bytes) => bytes.into(),
-            Err(_) => return Bytes::new(),
-        };
+        // Rendered outside the lock.
+        let body = Bytes::from(serde_json::to_vec(&value)?);
         *self.lock() = Some((value, body.clone()));
-        body
+        Ok(body)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<(T, Bytes)>> {
@@ -54,10 +56,10 @@ mod tests {
     #[test]
     fn the_same_value_reuses_its_body_and_a_new_one_is_rendered() {
         let rendered = LastRendered::new();
-        let first = rendered.body(vec!["a".to_owned()]);
+        let first = rendered.body(vec!["a".to_owned()]).unwrap();
         assert_eq!(&first[..], br#"["a"]"#);
-        let again = rendered.body(vec!["a".to_owned()]);
+        let again = rendered.body(vec!["a".to_owned()]).unwrap();
         assert_eq!(first.as_ptr(), again.as_ptr(), "the same bytes, not a new rendering");
-        assert_eq!(&rendered.body(vec!["b".to_owned()])[..], br#"["b"]"#);
+        assert_eq!(&rendered.body(vec!["b".to_owned()]).unwrap()[..], br#"["b"]"#);
     }
 }

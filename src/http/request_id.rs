@@ -5,9 +5,12 @@
 //! across replicas and restarts (64 random bits a process), ordered within one, and a few
 //! instructions to make where a UUID v4 costs random bytes and formatting on every request.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicU64, Ordering},
+use std::{
+    io::Write as _,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use axum::{
@@ -77,18 +80,13 @@ impl MakeRequestId for CountedRequestIds {
     }
 }
 
-/// `prefix` as 16 hex digits, a dash, `n` in hex without leading zeros; returns the length.
+/// `prefix` as 16 hex digits, a dash, `n` in hex without leading zeros, written into `out`
+/// (33 bytes hold the longest) without allocating; returns the length.
 fn write_hex(out: &mut [u8; 33], prefix: u64, n: u64) -> usize {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (i, slot) in out[..16].iter_mut().enumerate() {
-        *slot = DIGITS[((prefix >> (60 - 4 * i)) & 0xf) as usize];
-    }
-    out[16] = b'-';
-    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
-    for i in 0..digits {
-        out[17 + i] = DIGITS[((n >> (4 * (digits - 1 - i))) & 0xf) as usize];
-    }
-    17 + digits
+    let mut rest = &mut out[..];
+    // Cannot fail: the longest id is 33 bytes.
+    let _ = write!(rest, "{prefix:016x}-{n:x}");
+    33 - rest.len()
 }
 
 #[cfg(test)]

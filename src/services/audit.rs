@@ -141,7 +141,11 @@ impl AuditService {
         event: Option<&OutboxEvent>,
         ran_now: Option<RanNow>,
     ) -> Result<(), DomainError> {
-        let kept = Kept { entry: self.entry(caller, record), event: event.cloned(), ran_now };
+        self.write_or_keep(Kept { entry: self.entry(caller, record), event: event.cloned(), ran_now }).await
+    }
+
+    /// Writes `kept`; while the database is down, keeps it for `write_backlog` and says so.
+    async fn write_or_keep(&self, kept: Kept) -> Result<(), DomainError> {
         match self.write(&kept).await {
             Err(error @ DomainError::Unavailable(_)) => {
                 self.keep_for_later(kept);
@@ -219,26 +223,17 @@ impl AuditService {
         self.entry(&command.caller, record)
     }
 
-    /// The entry of `record`, made by `caller` now.
-    /// The entry `record_execution` would write, for a caller that stores it in a transaction
-    /// of its own (a queued command's end); `record_later` keeps it if that fails.
-    pub fn execution_entry(&self, caller: &Caller, record: AuditRecord<'_>) -> AuditEntry {
-        self.entry(caller, record)
-    }
-
-    /// Keeps an execution's entry that could not be stored with its command, and writes it
-    /// alone now, or from the backlog once the database is back.
+    /// Writes an execution's entry that could not be stored with its command: alone now, or
+    /// from the backlog once the database is back.
     pub async fn record_later(&self, entry: AuditEntry) {
-        let kept = Kept { entry, event: None, ran_now: None };
-        if let Err(error) = self.write(&kept).await {
-            if matches!(error, DomainError::Unavailable(_)) {
-                self.keep_for_later(kept);
-            }
+        if let Err(error) = self.write_or_keep(Kept { entry, event: None, ran_now: None }).await {
             tracing::error!(%error, "could not write the audit entry of a queued command");
         }
     }
 
-    fn entry(&self, caller: &Caller, record: AuditRecord<'_>) -> AuditEntry {
+    /// The entry of `record`, made by `caller` now (a queued command's end stores it in the
+    /// transaction of its final status).
+    pub(super) fn entry(&self, caller: &Caller, record: AuditRecord<'_>) -> AuditEntry {
         AuditEntry {
             id: record.id,
             at: self.clock.now(),

@@ -183,7 +183,7 @@ impl QueueWorker {
     /// `executor` is `None` when the command never reached one (its project was not found).
     async fn record(&self, command: &Command, executor: Option<ExecutorKind>, end: CommandEnd) {
         let record = AuditRecord::of_end(command.id, &command.project_id, &command.command, &end);
-        let entry = self.audit.execution_entry(&command.caller, record);
+        let entry = self.audit.entry(&command.caller, record);
         match self.queue.finish(command.id, &self.name, &end, self.clock.now(), &entry).await {
             Ok(Some(_)) => {}
             Ok(None) => return tracing::warn!("claim lost before the result was stored"),
