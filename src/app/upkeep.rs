@@ -1,5 +1,6 @@
 //! Background upkeep that must not cost requests anything: batched writes, purges, taking back
-//! the commands of replicas whose leases ran out, and the queue depth gauge.
+//! the commands of replicas whose leases ran out, the queue depth gauge, and the metrics
+//! registry's own upkeep.
 
 use std::{sync::Arc, time::Duration};
 
@@ -59,6 +60,9 @@ impl Upkeep {
                 tracing::warn!(%error, "could not purge old rate-limit counts; will retry");
             }
             publish_queue_depth(self.queue.as_ref()).await;
+            // Histogram samples wait in per-series buckets until drained; a scrape drains them,
+            // and this does when nobody scrapes, so their memory does not grow with requests.
+            crate::telemetry::metrics::handle().run_upkeep();
             report_purge(self.sessions.purge_expired().await, "expired sessions", "RDEV_SESSION_IDLE_TIMEOUT");
             report_purge(self.terminals.purge_expired_tickets().await, "terminal tickets", "their 30 s");
             if let Err(error) = self.recovery.recover_expired().await {
