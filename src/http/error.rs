@@ -2,18 +2,14 @@
 //! `{"error":{"code","message","request_id","details"?}}`.
 //!
 //! Handlers return `ApiError`; its `IntoResponse` sets the status and attaches an `ErrorInfo`.
-//! The `render_errors` middleware, which knows the request id, writes the body, and also turns
-//! responses that never passed through `ApiError` (axum's unknown route and wrong method,
-//! tower-http's body limit, a caught panic) into the same shape.
+//! `render_error`, called by the edge layer (which knows the request id), writes the body, and
+//! also turns responses that never passed through `ApiError` (axum's unknown route and wrong
+//! method, the body limit, a caught panic) into the same shape.
 
 use axum::{
     body::Body,
-    extract::{
-        Request,
-        rejection::{JsonRejection, PathRejection, QueryRejection},
-    },
+    extract::rejection::{JsonRejection, PathRejection, QueryRejection},
     http::{HeaderValue, StatusCode, header},
-    middleware::Next,
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
@@ -48,7 +44,7 @@ impl From<Unauthenticated> for ApiError {
     }
 }
 
-/// What `render_errors` needs to write the body; travels in the response extensions.
+/// What `render_error` needs to write the body; travels in the response extensions.
 #[derive(Debug, Clone)]
 struct ErrorInfo {
     code: &'static str,
@@ -210,10 +206,11 @@ fn split_field(message: &str) -> Option<(&str, &str)> {
 }
 
 /// The middleware that writes every error body; it must sit inside the request-id layer.
-pub async fn render_errors(request: Request, next: Next) -> Response {
-    // Kept as the header (a reference count), made a string only for an error body.
-    let request_id = request.headers().get(&super::request_id::X_REQUEST_ID).cloned();
-    let response = next.run(request).await;
+/// `response` in the API's error shape if it is an error (4xx or 5xx), as it is otherwise:
+/// an `ApiError`'s `ErrorInfo` becomes the body, a JSON error body of a handler's own stays,
+/// anything else (axum's unknown route, the body limit, a caught panic) gets the body its
+/// status implies. `request_id` is the request's, for the body.
+pub fn render_error(response: Response, request_id: &HeaderValue) -> Response {
     let status = response.status();
     if !status.is_client_error() && !status.is_server_error() {
         return response;
@@ -232,7 +229,7 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
         error: ErrorDetail {
             code: info.code.to_owned(),
             message: info.message,
-            request_id: request_id.and_then(|id| id.to_str().ok().map(str::to_owned)),
+            request_id: request_id.to_str().ok().map(str::to_owned),
             details: info.details,
         },
     };

@@ -1,5 +1,6 @@
-//! `http_requests_total` and `http_request_duration_seconds` for every request, labelled with
-//! the matched route template (never the raw path, whose ids would explode the series count).
+//! `http_requests_total` and `http_request_duration_seconds` for every request (recorded by the
+//! edge layer), labelled with the matched route template (never the raw path, whose ids would
+//! explode the series count).
 //!
 //! Each series' handle is looked up once and kept (`HttpMetrics`): `counter!` with labels
 //! builds, hashes and finds its key in the registry on every call, which on a cheap request
@@ -8,15 +9,9 @@
 use std::{
     collections::HashMap,
     sync::{Arc, RwLock},
-    time::Instant,
 };
 
-use axum::{
-    extract::{MatchedPath, Request, State},
-    http::Method,
-    middleware::Next,
-    response::Response,
-};
+use axum::http::Method;
 use metrics::{Counter, Histogram, counter, histogram};
 
 use crate::telemetry::metrics::{HTTP_REQUEST_DURATION_SECONDS, HTTP_REQUESTS_TOTAL};
@@ -40,7 +35,8 @@ struct RouteSeries {
 pub struct HttpMetrics(Arc<RwLock<HashMap<String, [Option<RouteSeries>; METHODS.len()]>>>);
 
 impl HttpMetrics {
-    fn record(&self, route: &str, method: usize, status: u16, seconds: f64) {
+    /// Counts one answered request and its duration. `method` is `method_index`'s.
+    pub(super) fn record(&self, route: &str, method: usize, status: u16, seconds: f64) {
         let recorded = self.read().get(route).and_then(|methods| {
             let series = methods[method].as_ref()?;
             let (_, requests) = series.requests.iter().find(|(code, _)| *code == status)?;
@@ -80,17 +76,8 @@ impl HttpMetrics {
     }
 }
 
-pub async fn record_http_metrics(State(metrics): State<HttpMetrics>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = method_index(request.method());
-    let matched = request.extensions().get::<MatchedPath>().cloned();
-    let response = next.run(request).await;
-    let route = matched.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
-    metrics.record(route, method, response.status().as_u16(), started.elapsed().as_secs_f64());
-    response
-}
-
-fn method_index(method: &Method) -> usize {
+/// The index of `method`'s label in `METHODS`.
+pub(super) fn method_index(method: &Method) -> usize {
     match *method {
         Method::GET => 0,
         Method::POST => 1,

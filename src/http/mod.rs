@@ -1,12 +1,13 @@
 //! The HTTP adapter: axum router, middleware and handlers over the services.
 //!
-//! Layers, outermost first: request id (set, then echoed on the response), tracing span,
-//! error rendering (every failure in the API's JSON shape), panic catching, body limit. Routes
-//! that need a key sit behind `auth::authenticate`; each handler names its scope.
+//! Layers, outermost first: the edge (request id, tracing span, panic catching, error rendering
+//! in the API's JSON shape, HTTP metrics: one layer, see `edge`), body limit. Routes that need a
+//! key sit behind `auth::authenticate`; each handler names its scope.
 
 pub mod auth;
 pub mod client_ip;
 mod console;
+mod edge;
 pub mod error;
 pub mod extract;
 pub mod handlers;
@@ -21,24 +22,12 @@ pub mod state;
 
 use std::sync::Arc;
 
-use axum::{
-    Router,
-    extract::{DefaultBodyLimit, MatchedPath, Request},
-    http::header,
-    middleware,
-    routing::get,
-};
+use axum::{Router, extract::DefaultBodyLimit, http::header, middleware, routing::get};
 use tower::ServiceBuilder;
-use tower_http::{
-    catch_panic::CatchPanicLayer,
-    request_id::{PropagateRequestIdLayer, SetRequestIdLayer},
-    trace::TraceLayer,
-};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use handlers::{audit, commands, files, health, keys, output, projects, sessions, shell, terminal, webhooks};
 
-use crate::telemetry;
 pub use state::AppState;
 
 pub fn router(state: AppState) -> Router {
@@ -98,43 +87,5 @@ pub fn router(state: AppState) -> Router {
         )
         .merge(console::routes())
         .with_state(state)
-        .layer(
-            ServiceBuilder::new()
-                .map_request(request_id::drop_unfit_request_id)
-                .layer(SetRequestIdLayer::x_request_id(request_id::CountedRequestIds::new()))
-                .layer(TraceLayer::new_for_http().make_span_with(request_span).on_response(record_status))
-                .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(middleware::from_fn(error::render_errors))
-                .layer(middleware::from_fn_with_state(metrics::HttpMetrics::default(), metrics::record_http_metrics))
-                .layer(CatchPanicLayer::new())
-                .layer(DefaultBodyLimit::max(max_body_bytes)),
-        )
-}
-
-/// The span of one request: every log line inside carries its request id, and exported traces
-/// get the OpenTelemetry HTTP server attributes, under the client's `traceparent` if it sent one.
-fn request_span(request: &Request) -> tracing::Span {
-    let request_id = request.headers().get(&request_id::X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let route = request.extensions().get::<MatchedPath>().map_or(metrics::UNMATCHED_ROUTE, MatchedPath::as_str);
-    let method = request.method().as_str();
-    let span = tracing::info_span!(
-        "request",
-        otel.name = format!("{method} {route}"),
-        otel.kind = "server",
-        http.request.method = method,
-        http.route = route,
-        url.path = request.uri().path(),
-        http.response.status_code = tracing::field::Empty,
-        otel.status_code = tracing::field::Empty,
-        request_id,
-    );
-    telemetry::propagation::adopt_remote_parent(&span, request.headers());
-    span
-}
-
-fn record_status(response: &axum::response::Response, _latency: std::time::Duration, span: &tracing::Span) {
-    span.record("http.response.status_code", response.status().as_u16());
-    if response.status().is_server_error() {
-        span.record("otel.status_code", "ERROR");
-    }
+        .layer(ServiceBuilder::new().layer(edge::EdgeLayer::default()).layer(DefaultBodyLimit::max(max_body_bytes)))
 }

@@ -13,11 +13,7 @@ use std::{
     },
 };
 
-use axum::{
-    extract::Request,
-    http::{HeaderName, HeaderValue, Request as HttpRequest},
-};
-use tower_http::request_id::{MakeRequestId, RequestId};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
 /// The header, parsed once: looking a header up by `&str` parses the name on every call.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -28,12 +24,11 @@ const MAX_REQUEST_ID_CHARS: usize = 128;
 /// Drops a client's `X-Request-Id` unless it is 1 to 128 visible ASCII characters, so the
 /// layer after it makes one: a request id is echoed, logged and audited, and must not carry
 /// 60 KB or control characters into any of them.
-pub fn drop_unfit_request_id(mut request: Request) -> Request {
+pub fn drop_unfit_request_id(headers: &mut HeaderMap) {
     let fits = |value: &HeaderValue| {
         let bytes = value.as_bytes();
         (1..=MAX_REQUEST_ID_CHARS).contains(&bytes.len()) && bytes.iter().all(|b| b.is_ascii_graphic())
     };
-    let headers = request.headers();
     let mut ids = headers.get_all(&X_REQUEST_ID).iter();
     let fit = match (ids.next(), ids.next()) {
         (None, _) => true,
@@ -41,9 +36,8 @@ pub fn drop_unfit_request_id(mut request: Request) -> Request {
         (Some(_), Some(_)) => false,
     };
     if !fit {
-        request.headers_mut().remove(&X_REQUEST_ID);
+        headers.remove(&X_REQUEST_ID);
     }
-    request
 }
 
 /// Makes `<process prefix>-<counter>` ids; clones share the counter.
@@ -59,7 +53,7 @@ impl CountedRequestIds {
         Self { prefix, next: Arc::new(AtomicU64::new(1)) }
     }
 
-    fn next_id(&self) -> HeaderValue {
+    pub(super) fn next_id(&self) -> HeaderValue {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let mut text = [0u8; 33];
         let len = write_hex(&mut text, self.prefix, n);
@@ -71,12 +65,6 @@ impl CountedRequestIds {
 impl Default for CountedRequestIds {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-impl MakeRequestId for CountedRequestIds {
-    fn make_request_id<B>(&mut self, _request: &HttpRequest<B>) -> Option<RequestId> {
-        Some(RequestId::new(self.next_id()))
     }
 }
 
