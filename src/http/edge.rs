@@ -37,14 +37,13 @@ use crate::telemetry;
 #[derive(Clone, Default)]
 pub struct EdgeLayer {
     ids: CountedRequestIds,
-    metrics: HttpMetrics,
 }
 
 impl<S> Layer<S> for EdgeLayer {
     type Service = Edge<S>;
 
     fn layer(&self, inner: S) -> Edge<S> {
-        Edge { inner, ids: self.ids.clone(), metrics: self.metrics.clone() }
+        Edge { inner, ids: self.ids.clone() }
     }
 }
 
@@ -52,7 +51,6 @@ impl<S> Layer<S> for EdgeLayer {
 pub struct Edge<S> {
     inner: S,
     ids: CountedRequestIds,
-    metrics: HttpMetrics,
 }
 
 impl<S> Service<Request> for Edge<S>
@@ -89,7 +87,7 @@ where
             Ok(future) => State::Running { future: AssertUnwindSafe(future).catch_unwind() },
             Err(panic) => State::Panicked { panic: Some(panic) },
         };
-        EdgeFuture { state, span, request_id, route, method, started: Instant::now(), metrics: self.metrics.clone() }
+        EdgeFuture { state, span, request_id, route, method, started: Instant::now() }
     }
 }
 
@@ -110,7 +108,6 @@ pin_project_lite::pin_project! {
         route: Option<MatchedPath>,
         method: usize,
         started: Instant,
-        metrics: HttpMetrics,
     }
 }
 
@@ -137,7 +134,7 @@ where
         let elapsed = this.started.elapsed();
         let status = response.status();
         let route = this.route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
-        this.metrics.record(route, *this.method, status.as_u16(), elapsed.as_secs_f64());
+        HttpMetrics::shared().record(route, *this.method, status.as_u16(), elapsed.as_secs_f64());
         this.span.record("http.response.status_code", status.as_u16());
         if status.is_server_error() {
             this.span.record("otel.status_code", "ERROR");

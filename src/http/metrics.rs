@@ -6,10 +6,7 @@
 //! builds, hashes and finds its key in the registry on every call, which on a cheap request
 //! was a measurable share of its cost.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, RwLock},
-};
+use std::{collections::HashMap, sync::RwLock};
 
 use axum::http::Method;
 use metrics::{Counter, Histogram, counter, histogram};
@@ -31,10 +28,22 @@ struct RouteSeries {
 
 /// The handles resolved so far, by route template and method. Bounded: routes are templates
 /// and methods one of eight, and statuses are three digits.
-#[derive(Clone, Default)]
-pub struct HttpMetrics(Arc<RwLock<HashMap<String, [Option<RouteSeries>; METHODS.len()]>>>);
+///
+/// One per process (`HttpMetrics::shared`), like the recorder the handles point into: a request
+/// then refers to it without touching a reference count that both cores share.
+pub struct HttpMetrics(RwLock<HashMap<String, [Option<RouteSeries>; METHODS.len()]>>);
+
+static SHARED: std::sync::LazyLock<HttpMetrics> = std::sync::LazyLock::new(|| {
+    // The recorder first: a handle resolved before it is installed would count nowhere, for good.
+    drop(crate::telemetry::metrics::handle());
+    HttpMetrics(RwLock::default())
+});
 
 impl HttpMetrics {
+    pub(super) fn shared() -> &'static Self {
+        &SHARED
+    }
+
     /// Counts one answered request and its duration. `method` is `method_index`'s.
     pub(super) fn record(&self, route: &str, method: usize, status: u16, seconds: f64) {
         let recorded = self.read().get(route).and_then(|methods| {
