@@ -18,7 +18,7 @@ use tracing_subscriber::{EnvFilter, Layer as _, layer::SubscriberExt as _, util:
 
 use crate::config::LogFormat;
 
-const DEFAULT_FILTER: &str = "info,sqlx=warn,tower_http=info";
+const DEFAULT_FILTER: &str = "info,sqlx=warn";
 
 /// Keeps the trace exporter alive; `shutdown` flushes what is still buffered.
 #[must_use = "dropping the guard without shutdown loses the last spans"]
