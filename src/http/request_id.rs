@@ -22,7 +22,7 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const MAX_REQUEST_ID_CHARS: usize = 128;
 
 /// Drops a client's `X-Request-Id` unless it is 1 to 128 visible ASCII characters, so the
-/// layer after it makes one: a request id is echoed, logged and audited, and must not carry
+/// edge makes one instead: a request id is echoed, logged and audited, and must not carry
 /// 60 KB or control characters into any of them.
 pub fn drop_unfit_request_id(headers: &mut HeaderMap) {
     let fits = |value: &HeaderValue| {
