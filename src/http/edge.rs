@@ -77,7 +77,7 @@ where
         };
         let route = request.extensions().get::<MatchedPath>().cloned();
         let method = metrics::method_index(request.method());
-        let span = request_span(&request);
+        let span = request_span(&request, &request_id, route.as_ref());
         // A handler's synchronous part runs in `call`: a panic there is caught too.
         let inner = {
             let _entered = span.enter();
@@ -160,9 +160,9 @@ fn panicked(panic: &(dyn Any + Send)) -> Response {
 /// The span of one request: every log line inside carries its request id, and exported traces
 /// get the OpenTelemetry HTTP server attributes, under the client's `traceparent` if it sent one.
 /// A disabled span (logs above `info`, no exporter) costs a level check.
-fn request_span(request: &Request) -> tracing::Span {
-    let request_id = request.headers().get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let route = request.extensions().get::<MatchedPath>().map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
+fn request_span(request: &Request, request_id: &HeaderValue, route: Option<&MatchedPath>) -> tracing::Span {
+    let request_id = request_id.to_str().unwrap_or_default();
+    let route = route.map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
     let method = request.method().as_str();
     let span = tracing::info_span!(
         "request",

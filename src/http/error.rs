@@ -205,7 +205,6 @@ fn split_field(message: &str) -> Option<(&str, &str)> {
     plain.then_some((field, rest))
 }
 
-/// The middleware that writes every error body; it must sit inside the request-id layer.
 /// `response` in the API's error shape if it is an error (4xx or 5xx), as it is otherwise:
 /// an `ApiError`'s `ErrorInfo` becomes the body, a JSON error body of a handler's own stays,
 /// anything else (axum's unknown route, the body limit, a caught panic) gets the body its
