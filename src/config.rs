@@ -28,6 +28,30 @@ pub enum SandboxMode {
     Off,
 }
 
+/// `RDEV_SANDBOX_NETWORK`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SandboxNetwork {
+    /// A network namespace per project: its own loopback, nothing of the host's.
+    None,
+    /// The host's network: commands reach whatever the host reaches, its loopback included.
+    Host,
+}
+
+/// `RDEV_SANDBOX_LIMITS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SandboxLimits {
+    On,
+    Off,
+}
+
+/// A size such as `512MiB`, `4GiB` or `1000000` (bytes).
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    text.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|e| format!("not a size ({e}): use e.g. 512MiB or 4GiB"))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -138,6 +162,36 @@ pub struct ExecutorSettings {
     /// folders (e.g. a toolchain under /root/.cargo).
     #[arg(long, env = "RDEV_SANDBOX_READ_PATHS", value_delimiter = ',', global = true)]
     pub sandbox_read_paths: Vec<PathBuf>,
+
+    /// Network of confined commands: `none` (a network namespace per project with only its own
+    /// loopback) or `host` (the host's network, loopback and all).
+    #[arg(long, env = "RDEV_SANDBOX_NETWORK", value_enum, default_value = "none", global = true)]
+    pub sandbox_network: SandboxNetwork,
+
+    /// Per-command limits (memory, processes, CPU) from cgroups: `on` (no start where no cgroup
+    /// is writable) or `off`.
+    #[arg(long, env = "RDEV_SANDBOX_LIMITS", value_enum, default_value = "on", global = true)]
+    pub sandbox_limits: SandboxLimits,
+
+    /// Memory one command may use, page cache and its /tmp and /dev/shm included (e.g. 4GiB).
+    #[arg(long, env = "RDEV_SANDBOX_MEMORY", default_value = "4GiB", value_parser = parse_bytes, global = true)]
+    pub sandbox_memory: u64,
+
+    /// Processes and threads one command may have at once.
+    #[arg(long, env = "RDEV_SANDBOX_PIDS", default_value_t = 1024, global = true)]
+    pub sandbox_pids: u64,
+
+    /// CPUs one command may use (e.g. 1.5); all of them when unset.
+    #[arg(long, env = "RDEV_SANDBOX_CPUS", global = true)]
+    pub sandbox_cpus: Option<f64>,
+
+    /// Size of each command's private /tmp, and of its /dev/shm (inodes bounded with it).
+    #[arg(long, env = "RDEV_SANDBOX_TMP_SIZE", default_value = "512MiB", value_parser = parse_bytes, global = true)]
+    pub sandbox_tmp_size: u64,
+
+    /// The host uid and gid commands run as when the server runs as root: one no host user has.
+    #[arg(long, env = "RDEV_SANDBOX_UID", default_value_t = 2_000_000_000, global = true)]
+    pub sandbox_uid: u32,
 
     /// The `rdev-api` binary that starts commands (as `rdev-api __sandbox-helper`); this one
     /// when unset.
@@ -345,6 +399,21 @@ impl Config {
         }
         if self.executor.terminal_idle_timeout < Duration::from_secs(1) {
             bail!("RDEV_TERMINAL_IDLE_TIMEOUT must be at least 1s, got {:?}", self.executor.terminal_idle_timeout);
+        }
+        if self.executor.sandbox_memory < 16 << 20 {
+            bail!("RDEV_SANDBOX_MEMORY must be at least 16MiB, got {}", self.executor.sandbox_memory);
+        }
+        if self.executor.sandbox_pids < 8 {
+            bail!("RDEV_SANDBOX_PIDS must be at least 8, got {}", self.executor.sandbox_pids);
+        }
+        if self.executor.sandbox_cpus.is_some_and(|cpus| !(0.01..=4096.0).contains(&cpus)) {
+            bail!("RDEV_SANDBOX_CPUS must be between 0.01 and 4096, got {:?}", self.executor.sandbox_cpus);
+        }
+        if self.executor.sandbox_tmp_size < 1 << 20 {
+            bail!("RDEV_SANDBOX_TMP_SIZE must be at least 1MiB, got {}", self.executor.sandbox_tmp_size);
+        }
+        if matches!(self.executor.sandbox_uid, 0 | u32::MAX) {
+            bail!("RDEV_SANDBOX_UID must be an unprivileged id, got {}", self.executor.sandbox_uid);
         }
         if self.server.max_body_bytes < MIN_BODY_BYTES {
             bail!("RDEV_MAX_BODY_BYTES must be at least {MIN_BODY_BYTES}, got {}", self.server.max_body_bytes);

@@ -118,6 +118,7 @@ impl Capture {
             finished_at: Utc::now().trunc_subsecs(6),
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             shell_state: None,
+            error: None,
         }
     }
 }

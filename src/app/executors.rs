@@ -17,7 +17,7 @@ use crate::{
             sandbox::{self, Sandbox, ServerFiles},
         },
     },
-    config::{Config, ExecutorChoice, SandboxMode},
+    config::{Config, ExecutorChoice, SandboxLimits, SandboxMode, SandboxNetwork},
     ports::{Clock, Executor, HealthCheck, ProjectFiles, ProjectSource, TerminalHost},
 };
 
@@ -101,9 +101,21 @@ async fn start_sandbox(config: &Config) -> anyhow::Result<Sandbox> {
         database_socket_dir: Database::socket_dir(config.database.url.expose_secret()),
     };
     let confine = config.executor.sandbox == SandboxMode::Required;
-    let (helper, warnings) =
+    let (mut helper, warnings) =
         sandbox::helper_config(&config.executor.projects_dir, confine, &config.executor.sandbox_read_paths, &files)
             .context("deciding what commands may read (RDEV_SANDBOX)")?;
+    let settings = &config.executor;
+    helper.network = match settings.sandbox_network {
+        SandboxNetwork::None => sandbox::Network::None,
+        SandboxNetwork::Host => sandbox::Network::Host,
+    };
+    helper.limits = (settings.sandbox_limits == SandboxLimits::On).then(|| sandbox::Limits {
+        memory_bytes: settings.sandbox_memory,
+        pids: settings.sandbox_pids,
+        cpu_millis: settings.sandbox_cpus.map(|cpus| (cpus * 1000.0).round() as u64),
+    });
+    helper.tmp_bytes = settings.sandbox_tmp_size;
+    helper.uid = settings.sandbox_uid;
     warnings.iter().for_each(|warning| tracing::warn!("{warning}"));
     let program = match &config.executor.sandbox_helper {
         Some(program) => program.clone(),
@@ -115,6 +127,8 @@ async fn start_sandbox(config: &Config) -> anyhow::Result<Sandbox> {
         tracing::info!(
             landlock_abi = capabilities.landlock_abi,
             user_namespace = capabilities.user_namespace,
+            limits = capabilities.limits.as_deref().unwrap_or("off"),
+            network = ?settings.sandbox_network,
             "commands run confined"
         );
     } else {

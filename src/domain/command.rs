@@ -295,6 +295,7 @@ impl Command {
                 self.stderr_omitted = outcome.stderr_omitted;
                 self.started_at = Some(outcome.started_at);
                 self.finished_at = Some(outcome.finished_at);
+                self.error.clone_from(&outcome.error);
             }
             CommandEnd::Cancelled => {}
             CommandEnd::Error(message) => self.error = Some(message.clone()),

@@ -209,6 +209,8 @@ pub struct ExecOutcome {
     /// A session's command that ended on its own (not killed, not timed out): the shell's state
     /// as it exited, as its wrapper reported it on a channel of its own.
     pub shell_state: Option<Box<ShellState>>,
+    /// Why the sandbox stopped the command, when a limit did (memory, processes).
+    pub error: Option<String>,
 }
 
 /// The response of `POST /projects/{id}/shell`.
@@ -227,6 +229,9 @@ pub struct Execution {
     pub stdout_omitted: Option<Omitted>,
     pub stderr_omitted: Option<Omitted>,
     pub timed_out: bool,
+    /// Why the sandbox stopped the command, when one of its limits did (e.g. "the command
+    /// reached its memory limit (256 MiB, RDEV_SANDBOX_MEMORY) and was killed"); null otherwise.
+    pub error: Option<String>,
     pub duration_ms: u64,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
@@ -246,6 +251,7 @@ impl Execution {
             stdout_omitted: outcome.stdout_omitted,
             stderr_omitted: outcome.stderr_omitted,
             timed_out: outcome.timed_out,
+            error: outcome.error,
             duration_ms: outcome.duration_ms,
             started_at: outcome.started_at,
             finished_at: outcome.finished_at,

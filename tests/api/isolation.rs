@@ -15,24 +15,29 @@ const SIBLING_SECRET: &str = "sibling-secret-7f3a91";
 /// The first bytes of every SQLite database file.
 const SQLITE_HEADER: &str = "SQLite format 3";
 /// The unprivileged user the second run uses.
-const NOBODY: u32 = 65534;
+pub(crate) const NOBODY: u32 = 65534;
 
-struct Target {
-    server: ServerProcess,
-    admin: String,
-    database_url: String,
-    dir: tempfile::TempDir,
+pub(crate) struct Target {
+    pub(crate) server: ServerProcess,
+    pub(crate) admin: String,
+    pub(crate) database_url: String,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 /// Where the server keeps its files: under `/tmp` a command's private `/tmp` covers them; under
 /// `/var/tmp` only Landlock stands between them and the command.
 #[derive(Clone, Copy)]
-enum Home {
+pub(crate) enum Home {
     Tmp,
     VarTmp,
 }
 
 async fn start(db: Db, uid: Option<u32>, home: Home) -> Target {
+    start_with(db, uid, home, &[]).await
+}
+
+/// A server (as root, or as `uid`) with `envs` besides its database and admin key.
+pub(crate) async fn start_with(db: Db, uid: Option<u32>, home: Home, envs: &[(&str, &str)]) -> Target {
     let dir = match home {
         Home::Tmp => tempfile::tempdir(),
         Home::VarTmp => tempfile::tempdir_in("/var/tmp"),
@@ -47,7 +52,8 @@ async fn start(db: Db, uid: Option<u32>, home: Home) -> Target {
         chown_all(dir.path(), uid);
     }
     let admin = ApiKeySecret::generate().expose().to_owned();
-    let envs = [("DATABASE_URL", database_url.as_str()), ("RDEV_BOOTSTRAP_API_KEY", admin.as_str())];
+    let mut envs = envs.to_vec();
+    envs.extend([("DATABASE_URL", database_url.as_str()), ("RDEV_BOOTSTRAP_API_KEY", admin.as_str())]);
     let server = match uid {
         None => ServerProcess::start(dir.path(), &envs).await,
         Some(uid) => ServerProcess::start_as(dir.path(), &envs, uid).await,
@@ -65,9 +71,14 @@ fn chown_all(path: &Path, uid: u32) {
 }
 
 impl Target {
-    async fn run(&self, command: &str) -> Value {
+    pub(crate) async fn run(&self, command: &str) -> Value {
+        self.run_in("hello", command).await
+    }
+
+    /// Runs `command` in `project` with the admin key; the answer must be 200.
+    pub(crate) async fn run_in(&self, project: &str, command: &str) -> Value {
         let reply = crate::support::http_client()
-            .post(self.server.url("/projects/hello/shell"))
+            .post(self.server.url(&format!("/projects/{project}/shell")))
             .header("X-API-Key", &self.admin)
             .json(&json!({"command": command, "timeout_secs": 20}))
             .send()

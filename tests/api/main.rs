@@ -27,6 +27,7 @@ mod projects;
 mod queue;
 mod reliability;
 mod replicas;
+mod sandbox;
 mod security;
 mod services;
 mod sessions;

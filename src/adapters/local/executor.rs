@@ -143,11 +143,12 @@ fn pipe() -> Result<(tokio::net::unix::pipe::Receiver, OwnedFd), DomainError> {
     Ok((read, write))
 }
 
-/// The exit status, or the error that kept the command from running.
-pub(super) async fn ended(command: &mut RunningCommand) -> Result<i32, DomainError> {
+/// The exit status and the limit that stopped the command (if one did), or the error that kept
+/// it from running.
+pub(super) async fn ended(command: &mut RunningCommand) -> Result<(i32, Option<String>), DomainError> {
     let exit = command.wait().await?;
     match &exit.failure {
-        None => Ok(exit.exit_code),
+        None => Ok((exit.exit_code, exit.limit)),
         Some(failure) => Err(failure.into()),
     }
 }
@@ -224,12 +225,13 @@ impl Executor for LocalExecutor {
                 (exit_code, stopped_or_elapsed.is_err(), false)
             }
         };
-        let exit_code = exit_code.map_err(|error| match error {
+        let (exit_code, limit) = exit_code.map_err(|error| match error {
             DomainError::NotFound { .. } => DomainError::not_found("project", project.id.as_str()),
             other => other,
         })?;
         tracing::Span::current().record("exit_code", exit_code);
         let mut outcome = capture.outcome(exit_code, timed_out, started_at, clock);
+        outcome.error = limit;
         if spec.keep_state && ended_itself {
             outcome.shell_state = self.shell_state(project, &record).await.map(Box::new);
         }

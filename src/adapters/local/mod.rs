@@ -4,6 +4,7 @@
 mod executor;
 mod files;
 mod projects;
+mod pty;
 pub mod sandbox;
 mod terminal;
 

@@ -49,6 +49,7 @@ fn ran(exit_code: i32, at: DateTime<Utc>) -> CommandEnd {
         finished_at: at,
         duration_ms: 12,
         shell_state: None,
+        error: None,
     })
 }
 

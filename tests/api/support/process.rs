@@ -17,6 +17,58 @@ pub struct ServerProcess {
     pub addr: String,
     /// Everything it printed so far, stdout and stderr, observable as it grows.
     output: Arc<watch::Sender<String>>,
+    /// The cgroups delegated to an unprivileged server, removed when it is dropped.
+    delegated: Vec<std::path::PathBuf>,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        if let Some(pid) = self.child.id() {
+            // The server's processes must be gone before their cgroups can be removed.
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+        }
+        self.delegated.iter().for_each(|dir| remove_cgroup(dir));
+    }
+}
+
+/// Cgroup v1 controllers an unprivileged server is given, as an operator would delegate them.
+const DELEGATED: &[&str] = &["memory", "pids"];
+
+/// Makes a cgroup below this process's own in each delegated hierarchy, owned by `uid`.
+fn delegate_cgroups(uid: u32) -> Vec<std::path::PathBuf> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let name = format!("rdev-test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    let mut dirs = Vec::new();
+    for controller in DELEGATED {
+        let Some(path) = own.lines().find_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            controllers.split(',').any(|c| c == *controller).then(|| path.trim_start_matches('/').to_owned())
+        }) else {
+            continue;
+        };
+        let dir = std::path::Path::new("/sys/fs/cgroup").join(controller).join(path).join(&name);
+        if std::fs::create_dir(&dir).is_err() {
+            continue;
+        }
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let _ = std::os::unix::fs::chown(entry.path(), Some(uid), Some(uid));
+        }
+        std::os::unix::fs::chown(&dir, Some(uid), Some(uid)).unwrap();
+        dirs.push(dir);
+    }
+    dirs
+}
+
+/// Removes a cgroup and every cgroup below it (deepest first).
+fn remove_cgroup(dir: &std::path::Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        entries.flatten().filter(|e| e.path().is_dir()).for_each(|e| remove_cgroup(&e.path()));
+    }
+    let _ = std::fs::remove_dir(dir);
 }
 
 impl ServerProcess {
@@ -55,8 +107,29 @@ impl ServerProcess {
             }
         };
         let mut command = Command::new(program);
+        let mut delegated = Vec::new();
         if let Some(uid) = uid {
             command.uid(uid).gid(uid);
+            delegated = delegate_cgroups(uid);
+            let procs: Vec<std::ffi::CString> = delegated
+                .iter()
+                .map(|dir| {
+                    std::ffi::CString::new(dir.join("cgroup.procs").into_os_string().into_encoded_bytes()).unwrap()
+                })
+                .collect();
+            // SAFETY: between fork and exec only open, write and close (async-signal-safe).
+            unsafe {
+                command.pre_exec(move || {
+                    for file in &procs {
+                        let fd = libc::open(file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                        if fd >= 0 {
+                            libc::write(fd, c"0".as_ptr().cast(), 1);
+                            libc::close(fd);
+                        }
+                    }
+                    Ok(())
+                });
+            }
         }
         command
             .current_dir(dir)
@@ -73,7 +146,7 @@ impl ServerProcess {
         let output = Arc::new(watch::Sender::new(String::new()));
         tokio::spawn(collect(child.stdout.take().unwrap(), output.clone()));
         tokio::spawn(collect(child.stderr.take().unwrap(), output.clone()));
-        Self { child, addr: String::new(), output }
+        Self { child, addr: String::new(), output, delegated }
     }
 
     /// Waits until a printed line contains `pattern`, and returns that line.

@@ -10,7 +10,9 @@ use std::{
 
 use nix::{
     errno::Errno,
+    fcntl::OFlag,
     sched::CloneFlags,
+    sys::stat::Mode,
     sys::{
         prctl,
         signal::{SigSet, SigmaskHow, Signal, sigprocmask},
@@ -21,7 +23,9 @@ use nix::{
 
 use super::{
     confine::{self, Grant},
+    identity,
     protocol::FailureKind,
+    seccomp, tree,
 };
 
 /// Stack of the shell's process between its start and `exec` (a few system calls).
@@ -39,6 +43,15 @@ pub(super) struct Plan {
     pub tty: bool,
 }
 
+/// What a confined command's init gets besides its plan: its project as a detached mount, and
+/// the pipe on which the helper says "go" once the init's maps and cgroup are in place.
+pub(super) struct Start {
+    pub project: OwnedFd,
+    pub go: OwnedFd,
+    /// The helper's end of `go`, which the init closes.
+    pub go_writer: RawFd,
+}
+
 /// What a command's init needs of the helper.
 pub(super) struct Context<'a> {
     /// Descriptors only the helper uses, closed first.
@@ -47,20 +60,59 @@ pub(super) struct Context<'a> {
     pub report: RawFd,
     pub read_only: &'a [Grant],
     pub devices: &'a [Grant],
+    pub filters: &'a seccomp::Filters,
+    /// The init becomes the user namespace's root first (see `identity`).
+    pub stranger: bool,
+    /// tmpfs options of `/tmp` and `/dev/shm`.
+    pub tmp_options: &'a str,
 }
 
+/// The namespaces of every confined command, besides its user namespace (see `identity`).
 pub(super) fn namespaces() -> CloneFlags {
-    CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS
+    CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC
 }
 
-/// The command's init: PID 1 of its namespaces. It builds the mounts, confines itself (the
-/// shell inherits it), starts the shell and returns its exit status.
+/// Everything a command's init does before the shell: waits for the helper's "go", becomes
+/// who it runs as, enters its own root, and confines itself (the shell inherits it all).
+pub(super) fn setup(
+    context: &Context<'_>,
+    project_dir: &std::path::Path,
+    start: &Start,
+) -> Result<(), (FailureKind, String)> {
+    let internal = |why: String| (FailureKind::Internal, why);
+    // SAFETY: closes this process's copy of the helper's end.
+    unsafe { libc::close(start.go_writer) };
+    let mut go = [0u8; 1];
+    if !matches!(nix::unistd::read(&start.go, &mut go), Ok(1)) {
+        return Err(internal("the helper did not finish the command's setup".into()));
+    }
+    if context.stranger {
+        identity::become_stranger().map_err(internal)?;
+        // A change of credentials cleared it. (The helper was alive when it said "go".)
+        let _ = prctl::set_pdeathsig(Signal::SIGKILL);
+    }
+    let private = tree::enter(&start.project, project_dir, context.tmp_options).map_err(|error| {
+        let kind = if error.project_missing { FailureKind::ProjectMissing } else { FailureKind::Internal };
+        (kind, error.message)
+    })?;
+    // A new user namespace starts with a full bounding set.
+    let bounding = if context.stranger { confine::drop_bounding_set() } else { Ok(()) };
+    bounding
+        .and_then(|()| prctl::set_dumpable(false).map_err(|e| format!("making the init undumpable: {e}")))
+        .and_then(|()| confine::drop_capabilities())
+        .and_then(|()| confine::restrict(context.read_only, context.devices, &private))
+        .and_then(|()| seccomp::install(context.filters))
+        .map_err(internal)
+}
+
+/// The command's init: PID 1 of its namespaces. It sets up (see `setup`), starts the shell and
+/// returns its exit status.
 ///
 /// The shell is started `vfork`-style (`CLONE_VM | CLONE_VFORK`): it borrows this process's
 /// memory until its `exec`, so no second copy of the address space is made per command. The
 /// init is in the shell's Landlock domain then, but not dumpable, so the shell (which holds no
 /// capability) still cannot read its memory, a copy of the helper's.
-pub(super) fn init(context: &Context<'_>, plan: &Plan, shell_stack: &mut [u8]) -> isize {
+pub(super) fn init(context: &Context<'_>, plan: &Plan, start: &Start, shell_stack: &mut [u8]) -> isize {
     reset_signals();
     let _ = prctl::set_pdeathsig(Signal::SIGKILL);
     close_raw(&context.helper_only);
@@ -69,22 +121,15 @@ pub(super) fn init(context: &Context<'_>, plan: &Plan, shell_stack: &mut [u8]) -
         write_report(report, plan.id, kind, message);
         255
     };
-    let private = match confine::prepare_mounts(&plan.project_dir) {
-        Ok(private) => private,
-        Err(error) => {
-            let kind = if error.project_missing { FailureKind::ProjectMissing } else { FailureKind::Internal };
-            return fail(kind, &error.message);
-        }
-    };
-    let confined = prctl::set_dumpable(false)
-        .map_err(|e| format!("making the init undumpable: {e}"))
-        .and_then(|()| confine::drop_capabilities())
-        .and_then(|()| confine::restrict(context.read_only, context.devices, &private));
-    if let Err(why) = confined {
-        return fail(FailureKind::Internal, &why);
+    if let Err((kind, why)) = setup(context, &plan.project_dir, start) {
+        return fail(kind, &why);
     }
+    let fds = match shell_fds(plan) {
+        Ok(fds) => fds,
+        Err(why) => return fail(FailureKind::Internal, &why),
+    };
     let shell = Box::new(|| {
-        let (kind, why) = shell(plan);
+        let (kind, why) = shell(plan, &fds);
         write_report(report, plan.id, kind, &why);
         127
     });
@@ -93,8 +138,10 @@ pub(super) fn init(context: &Context<'_>, plan: &Plan, shell_stack: &mut [u8]) -
     let started = unsafe {
         nix::sched::clone(shell, shell_stack, CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK, Some(libc::SIGCHLD))
     };
-    // Only the shell holds the command's descriptors now, so they close with it.
+    // Only the shell holds the command's descriptors now, so they close with it. (The plan's
+    // belong to the helper's memory, of which this is a copy: closed, never dropped, here.)
     close_raw(&plan.fds.iter().map(AsRawFd::as_raw_fd).collect::<Vec<_>>());
+    drop(fds);
     match started {
         Ok(child) => wait_for(child),
         Err(error) => fail(FailureKind::Internal, &format!("cannot start the shell: {error}")),
@@ -113,14 +160,54 @@ fn wait_for(shell: Pid) -> isize {
     }
 }
 
+/// The descriptors the shell gets as 0, 1, 2…: the plan's, or for a terminal three copies of
+/// the other side of one opened here (see `open_terminal`).
+pub(super) fn shell_fds(plan: &Plan) -> Result<Vec<OwnedFd>, String> {
+    if !plan.tty {
+        return Ok(Vec::new());
+    }
+    let [socket] = plan.fds.as_slice() else { return Err("a terminal needs one socket".into()) };
+    let other_side = open_terminal(socket)?;
+    let copy = |fd: &OwnedFd| fd.try_clone().map_err(|e| format!("sharing the terminal: {e}"));
+    Ok(vec![copy(&other_side)?, copy(&other_side)?, other_side])
+}
+
+/// Opens a pseudo-terminal in this process's devpts (for a confined command, its own) and sends
+/// its master to the server over `socket`; returns the other side.
+fn open_terminal(socket: &OwnedFd) -> Result<OwnedFd, String> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let failed = |what: &str, e: std::io::Error| format!("opening a terminal ({what}): {e}");
+    let master = nix::fcntl::open("/dev/ptmx", OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| failed("/dev/ptmx", e.into()))?;
+    let unlock: libc::c_int = 0;
+    // SAFETY: ioctls on the master just opened; `unlock` outlives the call.
+    let other_side = unsafe {
+        if libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) != 0 {
+            return Err(failed("unlocking", std::io::Error::last_os_error()));
+        }
+        libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC)
+    };
+    if other_side < 0 {
+        return Err(failed("its other side", std::io::Error::last_os_error()));
+    }
+    // SAFETY: the kernel just returned this descriptor.
+    let other_side = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(other_side) };
+    let fds = [master.as_raw_fd()];
+    let iov = [std::io::IoSlice::new(b"t")];
+    sendmsg::<()>(socket.as_raw_fd(), &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::MSG_NOSIGNAL, None)
+        .map_err(|e| failed("handing it to the server", e.into()))?;
+    Ok(other_side)
+}
+
 /// The shell's process, from its start to `exec`: only system calls on what the plan holds.
 /// Returns only with why it could not run.
-pub(super) fn shell(plan: &Plan) -> (FailureKind, String) {
+pub(super) fn shell(plan: &Plan, terminal: &[OwnedFd]) -> (FailureKind, String) {
     let internal = |why: String| (FailureKind::Internal, why);
     if let Err(error) = nix::unistd::setsid() {
         return internal(format!("setsid: {error}"));
     }
-    if let Err(why) = confine::install_fds(&plan.fds, plan.has_stdin, plan.tty) {
+    let fds = if plan.tty { terminal } else { &plan.fds };
+    if let Err(why) = confine::install_fds(fds, plan.has_stdin, plan.tty) {
         return internal(why);
     }
     if let Err(error) = nix::unistd::chdir(&plan.project_dir) {

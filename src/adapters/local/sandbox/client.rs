@@ -33,6 +33,8 @@ pub struct Exit {
     pub exit_code: i32,
     /// Set when the command never ran.
     pub failure: Option<SpawnFailure>,
+    /// The limit that stopped it, in words for its answer.
+    pub limit: Option<String>,
 }
 
 /// What to run; the descriptors go alongside.
@@ -295,9 +297,9 @@ impl Connection {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
             match self.read_event(&mut frames, &mut buf).await {
-                Ok(FromHelper::Exited { id, exit_code, failure }) => {
+                Ok(FromHelper::Exited { id, exit_code, failure, limit }) => {
                     if let Some(waiter) = self.waiting().remove(&id) {
-                        let _ = waiter.send(Exit { exit_code, failure });
+                        let _ = waiter.send(Exit { exit_code, failure, limit });
                     }
                 }
                 Ok(other) => tracing::warn!(?other, "unexpected message from the sandbox helper"),

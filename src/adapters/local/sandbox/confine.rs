@@ -3,22 +3,20 @@
 //! allocate; it must never return into the helper's loop (callers `_exit`).
 //!
 //! The layers, each closing what the others leave open:
-//! - a PID namespace: the shell's init is PID 1, so when it ends the kernel kills every process
-//!   left in it, whatever they did with sessions, process groups or double forks;
-//! - a mount namespace: a `/proc` of that PID namespace only (no other process, the server's
-//!   included, can even be named), private, empty `/tmp` and `/dev/shm`, and (from the
-//!   helper's own namespace, which each command's copies) an empty `/run`, so no host daemon's
-//!   socket;
+//! - namespaces: PID (the shell's init is PID 1, so when it ends the kernel kills every process
+//!   left in it), mount (its own root, see `tree`), IPC (SysV objects die with the command),
+//!   network (see `network`) and, for a root server, user (see `identity`);
 //! - Landlock: reads and executes only in system folders, writes only in the project and the
 //!   private folders, no signals or abstract sockets out of the sandbox, no ptrace of anything
 //!   outside it (which is what guards `/proc/PID/environ` and `/proc/PID/mem`);
-//! - no capabilities, and `no_new_privs`: a command of a root server is uid 0 without any
-//!   privilege, and no setuid binary gives one back.
+//! - no capabilities, and `no_new_privs`; seccomp (see `seccomp`) refuses keyrings and
+//!   setuid/setgid modes;
+//! - cgroup limits (see `cgroups`), and bounded tmpfs for `/tmp` and `/dev/shm`.
 
 use std::{
     ffi::CString,
     os::fd::{AsFd as _, AsRawFd, BorrowedFd, OwnedFd},
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 use landlock::{
@@ -27,20 +25,14 @@ use landlock::{
 };
 use nix::{
     fcntl::{OFlag, open},
-    mount::{MsFlags, mount},
     sys::stat::Mode,
 };
+
+use super::tree::Private;
 
 /// The Landlock ABI whose rights are asked for; a kernel with fewer grants fewer (best effort),
 /// which the helper reports at start.
 const LANDLOCK_ABI: ABI = ABI::V9;
-
-/// Private folders each command gets, empty at its start and gone at its end, with their mode.
-const PRIVATE_FOLDERS: &[(&str, &str)] = &[("/tmp", "mode=1777"), ("/dev/shm", "mode=1777")];
-
-/// What must stay reachable under the private `/run`: the resolver's files, which
-/// `/etc/resolv.conf` links to on systemd hosts.
-const RUN_KEPT: &str = "/run/systemd/resolve";
 
 /// A path opened once, with whether it is a folder (Landlock grants files fewer rights).
 pub struct Grant {
@@ -54,91 +46,6 @@ impl Grant {
         let is_dir = nix::sys::stat::fstat(&fd).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
         Ok(Self { fd, is_dir })
     }
-}
-
-/// The namespace's own folders, opened after they were mounted: Landlock rules name inodes, and
-/// these are not the host's.
-pub struct Private {
-    pub project: Grant,
-    pub writable: Vec<Grant>,
-    pub proc: Option<Grant>,
-}
-
-/// A step that failed, with what to tell the client.
-pub struct SetupError {
-    pub project_missing: bool,
-    pub message: String,
-}
-
-fn setup_error(what: &str, error: impl std::fmt::Display) -> SetupError {
-    SetupError { project_missing: false, message: format!("{what}: {error}") }
-}
-
-/// The helper's own mount namespace, built once at its start; each command's is a copy of it.
-/// Its mounts are private (nothing mounted for a command reaches the host), `/run` is an
-/// empty folder (no host daemon's socket; the resolver's files stay), and `hidden` is covered.
-pub fn prepare_helper_mounts(hidden: &[PathBuf]) -> Result<(), String> {
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| format!("new mount namespace: {e}"))?;
-    let private = MsFlags::MS_REC | MsFlags::MS_PRIVATE;
-    let message = |e: SetupError| e.message;
-    mount(None::<&str>, "/", None::<&str>, private, None::<&str>).map_err(|e| format!("making mounts private: {e}"))?;
-    let resolver = Grant::open(Path::new(RUN_KEPT)).ok();
-    if Path::new("/run").is_dir() {
-        mount(Some("tmpfs"), "/run", Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=755"))
-            .map_err(|e| format!("covering /run: {e}"))?;
-    }
-    if let Some(resolver) = &resolver {
-        bind_back(&resolver.fd, Path::new(RUN_KEPT)).map_err(message)?;
-    }
-    hidden.iter().try_for_each(|path| hide(path)).map_err(message)
-}
-
-/// Builds the command's view of the file system, in its new mount namespace (a copy of the
-/// helper's): called by its init (PID 1) before the shell starts.
-pub fn prepare_mounts(project_dir: &Path) -> Result<Private, SetupError> {
-    let quiet = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mount(Some("proc"), "/proc", Some("proc"), quiet, None::<&str>).map_err(|e| setup_error("mounting /proc", e))?;
-    // Open what the private folders will cover before covering it.
-    let project = Grant::open(project_dir).map_err(|e| SetupError {
-        project_missing: e.kind() == std::io::ErrorKind::NotFound,
-        message: format!("opening the project folder: {e}"),
-    })?;
-    let mut writable = Vec::new();
-    for (folder, options) in PRIVATE_FOLDERS {
-        if !Path::new(folder).is_dir() {
-            continue;
-        }
-        mount(Some("tmpfs"), *folder, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(*options))
-            .map_err(|e| setup_error(&format!("mounting a private {folder}"), e))?;
-        writable.push(Grant::open(Path::new(folder)).map_err(|e| setup_error(folder, e))?);
-    }
-    // A project inside a folder that was just covered (tests keep projects under /tmp) is put
-    // back at its own path, alone.
-    if PRIVATE_FOLDERS.iter().any(|(folder, _)| project_dir.starts_with(folder)) {
-        bind_back(&project.fd, project_dir)?;
-    }
-    let proc = Grant::open(Path::new("/proc")).ok();
-    Ok(Private { project, writable, proc })
-}
-
-/// Mounts what `fd` refers to at `target` (created, with its parents, in a private folder).
-fn bind_back(fd: &OwnedFd, target: &Path) -> Result<(), SetupError> {
-    std::fs::create_dir_all(target).map_err(|e| setup_error(&format!("creating {}", target.display()), e))?;
-    let source = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    mount(Some(source.as_str()), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        .map_err(|e| setup_error(&format!("mounting {}", target.display()), e))
-}
-
-/// Covers a folder with an empty read-only one, a file with `/dev/null`.
-fn hide(path: &Path) -> Result<(), SetupError> {
-    let Ok(metadata) = std::fs::symlink_metadata(path) else { return Ok(()) };
-    let result = if metadata.is_dir() {
-        let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-        mount(Some("tmpfs"), path, Some("tmpfs"), flags, Some("mode=000,size=4k"))
-    } else {
-        mount(Some("/dev/null"), path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-    };
-    result.map_err(|e| setup_error(&format!("hiding {}", path.display()), e))
 }
 
 /// Everything a command may touch, as Landlock rules, then enforced on this process and every
@@ -160,7 +67,8 @@ pub fn restrict(read_only: &[Grant], devices: &[Grant], private: &Private) -> Re
         .iter()
         .map(|g| rule(g, read))
         .chain(devices.iter().map(|g| rule(g, device)))
-        .chain(private.proc.iter().map(|g| rule(g, read)))
+        .chain(std::iter::once(rule(&private.proc, read)))
+        .chain(std::iter::once(rule(&private.terminals, device)))
         .chain(private.writable.iter().map(|g| rule(g, all)))
         .chain(std::iter::once(rule(&private.project, all)))
         .collect();

@@ -8,16 +8,18 @@
 //! only what the commands need. It is single-threaded, so its children may do real work
 //! between `clone` and `exec` (see `confine`).
 //!
-//! Per command (confined): `clone` into new PID and mount namespaces gives the command's init,
-//! PID 1 there. The init builds the mounts, forks the shell, waits for it and exits with its
-//! status; the kernel then kills whatever the shell left behind before the helper sees the
+//! Per command (confined): `clone` into new PID, mount and IPC namespaces (and a user namespace
+//! of its own for a root server; the project's network namespace is entered around the call)
+//! gives the command's init, PID 1 there. The helper maps its ids, moves it into a cgroup of the
+//! pool and says "go"; the init enters its own root, confines itself, forks the shell, waits for
+//! it and exits with its status; the kernel then kills whatever the shell left behind before the helper sees the
 //! init exit. So a command's answer comes when its shell exits, and nothing it started
 //! outlives it. The helper dies with the server (`PR_SET_PDEATHSIG`, and end of file on the
 //! socket), and each init dies with the helper, so not even `kill -9` of the server leaves a
 //! command running.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     ffi::CString,
     io::Write as _,
     os::{
@@ -43,18 +45,37 @@ use nix::{
 };
 
 use super::{
+    cgroups::{self, Slot},
     channel::{control_socket, read_config, receive},
-    children::{self, Context, Plan},
+    children::{self, Context, Plan, Start},
     confine::{self, Grant},
+    identity::Identity,
+    network::Networks,
     protocol::{
-        Capabilities, FailureKind, FrameReader, FromHelper, HelperConfig, MAX_FDS, Spawn, SpawnFailure, ToHelper,
-        encode,
+        Capabilities, FailureKind, FrameReader, FromHelper, HelperConfig, MAX_FDS, Network, Spawn, SpawnFailure,
+        ToHelper, encode,
     },
+    seccomp, tree,
 };
 use crate::domain::ProjectId;
 
 /// Stack of a command's init between `clone` and its end: it runs the mount setup and Landlock.
 const INIT_STACK_BYTES: usize = 1 << 20;
+
+/// What confining commands takes, made once at the helper's start.
+struct Confinement {
+    identity: Identity,
+    filters: seccomp::Filters,
+    /// `None` with the host's network.
+    networks: Option<Networks>,
+    /// `None` without limits.
+    cgroups: Option<cgroups::Pool>,
+    /// The cgroup of each running command, by command id.
+    slots: HashMap<u64, Slot>,
+    tmp_options: String,
+    /// Projects whose folder exists in the commands' root.
+    rooted: HashSet<PathBuf>,
+}
 
 pub fn main() -> ExitCode {
     match run() {
@@ -103,6 +124,8 @@ struct Helper {
     running: HashMap<i32, u64>,
     pids: HashMap<u64, i32>,
     user_namespace: bool,
+    /// Set up by `capabilities` when commands are confined.
+    confined: Option<Confinement>,
     /// Stacks of each command's init and of its shell before `exec`, allocated once: a child
     /// gets a copy of them, touching only the pages it uses.
     stack: Vec<u8>,
@@ -126,6 +149,7 @@ impl Helper {
             running: HashMap::new(),
             pids: HashMap::new(),
             user_namespace: false,
+            confined: None,
             stack: vec![0u8; INIT_STACK_BYTES],
             shell_stack: vec![0u8; children::SHELL_STACK_BYTES],
         })
@@ -135,14 +159,22 @@ impl Helper {
     fn capabilities(&mut self) -> Result<Capabilities, String> {
         let landlock_abi = confine::landlock_abi();
         if !self.config.confine {
-            return Ok(Capabilities { landlock_abi, user_namespace: false, confined: false });
+            return Ok(Capabilities { landlock_abi, user_namespace: false, confined: false, limits: None });
         }
         if landlock_abi < 1 {
             return Err("Landlock is not available: it needs Linux 5.13 or later with landlock in the kernel's \
                         lsm= list"
                 .into());
         }
-        if !nix::unistd::geteuid().is_root() {
+        let root = nix::unistd::geteuid().is_root();
+        // Before the user namespace: a cgroup of this user's is writable only from outside it.
+        let cgroups = match &self.config.limits {
+            Some(limits) => Some(cgroups::Pool::open(limits).map_err(|e| {
+                format!("per-command limits need a writable cgroup: {e} (RDEV_SANDBOX_LIMITS=off runs without them)")
+            })?),
+            None => None,
+        };
+        if !root {
             confine::enter_user_namespace().map_err(|e| {
                 format!(
                     "cannot create a user namespace ({e}); unprivileged user namespaces may be disabled \
@@ -151,44 +183,137 @@ impl Helper {
             })?;
             self.user_namespace = true;
         }
-        confine::prepare_helper_mounts(&self.config.hidden)?;
+        tree::build(&self.config)?;
         confine::drop_bounding_set()?;
+        let identity = Identity::new(root, self.config.uid, &mut self.stack)?;
+        let bytes = self.config.tmp_bytes;
+        let inodes = (bytes / 4096).max(1024);
+        let limits = cgroups.as_ref().map(|pool| pool.describe().to_owned());
+        self.confined = Some(Confinement {
+            identity,
+            filters: seccomp::filters()?,
+            networks: (self.config.network == Network::None).then(Networks::default),
+            cgroups,
+            slots: HashMap::new(),
+            tmp_options: format!("mode=1777,size={bytes},nr_inodes={inodes}"),
+            rooted: HashSet::new(),
+        });
         self.probe()?;
-        Ok(Capabilities { landlock_abi, user_namespace: self.user_namespace, confined: true })
+        Ok(Capabilities { landlock_abi, user_namespace: self.user_namespace, confined: true, limits })
     }
 
-    /// Starts one init with the real setup (on the projects folder) and waits for it.
+    /// Sets up one command the real way (on the projects folder, without a shell) and waits for
+    /// it: what fails here would fail every command.
     fn probe(&mut self) -> Result<(), String> {
         let root = self.config.projects_root.clone();
+        let plan = Plan {
+            id: 0,
+            project_dir: root.clone(),
+            workdir: None,
+            argv: Vec::new(),
+            env: Vec::new(),
+            fds: Vec::new(),
+            has_stdin: false,
+            tty: false,
+        };
         let report = self.report_write.as_raw_fd();
-        let child = Box::new(move || match confine::prepare_mounts(&root) {
-            Ok(_) => 0,
-            Err(error) => {
-                children::write_report(report, 0, FailureKind::Internal, &error.message);
-                1
-            }
-        });
-        // SAFETY: this process is single-threaded; the child runs on its own copy of `stack`.
-        let pid = unsafe { nix::sched::clone(child, &mut self.stack, children::namespaces(), Some(libc::SIGCHLD)) }
-            .map_err(|e| format!("cannot create PID and mount namespaces: {e}"))?;
-        match waitpid(pid, None) {
+        let (stack, pid) = {
+            let mut stack = std::mem::take(&mut self.stack);
+            let result =
+                self.clone_init(&plan, &mut stack, |context, start| match children::setup(context, &root, start) {
+                    Ok(()) => 0,
+                    Err((kind, why)) => {
+                        children::write_report(report, 0, kind, &why);
+                        1
+                    }
+                });
+            (stack, result)
+        };
+        self.stack = stack;
+        let pid = pid.map_err(|failure| format!("cannot start a confined command: {}", failure.message))?;
+        let status = waitpid(Pid::from_raw(pid), None);
+        if let Some(slot) = self.confined.as_mut().and_then(|c| c.slots.remove(&0)) {
+            self.confined.as_mut().and_then(|c| c.cgroups.as_mut()).map(|pool| pool.give_back(slot));
+        }
+        match status {
             Ok(WaitStatus::Exited(_, 0)) => Ok(()),
             _ => {
                 self.read_reports();
                 let why = self.failures.remove(&0).map(|f| f.message).unwrap_or_else(|| "it failed".into());
-                Err(format!("cannot prepare a command's mounts: {why}"))
+                Err(format!("cannot set up a confined command: {why}"))
             }
         }
     }
 
     /// What a command's init needs of the helper (its copy of the helper's memory holds the rest).
-    fn children(&self) -> Context<'_> {
+    fn children<'a>(&'a self, confinement: &'a Confinement) -> Context<'a> {
         Context {
             helper_only: [self.control.as_raw_fd(), self.report_read.as_raw_fd()],
             report: self.report_write.as_raw_fd(),
             read_only: &self.read_only,
             devices: &self.devices,
+            filters: &confinement.filters,
+            stranger: matches!(confinement.identity, Identity::Stranger { .. }),
+            tmp_options: &confinement.tmp_options,
         }
+    }
+
+    /// Clones a confined command's init running `body`, with its project mount, network, ids
+    /// and cgroup in place before it is told to go. Returns its pid.
+    fn clone_init(
+        &mut self,
+        plan: &Plan,
+        stack: &mut [u8],
+        body: impl FnMut(&Context<'_>, &Start) -> isize,
+    ) -> Result<i32, SpawnFailure> {
+        let internal = |message: String| SpawnFailure { kind: FailureKind::Internal, message };
+        let Some(confinement) = self.confined.as_mut() else { return Err(internal("not confined".into())) };
+        let project = tree::detached(&plan.project_dir).map_err(|e| SpawnFailure {
+            kind: if e.kind() == std::io::ErrorKind::NotFound {
+                FailureKind::ProjectMissing
+            } else {
+                FailureKind::Internal
+            },
+            message: format!("opening the project folder: {e}"),
+        })?;
+        confinement.identity.project_mount(&project).map_err(|e| internal(format!("mounting the project: {e}")))?;
+        if confinement.rooted.insert(plan.project_dir.clone()) {
+            tree::make_place(&plan.project_dir).map_err(internal)?;
+        }
+        if let Some(networks) = confinement.networks.as_mut() {
+            let project = plan.project_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            networks.enter(&project).map_err(internal)?;
+        }
+        let mut slot = match confinement.cgroups.as_mut() {
+            Some(pool) => Some(pool.take().map_err(internal)?),
+            None => None,
+        };
+        let (go, go_writer) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| internal(format!("pipe: {e}")))?;
+        let start = Start { project, go, go_writer: go_writer.as_raw_fd() };
+        let flags = children::namespaces() | confinement.identity.clone_flags();
+        let confinement = self.confined.as_ref().ok_or_else(|| internal("not confined".into()))?;
+        let context = self.children(confinement);
+        let mut body = body;
+        let init = Box::new(|| body(&context, &start));
+        // SAFETY: single-threaded; the child runs on its own copy of `stack`.
+        let pid = unsafe { nix::sched::clone(init, stack, flags, Some(libc::SIGCHLD)) }
+            .map_err(|e| internal(format!("cannot start: {e}")))?;
+        let ready =
+            confinement.identity.map(pid).and_then(|()| slot.as_mut().map_or(Ok(()), |s| s.attach(pid.as_raw())));
+        if let Err(why) = ready.and_then(|()| {
+            nix::unistd::write(&go_writer, b"g").map(drop).map_err(|e| format!("starting the command: {e}"))
+        }) {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            if let (Some(slot), Some(pool)) = (slot, self.confined.as_mut().and_then(|c| c.cgroups.as_mut())) {
+                pool.give_back(slot);
+            }
+            return Err(internal(why));
+        }
+        if let (Some(slot), Some(confinement)) = (slot, self.confined.as_mut()) {
+            confinement.slots.insert(plan.id, slot);
+        }
+        Ok(pid.as_raw())
     }
 
     fn send(&self, message: &FromHelper) -> anyhow::Result<()> {
@@ -243,7 +368,9 @@ impl Helper {
                         self.running.insert(pid, id);
                         self.pids.insert(id, pid);
                     }
-                    Err(failure) => self.send(&FromHelper::Exited { id, exit_code: -1, failure: Some(failure) })?,
+                    Err(failure) => {
+                        self.send(&FromHelper::Exited { id, exit_code: -1, failure: Some(failure), limit: None })?
+                    }
                 }
             }
             ToHelper::Kill { id } => {
@@ -257,7 +384,8 @@ impl Helper {
 
     fn plan(&self, spawn: Spawn, fds: Vec<OwnedFd>) -> Result<Plan, SpawnFailure> {
         let invalid = |message: &str| SpawnFailure { kind: FailureKind::Internal, message: message.into() };
-        if fds.len() != spawn.fds || fds.len() < 2 || fds.len() > MAX_FDS {
+        let expected = if spawn.tty { 1..=1 } else { 2..=MAX_FDS };
+        if fds.len() != spawn.fds || !expected.contains(&fds.len()) {
             return Err(invalid("the request did not carry its descriptors"));
         }
         if !ProjectId::is_valid(&spawn.project) {
@@ -286,19 +414,20 @@ impl Helper {
         let failed = |e: Errno| SpawnFailure { kind: FailureKind::Internal, message: format!("cannot start: {e}") };
         let pid = if self.config.confine {
             let (mut stack, mut shell_stack) = (std::mem::take(&mut self.stack), std::mem::take(&mut self.shell_stack));
-            let this = &*self;
-            let context = this.children();
-            let init = Box::new(|| children::init(&context, &plan, &mut shell_stack));
-            // SAFETY: single-threaded; the child runs on its own copy of `stack`.
-            let cloned = unsafe { nix::sched::clone(init, &mut stack, children::namespaces(), Some(libc::SIGCHLD)) };
+            let started = self.clone_init(&plan, &mut stack, |context, start| {
+                children::init(context, &plan, start, &mut shell_stack)
+            });
             (self.stack, self.shell_stack) = (stack, shell_stack);
-            cloned.map_err(failed)?
+            return started;
         } else {
             // SAFETY: single-threaded process.
             match unsafe { fork() }.map_err(failed)? {
                 ForkResult::Child => {
                     children::reset_signals();
-                    let (kind, why) = children::shell(&plan);
+                    let (kind, why) = match children::shell_fds(&plan) {
+                        Ok(fds) => children::shell(&plan, &fds),
+                        Err(why) => (FailureKind::Internal, why),
+                    };
                     children::write_report(self.report_write.as_raw_fd(), plan.id, kind, &why);
                     // SAFETY: ends the child without running the helper's destructors.
                     unsafe { libc::_exit(127) }
@@ -340,7 +469,11 @@ impl Helper {
                 let _ = killpg(pid, Signal::SIGKILL);
             }
             let failure = self.failures.remove(&id);
-            self.send(&FromHelper::Exited { id, exit_code, failure })?;
+            let limit = self.confined.as_mut().and_then(|confinement| {
+                let slot = confinement.slots.remove(&id)?;
+                confinement.cgroups.as_mut()?.give_back(slot)
+            });
+            self.send(&FromHelper::Exited { id, exit_code, failure, limit })?;
         }
     }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 
-use super::protocol::HelperConfig;
+use super::protocol::{HelperConfig, Network};
 
 /// System software a shell needs, read-only (those missing on this host are skipped).
 const READ_ONLY: &[&str] =
@@ -17,8 +17,8 @@ const READ_ONLY: &[&str] =
 const ESSENTIAL: &[&str] = &["/bin", "/sbin", "/usr", "/lib", "/lib64", "/etc"];
 
 /// Device files commands read and write.
-const DEVICES: &[&str] =
-    &["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/ptmx", "/dev/pts"];
+/// (A command's terminals are in a devpts instance of its own, granted per command.)
+const DEVICES: &[&str] = &["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"];
 
 /// Secrets of the host that uid 0 could read even without capabilities (it owns them), covered
 /// when the server runs as root.
@@ -51,7 +51,23 @@ pub fn helper_config(
     guarded.extend(database_file.clone());
     let mut warnings = Vec::new();
     let mut read_only = Vec::new();
-    let candidates = READ_ONLY.iter().map(PathBuf::from).chain(extra_read_only.iter().cloned());
+    // Top-level links (`/bin` → `usr/bin` on merged-/usr systems) are made again in the
+    // commands' root; what they lead to is bound there like any other folder.
+    let mut links = Vec::new();
+    let mut candidates = Vec::new();
+    for path in READ_ONLY.iter().map(PathBuf::from).chain(extra_read_only.iter().cloned()) {
+        match std::fs::read_link(&path) {
+            Ok(target) if READ_ONLY.iter().any(|top| Path::new(top) == path) => links.push((path, target)),
+            _ => candidates.push(path),
+        }
+    }
+    for (link, _) in &links {
+        if let Ok(target) = std::fs::canonicalize(link)
+            && !candidates.iter().any(|c| target.starts_with(c))
+        {
+            candidates.push(target);
+        }
+    }
     for path in candidates {
         let Ok(canonical) = std::fs::canonicalize(&path) else { continue };
         if let Some(inside) = guarded.iter().find(|own| own.starts_with(&canonical)) {
@@ -70,7 +86,8 @@ pub fn helper_config(
             ));
             continue;
         }
-        if !read_only.contains(&canonical) {
+        if !read_only.iter().any(|kept: &PathBuf| canonical.starts_with(kept)) {
+            read_only.retain(|kept: &PathBuf| !kept.starts_with(&canonical));
             read_only.push(canonical);
         }
     }
@@ -84,6 +101,11 @@ pub fn helper_config(
         read_only,
         devices: DEVICES.iter().map(PathBuf::from).filter(|p| p.exists()).collect(),
         hidden,
+        links,
+        network: Network::None,
+        limits: None,
+        tmp_bytes: 512 << 20,
+        uid: 0,
     };
     Ok((config, warnings))
 }

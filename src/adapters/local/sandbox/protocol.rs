@@ -33,6 +33,37 @@ pub struct HelperConfig {
     /// Covered in each command's mount namespace (an empty folder, or `/dev/null` for a file),
     /// so that even where the rules above would let them through they show nothing.
     pub hidden: Vec<PathBuf>,
+    /// Symbolic links of the host's `/` (`/bin` → `usr/bin`…) made again in the commands' root.
+    pub links: Vec<(PathBuf, PathBuf)>,
+    /// The network commands are in.
+    pub network: Network,
+    /// Per-command cgroup limits; `None` with `RDEV_SANDBOX_LIMITS=off`.
+    pub limits: Option<Limits>,
+    /// Size of each command's private `/tmp` and `/dev/shm`.
+    pub tmp_bytes: u64,
+    /// The host uid and gid commands of a root server run as.
+    pub uid: u32,
+}
+
+/// `RDEV_SANDBOX_NETWORK`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Network {
+    /// A network namespace per project: its own loopback, nothing of the host's.
+    None,
+    /// The host's network.
+    Host,
+}
+
+/// What one command may take.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Memory, page cache and tmpfs pages included.
+    pub memory_bytes: u64,
+    /// Processes and threads.
+    pub pids: u64,
+    /// CPU time as thousandths of a CPU; `None` for all of them.
+    pub cpu_millis: Option<u64>,
 }
 
 /// A request to the helper.
@@ -60,7 +91,9 @@ pub struct Spawn {
     pub has_stdin: bool,
     /// How many descriptors the frame carries.
     pub fds: usize,
-    /// Make fd 0 the controlling terminal of the command's session.
+    /// A terminal: the frame carries one socket instead. The command's init opens a terminal
+    /// in the command's own devpts, sends its master back over that socket (`SCM_RIGHTS`, with
+    /// one byte), and makes the other side the shell's fds 0-2 and controlling terminal.
     pub tty: bool,
 }
 
@@ -73,7 +106,13 @@ pub enum FromHelper {
     /// The helper cannot confine commands as configured.
     Unusable { reason: String },
     /// The command ended (and, confined, every process it started with it).
-    Exited { id: u64, exit_code: i32, failure: Option<SpawnFailure> },
+    Exited {
+        id: u64,
+        exit_code: i32,
+        failure: Option<SpawnFailure>,
+        /// The limit that stopped the command, in words for its answer.
+        limit: Option<String>,
+    },
 }
 
 /// The confinement the helper could set up, for logs and `/ready`.
@@ -84,6 +123,8 @@ pub struct Capabilities {
     /// Commands run in a user namespace (the server is not root).
     pub user_namespace: bool,
     pub confined: bool,
+    /// How limits are enforced ("cgroup v1", "cgroup v2"); `None` without limits.
+    pub limits: Option<String>,
 }
 
 /// Why a command did not start.

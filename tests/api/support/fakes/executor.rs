@@ -83,6 +83,7 @@ impl Executor for ScriptedExecutor {
             finished_at: now,
             duration_ms: 1,
             shell_state: None,
+            error: None,
         })
     }
 
