@@ -33,6 +33,9 @@ pub enum SandboxMode {
 pub enum SandboxNetwork {
     /// A network namespace per project: its own loopback, nothing of the host's.
     None,
+    /// The same, and outbound connections to public addresses only (through `pasta`, from
+    /// the passt package): loopback, the host's addresses and private ranges stay unreachable.
+    Public,
     /// The host's network: commands reach whatever the host reaches, its loopback included.
     Host,
 }
@@ -164,7 +167,8 @@ pub struct ExecutorSettings {
     pub sandbox_read_paths: Vec<PathBuf>,
 
     /// Network of confined commands: `none` (a network namespace per project with only its own
-    /// loopback) or `host` (the host's network, loopback and all).
+    /// loopback), `public` (the same, and outbound to public addresses only, through pasta) or
+    /// `host` (the host's network, loopback and all).
     #[arg(long, env = "RDEV_SANDBOX_NETWORK", value_enum, default_value = "none", global = true)]
     pub sandbox_network: SandboxNetwork,
 

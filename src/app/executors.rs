@@ -107,6 +107,7 @@ async fn start_sandbox(config: &Config) -> anyhow::Result<Sandbox> {
     let settings = &config.executor;
     helper.network = match settings.sandbox_network {
         SandboxNetwork::None => sandbox::Network::None,
+        SandboxNetwork::Public => sandbox::Network::Public,
         SandboxNetwork::Host => sandbox::Network::Host,
     };
     helper.limits = (settings.sandbox_limits == SandboxLimits::On).then(|| sandbox::Limits {

@@ -45,6 +45,25 @@ const V6_SPECIAL: &[([u16; 8], u8, &str)] = &[
     ([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20, "documentation (RFC 9637)"),
 ];
 
+/// Every block holding a non-public address, as routes would name them: the IPv4 special
+/// blocks, and for IPv6 everything outside global unicast `2000::/3`, 6to4 `2002::/16` (whose
+/// IPv4 address is judged by the IPv4 routes) and the special blocks inside it.
+pub fn non_public_blocks() -> Vec<ipnet::IpNet> {
+    let v4 = V4_SPECIAL.iter().filter_map(|(octets, len, _)| Ipv4Net::new((*octets).into(), *len).ok()).map(Into::into);
+    let outside_global: [([u16; 8], u8); 4] = [
+        ([0, 0, 0, 0, 0, 0, 0, 0], 3),
+        ([0x4000, 0, 0, 0, 0, 0, 0, 0], 2),
+        ([0x8000, 0, 0, 0, 0, 0, 0, 0], 1),
+        ([0x2002, 0, 0, 0, 0, 0, 0, 0], 16),
+    ];
+    let v6 = outside_global
+        .into_iter()
+        .chain(V6_SPECIAL.iter().map(|(segments, len, _)| (*segments, *len)))
+        .filter_map(|(segments, len)| Ipv6Net::new(segments.into(), len).ok())
+        .map(Into::into);
+    v4.chain(v6).collect()
+}
+
 /// Whether deliveries may go to `ip` without `RDEV_WEBHOOK_ALLOW_PRIVATE`.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
@@ -87,6 +106,31 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_non_public_blocks_hold_exactly_the_non_public_addresses() {
+        let blocks = non_public_blocks();
+        let blocked = |ip: &str| {
+            let ip: IpAddr = ip.parse().unwrap();
+            blocks.iter().any(|net| net.contains(&ip))
+        };
+        for ip in [
+            "10.1.2.3",
+            "127.0.0.1",
+            "169.254.169.254",
+            "192.0.2.1",
+            "::1",
+            "fe80::1",
+            "fd00::2",
+            "2001:db8::1",
+            "2002:a00:1::",
+        ] {
+            assert!(blocked(ip) && !is_public(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["1.1.1.1", "198.20.0.2", "2a00:1450::1"] {
+            assert!(!blocked(ip) && is_public(ip.parse().unwrap()), "{ip}");
+        }
+    }
 
     fn public(raw: &str) -> bool {
         is_public(raw.parse().unwrap())

@@ -384,3 +384,92 @@ async fn no_writable_cgroup_stops_the_start_unless_limits_are_off() {
         crate::support::process::ServerProcess::start_as(dir.path(), &[("RDEV_SANDBOX_LIMITS", "off")], NOBODY).await;
     assert!(off.output().contains("limits=\"off\""), "{}", off.output());
 }
+
+/// A test host at a public address, in a network namespace of its own joined to this host by
+/// a veth pair; it answers one TCP connection on `port` with `public host`.
+struct PublicHost {
+    namespace: String,
+    link: String,
+    address: String,
+    server: tokio::process::Child,
+}
+
+const PUBLIC_HOST_PORT: u16 = 8443;
+
+impl PublicHost {
+    async fn start() -> Self {
+        let n = std::process::id() % 100_000;
+        // 198.20.0.0/16 is public (the benchmarking block is 198.18.0.0/15), and no traffic to
+        // it leaves this machine: the veth route is more specific than the default one.
+        let (octet_a, octet_b) = ((n / 250) % 250, n % 250);
+        let host_side = format!("198.20.{octet_a}.{}", 1 + 4 * (octet_b % 60));
+        let address = format!("198.20.{octet_a}.{}", 2 + 4 * (octet_b % 60));
+        let (namespace, link, peer) = (format!("rdev-pub-{n}"), format!("rdh{n}"), format!("rdt{n}"));
+        let ip = |args: &str| {
+            let status = std::process::Command::new("ip").args(args.split(' ')).status().unwrap();
+            assert!(status.success(), "ip {args}");
+        };
+        ip(&format!("netns add {namespace}"));
+        ip(&format!("link add {link} type veth peer name {peer}"));
+        ip(&format!("link set {peer} netns {namespace}"));
+        ip(&format!("addr add {host_side}/30 dev {link}"));
+        ip(&format!("link set {link} up"));
+        ip(&format!("-n {namespace} addr add {address}/30 dev {peer}"));
+        ip(&format!("-n {namespace} link set {peer} up"));
+        ip(&format!("-n {namespace} link set lo up"));
+        let script = format!(
+            "import socket\ns = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+             s.bind(('{address}', {PUBLIC_HOST_PORT})); s.listen(); print('ready', flush=True)\n\
+             while True:\n c, _ = s.accept(); c.sendall(b'public host'); c.close()"
+        );
+        let mut server = tokio::process::Command::new("ip")
+            .args(["netns", "exec", &namespace, "python3", "-c", &script])
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut ready = String::new();
+        let stdout = server.stdout.take().unwrap();
+        tokio::io::AsyncBufReadExt::read_line(&mut tokio::io::BufReader::new(stdout), &mut ready).await.unwrap();
+        assert_eq!(ready, "ready\n");
+        Self { namespace, link, address, server }
+    }
+}
+
+impl Drop for PublicHost {
+    fn drop(&mut self) {
+        let _ = self.server.start_kill();
+        let _ = std::process::Command::new("ip").args(["link", "del", &self.link]).status();
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.namespace]).status();
+    }
+}
+
+/// Connects to `host:port` from a command; prints what the other side sent, or the error.
+fn fetch(host: &str, port: u16) -> String {
+    format!(
+        "python3 -c 'import socket\ntry:\n c = socket.create_connection((\"{host}\", {port}), timeout=3); print(c.recv(64).decode() or \"connected\")\nexcept OSError as e:\n print(\"refused\", e)'"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_public_network_commands_reach_public_addresses_only() {
+    let public = PublicHost::start().await;
+    let target = server(As::Root, &[("RDEV_SANDBOX_NETWORK", "public")]).await;
+    let reached = target.run(&fetch(&public.address, PUBLIC_HOST_PORT)).await;
+    assert_eq!(reached["stdout"], "public host\n", "{reached}");
+
+    // Everything of the host's, and every non-public block, stays out of reach.
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut host_addresses: Vec<String> = nix::ifaddrs::getifaddrs()
+        .unwrap()
+        .filter_map(|a| a.address?.as_sockaddr_in().map(|v4| v4.ip().to_string()))
+        .collect();
+    host_addresses.extend(["10.255.255.53".into(), "169.254.169.254".into(), "192.168.1.1".into()]);
+    for address in host_addresses {
+        let reply = target.run(&fetch(&address, port)).await;
+        assert!(out(&reply).contains("refused"), "{address}: {reply}");
+    }
+    let resolver = target.run("cat /etc/resolv.conf").await;
+    assert_eq!(resolver["stdout"], "nameserver 169.254.53.53\n", "{resolver}");
+}

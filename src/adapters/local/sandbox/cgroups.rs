@@ -1,6 +1,6 @@
 //! Per-command limits (memory with tmpfs pages, processes, CPU) from cgroups: a pool of
-//! cgroups under the helper's own, made once and reused, each command's init moved into one
-//! before it starts anything.
+//! cgroups under the helper's own, made once and reused; each command's init moves itself into
+//! one (through descriptors the helper opened) before it starts anything.
 //!
 //! cgroup v2 where the helper's cgroup delegates `memory` and `pids` to its children; else v1
 //! where the `memory` and `pids` hierarchies are mounted and writable (the `cpu` one too when a
@@ -190,11 +190,10 @@ impl Pool {
 }
 
 impl Slot {
-    /// Moves a process (before it starts anything) into this cgroup.
-    pub fn attach(&mut self, pid: i32) -> Result<(), String> {
-        let pid = pid.to_string();
-        for procs in &mut self.procs {
-            procs.write_all(pid.as_bytes()).map_err(|e| format!("moving a command into its cgroup: {e}"))?;
+    /// Moves the calling process (a command's init, before it starts anything) into this cgroup.
+    pub fn attach_self(&self) -> Result<(), String> {
+        for mut procs in &self.procs {
+            procs.write_all(b"0").map_err(|e| format!("moving the command into its cgroup: {e}"))?;
         }
         Ok(())
     }

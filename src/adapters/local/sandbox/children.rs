@@ -22,6 +22,7 @@ use nix::{
 };
 
 use super::{
+    cgroups,
     confine::{self, Grant},
     identity,
     protocol::FailureKind,
@@ -43,13 +44,12 @@ pub(super) struct Plan {
     pub tty: bool,
 }
 
-/// What a confined command's init gets besides its plan: its project as a detached mount, and
-/// the pipe on which the helper says "go" once the init's maps and cgroup are in place.
-pub(super) struct Start {
-    pub project: OwnedFd,
-    pub go: OwnedFd,
-    /// The helper's end of `go`, which the init closes.
-    pub go_writer: RawFd,
+/// What a confined command's init gets besides its plan.
+pub(super) struct Start<'a> {
+    /// The cgroup it moves itself into, first thing.
+    pub cgroup: Option<&'a cgroups::Slot>,
+    /// The project's network namespace, which it enters.
+    pub network: Option<RawFd>,
 }
 
 /// What a command's init needs of the helper.
@@ -61,8 +61,8 @@ pub(super) struct Context<'a> {
     pub read_only: &'a [Grant],
     pub devices: &'a [Grant],
     pub filters: &'a seccomp::Filters,
-    /// The init becomes the user namespace's root first (see `identity`).
-    pub stranger: bool,
+    /// Who the command is on the host.
+    pub identity: &'a identity::Identity,
     /// tmpfs options of `/tmp` and `/dev/shm`.
     pub tmp_options: &'a str,
 }
@@ -77,27 +77,34 @@ pub(super) fn namespaces() -> CloneFlags {
 pub(super) fn setup(
     context: &Context<'_>,
     project_dir: &std::path::Path,
-    start: &Start,
+    start: &Start<'_>,
 ) -> Result<(), (FailureKind, String)> {
     let internal = |why: String| (FailureKind::Internal, why);
-    // SAFETY: closes this process's copy of the helper's end.
-    unsafe { libc::close(start.go_writer) };
-    let mut go = [0u8; 1];
-    if !matches!(nix::unistd::read(&start.go, &mut go), Ok(1)) {
-        return Err(internal("the helper did not finish the command's setup".into()));
+    if let Some(cgroup) = start.cgroup {
+        cgroup.attach_self().map_err(internal)?;
     }
-    if context.stranger {
-        identity::become_stranger().map_err(internal)?;
-        // A change of credentials cleared it. (The helper was alive when it said "go".)
-        let _ = prctl::set_pdeathsig(Signal::SIGKILL);
+    if let Some(network) = start.network {
+        // SAFETY: the helper's descriptor of the project's network namespace, open while it runs.
+        let network = unsafe { std::os::fd::BorrowedFd::borrow_raw(network) };
+        nix::sched::setns(network, CloneFlags::CLONE_NEWNET)
+            .map_err(|e| internal(format!("entering the project's network: {e}")))?;
     }
-    let private = tree::enter(&start.project, project_dir, context.tmp_options).map_err(|error| {
+    let project = tree::detached(project_dir).map_err(|e| {
+        let kind =
+            if e.kind() == std::io::ErrorKind::NotFound { FailureKind::ProjectMissing } else { FailureKind::Internal };
+        (kind, format!("opening the project folder: {e}"))
+    })?;
+    context.identity.project_mount(&project).map_err(|e| internal(format!("mounting the project: {e}")))?;
+    let private = tree::enter(&project, project_dir, context.tmp_options).map_err(|error| {
         let kind = if error.project_missing { FailureKind::ProjectMissing } else { FailureKind::Internal };
         (kind, error.message)
     })?;
-    // A new user namespace starts with a full bounding set.
-    let bounding = if context.stranger { confine::drop_bounding_set() } else { Ok(()) };
-    bounding
+    // Last, since it gives up the right to mount: who the command is on the host.
+    context.identity.enter().map_err(internal)?;
+    // A change of credentials cleared it. (The helper is alive: it is waiting for this init.)
+    let _ = prctl::set_pdeathsig(Signal::SIGKILL);
+    // A user namespace entered gives a full set of capabilities: none may remain.
+    confine::drop_bounding_set()
         .and_then(|()| prctl::set_dumpable(false).map_err(|e| format!("making the init undumpable: {e}")))
         .and_then(|()| confine::drop_capabilities())
         .and_then(|()| confine::restrict(context.read_only, context.devices, &private))
@@ -112,7 +119,7 @@ pub(super) fn setup(
 /// memory until its `exec`, so no second copy of the address space is made per command. The
 /// init is in the shell's Landlock domain then, but not dumpable, so the shell (which holds no
 /// capability) still cannot read its memory, a copy of the helper's.
-pub(super) fn init(context: &Context<'_>, plan: &Plan, start: &Start, shell_stack: &mut [u8]) -> isize {
+pub(super) fn init(context: &Context<'_>, plan: &Plan, start: &Start<'_>, shell_stack: &mut [u8]) -> isize {
     reset_signals();
     let _ = prctl::set_pdeathsig(Signal::SIGKILL);
     close_raw(&context.helper_only);

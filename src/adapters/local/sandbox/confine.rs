@@ -89,8 +89,9 @@ pub fn restrict(read_only: &[Grant], devices: &[Grant], private: &Private) -> Re
     Ok(())
 }
 
-/// Empties the bounding set, which only `exec` consults: the helper does it once at its start,
-/// and every command inherits it.
+/// Empties the bounding set, which only `exec` consults: each command's init does it, so the
+/// shell and all it runs never regain a capability (the helper keeps its own for the programs
+/// it starts itself, such as pasta).
 pub fn drop_bounding_set() -> Result<(), String> {
     caps::clear(None, caps::CapSet::Bounding).map_err(|e| format!("dropping the bounding set: {e}"))
 }

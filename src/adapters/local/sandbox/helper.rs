@@ -52,8 +52,8 @@ use super::{
     identity::Identity,
     network::Networks,
     protocol::{
-        Capabilities, FailureKind, FrameReader, FromHelper, HelperConfig, MAX_FDS, Network, Spawn, SpawnFailure,
-        ToHelper, encode,
+        Capabilities, FailureKind, FrameReader, FromHelper, HelperConfig, MAX_FDS, Spawn, SpawnFailure, ToHelper,
+        encode,
     },
     seccomp, tree,
 };
@@ -184,7 +184,6 @@ impl Helper {
             self.user_namespace = true;
         }
         tree::build(&self.config)?;
-        confine::drop_bounding_set()?;
         let identity = Identity::new(root, self.config.uid, &mut self.stack)?;
         let bytes = self.config.tmp_bytes;
         let inodes = (bytes / 4096).max(1024);
@@ -192,7 +191,7 @@ impl Helper {
         self.confined = Some(Confinement {
             identity,
             filters: seccomp::filters()?,
-            networks: (self.config.network == Network::None).then(Networks::default),
+            networks: Networks::new(self.config.network, self.user_namespace)?,
             cgroups,
             slots: HashMap::new(),
             tmp_options: format!("mode=1777,size={bytes},nr_inodes={inodes}"),
@@ -253,13 +252,13 @@ impl Helper {
             read_only: &self.read_only,
             devices: &self.devices,
             filters: &confinement.filters,
-            stranger: matches!(confinement.identity, Identity::Stranger { .. }),
+            identity: &confinement.identity,
             tmp_options: &confinement.tmp_options,
         }
     }
 
-    /// Clones a confined command's init running `body`, with its project mount, network, ids
-    /// and cgroup in place before it is told to go. Returns its pid.
+    /// Clones a confined command's init running `body` in the project's network, with the
+    /// cgroup it moves itself into. Returns its pid.
     fn clone_init(
         &mut self,
         plan: &Plan,
@@ -268,52 +267,42 @@ impl Helper {
     ) -> Result<i32, SpawnFailure> {
         let internal = |message: String| SpawnFailure { kind: FailureKind::Internal, message };
         let Some(confinement) = self.confined.as_mut() else { return Err(internal("not confined".into())) };
-        let project = tree::detached(&plan.project_dir).map_err(|e| SpawnFailure {
-            kind: if e.kind() == std::io::ErrorKind::NotFound {
-                FailureKind::ProjectMissing
-            } else {
-                FailureKind::Internal
-            },
-            message: format!("opening the project folder: {e}"),
-        })?;
-        confinement.identity.project_mount(&project).map_err(|e| internal(format!("mounting the project: {e}")))?;
         if confinement.rooted.insert(plan.project_dir.clone()) {
             tree::make_place(&plan.project_dir).map_err(internal)?;
         }
-        if let Some(networks) = confinement.networks.as_mut() {
-            let project = plan.project_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            networks.enter(&project).map_err(internal)?;
-        }
-        let mut slot = match confinement.cgroups.as_mut() {
+        let network = match confinement.networks.as_mut() {
+            Some(networks) => {
+                let project = plan.project_dir.file_name().map(|n| n.to_string_lossy().into_owned());
+                Some(networks.of(&project.unwrap_or_default()).map_err(internal)?.as_raw_fd())
+            }
+            None => None,
+        };
+        let slot = match confinement.cgroups.as_mut() {
             Some(pool) => Some(pool.take().map_err(internal)?),
             None => None,
         };
-        let (go, go_writer) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| internal(format!("pipe: {e}")))?;
-        let start = Start { project, go, go_writer: go_writer.as_raw_fd() };
-        let flags = children::namespaces() | confinement.identity.clone_flags();
         let confinement = self.confined.as_ref().ok_or_else(|| internal("not confined".into()))?;
         let context = self.children(confinement);
+        let start = Start { cgroup: slot.as_ref(), network };
         let mut body = body;
         let init = Box::new(|| body(&context, &start));
         // SAFETY: single-threaded; the child runs on its own copy of `stack`.
-        let pid = unsafe { nix::sched::clone(init, stack, flags, Some(libc::SIGCHLD)) }
-            .map_err(|e| internal(format!("cannot start: {e}")))?;
-        let ready =
-            confinement.identity.map(pid).and_then(|()| slot.as_mut().map_or(Ok(()), |s| s.attach(pid.as_raw())));
-        if let Err(why) = ready.and_then(|()| {
-            nix::unistd::write(&go_writer, b"g").map(drop).map_err(|e| format!("starting the command: {e}"))
-        }) {
-            let _ = kill(pid, Signal::SIGKILL);
-            let _ = waitpid(pid, None);
-            if let (Some(slot), Some(pool)) = (slot, self.confined.as_mut().and_then(|c| c.cgroups.as_mut())) {
-                pool.give_back(slot);
+        let cloned = unsafe { nix::sched::clone(init, stack, children::namespaces(), Some(libc::SIGCHLD)) };
+        let confinement = self.confined.as_mut().ok_or_else(|| internal("not confined".into()))?;
+        match (cloned, slot) {
+            (Ok(pid), slot) => {
+                if let Some(slot) = slot {
+                    confinement.slots.insert(plan.id, slot);
+                }
+                Ok(pid.as_raw())
             }
-            return Err(internal(why));
+            (Err(error), slot) => {
+                if let (Some(slot), Some(pool)) = (slot, confinement.cgroups.as_mut()) {
+                    pool.give_back(slot);
+                }
+                Err(internal(format!("cannot start: {error}")))
+            }
         }
-        if let (Some(slot), Some(confinement)) = (slot, self.confined.as_mut()) {
-            confinement.slots.insert(plan.id, slot);
-        }
-        Ok(pid.as_raw())
     }
 
     fn send(&self, message: &FromHelper) -> anyhow::Result<()> {

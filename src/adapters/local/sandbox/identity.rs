@@ -1,11 +1,13 @@
 //! Who a confined command is on the host.
 //!
-//! With the server as root, each command gets a user namespace of its own in which it is uid
-//! and gid 0, mapped to `RDEV_SANDBOX_UID`, an id no host user has: it owns no host file, so it
-//! can read no root-only file and change nothing outside its project, and what it makes gives no
-//! privilege to whoever runs it. Its project is mounted idmapped (the server's files appear as
-//! the command's, and what the command writes is the server's on disk), so nothing changes on
-//! the disk's side. The helper writes the maps after `clone`; the init waits for them.
+//! With the server as root, commands enter a user namespace made once by the helper, in which
+//! they are uid and gid 0, mapped to `RDEV_SANDBOX_UID`, an id no host user has: it owns no host
+//! file, so a command can read no root-only file and change nothing outside its project, and
+//! what it makes gives no privilege to whoever runs it. Its project is mounted idmapped through
+//! the same namespace (the server's files appear as the command's, and what the command writes
+//! is the server's on disk), so nothing changes on the disk's side. The init enters it last,
+//! after its mounts, which it makes as root; the mount namespace stays the host root's, so
+//! nothing in it can be mounted or unmounted from inside.
 //!
 //! With the server as an unprivileged user, the helper already lives in a user namespace of its
 //! own (see `confine::enter_user_namespace`) and commands are the server's user there: the
@@ -15,15 +17,15 @@ use std::os::fd::OwnedFd;
 
 use nix::{
     fcntl::{OFlag, open},
-    sched::CloneFlags,
+    sched::{CloneFlags, setns},
     sys::stat::Mode,
     unistd::{Gid, Pid, Uid, setgroups, setresgid, setresuid},
 };
 
 pub enum Identity {
-    /// The server is root: commands are `uid` on the host; `idmap` is a user namespace with the
-    /// mapping `0 → uid`, which the project mounts use.
-    Stranger { uid: u32, idmap: OwnedFd },
+    /// The server is root: commands join `userns`, where 0 is `RDEV_SANDBOX_UID` on the host;
+    /// project mounts are idmapped through it too.
+    Stranger { userns: OwnedFd },
     /// The server is not root: commands are its user.
     ServerUser,
 }
@@ -34,38 +36,35 @@ impl Identity {
         if !root {
             return Ok(Identity::ServerUser);
         }
-        Ok(Identity::Stranger { uid, idmap: idmap_namespace(uid, stack)? })
+        Ok(Identity::Stranger { userns: mapped_namespace(uid, stack)? })
     }
 
-    /// The namespaces a command's init is cloned into besides PID, mount and IPC.
-    pub fn clone_flags(&self) -> CloneFlags {
-        match self {
-            Identity::Stranger { .. } => CloneFlags::CLONE_NEWUSER,
-            Identity::ServerUser => CloneFlags::empty(),
-        }
-    }
-
-    /// After `clone`, from the helper: maps the init's user namespace.
-    pub fn map(&self, pid: Pid) -> Result<(), String> {
-        let Identity::Stranger { uid, .. } = self else { return Ok(()) };
-        write_maps(pid, *uid)
-    }
-
-    /// The project's detached mount, idmapped for a stranger.
+    /// The project's detached mount: `nosuid,nodev`, and idmapped for a stranger.
     pub fn project_mount(&self, mount: &OwnedFd) -> std::io::Result<()> {
         let attributes = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
         match self {
-            Identity::Stranger { idmap, .. } => {
-                super::tree::set_attributes(mount, attributes | libc::MOUNT_ATTR_IDMAP, Some(idmap))
+            Identity::Stranger { userns } => {
+                super::tree::set_attributes(mount, attributes | libc::MOUNT_ATTR_IDMAP, Some(userns))
             }
             Identity::ServerUser => super::tree::set_attributes(mount, attributes, None),
         }
     }
+
+    /// In the init, after its mounts: becomes who the command is.
+    pub fn enter(&self) -> Result<(), String> {
+        match self {
+            Identity::Stranger { userns } => {
+                setns(userns, CloneFlags::CLONE_NEWUSER).map_err(|e| format!("entering the user namespace: {e}"))?;
+                become_stranger()
+            }
+            Identity::ServerUser => Ok(()),
+        }
+    }
 }
 
-/// In the init, once the helper has written the maps: becomes the namespace's uid and gid 0,
-/// with no supplementary group (the helper's, root's, would still count on the host).
-pub fn become_stranger() -> Result<(), String> {
+/// Becomes the namespace's uid and gid 0, with no supplementary group (the helper's, root's,
+/// would still count on the host).
+fn become_stranger() -> Result<(), String> {
     let zero_gid = Gid::from_raw(0);
     let zero_uid = Uid::from_raw(0);
     setresgid(zero_gid, zero_gid, zero_gid).map_err(|e| format!("setresgid: {e}"))?;
@@ -82,9 +81,9 @@ fn write_maps(pid: Pid, uid: u32) -> Result<(), String> {
     Ok(())
 }
 
-/// A user namespace mapping `0 → uid`, kept open for idmapped mounts: a child made only for
-/// it, mapped, then ended (the namespace lives on through the descriptor).
-fn idmap_namespace(uid: u32, stack: &mut [u8]) -> Result<OwnedFd, String> {
+/// A user namespace mapping `0 → uid`, kept open: a child made only for it, mapped, then ended
+/// (the namespace lives on through the descriptor).
+fn mapped_namespace(uid: u32, stack: &mut [u8]) -> Result<OwnedFd, String> {
     let (wait_read, wait_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let child = Box::new(move || {
         let mut byte = [0u8; 1];

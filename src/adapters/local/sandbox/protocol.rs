@@ -51,6 +51,8 @@ pub struct HelperConfig {
 pub enum Network {
     /// A network namespace per project: its own loopback, nothing of the host's.
     None,
+    /// The same, with a user-space NAT to public addresses only.
+    Public,
     /// The host's network.
     Host,
 }

@@ -24,7 +24,10 @@ use nix::{
     sys::stat::Mode,
 };
 
-use super::{confine::Grant, protocol::HelperConfig};
+use super::{
+    confine::Grant,
+    protocol::{HelperConfig, Network},
+};
 
 /// Where the helper builds the commands' root, inside its own private `/run`.
 pub const ROOT: &str = "/run/rdev-sandbox/root";
@@ -88,6 +91,9 @@ pub fn build(config: &HelperConfig) -> Result<(), String> {
         bind_fd(&resolver.fd, &target, true).map_err(message)?;
     }
     build_dev().map_err(message)?;
+    if config.network == Network::Public {
+        point_resolver_at_pasta().map_err(message)?;
+    }
     for folder in ["proc", "tmp"] {
         std::fs::create_dir_all(inside(Path::new(folder))).map_err(|e| format!("creating /{folder}: {e}"))?;
     }
@@ -100,6 +106,24 @@ pub fn build(config: &HelperConfig) -> Result<(), String> {
 pub fn make_place(project_dir: &Path) -> Result<(), String> {
     let target = inside(project_dir);
     std::fs::create_dir_all(&target).map_err(|e| format!("creating {}: {e}", target.display()))
+}
+
+/// With `public`, the root's `/etc/resolv.conf` names the address pasta forwards to the host's
+/// resolver (the host's own resolver is on an address commands may not reach).
+fn point_resolver_at_pasta() -> Result<(), SetupError> {
+    let mut resolv = inside(Path::new("/etc/resolv.conf"));
+    if let Ok(target) = std::fs::read_link(&resolv) {
+        resolv = if target.is_absolute() { inside(&target) } else { inside(Path::new("/etc")).join(target) };
+    }
+    if !resolv.exists() {
+        return Ok(());
+    }
+    let ours = Path::new(ROOT).with_file_name("resolv.conf");
+    std::fs::write(&ours, format!("nameserver {}\n", super::network::DNS_ADDRESS))
+        .map_err(|e| setup_error("writing resolv.conf", e))?;
+    mount(Some(&ours), &resolv, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .map_err(|e| setup_error("binding resolv.conf", e))?;
+    set_read_only(&resolv, true, false)
 }
 
 /// `/dev` of the root: a small tmpfs with the host's harmless devices bound in, read-only.
