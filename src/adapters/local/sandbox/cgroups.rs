@@ -44,10 +44,13 @@ enum Controller {
     All,
 }
 
-/// One command's cgroup (one folder per v1 hierarchy).
+/// One command's cgroup (one folder per v1 hierarchy), its files opened once.
 pub struct Slot {
-    dirs: Vec<(Controller, PathBuf)>,
     procs: Vec<File>,
+    /// `memory.oom_control` (v1) or `memory.events` (v2), counting OOM kills.
+    oom_events: Option<File>,
+    /// `pids.events`, counting refused forks.
+    pid_events: Option<File>,
     oom_kills: u64,
     refused_forks: u64,
 }
@@ -118,7 +121,7 @@ impl Pool {
             return Ok(slot);
         }
         self.made += 1;
-        let mut slot = Slot { dirs: Vec::new(), procs: Vec::new(), oom_kills: 0, refused_forks: 0 };
+        let mut slot = Slot { procs: Vec::new(), oom_events: None, pid_events: None, oom_kills: 0, refused_forks: 0 };
         for (controller, parent) in &self.parents {
             let dir = parent.join(self.made.to_string());
             std::fs::create_dir(&dir).map_err(|e| format!("creating the cgroup {}: {e}", dir.display()))?;
@@ -128,7 +131,13 @@ impl Pool {
                 .open(dir.join("cgroup.procs"))
                 .map_err(|e| format!("opening {}/cgroup.procs: {e}", dir.display()))?;
             slot.procs.push(procs);
-            slot.dirs.push((*controller, dir));
+            let open = |name: &str| File::open(dir.join(name)).ok();
+            match controller {
+                Controller::Memory => slot.oom_events = open("memory.oom_control"),
+                Controller::Pids => slot.pid_events = open("pids.events"),
+                Controller::All => (slot.oom_events, slot.pid_events) = (open("memory.events"), open("pids.events")),
+                Controller::Cpu => {}
+            }
         }
         (slot.oom_kills, slot.refused_forks) = slot.counters();
         Ok(slot)
@@ -200,17 +209,7 @@ impl Slot {
 
     /// The OOM kills and refused forks counted so far.
     fn counters(&self) -> (u64, u64) {
-        let mut counters = (0, 0);
-        for (controller, dir) in &self.dirs {
-            if matches!(controller, Controller::Memory | Controller::All) {
-                let file = if *controller == Controller::Memory { "memory.oom_control" } else { "memory.events" };
-                counters.0 = counter(&dir.join(file), "oom_kill");
-            }
-            if matches!(controller, Controller::Pids | Controller::All) {
-                counters.1 = counter(&dir.join("pids.events"), "max");
-            }
-        }
-        counters
+        (counter(self.oom_events.as_ref(), "oom_kill"), counter(self.pid_events.as_ref(), "max"))
     }
 }
 
@@ -223,9 +222,12 @@ pub fn size(bytes: u64) -> String {
     }
 }
 
-/// The value of `key` in a flat keyed cgroup file (`key value` lines), 0 when absent.
-fn counter(file: &Path, key: &str) -> u64 {
-    std::fs::read_to_string(file)
+/// The value of `key` in a flat keyed cgroup file (`key value` lines), read from its start
+/// (the file stays open: no path walk per command); 0 when absent.
+fn counter(file: Option<&File>, key: &str) -> u64 {
+    let mut buf = [0u8; 512];
+    let Some(n) = file.and_then(|f| std::os::unix::fs::FileExt::read_at(f, &mut buf, 0).ok()) else { return 0 };
+    std::str::from_utf8(&buf[..n])
         .ok()
         .and_then(|text| text.lines().find_map(|line| line.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok()))
         .unwrap_or(0)
@@ -326,9 +328,11 @@ mod tests {
     #[test]
     fn counters_are_read_from_keyed_files() {
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("memory.oom_control");
-        std::fs::write(&file, "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n").unwrap();
-        assert_eq!(counter(&file, "oom_kill"), 3);
-        assert_eq!(counter(&file, "missing"), 0);
+        let path = dir.path().join("memory.oom_control");
+        std::fs::write(&path, "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n").unwrap();
+        let file = File::open(&path).unwrap();
+        assert_eq!(counter(Some(&file), "oom_kill"), 3);
+        assert_eq!(counter(Some(&file), "oom_kill"), 3, "read again from the start");
+        assert_eq!(counter(Some(&file), "missing"), 0);
     }
 }

@@ -26,7 +26,7 @@ use super::{
     confine::{self, Grant},
     identity,
     protocol::FailureKind,
-    seccomp, tree,
+    tree,
 };
 
 /// Stack of the shell's process between its start and `exec` (a few system calls).
@@ -60,16 +60,18 @@ pub(super) struct Context<'a> {
     pub report: RawFd,
     pub read_only: &'a [Grant],
     pub devices: &'a [Grant],
-    pub filters: &'a seccomp::Filters,
     /// Who the command is on the host.
     pub identity: &'a identity::Identity,
+    /// The mount namespace of the commands' root (see `tree::template`).
+    pub template: &'a OwnedFd,
     /// tmpfs options of `/tmp` and `/dev/shm`.
     pub tmp_options: &'a str,
 }
 
-/// The namespaces of every confined command, besides its user namespace (see `identity`).
+/// The namespace a confined command's init is cloned into; it makes (or joins) the others
+/// itself, so their cost is not the helper's: mount (see `tree::enter`), IPC, network, user.
 pub(super) fn namespaces() -> CloneFlags {
-    CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC
+    CloneFlags::CLONE_NEWPID
 }
 
 /// Everything a command's init does before the shell: waits for the helper's "go", becomes
@@ -83,6 +85,7 @@ pub(super) fn setup(
     if let Some(cgroup) = start.cgroup {
         cgroup.attach_self().map_err(internal)?;
     }
+    nix::sched::unshare(CloneFlags::CLONE_NEWIPC).map_err(|e| internal(format!("new IPC namespace: {e}")))?;
     if let Some(network) = start.network {
         // SAFETY: the helper's descriptor of the project's network namespace, open while it runs.
         let network = unsafe { std::os::fd::BorrowedFd::borrow_raw(network) };
@@ -95,7 +98,7 @@ pub(super) fn setup(
         (kind, format!("opening the project folder: {e}"))
     })?;
     context.identity.project_mount(&project).map_err(|e| internal(format!("mounting the project: {e}")))?;
-    let private = tree::enter(&project, project_dir, context.tmp_options).map_err(|error| {
+    let private = tree::enter(context.template, &project, project_dir, context.tmp_options).map_err(|error| {
         let kind = if error.project_missing { FailureKind::ProjectMissing } else { FailureKind::Internal };
         (kind, error.message)
     })?;
@@ -108,7 +111,6 @@ pub(super) fn setup(
         .and_then(|()| prctl::set_dumpable(false).map_err(|e| format!("making the init undumpable: {e}")))
         .and_then(|()| confine::drop_capabilities())
         .and_then(|()| confine::restrict(context.read_only, context.devices, &private))
-        .and_then(|()| seccomp::install(context.filters))
         .map_err(internal)
 }
 

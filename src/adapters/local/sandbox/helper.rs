@@ -65,7 +65,8 @@ const INIT_STACK_BYTES: usize = 1 << 20;
 /// What confining commands takes, made once at the helper's start.
 struct Confinement {
     identity: Identity,
-    filters: seccomp::Filters,
+    /// The commands' root as a mount namespace (see `tree::template`).
+    template: OwnedFd,
     /// `None` with the host's network.
     networks: Option<Networks>,
     /// `None` without limits.
@@ -188,9 +189,12 @@ impl Helper {
         let bytes = self.config.tmp_bytes;
         let inodes = (bytes / 4096).max(1024);
         let limits = cgroups.as_ref().map(|pool| pool.describe().to_owned());
+        // The filters are the helper's own, and so every child's from its birth: compiled and
+        // attached once, not per command. (Nothing the helper or pasta does is refused by them.)
+        seccomp::install(&seccomp::filters()?)?;
         self.confined = Some(Confinement {
             identity,
-            filters: seccomp::filters()?,
+            template: tree::template()?,
             networks: Networks::new(self.config.network, self.user_namespace)?,
             cgroups,
             slots: HashMap::new(),
@@ -251,8 +255,8 @@ impl Helper {
             report: self.report_write.as_raw_fd(),
             read_only: &self.read_only,
             devices: &self.devices,
-            filters: &confinement.filters,
             identity: &confinement.identity,
+            template: &confinement.template,
             tmp_options: &confinement.tmp_options,
         }
     }

@@ -18,6 +18,7 @@ mod channel;
 mod children;
 mod client;
 mod confine;
+mod forked;
 mod helper;
 mod identity;
 mod network;

@@ -29,7 +29,7 @@ use nix::{
     unistd::{ForkResult, fork},
 };
 
-use super::protocol::Network;
+use super::{forked, protocol::Network};
 
 /// The address commands send DNS queries to with `public` (in `/etc/resolv.conf`): pasta maps
 /// it to the host's resolver. Link-local, so nothing else answers there.
@@ -87,78 +87,16 @@ pub fn make() -> Result<OwnedFd, String> {
     let failed = |e: &dyn std::fmt::Display| format!("creating a network namespace: {e}");
     let (ours, theirs) =
         socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC).map_err(|e| failed(&e))?;
-    in_child(None, || {
+    forked::in_child(None, || {
         unshare(CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())?;
         loopback_up()?;
         let namespace = open("/proc/thread-self/ns/net", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
             .map_err(|e| e.to_string())?;
-        send_fd(&theirs, &namespace)
+        forked::send_fd(&theirs, &namespace)
     })
     .map_err(|e| failed(&e))?;
     drop(theirs);
-    receive_fd(&ours).map_err(|e| failed(&e))
-}
-
-fn send_fd(socket: &OwnedFd, fd: &OwnedFd) -> Result<(), String> {
-    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
-    let fds = [fd.as_raw_fd()];
-    let iov = [std::io::IoSlice::new(b"n")];
-    sendmsg::<()>(socket.as_raw_fd(), &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)
-        .map(drop)
-        .map_err(|e| e.to_string())
-}
-
-fn receive_fd(socket: &OwnedFd) -> Result<OwnedFd, String> {
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-    let mut byte = [0u8; 1];
-    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!(std::os::fd::RawFd);
-    let message = recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
-        .map_err(|e| e.to_string())?;
-    for cmsg in message.cmsgs().map_err(|e| e.to_string())? {
-        if let ControlMessageOwned::ScmRights(fds) = cmsg
-            && let Some(fd) = fds.first()
-        {
-            // SAFETY: a descriptor the kernel just installed in this process.
-            return Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(*fd) });
-        }
-    }
-    Err("no descriptor came back".into())
-}
-
-/// Runs `work` in a forked child of the helper (in `namespace`'s network when given) and waits
-/// for it; its `Err` comes back as the child's report on a pipe.
-fn in_child(namespace: Option<&OwnedFd>, work: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
-    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| e.to_string())?;
-    // SAFETY: the helper is single-threaded; the child does its work and `_exit`s.
-    match unsafe { fork() }.map_err(|e| e.to_string())? {
-        ForkResult::Child => {
-            drop(read);
-            let entered = match namespace {
-                Some(namespace) => setns(namespace, CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string()),
-                None => Ok(()),
-            };
-            let code = match entered.and_then(|()| work()) {
-                Ok(()) => 0,
-                Err(why) => {
-                    let _ = std::fs::File::from(write).write_all(why.as_bytes());
-                    1
-                }
-            };
-            // SAFETY: ends the child without running the helper's destructors.
-            unsafe { libc::_exit(code) }
-        }
-        ForkResult::Parent { child } => {
-            drop(write);
-            let mut why = String::new();
-            let _ = std::io::Read::read_to_string(&mut std::fs::File::from(read), &mut why);
-            match nix::sys::wait::waitpid(child, None) {
-                Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
-                _ if !why.is_empty() => Err(why),
-                other => Err(format!("the helper's child ended with {other:?}")),
-            }
-        }
-    }
+    forked::receive_fd(&ours).map_err(|e| failed(&e))
 }
 
 impl Public {
@@ -224,7 +162,7 @@ impl Public {
             None => args.extend(["--runas", "0:0"]),
         }
         run_child(&self.pasta, &args, None, None)?;
-        in_child(Some(namespace), || {
+        forked::in_child(Some(namespace), || {
             let deadline = Instant::now() + PASTA_READY;
             while !has_default_route() {
                 if Instant::now() > deadline {

@@ -1,5 +1,7 @@
-//! The system calls a confined command may not make, as seccomp filters built once by the helper
-//! and installed by each command's init (the shell and all it starts inherit them).
+//! The system calls a confined command may not make, as seccomp filters the helper installs on
+//! itself once at its start: every command's init is its child and inherits them, as does all
+//! the shell starts (the helper neither uses keyrings nor sets setuid bits, nor do the programs
+//! it starts itself).
 //!
 //! Two filters, one per answer:
 //! - `EPERM` for what would reach past the command: the kernel's keyrings (the user keyring is
@@ -68,7 +70,8 @@ pub fn filters() -> Result<Filters, String> {
     Ok(Filters { refused: program(refused, libc::EPERM)?, absent: program(absent, libc::ENOSYS)? })
 }
 
-/// Installs both filters on this process (the init); `no_new_privs` is set already by Landlock.
+/// Installs both filters on this process (the helper, which holds `CAP_SYS_ADMIN` in its user
+/// namespace, so `no_new_privs` is not required of its children; each init sets it itself).
 pub fn install(filters: &Filters) -> Result<(), String> {
     seccompiler::apply_filter(&filters.refused).map_err(|e| format!("installing the seccomp filter: {e}"))?;
     seccompiler::apply_filter(&filters.absent).map_err(|e| format!("installing the seccomp filter: {e}"))

@@ -1,7 +1,9 @@
-//! The file system a confined command sees: a root of its own, built once by the helper and
-//! entered by each command's init with `pivot_root`.
+//! The file system a confined command sees: a root of its own, built once by the helper.
 //!
-//! The root (`ROOT`, in the helper's private `/run`) holds only:
+//! The root (`ROOT`, in the helper's private `/run`) is made the `/` of a mount namespace of
+//! its own at the helper's start (`template`); each command's init joins that namespace and
+//! copies it (`setns`, then `unshare`), so a command's start copies only the root's mounts,
+//! never the host's, and needs no `pivot_root`. The root holds only:
 //! - the system folders, bound read-only, `nosuid` and `nodev` on every mount below them (so no
 //!   mode, owner, time, xattr or link of a host file can change: the kernel answers `EROFS`);
 //! - `/dev` with the harmless devices bound from the host, and per command a devpts instance
@@ -150,8 +152,36 @@ fn build_dev() -> Result<(), SetupError> {
     set_read_only(&dev, false, true)
 }
 
-/// The command's own mounts, in its mount namespace (a copy of the helper's): what
-/// `prepare` made of them is opened for the Landlock rules before the root is entered.
+/// A mount namespace whose `/` is the root, read-only (folders for new projects are made in the
+/// helper's view of it, the same file system), with the helper's `/proc` bound in it: a kernel
+/// lets a user namespace mount `/proc` only where one is fully visible, and each command's own
+/// covers it. Made by a child of the helper's and handed back.
+pub fn template() -> Result<OwnedFd, String> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    let failed = |e: &dyn std::fmt::Display| format!("preparing the commands' root: {e}");
+    let (ours, theirs) =
+        socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC).map_err(|e| failed(&e))?;
+    super::forked::in_child(None, || {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| format!("new mount namespace: {e}"))?;
+        let proc = inside(Path::new("proc"));
+        mount(Some("/proc"), &proc, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+            .map_err(|e| format!("binding /proc: {e}"))?;
+        nix::unistd::chdir(ROOT).map_err(|e| format!("entering the root: {e}"))?;
+        nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
+        umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("leaving the host's file system: {e}"))?;
+        nix::unistd::chdir("/").map_err(|e| format!("entering /: {e}"))?;
+        // The root's own mount only: the system folders below are read-only already.
+        set_read_only(Path::new("/"), false, false).map_err(|e| e.message)?;
+        let namespace = open("/proc/thread-self/ns/mnt", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(|e| format!("opening the mount namespace: {e}"))?;
+        super::forked::send_fd(&theirs, &namespace)
+    })
+    .map_err(|e| failed(&e))?;
+    drop(theirs);
+    super::forked::receive_fd(&ours).map_err(|e| failed(&e))
+}
+
+/// The command's own mounts, in its copy of the template: opened for the Landlock rules.
 pub struct Private {
     pub project: Grant,
     pub writable: Vec<Grant>,
@@ -159,52 +189,42 @@ pub struct Private {
     pub terminals: Grant,
 }
 
-/// Mounts the command's own parts into a fresh copy of the root and enters it (`pivot_root`):
-/// called by its init (PID 1) before the shell starts. `project` is the project's folder as a
-/// detached mount (`open_tree`), `tmp_options` the tmpfs options of `/tmp` and `/dev/shm`.
-pub fn enter(project: &OwnedFd, project_dir: &Path, tmp_options: &str) -> Result<Private, SetupError> {
-    // A bind of the root onto itself: a mount this namespace made, which `pivot_root` accepts
-    // where the helper's copy (locked in a user namespace) is refused.
-    mount(Some(ROOT), ROOT, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-        .map_err(|e| setup_error("binding the root", e))?;
+/// Joins the template (`template`), copies it, and mounts the command's own parts: called by
+/// its init (PID 1) before the shell starts. `project` is the project's folder as a detached
+/// mount (`open_tree`, made before: the template shows no host path), `tmp_options` the tmpfs
+/// options of `/tmp` and `/dev/shm`.
+pub fn enter(
+    template: &OwnedFd,
+    project: &OwnedFd,
+    project_dir: &Path,
+    tmp_options: &str,
+) -> Result<Private, SetupError> {
+    use nix::sched::CloneFlags;
+    nix::sched::setns(template, CloneFlags::CLONE_NEWNS).map_err(|e| setup_error("entering the root", e))?;
+    nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(|e| setup_error("copying the root", e))?;
     let quiet = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    let proc = inside(Path::new("proc"));
-    mount(Some("proc"), &proc, Some("proc"), quiet, None::<&str>).map_err(|e| setup_error("mounting /proc", e))?;
+    mount(Some("proc"), "/proc", Some("proc"), quiet, None::<&str>).map_err(|e| setup_error("mounting /proc", e))?;
     let mut writable = Vec::new();
-    for folder in ["tmp", "dev/shm"] {
-        let path = inside(Path::new(folder));
-        tmpfs(&path, tmp_options, MsFlags::empty())?;
-        writable.push(Grant::open(&path).map_err(|e| setup_error(folder, e))?);
+    for folder in ["/tmp", "/dev/shm"] {
+        tmpfs(Path::new(folder), tmp_options, MsFlags::empty())?;
+        writable.push(Grant::open(Path::new(folder)).map_err(|e| setup_error(folder, e))?);
     }
-    let pts = inside(Path::new("dev/pts"));
     let pts_options = format!("newinstance,ptmxmode=0666,mode=0620,max={PTYS}");
-    mount(Some("devpts"), &pts, Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some(pts_options.as_str()))
+    let pts = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
+    mount(Some("devpts"), "/dev/pts", Some("devpts"), pts, Some(pts_options.as_str()))
         .map_err(|e| setup_error("mounting /dev/pts", e))?;
     // Under /tmp (tests keep projects there) the folders on the way are the command's own.
-    let target = inside(project_dir);
-    std::fs::create_dir_all(&target).map_err(|e| setup_error(&format!("creating {}", project_dir.display()), e))?;
-    move_mount(project, &target).map_err(|e| setup_error("mounting the project", e))?;
-    let private = Private {
-        project: Grant::open(&target).map_err(|e| SetupError {
+    std::fs::create_dir_all(project_dir).map_err(|e| setup_error(&format!("creating {}", project_dir.display()), e))?;
+    move_mount(project, project_dir).map_err(|e| setup_error("mounting the project", e))?;
+    Ok(Private {
+        project: Grant::open(project_dir).map_err(|e| SetupError {
             project_missing: e.kind() == std::io::ErrorKind::NotFound,
             message: format!("opening the project folder: {e}"),
         })?,
         writable,
-        proc: Grant::open(&proc).map_err(|e| setup_error("/proc", e))?,
-        terminals: Grant::open(&pts).map_err(|e| setup_error("/dev/pts", e))?,
-    };
-    pivot_into_root()?;
-    Ok(private)
-}
-
-/// Makes the root this process's `/`, lets the host's tree go, and makes the root read-only.
-fn pivot_into_root() -> Result<(), SetupError> {
-    nix::unistd::chdir(ROOT).map_err(|e| setup_error("entering the root", e))?;
-    nix::unistd::pivot_root(".", ".").map_err(|e| setup_error("pivot_root", e))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(|e| setup_error("leaving the host's file system", e))?;
-    nix::unistd::chdir("/").map_err(|e| setup_error("entering /", e))?;
-    // The root's own mount only: the project, /tmp and the others below stay as they are.
-    set_read_only(Path::new("/"), false, false)
+        proc: Grant::open(Path::new("/proc")).map_err(|e| setup_error("/proc", e))?,
+        terminals: Grant::open(Path::new("/dev/pts")).map_err(|e| setup_error("/dev/pts", e))?,
+    })
 }
 
 /// Opens `path` as a detached copy of its mount (no submounts), to be moved into a command's
