@@ -35,7 +35,8 @@ fn out(reply: &Value) -> String {
     format!("{}{}", reply["stdout"].as_str().unwrap_or_default(), reply["stderr"].as_str().unwrap_or_default())
 }
 
-/// Host files a command may see (read-only), made fresh for one test and removed after it.
+/// Host files a command may see (read-only), made fresh for one test and removed after it: the
+/// attacks aim at these only, so a sandbox that regressed breaks no file of the machine's.
 struct Victims {
     dir: PathBuf,
 }
@@ -84,7 +85,7 @@ async fn host_files_outside_the_project_do_not_change(who: As) {
         .run(&format!(
             "chmod 4777 {v}/file; chmod 0777 {v}/private {v}; chown 0:0 {v}/file; touch -d 2001-01-01 {v}/file {v}; \
              python3 -c 'import os; os.setxattr(\"{v}/file\", \"user.owned\", b\"1\")'; ln {v}/file hard; \
-             chmod 0666 /etc/passwd; chmod 000 /usr/lib/x86_64-linux-gnu/libc.so.6; cat {v}/secret /etc/shadow; \
+             cat {v}/secret /etc/shadow; \
              echo end"
         ))
         .await;
@@ -92,7 +93,6 @@ async fn host_files_outside_the_project_do_not_change(who: As) {
     assert!(output.contains("end"), "{output}");
     assert!(!output.contains(ROOT_ONLY_SECRET) && !output.contains("root:"), "a root-only file was read: {output}");
     assert_eq!(victims.state(), before, "a host file changed: {output}");
-    assert_eq!(std::fs::metadata("/etc/passwd").unwrap().mode() & 0o777, 0o644);
     assert!(!target.dir.path().join("projects/hello/hard").exists(), "{output}");
 }
 
