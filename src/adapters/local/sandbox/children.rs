@@ -74,8 +74,9 @@ pub(super) fn namespaces() -> CloneFlags {
     CloneFlags::CLONE_NEWPID
 }
 
-/// Everything a command's init does before the shell: waits for the helper's "go", becomes
-/// who it runs as, enters its own root, and confines itself (the shell inherits it all).
+/// Everything a command's init does before the shell: moves into its cgroup, makes or joins its
+/// namespaces, enters its own root, becomes who it runs as, and confines itself (the shell
+/// inherits it all).
 pub(super) fn setup(
     context: &Context<'_>,
     project_dir: &std::path::Path,
@@ -104,7 +105,8 @@ pub(super) fn setup(
     })?;
     // Last, since it gives up the right to mount: who the command is on the host.
     context.identity.enter().map_err(internal)?;
-    // A change of credentials cleared it. (The helper is alive: it is waiting for this init.)
+    // A change of credentials cleared it. Should the helper die before this line, its end of
+    // the server's socket still closes, and the server starts a new helper.
     let _ = prctl::set_pdeathsig(Signal::SIGKILL);
     // A user namespace entered gives a full set of capabilities: none may remain.
     confine::drop_bounding_set()

@@ -12,7 +12,7 @@ use nix::{
     unistd::{ForkResult, fork},
 };
 
-pub fn send_fd(socket: &OwnedFd, fd: &OwnedFd) -> Result<(), String> {
+fn send_fd(socket: &OwnedFd, fd: &OwnedFd) -> Result<(), String> {
     use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
     let fds = [fd.as_raw_fd()];
     let iov = [std::io::IoSlice::new(b"n")];
@@ -21,7 +21,7 @@ pub fn send_fd(socket: &OwnedFd, fd: &OwnedFd) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-pub fn receive_fd(socket: &OwnedFd) -> Result<OwnedFd, String> {
+fn receive_fd(socket: &OwnedFd) -> Result<OwnedFd, String> {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
     let mut byte = [0u8; 1];
     let mut iov = [std::io::IoSliceMut::new(&mut byte)];
@@ -72,4 +72,15 @@ pub fn in_child(namespace: Option<&OwnedFd>, work: impl FnOnce() -> Result<(), S
             }
         }
     }
+}
+
+/// Runs `make` in a forked child of the helper and hands back the descriptor it returns (a
+/// namespace made there, which lives on through it after the child's end).
+pub fn handed_back(make: impl FnOnce() -> Result<OwnedFd, String>) -> Result<OwnedFd, String> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    let (ours, theirs) =
+        socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC).map_err(|e| e.to_string())?;
+    in_child(None, || send_fd(&theirs, &make()?))?;
+    drop(theirs);
+    receive_fd(&ours)
 }

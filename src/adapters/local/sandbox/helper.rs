@@ -8,12 +8,11 @@
 //! only what the commands need. It is single-threaded, so its children may do real work
 //! between `clone` and `exec` (see `confine`).
 //!
-//! Per command (confined): `clone` into new PID, mount and IPC namespaces (and a user namespace
-//! of its own for a root server; the project's network namespace is entered around the call)
-//! gives the command's init, PID 1 there. The helper maps its ids, moves it into a cgroup of the
-//! pool and says "go"; the init enters its own root, confines itself, forks the shell, waits for
-//! it and exits with its status; the kernel then kills whatever the shell left behind before the helper sees the
-//! init exit. So a command's answer comes when its shell exits, and nothing it started
+//! Per command (confined): `clone` into a new PID namespace gives the command's init, PID 1
+//! there, with a cgroup of the pool and the project's network namespace to take. The init moves
+//! itself into the cgroup, makes or joins its other namespaces, enters its own root, confines
+//! itself (see `children::setup`), forks the shell, waits for it and exits with its status; the
+//! kernel then kills whatever the shell left behind before the helper sees the init exit. So a command's answer comes when its shell exits, and nothing it started
 //! outlives it. The helper dies with the server (`PR_SET_PDEATHSIG`, and end of file on the
 //! socket), and each init dies with the helper, so not even `kill -9` of the server leaves a
 //! command running.

@@ -83,20 +83,12 @@ impl Networks {
 /// A new network namespace with its loopback up, made by a child of the helper's (which stays
 /// where it is) and handed back over a socket.
 pub fn make() -> Result<OwnedFd, String> {
-    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
-    let failed = |e: &dyn std::fmt::Display| format!("creating a network namespace: {e}");
-    let (ours, theirs) =
-        socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC).map_err(|e| failed(&e))?;
-    forked::in_child(None, || {
+    forked::handed_back(|| {
         unshare(CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())?;
         loopback_up()?;
-        let namespace = open("/proc/thread-self/ns/net", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(|e| e.to_string())?;
-        forked::send_fd(&theirs, &namespace)
+        open("/proc/thread-self/ns/net", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(|e| e.to_string())
     })
-    .map_err(|e| failed(&e))?;
-    drop(theirs);
-    forked::receive_fd(&ours).map_err(|e| failed(&e))
+    .map_err(|e| format!("creating a network namespace: {e}"))
 }
 
 impl Public {

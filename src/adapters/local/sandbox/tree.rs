@@ -157,11 +157,7 @@ fn build_dev() -> Result<(), SetupError> {
 /// lets a user namespace mount `/proc` only where one is fully visible, and each command's own
 /// covers it. Made by a child of the helper's and handed back.
 pub fn template() -> Result<OwnedFd, String> {
-    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
-    let failed = |e: &dyn std::fmt::Display| format!("preparing the commands' root: {e}");
-    let (ours, theirs) =
-        socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC).map_err(|e| failed(&e))?;
-    super::forked::in_child(None, || {
+    super::forked::handed_back(|| {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| format!("new mount namespace: {e}"))?;
         let proc = inside(Path::new("proc"));
         mount(Some("/proc"), &proc, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
@@ -172,13 +168,10 @@ pub fn template() -> Result<OwnedFd, String> {
         nix::unistd::chdir("/").map_err(|e| format!("entering /: {e}"))?;
         // The root's own mount only: the system folders below are read-only already.
         set_read_only(Path::new("/"), false, false).map_err(|e| e.message)?;
-        let namespace = open("/proc/thread-self/ns/mnt", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(|e| format!("opening the mount namespace: {e}"))?;
-        super::forked::send_fd(&theirs, &namespace)
+        open("/proc/thread-self/ns/mnt", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(|e| format!("opening the mount namespace: {e}"))
     })
-    .map_err(|e| failed(&e))?;
-    drop(theirs);
-    super::forked::receive_fd(&ours).map_err(|e| failed(&e))
+    .map_err(|e| format!("preparing the commands' root: {e}"))
 }
 
 /// The command's own mounts, in its copy of the template: opened for the Landlock rules.
