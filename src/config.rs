@@ -241,6 +241,16 @@ pub struct ExecutorSettings {
     #[arg(long, env = "RDEV_MAX_FILE_BYTES", default_value_t = 100 * 1024 * 1024, global = true)]
     pub max_file_bytes: u64,
 
+    /// File system jobs (a chunk read or written, a folder page, a slice of a deletion) the file
+    /// API runs at once; more wait their turn. Lookups of projects never wait on them.
+    #[arg(long, env = "RDEV_FILE_WORKERS", default_value_t = 16, global = true)]
+    pub file_workers: usize,
+
+    /// The largest file whose ETag is the sha256 of its content (computed once per version);
+    /// a larger file's ETag is a digest of its inode, size and times (e.g. 64MiB).
+    #[arg(long, env = "RDEV_ETAG_HASH_MAX", default_value = "64MiB", value_parser = parse_bytes, global = true)]
+    pub etag_hash_max: u64,
+
     /// How long a session lives without a command; then it is gone (404) and purged.
     #[arg(long, env = "RDEV_SESSION_IDLE_TIMEOUT", default_value = "1h", value_parser = humantime::parse_duration, global = true)]
     pub session_idle_timeout: Duration,
@@ -403,6 +413,9 @@ impl Config {
         }
         if self.executor.terminal_idle_timeout < Duration::from_secs(1) {
             bail!("RDEV_TERMINAL_IDLE_TIMEOUT must be at least 1s, got {:?}", self.executor.terminal_idle_timeout);
+        }
+        if self.executor.file_workers == 0 || self.executor.file_workers > 256 {
+            bail!("RDEV_FILE_WORKERS must be between 1 and 256, got {}", self.executor.file_workers);
         }
         if self.executor.sandbox_memory < 16 << 20 {
             bail!("RDEV_SANDBOX_MEMORY must be at least 16MiB, got {}", self.executor.sandbox_memory);

@@ -13,7 +13,7 @@ use crate::{
         cache::CachedProjectSource,
         kube::{KubeClients, KubeExecutor, KubeFiles, KubeTerminals, WatchHealth, WatchedProjects},
         local::{
-            LocalExecutor, LocalFiles, LocalProjects, SandboxHealth,
+            FileLimits, LocalExecutor, LocalFiles, LocalProjects, SandboxHealth,
             sandbox::{self, Sandbox, ServerFiles},
         },
     },
@@ -49,7 +49,9 @@ pub(super) async fn executors(config: &Config, clock: Arc<dyn Clock>) -> anyhow:
                 .with_context(|| format!("creating {} (RDEV_PROJECTS_DIR)", config.executor.projects_dir.display()))?;
             let sandbox = Arc::new(start_sandbox(config).await?);
             let root = sandbox.projects_root().to_path_buf();
-            let files = Arc::new(LocalFiles::new(root.clone()));
+            let limits = FileLimits { workers: config.executor.file_workers, hash_max: config.executor.etag_hash_max };
+            let files =
+                Arc::new(LocalFiles::new(root.clone(), limits).context("could not make the files' scratch folder")?);
             let executor = Arc::new(LocalExecutor::new(root, sandbox.clone()));
             // Reading the folder costs a trip to the blocking pool per lookup, which dominates
             // a `GET /projects`; a second of staleness is invisible to someone creating folders.

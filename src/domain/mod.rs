@@ -27,7 +27,7 @@ pub use delivery::{
 };
 pub use error::{DomainError, FieldErrors, Unauthenticated};
 pub use execution::{CommandDefaults, CommandSpec, ExecOutcome, Execution, ShellRequest};
-pub use files::{FileEntry, FileListing, FileType, ProjectPath, WrittenFile};
+pub use files::{FileEntry, FileListing, FileType, FolderPage, IfMatch, PageKeeper, ProjectPath, WrittenFile};
 pub use idempotency::{IDEMPOTENCY_KEY_RETENTION, IdempotencyKey, KeyRecord, StoredReply, fingerprint};
 pub use output::{EntryKind, KeptStream, MIN_OUTPUT_BYTES, Omitted, OutputEntry, OutputRecorder, Stream, TailSnapshot};
 pub use page::{Page, PageRequest};

@@ -5,16 +5,24 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 
-use crate::domain::{DomainError, FileEntry, Project, ProjectPath, WrittenFile};
+use crate::domain::{DomainError, FileEntry, FolderPage, IfMatch, Project, ProjectPath, WrittenFile};
 
 /// Bytes as they stream, in either direction.
 pub type ByteStream = BoxStream<'static, Result<Bytes, DomainError>>;
 
-/// A file to send: its size and sha256 (hex) first, then its bytes.
+/// A file to send: its size and ETag (unquoted) first, then its bytes.
 pub struct FileContent {
     pub size: u64,
-    pub sha256: String,
+    pub etag: String,
     pub body: ByteStream,
+}
+
+/// A page of a folder's entries, and whether more follow it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderEntries {
+    /// Sorted by name (byte order), each with its name's raw bytes for the next cursor.
+    pub entries: Vec<(Vec<u8>, FileEntry)>,
+    pub more: bool,
 }
 
 /// What a write must respect.
@@ -22,19 +30,25 @@ pub struct FileContent {
 pub struct WriteRules {
     /// The most the file may hold (`RDEV_MAX_FILE_BYTES`): past it, `TooLarge` and nothing changed.
     pub max_bytes: u64,
-    /// The sha256 (hex) the file must have now (`If-Match`): else `PreconditionFailed`.
-    pub if_match: Option<String>,
+    /// What the file must be now (`If-Match`): else `PreconditionFailed`.
+    pub if_match: Option<IfMatch>,
     /// The body's length, when the client said it (`Content-Length`).
     pub length: Option<u64>,
 }
 
 #[async_trait]
 pub trait ProjectFiles: Send + Sync {
-    /// A folder's entries, sorted by name. `NotFound` for no such folder, `Validation` on `path`
-    /// for a file or a path leading outside the project.
-    async fn list(&self, project: &Project, path: &ProjectPath) -> Result<Vec<FileEntry>, DomainError>;
+    /// A page of a folder's entries. `NotFound` for no such folder, `Validation` on `path` for a
+    /// file or a path leading outside the project.
+    async fn list(
+        &self,
+        project: &Project,
+        path: &ProjectPath,
+        page: &FolderPage,
+    ) -> Result<FolderEntries, DomainError>;
 
-    /// A file's bytes. A folder is `Validation` on `path`.
+    /// A regular file's bytes. A folder, FIFO, socket or device is `Validation` on `path`,
+    /// decided without waiting on it.
     async fn read(&self, project: &Project, path: &ProjectPath) -> Result<FileContent, DomainError>;
 
     /// Makes `body` the file, creating its folders: all or nothing (a reader sees the old file or

@@ -24,7 +24,7 @@ pub use apikeys::{ApiKeyRepo, StoredKey};
 pub use audit::{AuditLog, RanNow};
 pub use clock::{Clock, SystemClock};
 pub use executor::{Executor, KILLED_EXIT, Stop};
-pub use files::{ByteStream, FileContent, ProjectFiles, WriteRules};
+pub use files::{ByteStream, FileContent, FolderEntries, ProjectFiles, WriteRules};
 pub use health::{HealthCheck, StorageStatus};
 pub use idempotency::IdempotencyStore;
 pub use output::{OutputChunk, OutputLog, OutputSink, Stream};

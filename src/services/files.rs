@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use super::{AuditService, ProjectService};
 use crate::{
-    domain::{AuditOutcome, Caller, DomainError, FileListing, ProjectId, ProjectPath, WrittenFile},
+    domain::{
+        AuditOutcome, Caller, DomainError, FileListing, FolderPage, IfMatch, ProjectId, ProjectPath, WrittenFile,
+    },
     ports::{ByteStream, FileContent, ProjectFiles, WriteRules},
 };
 
@@ -15,20 +17,6 @@ pub struct FileService {
     files: Arc<dyn ProjectFiles>,
     audit: Arc<AuditService>,
     max_bytes: u64,
-}
-
-/// What `If-Match` asks: a quoted sha256 (as `ETag` gives it), or `*` (any current file).
-pub fn parse_if_match(raw: &str) -> Result<String, DomainError> {
-    let raw = raw.trim();
-    if raw == "*" {
-        return Ok(raw.to_owned());
-    }
-    let tag = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')).unwrap_or(raw);
-    if tag.len() == 64 && tag.bytes().all(|b| b.is_ascii_hexdigit()) {
-        Ok(tag.to_ascii_lowercase())
-    } else {
-        Err(DomainError::invalid("If-Match", "must be an ETag of this API (a quoted sha256) or *"))
-    }
 }
 
 impl FileService {
@@ -41,11 +29,24 @@ impl FileService {
         Self { projects, files, audit, max_bytes }
     }
 
-    pub async fn list(&self, project_id: &ProjectId, path: Option<&str>) -> Result<FileListing, DomainError> {
+    pub async fn list(
+        &self,
+        project_id: &ProjectId,
+        path: Option<&str>,
+        limit: Option<usize>,
+        cursor: Option<&str>,
+    ) -> Result<FileListing, DomainError> {
         let path = ProjectPath::parse(path.unwrap_or(""))?;
+        let page = FolderPage::parse(limit, cursor)?;
         let project = self.projects.get(project_id).await?;
-        let entries = self.files.list(&project, &path).await?;
-        Ok(FileListing { path: path.display(), entries })
+        let listed = self.files.list(&project, &path, &page).await?;
+        let next_cursor =
+            if listed.more { listed.entries.last().map(|(name, _)| FolderPage::cursor_after(name)) } else { None };
+        Ok(FileListing {
+            path: path.display(),
+            entries: listed.entries.into_iter().map(|(_, e)| e).collect(),
+            next_cursor,
+        })
     }
 
     pub async fn read(&self, project_id: &ProjectId, path: &str) -> Result<FileContent, DomainError> {
@@ -66,7 +67,7 @@ impl FileService {
         let what = format!("PUT file {path}");
         let written = async {
             let path = ProjectPath::parse(path)?;
-            let if_match = if_match.map(parse_if_match).transpose()?;
+            let if_match = if_match.map(IfMatch::parse).transpose()?;
             let project = self.projects.get(project_id).await?;
             let rules = WriteRules { max_bytes: self.max_bytes, if_match, length };
             self.files.write(&project, &path, body, rules).await
@@ -108,19 +109,5 @@ fn outcome<T>(result: &Result<T, DomainError>) -> AuditOutcome {
             AuditOutcome::Error
         }
         Err(_) => AuditOutcome::Rejected,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn if_match_takes_this_apis_etags() {
-        let hash = "a".repeat(64);
-        assert_eq!(parse_if_match(&format!("\"{hash}\"")).unwrap(), hash);
-        assert_eq!(parse_if_match("*").unwrap(), "*");
-        assert!(parse_if_match("\"abc\"").is_err());
-        assert!(parse_if_match("W/\"x\"").is_err());
     }
 }

@@ -68,7 +68,10 @@ async fn every_byte_value_round_trips_and_folders_are_made(backend: Backend) {
     let bytes: Vec<u8> = (0..=255).cycle().take(256 * 3).collect();
     let created = put(&app, "deep/er/all bytes.bin", bytes.clone(), None).await;
     assert_eq!(created.status, 201, "{}", created.body);
-    assert_eq!(created.body, json!({"path": "deep/er/all bytes.bin", "size": 768, "sha256": hex(&bytes)}));
+    assert_eq!(
+        created.body,
+        json!({"path": "deep/er/all bytes.bin", "size": 768, "sha256": hex(&bytes), "etag": hex(&bytes)})
+    );
     let (status, headers, read) = get_raw(&app, "deep/er/all bytes.bin", &app.admin_key).await;
     assert_eq!((status, hex(&read)), (200, hex(&bytes)));
     assert_eq!(headers["etag"].to_str().unwrap(), format!("\"{}\"", hex(&bytes)));
@@ -132,6 +135,7 @@ async fn if_match_protects_a_file_from_a_lost_update(backend: Backend) {
     assert_eq!(ok.status, 200, "{}", ok.body);
     assert_eq!(put(&app, "conf.txt", b"three".to_vec(), Some(&etag)).await.status, 412, "the old tag no longer fits");
     assert_eq!(put(&app, "new.txt", b"x".to_vec(), Some("*")).await.status, 412, "* needs a file");
+    assert_eq!(put(&app, "conf.txt", b"two".to_vec(), Some("*")).await.status, 200, "* takes any file");
     assert_eq!(put(&app, "conf.txt", b"x".to_vec(), Some("garbage")).await.status, 400);
     let leftovers: Vec<_> = std::fs::read_dir(app.project_path("hello"))
         .unwrap()

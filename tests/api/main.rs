@@ -15,6 +15,7 @@ mod contracts;
 mod errors;
 mod escapes;
 mod files;
+mod files_bounds;
 mod idempotency;
 mod isolation;
 mod keys;

@@ -20,10 +20,10 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use super::exec::{attach, exit_code};
 use crate::{
     domain::{
-        DomainError, FileEntry, FileType, Project, ProjectPath, WrittenFile,
-        files::{file_not_found, file_too_large, path_escapes},
+        DomainError, FileEntry, FileType, FolderPage, IfMatch, PageKeeper, Project, ProjectPath, WrittenFile,
+        files::{file_not_found, file_too_large, not_a_regular_file, path_escapes},
     },
-    ports::{ByteStream, FileContent, ProjectFiles, WriteRules},
+    ports::{ByteStream, FileContent, FolderEntries, ProjectFiles, WriteRules},
 };
 
 /// Checks that a path resolves inside the project root (`$root`, the working folder).
@@ -44,12 +44,13 @@ for f in * .[!.]* ..?*; do
   printf '%s\0' "$f"; stat -c '%F/%s/%a/%Y' -- "$f"
 done"#;
 
-const READ: &str = r#"p=$1; inside "$p"; [ -e "$p" ] || exit 202; [ -d "$p" ] && exit 203
+const READ: &str = r#"p=$1; inside "$p"; [ -e "$p" ] || exit 202; [ -d "$p" ] && exit 203; [ -f "$p" ] || exit 211
 sha256sum < "$p" | cut -c1-64 && wc -c < "$p" && exec cat -- "$p""#;
 
 const WRITE: &str = r#"p=$1; n=$2; want=$3; d=$(dirname -- "$p")
 a=$d; while [ ! -e "$a" ] && [ "$a" != . ]; do a=$(dirname -- "$a"); done; inside "$a"
 mkdir -p -- "$d" 2>/dev/null || exit 210; inside "$d"; { [ -e "$p" ] || [ -L "$p" ]; } && inside "$p"; [ -d "$p" ] && exit 203
+[ -e "$p" ] && { [ -f "$p" ] || exit 211; }
 t="$d/.rdev-upload-$$"
 head -c "$n" > "$t" || { rm -f -- "$t"; exit 208; }
 [ "$(wc -c < "$t")" -eq "$n" ] || { rm -f -- "$t"; exit 207; }
@@ -100,6 +101,7 @@ fn refusal(code: i32, path: &ProjectPath) -> DomainError {
         207 => DomainError::invalid("body", "broke off"),
         209 => DomainError::invalid("path", "is the project's folder"),
         210 => DomainError::invalid("path", "a part of it is not a folder"),
+        211 => not_a_regular_file(),
         other => DomainError::internal(anyhow::anyhow!("file script in the pod exited {other}")),
     }
 }
@@ -130,6 +132,33 @@ async fn finish(mut process: AttachedProcess) -> Result<(Vec<u8>, i32), DomainEr
     Ok((out, status(&mut process).await?))
 }
 
+/// Longest record of the listing script: a name (at most 255 bytes on Linux) and its `stat`.
+const MAX_RECORD: u64 = 4096;
+
+/// Offers each `name\0stat\n` record of the listing script to `keeper`.
+async fn keep_page(
+    mut listing: impl tokio::io::AsyncBufRead + Unpin,
+    keeper: &mut PageKeeper<FileEntry>,
+) -> std::io::Result<()> {
+    let (mut name, mut stat) = (Vec::new(), Vec::new());
+    loop {
+        name.clear();
+        stat.clear();
+        if (&mut listing).take(MAX_RECORD).read_until(0, &mut name).await? == 0 {
+            return Ok(());
+        }
+        (&mut listing).take(MAX_RECORD).read_until(b'\n', &mut stat).await?;
+        if name.pop() != Some(0) || stat.last() != Some(&b'\n') {
+            return Err(std::io::Error::other("a listing record past its bound"));
+        }
+        if keeper.wants(&name)
+            && let Some(entry) = entry_of(&name, &String::from_utf8_lossy(&stat))
+        {
+            keeper.offer(name.clone(), entry);
+        }
+    }
+}
+
 fn entry_of(name: &[u8], stat: &str) -> Option<FileEntry> {
     let mut fields = stat.trim_end().rsplitn(4, '/');
     let (mtime, mode, size, kind) = (fields.next()?, fields.next()?, fields.next()?, fields.next()?);
@@ -150,22 +179,32 @@ fn entry_of(name: &[u8], stat: &str) -> Option<FileEntry> {
 
 #[async_trait]
 impl ProjectFiles for KubeFiles {
-    async fn list(&self, project: &Project, path: &ProjectPath) -> Result<Vec<FileEntry>, DomainError> {
-        let (out, code) = finish(self.exec(project, LIST, &[path.as_str()], false).await?).await?;
+    /// The pod lists the whole folder; the page is kept here as the listing streams by, in
+    /// memory proportional to the page.
+    async fn list(
+        &self,
+        project: &Project,
+        path: &ProjectPath,
+        page: &FolderPage,
+    ) -> Result<FolderEntries, DomainError> {
+        let mut process = self.exec(project, LIST, &[path.as_str()], false).await?;
+        let mut keeper = PageKeeper::new(page.clone());
+        let mut stderr = process.stderr();
+        if let Some(stdout) = process.stdout() {
+            let drain_err = async {
+                if let Some(stderr) = stderr.as_mut() {
+                    let _ = tokio::io::copy(stderr, &mut tokio::io::sink()).await;
+                }
+            };
+            let (read, ()) = tokio::join!(keep_page(BufReader::new(stdout), &mut keeper), drain_err);
+            read.map_err(|e| DomainError::executor_unavailable(format!("reading pod exec output: {e}")))?;
+        }
+        let code = status(&mut process).await?;
         if code != 0 {
             return Err(refusal(code, path));
         }
-        let mut entries = Vec::new();
-        let mut rest = &out[..];
-        while let Some(nul) = rest.iter().position(|&b| b == 0) {
-            let name = &rest[..nul];
-            let after = &rest[nul + 1..];
-            let newline = after.iter().position(|&b| b == b'\n').unwrap_or(after.len());
-            entries.extend(entry_of(name, &String::from_utf8_lossy(&after[..newline])));
-            rest = after.get(newline + 1..).unwrap_or_default();
-        }
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(entries)
+        let (entries, more) = keeper.finish();
+        Ok(FolderEntries { entries, more })
     }
 
     async fn read(&self, project: &Project, path: &ProjectPath) -> Result<FileContent, DomainError> {
@@ -199,7 +238,7 @@ impl ProjectFiles for KubeFiles {
                 )),
             }
         });
-        Ok(FileContent { size, sha256, body: body.boxed() })
+        Ok(FileContent { size, etag: sha256, body: body.boxed() })
     }
 
     async fn write(
@@ -217,7 +256,11 @@ impl ProjectFiles for KubeFiles {
             Some(length) => (length, body),
             None => spooled(body, rules.max_bytes).await?,
         };
-        let want = rules.if_match.clone().unwrap_or_else(|| "-".into());
+        let want = match &rules.if_match {
+            None => "-".to_owned(),
+            Some(IfMatch::Any) => "*".to_owned(),
+            Some(IfMatch::Tag(tag)) => tag.clone(),
+        };
         let mut process = self.exec(project, WRITE, &[path.as_str(), &length.to_string(), &want], true).await?;
         let mut stdin = process.stdin().ok_or_else(|| DomainError::internal(anyhow::anyhow!("exec without stdin")))?;
         let feed = async {
@@ -254,7 +297,13 @@ impl ProjectFiles for KubeFiles {
             .trim()
             .split_once(' ')
             .ok_or_else(|| DomainError::internal(anyhow::anyhow!("write script said {out:?}")))?;
-        Ok(WrittenFile { path: path.display(), size: length, sha256: sha256.to_owned(), created: existed == "0" })
+        Ok(WrittenFile {
+            path: path.display(),
+            size: length,
+            sha256: sha256.to_owned(),
+            etag: sha256.to_owned(),
+            created: existed == "0",
+        })
     }
 
     async fn delete(&self, project: &Project, path: &ProjectPath, recursive: bool) -> Result<(), DomainError> {

@@ -9,5 +9,5 @@ pub mod sandbox;
 mod terminal;
 
 pub use executor::{LocalExecutor, SandboxHealth};
-pub use files::LocalFiles;
+pub use files::{FileLimits, LocalFiles};
 pub use projects::LocalProjects;

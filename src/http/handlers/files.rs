@@ -34,6 +34,10 @@ pub struct RawBytes(#[allow(dead_code)] Vec<u8>);
 pub struct FolderParams {
     /// A folder relative to the project root (default: the root).
     path: Option<String>,
+    /// Entries per page, 1 to 1000 (default 1000).
+    limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -56,8 +60,9 @@ pub struct DeleteParams {
 
 /// List a folder
 ///
-/// Its entries sorted by name: files, folders, symlinks (not followed) and others, with size,
-/// permission bits and modification time. Scope `files:read`.
+/// A page of its entries sorted by name (byte order): files, folders, symlinks (not followed)
+/// and others, with size, permission bits and modification time; `next_cursor` lists the
+/// rest. Scope `files:read`.
 #[utoipa::path(
     get, path = "/projects/{id}/files", tag = "files", security(("api_key" = [])),
     params(("id" = String, Path, description = "Project id", pattern = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"), FolderParams),
@@ -75,20 +80,21 @@ pub async fn list_files(
     ApiQuery(params): ApiQuery<FolderParams>,
 ) -> Result<Json<FileListing>, ApiError> {
     let id = ProjectId::parse(&id)?;
-    Ok(Json(state.files.list(&id, params.path.as_deref()).await?))
+    Ok(Json(state.files.list(&id, params.path.as_deref(), params.limit, params.cursor.as_deref()).await?))
 }
 
 /// Read a file
 ///
-/// Its raw bytes, with `Content-Length` and `ETag` (the quoted sha256 of the content, for
-/// `If-Match`). Scope `files:read`.
+/// Its raw bytes, with `Content-Length` and `ETag` (for `If-Match`: the quoted sha256 of the
+/// content up to `RDEV_ETAG_HASH_MAX`, a digest of the file's identity and times above). Only
+/// regular files: a FIFO, socket or device is 400. Scope `files:read`.
 #[utoipa::path(
     get, path = "/projects/{id}/files/content", tag = "files", security(("api_key" = [])),
     params(("id" = String, Path, description = "Project id", pattern = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"), FileParams),
     responses(
         (status = 200, description = "The file's bytes", content_type = "application/octet-stream", body = RawBytes,
-            headers(("ETag" = String, description = "The quoted sha256 of the content"))),
-        (status = 400, description = "A path outside the project, or a folder", body = ErrorBody),
+            headers(("ETag" = String, description = "The file's quoted ETag"))),
+        (status = 400, description = "A path outside the project, a folder, or no regular file", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, description = "file not found", body = ErrorBody), (status = 429, body = ErrorBody),
     )
@@ -106,7 +112,7 @@ pub async fn read_file(
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(content.size));
-    if let Ok(etag) = HeaderValue::try_from(format!("\"{}\"", content.sha256)) {
+    if let Ok(etag) = HeaderValue::try_from(format!("\"{}\"", content.etag)) {
         headers.insert(header::ETAG, etag);
     }
     Ok(response)
@@ -153,7 +159,7 @@ pub async fn write_file(
         .boxed();
     let written = state.files.write(&auth.caller, &id, &params.path, stream, if_match.as_deref(), length).await?;
     let status = if written.created { StatusCode::CREATED } else { StatusCode::OK };
-    let etag = HeaderValue::try_from(format!("\"{}\"", written.sha256)).ok();
+    let etag = HeaderValue::try_from(format!("\"{}\"", written.etag)).ok();
     let mut response = (status, Json(written)).into_response();
     if let Some(etag) = etag {
         response.headers_mut().insert(header::ETAG, etag);
