@@ -76,6 +76,9 @@ pub enum DomainError {
     /// A body larger than the server takes.
     #[error("{0}")]
     TooLarge(String),
+    /// The client stopped sending its request body before it was whole.
+    #[error("the request body stopped arriving before it was whole")]
+    BodyStalled,
     /// An `Idempotency-Key` already used for a different request (path or body).
     #[error("this Idempotency-Key was used for a different request")]
     IdempotencyKeyReused,

@@ -16,6 +16,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
+use super::server::is_stalled_body;
 use crate::domain::{DomainError, FieldErrors, Unauthenticated};
 
 /// When a client should try again after a 503 of a database that is down: the server learns
@@ -80,6 +81,7 @@ impl ApiError {
                 DomainError::Conflict(_) => (StatusCode::CONFLICT, "CONFLICT"),
                 DomainError::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, "PRECONDITION_FAILED"),
                 DomainError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+                DomainError::BodyStalled => (StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT"),
                 DomainError::IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED"),
                 DomainError::ExecutorUnavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "EXECUTOR_UNAVAILABLE"),
                 DomainError::Unavailable(_) | DomainError::NotRecorded(_) => {
@@ -162,6 +164,7 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::MissingJsonContentType(_) => {
                 ApiError::BadRequest("expected a JSON body with Content-Type: application/json".into())
             }
+            other if is_stalled_body(&other) => ApiError::Domain(DomainError::BodyStalled),
             other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
             other => ApiError::BadRequest(other.body_text()),
         }

@@ -15,7 +15,7 @@ use super::{
     error::ApiError,
     state::AppState,
 };
-use crate::domain::{Caller, ProjectId};
+use crate::domain::{Caller, DomainError, ProjectId};
 
 pub async fn audit_rejected_executions(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let client_ip = state.client_ip.of(request.extensions(), request.headers());
@@ -30,6 +30,9 @@ pub async fn audit_rejected_executions(State(state): State<AppState>, request: R
     // The body is kept (it is at most the body limit) so a refusal can record the command.
     let (response, body) = match to_bytes(body, state.execute_body_limit()).await {
         Ok(bytes) => (next.run(Request::from_parts(parts, Body::from(bytes.clone()))).await, bytes),
+        Err(error) if super::server::is_stalled_body(&error) => {
+            (ApiError::Domain(DomainError::BodyStalled).into_response(), Default::default())
+        }
         Err(_) => (ApiError::PayloadTooLarge.into_response(), Default::default()),
     };
     if response.status().is_client_error() {

@@ -155,7 +155,13 @@ pub async fn write_file(
     let length = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
     let stream = body
         .into_data_stream()
-        .map_err(|error| DomainError::invalid("body", format!("could not be read: {error}")))
+        .map_err(|error| {
+            if crate::http::server::is_stalled_body(&error) {
+                DomainError::BodyStalled
+            } else {
+                DomainError::invalid("body", format!("could not be read: {error}"))
+            }
+        })
         .boxed();
     let written = state.files.write(&auth.caller, &id, &params.path, stream, if_match.as_deref(), length).await?;
     let status = if written.created { StatusCode::CREATED } else { StatusCode::OK };

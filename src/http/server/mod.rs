@@ -6,12 +6,16 @@
 //!   the cap are still served, but only for `/health` and `/ready` (so probes keep answering
 //!   while the cap is reached); every other request on them gets 503 `UNAVAILABLE` with
 //!   `Retry-After`. Past those, a connection is closed as soon as it is accepted.
-//! - A deadline for a request's headers (`RDEV_HEADER_TIMEOUT`), which also closes a keep-alive
-//!   connection that stays idle that long (hyper starts it again after every response).
+//! - A deadline for a request's headers (`RDEV_HEADER_TIMEOUT`), which also closes a connection
+//!   of either protocol that stays idle that long, and for each gap in a request body
+//!   (`deadlines`).
 //! - A request line longer than `MAX_REQUEST_LINE` gets 414 in the API's JSON, with an
 //!   `X-Request-Id`, instead of hyper's bare answer (see `first_line`).
 
+mod deadlines;
 mod first_line;
+
+pub use deadlines::is_stalled_body;
 
 use std::{
     convert::Infallible,
@@ -23,21 +27,26 @@ use std::{
 
 use axum::{
     Router,
-    body::Body,
     extract::{ConnectInfo, Request},
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+    server::conn::auto,
     service::TowerToHyperService,
 };
 use tokio::{net::TcpListener, sync::Semaphore};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::ServiceExt as _;
+
+use self::deadlines::{Activity, Tracked};
 
 use crate::telemetry::metrics::{HTTP_CONNECTIONS_OPEN, HTTP_CONNECTIONS_REFUSED_TOTAL};
 
+/// How long a connection found idle may take to close politely (HTTP/2's GOAWAY) before it is
+/// dropped.
+const CLOSING_GRACE: Duration = Duration::from_secs(1);
 /// Connections past the cap that are still served for probes, one request each.
 const PROBE_CONNECTIONS: usize = 32;
 /// Longest request line (method, target, version) the server reads; longer gets 414.
@@ -94,7 +103,8 @@ pub async fn serve(
     let served = Arc::new(Semaphore::new(limits.max_connections));
     let probes_only = Arc::new(Semaphore::new(PROBE_CONNECTIONS));
     let builders = Arc::new(Builders::new(limits.header_timeout));
-    let graceful = GracefulShutdown::new();
+    let stopping = CancellationToken::new();
+    let connections = TaskTracker::new();
     let mut accept_errors = AcceptErrors::default();
     tokio::pin!(shutdown);
     loop {
@@ -127,16 +137,29 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let builders = builders.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        let stopping = stopping.clone();
+        connections.spawn(async move {
             let _permit = permit;
             let open = metrics::gauge!(HTTP_CONNECTIONS_OPEN);
             open.increment(1.0);
             if let Some(stream) = first_line::checked(stream, limits.header_timeout).await {
-                let service = connection_service(router, peer, probes);
+                let activity = Arc::new(Activity::default());
+                let service = connection_service(router, peer, probes, activity.clone(), limits.header_timeout);
                 let builder = if probes { &builders.probes } else { &builders.served };
                 let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                if let Err(error) = watcher.watch(connection).await {
+                tokio::pin!(connection);
+                let ended = tokio::select! {
+                    ended = connection.as_mut() => ended,
+                    () = stopping.cancelled() => {
+                        connection.as_mut().graceful_shutdown();
+                        connection.await
+                    }
+                    () = activity.idle_for(limits.header_timeout) => {
+                        connection.as_mut().graceful_shutdown();
+                        tokio::time::timeout(CLOSING_GRACE, connection).await.unwrap_or(Ok(()))
+                    }
+                };
+                if let Err(error) = ended {
                     tracing::debug!(%error, %peer, "connection ended with an error");
                 }
             }
@@ -144,27 +167,32 @@ pub async fn serve(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    stopping.cancel();
+    connections.close();
+    connections.wait().await;
     Ok(())
 }
 
 /// One connection's service: the router with the peer's address, or, past the cap, the router
-/// for probes only.
+/// for probes only; each request counts as in flight until its response body is done.
 fn connection_service(
     router: Router,
     peer: SocketAddr,
     probes_only: bool,
+    activity: Arc<Activity>,
+    body_gap: Duration,
 ) -> TowerToHyperService<
     impl tower::Service<Request<hyper::body::Incoming>, Response = Response, Error = Infallible, Future: Send> + Clone,
 > {
     TowerToHyperService::new(tower::service_fn(move |mut request: Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
-        let router = router.clone();
+        let (router, in_flight) = (router.clone(), activity.begin());
         async move {
             if probes_only && !matches!(request.uri().path(), "/health" | "/ready") {
                 return Ok(too_many_connections());
             }
-            router.oneshot(request.map(Body::new)).await
+            let response = router.oneshot(request.map(|body| deadlines::limit_stalls(body, body_gap))).await?;
+            Ok(response.map(|body| Tracked::wrap(body, in_flight)))
         }
     }))
 }

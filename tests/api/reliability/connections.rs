@@ -1,6 +1,7 @@
 //! No client can hold the server's connections: idle and half-sent requests are closed at the
-//! header deadline, open connections are capped (with `/health` answering at the cap), and an
-//! over-long request line gets the API's JSON.
+//! header deadline on HTTP/1 and HTTP/2 alike, a request body that stops arriving gets 408, open
+//! connections are capped (with `/health` answering at the cap), and an over-long request line
+//! gets the API's JSON. A slow reader of a long answer is never cut.
 
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,84 @@ on_both_databases!(
     idle_and_half_sent_connections_are_closed_at_the_header_deadline,
     past_the_connection_cap_only_probes_are_served,
     an_overlong_request_line_gets_a_json_414,
+    half_an_http2_preface_and_an_idle_http2_connection_are_closed,
+    a_request_body_that_stops_arriving_gets_408,
+    a_slow_reader_of_a_long_answer_is_not_cut,
 );
+
+/// The client's HTTP/2 preface and an empty SETTINGS frame.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+/// A PING frame (8 bytes of payload, stream 0).
+const H2_PING: &[u8] = b"\0\0\x08\x06\0\0\0\0\0pingping";
+
+async fn half_an_http2_preface_and_an_idle_http2_connection_are_closed(db: Db) {
+    let app = TestApp::on(db).configure(|c| c.server.header_timeout = Duration::from_millis(300)).await;
+    let mut half = TcpStream::connect(app.addr).await.unwrap();
+    half.write_all(&H2_PREFACE[..18]).await.unwrap();
+    assert!(read_until_closed(&mut half, Duration::from_secs(5)).await.is_some(), "half a preface stays");
+
+    // A whole preface, then only PINGs (which the server answers) and never a request.
+    let mut pinging = TcpStream::connect(app.addr).await.unwrap();
+    pinging.write_all(H2_PREFACE).await.unwrap();
+    let (mut reader, mut writer) = pinging.split();
+    let pings = async {
+        for _ in 0..50 {
+            if writer.write_all(H2_PING).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let mut received = Vec::new();
+    let (closed, ()) =
+        tokio::join!(tokio::time::timeout(Duration::from_secs(5), reader.read_to_end(&mut received)), pings);
+    assert!(closed.is_ok(), "a connection that only pings stays");
+    assert!(received.len() > 9, "the server spoke HTTP/2 before it closed");
+}
+
+async fn a_request_body_that_stops_arriving_gets_408(db: Db) {
+    let app = TestApp::on(db).configure(|c| c.server.header_timeout = Duration::from_millis(300)).await;
+    let requests = [
+        format!(
+            "PUT /projects/hello/files/content?path=stalled.bin HTTP/1.1\r\nHost: x\r\nX-API-Key: {}\r\n",
+            app.admin_key
+        ),
+        format!(
+            "POST /projects/hello/shell HTTP/1.1\r\nHost: x\r\nX-API-Key: {}\r\nContent-Type: application/json\r\n",
+            app.admin_key
+        ),
+    ];
+    for head in requests {
+        let mut stream = TcpStream::connect(app.addr).await.unwrap();
+        stream.write_all(format!("{head}Content-Length: 1000\r\n\r\n{{\"command\":").as_bytes()).await.unwrap();
+        let answer = read_until_closed(&mut stream, Duration::from_secs(5)).await.expect("answered and closed");
+        let (status, body) = answer.split_once("\r\n\r\n").expect("a response");
+        assert!(status.starts_with("HTTP/1.1 408"), "{head}: {answer}");
+        let body: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body["error"]["code"], "REQUEST_TIMEOUT", "{body}");
+    }
+    assert!(!app.project_path("hello").join("stalled.bin").exists(), "nothing half-written");
+}
+
+async fn a_slow_reader_of_a_long_answer_is_not_cut(db: Db) {
+    let app = TestApp::on(db).configure(|c| c.server.header_timeout = Duration::from_millis(300)).await;
+    let size = 32 << 20;
+    std::fs::write(app.project_path("hello").join("big.bin"), vec![7u8; size]).unwrap();
+    let mut response = app
+        .client
+        .get(app.url("/projects/hello/files/content?path=big.bin"))
+        .header("X-API-Key", &app.admin_key)
+        .send()
+        .await
+        .unwrap();
+    let mut read = response.chunk().await.unwrap().map_or(0, |c| c.len());
+    // Slower than the deadline: the answer is in flight, so the connection is not idle.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        read += chunk.len();
+    }
+    assert_eq!(read, size);
+}
 
 /// Reads until the server closes the connection (at most `within`); what it sent.
 async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> Option<String> {
