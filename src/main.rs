@@ -8,6 +8,9 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use rdev_api::cli::Cli;
 
+/// How long blocking jobs still running at exit are waited for.
+const RUNTIME_SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 fn main() -> ExitCode {
     // The process that starts local commands is this binary too; it needs nothing below.
     if std::env::args_os().nth(1).is_some_and(|arg| arg == rdev_api::adapters::local::sandbox::HELPER_ARG) {
@@ -24,9 +27,13 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-    let result = tokio::runtime::Runtime::new()
-        .map_err(anyhow::Error::from)
-        .and_then(|runtime| runtime.block_on(rdev_api::cli::run(cli)));
+    let result = tokio::runtime::Runtime::new().map_err(anyhow::Error::from).and_then(|runtime| {
+        let result = runtime.block_on(rdev_api::cli::run(cli));
+        // Dropping the runtime would wait for every blocking job; one stuck in the kernel must
+        // not keep the process from ending.
+        runtime.shutdown_timeout(RUNTIME_SHUTDOWN_WAIT);
+        result
+    });
     telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,

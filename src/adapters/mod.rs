@@ -7,7 +7,9 @@
 //! - `local`: projects as folders and commands as child processes.
 //! - `memory`: in-process state for single-process setups (the SQLite rate limiter).
 //! - `kube`: projects as labelled pods and commands over pod exec, behind `breaker`.
+//! - `blocking_pool`: whether tokio's blocking threads take work (a readiness check).
 
+pub mod blocking_pool;
 pub mod breaker;
 pub mod cache;
 pub(crate) mod capture;

@@ -97,7 +97,8 @@ impl App {
         let rate_limits = subsystems::rate_limits(&config, &database, clock.clone());
         let idempotency = Arc::new(IdempotencyService::new(database.idempotency(), clock.clone()));
 
-        let mut readiness: Vec<Arc<dyn HealthCheck>> = vec![Arc::new(database.clone())];
+        let mut readiness: Vec<Arc<dyn HealthCheck>> =
+            vec![Arc::new(database.clone()), Arc::new(crate::adapters::blocking_pool::BlockingPoolHealth)];
         readiness.extend(executors.health);
         let state = AppState::new(Services {
             keys: keys.clone(),
@@ -196,19 +197,28 @@ impl App {
             }
         }
         maintenance.abort();
-        if let Err(error) = self.upkeep.keys.usage().flush().await {
-            tracing::warn!(%error, "could not write API key usage at shutdown");
+        // The last writes, bounded too: a database that hangs must not hold the exit.
+        let last_writes = async {
+            if let Err(error) = self.upkeep.keys.usage().flush().await {
+                tracing::warn!(%error, "could not write API key usage at shutdown");
+            }
+            self.upkeep.audit.write_backlog().await;
+            let unwritten = self.upkeep.audit.backlog_len();
+            if unwritten > 0 {
+                tracing::error!(unwritten, "audit entries lost at exit: the database stayed unavailable");
+            }
+            self.database.close().await;
+        };
+        if tokio::time::timeout(LAST_WRITES_WAIT, last_writes).await.is_err() {
+            tracing::error!(?LAST_WRITES_WAIT, "the last writes at exit did not finish in time");
         }
-        self.upkeep.audit.write_backlog().await;
-        let unwritten = self.upkeep.audit.backlog_len();
-        if unwritten > 0 {
-            tracing::error!(unwritten, "audit entries lost at exit: the database stayed unavailable");
-        }
-        self.database.close().await;
         Ok(())
     }
 }
 
+/// How long the last writes at exit (key usage, kept audit entries) and closing the database
+/// may take.
+const LAST_WRITES_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long stopped commands get to be killed and audited, and their answers sent, at exit.
 const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 

@@ -26,6 +26,9 @@ pub struct Readiness {
     checks: BTreeMap<&'static str, String>,
 }
 
+/// How long `/ready` waits for each check.
+const CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Liveness
 ///
 /// Answers while the process runs; needs nothing else.
@@ -36,8 +39,9 @@ pub async fn get_health() -> Json<Health> {
 
 /// Readiness
 ///
-/// `200` when the database answers and the executor can run commands; `503` otherwise, at once
-/// while the database is known to be down.
+/// `200` when the database answers, the executor can run commands and the blocking pool takes
+/// work; `503` otherwise, at once while the database is known to be down. A check that does not
+/// answer within 2 s counts as failed.
 #[utoipa::path(
     get, path = "/ready", tag = "health",
     responses(
@@ -46,9 +50,10 @@ pub async fn get_health() -> Json<Health> {
     )
 )]
 pub async fn get_ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
-    let results = futures_util::future::join_all(
-        state.readiness.iter().map(|check| async move { (check.name(), check.check().await) }),
-    )
+    let results = futures_util::future::join_all(state.readiness.iter().map(|check| async move {
+        let answer = tokio::time::timeout(CHECK_WAIT, check.check()).await;
+        (check.name(), answer.unwrap_or_else(|_| Err(format!("no answer within {CHECK_WAIT:?}"))))
+    }))
     .await;
     let ready = results.iter().all(|(_, result)| result.is_ok());
     let checks = results.into_iter().map(|(name, result)| (name, result.unwrap_or_else(|reason| reason))).collect();

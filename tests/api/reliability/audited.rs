@@ -18,6 +18,7 @@ use crate::{
 on_both_databases!(
     a_client_that_goes_away_gets_its_command_killed_and_audited,
     a_shutdown_stops_and_audits_the_commands_still_running,
+    sigterm_ends_the_process_within_the_grace_whatever_clients_hold,
     the_commands_of_a_dead_worker_are_audited_by_whoever_takes_them_back,
 );
 
@@ -106,6 +107,46 @@ async fn a_shutdown_stops_and_audits_the_commands_still_running(db: Db) {
     let audited = server.audited().await;
     assert_eq!(audited.len(), 1, "{audited:?}");
     assert_eq!(audited[0].outcome, rdev_api::domain::AuditOutcome::Error);
+}
+
+/// Clients that hold what they can (a download never read, a body never finished, a command's
+/// event stream) cannot keep the process past its grace and the fixed few seconds after it.
+async fn sigterm_ends_the_process_within_the_grace_whatever_clients_hold(db: Db) {
+    use tokio::io::AsyncWriteExt as _;
+    let mut server = Server::start(db, &[("RDEV_SHUTDOWN_GRACE", "1s"), ("RDEV_HEADER_TIMEOUT", "10m")]).await;
+    std::fs::write(server.dir.path().join("projects/hello/big.bin"), vec![0u8; 64 << 20]).unwrap();
+    let client = crate::support::http_client();
+    let download = client
+        .get(server.process.url("/projects/hello/files/content?path=big.bin"))
+        .header("X-API-Key", &server.admin)
+        .send()
+        .await
+        .unwrap();
+    let mut half_sent = tokio::net::TcpStream::connect(&server.process.addr).await.unwrap();
+    let head = format!(
+        "PUT /projects/hello/files/content?path=half HTTP/1.1\r\nHost: x\r\nX-API-Key: {}\r\nContent-Length: 1000\r\n\r\nabc",
+        server.admin
+    );
+    half_sent.write_all(head.as_bytes()).await.unwrap();
+    let marker = marker();
+    let queued = server
+        .process
+        .post_json("/projects/hello/commands", &server.admin, &json!({"command": format!("sleep {marker}")}))
+        .await;
+    let events = client
+        .get(server.process.url(&format!("/commands/{}/events", queued["id"].as_str().unwrap())))
+        .header("X-API-Key", &server.admin)
+        .send()
+        .await
+        .unwrap();
+
+    let started = std::time::Instant::now();
+    server.process.terminate().await;
+    let took = started.elapsed();
+    println!("{db:?}: exited {took:?} after SIGTERM (grace 1 s)");
+    assert!(took < Duration::from_secs(10), "exited only after {took:?}");
+    assert_eq!(survivors_of(&marker).await, Vec::<u32>::new());
+    drop((download, half_sent, events));
 }
 
 async fn the_commands_of_a_dead_worker_are_audited_by_whoever_takes_them_back(db: Db) {

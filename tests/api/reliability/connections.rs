@@ -173,3 +173,30 @@ async fn an_overlong_request_line_gets_a_json_414(db: Db) {
     let fits = app.get(&format!("/projects/{}", "a".repeat(60)), &app.admin_key).await;
     assert_eq!(fits.status, 404);
 }
+
+/// While every blocking thread is taken, the project routes cannot be served, and `/ready`
+/// says so instead of answering from the async threads; once they are free it is ready again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_is_503_while_the_blocking_pool_is_full() {
+    let app = TestApp::on(Db::Sqlite).await;
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(held));
+    // tokio's default: 512 blocking threads, all of them parked here.
+    let blockers: Vec<_> = (0..512)
+        .map(|_| {
+            let held = held.clone();
+            tokio::task::spawn_blocking(move || {
+                let _ = held.lock().unwrap().recv();
+            })
+        })
+        .collect();
+    let ready = app.send(app.client.get(app.url("/ready"))).await;
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    assert!(ready.body["checks"]["blocking_pool"].as_str().unwrap().contains("no thread"), "{}", ready.body);
+    drop(release);
+    for blocker in blockers {
+        blocker.await.unwrap();
+    }
+    let ready = app.send(app.client.get(app.url("/ready"))).await;
+    assert_eq!((ready.status, ready.body["checks"]["blocking_pool"].as_str()), (200, Some("ok")));
+}
