@@ -25,7 +25,11 @@ on_every_backend!(
     an_abrupt_close_leaves_nothing_running,
 );
 
-on_every_backend!(the_allowlist_and_the_rate_limit_apply_at_the_upgrade, an_idle_terminal_ends);
+on_every_backend!(
+    the_allowlist_and_the_rate_limit_apply_at_the_upgrade,
+    an_idle_terminal_ends,
+    a_client_that_stops_reading_is_idle_too
+);
 
 /// How long any expected output may take (a bound for a hang, not a timing goal).
 const PATIENCE: Duration = Duration::from_secs(15);
@@ -313,6 +317,33 @@ async fn an_idle_terminal_ends(backend: Backend) {
     let entry = &audit.body["entries"][0];
     assert!(entry["command"].as_str().unwrap().starts_with("terminal ended: idle timeout"), "{entry}");
     assert_eq!(entry["outcome"], "timed_out");
+}
+
+/// A shell that prints without end to a client that reads none of it: the output is not
+/// activity until the client takes it, so the terminal ends at the idle deadline and its shell
+/// with it.
+async fn a_client_that_stops_reading_is_idle_too(backend: Backend) {
+    let app =
+        TestApp::on(backend).configure(|config| config.executor.terminal_idle_timeout = Duration::from_secs(1)).await;
+    let mut term = Term::open(&app, "hello", "", Some(&app.admin_key)).await.unwrap();
+    let marker = marker();
+    term.keys(&format!("stty -echo; echo go-$((2+2)); exec yes {marker}\r")).await;
+    term.until("go-4").await;
+    let ended = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let audit = app.get("/audit?project_id=hello&limit=1", &app.admin_key).await;
+            let entry = audit.body["entries"][0].clone();
+            if entry["command"].as_str().unwrap_or_default().starts_with("terminal ended") {
+                return entry;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the terminal never ended");
+    assert_eq!(ended["outcome"], "timed_out", "{ended}");
+    assert_eq!(survivors_of(&marker).await, Vec::<u32>::new(), "the shell is gone");
+    drop(term);
 }
 
 /// `VmRSS` (KiB) and `Threads` of a process.

@@ -146,8 +146,12 @@ async fn serve(mut socket: WebSocket, opened: OpenedTerminal, service: Arc<Termi
     metrics::counter!(TERMINAL_BYTES_TOTAL, "direction" => "in").increment(bytes_in);
     metrics::counter!(TERMINAL_BYTES_TOTAL, "direction" => "out").increment(bytes_out);
     service.record_end(&caller, &project_id, &summary).await;
-    say_goodbye(&mut socket, ending).await;
+    // A client that reads nothing gets no goodbye: it costs a timer, not a task forever.
+    let _ = tokio::time::timeout(GOODBYE_WAIT, say_goodbye(&mut socket, ending)).await;
 }
+
+/// How long the last frames may take to leave.
+const GOODBYE_WAIT: Duration = Duration::from_secs(5);
 
 struct Pump {
     io: TerminalIo,
@@ -168,9 +172,12 @@ impl Pump {
                     // The shell is done and its output all sent.
                     let Some(chunk) = chunk else { break };
                     self.bytes_out += chunk.len() as u64;
-                    deadline = Instant::now() + self.idle;
-                    if socket.send(Message::Binary(chunk)).await.is_err() {
-                        return TerminalEnding::ClientClosed;
+                    // Output counts once the client takes it: a client that stops reading is
+                    // idle too, and its send gives up at the deadline.
+                    match tokio::time::timeout_at(deadline, socket.send(Message::Binary(chunk))).await {
+                        Err(_) => return TerminalEnding::Idle,
+                        Ok(Err(_)) => return TerminalEnding::ClientClosed,
+                        Ok(Ok(())) => deadline = Instant::now() + self.idle,
                     }
                 }
                 permit = self.io.input.reserve(), if pending.is_some() => {
@@ -192,11 +199,11 @@ impl Pump {
                         }
                         Message::Text(text) => match ControlFrame::parse(text.as_str()) {
                             Ok(input) => pending = Some(input),
-                            Err(error) => {
-                                if socket.send(error_frame(error)).await.is_err() {
-                                    return TerminalEnding::ClientClosed;
-                                }
-                            }
+                            Err(error) => match tokio::time::timeout_at(deadline, socket.send(error_frame(error))).await {
+                                Err(_) => return TerminalEnding::Idle,
+                                Ok(Err(_)) => return TerminalEnding::ClientClosed,
+                                Ok(Ok(())) => {}
+                            },
                         },
                         Message::Close(_) => return TerminalEnding::ClientClosed,
                         Message::Ping(_) | Message::Pong(_) => {}
