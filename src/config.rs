@@ -105,10 +105,18 @@ pub struct ServerSettings {
     #[arg(long, env = "RDEV_MAX_CONNECTIONS", default_value_t = 4096, global = true)]
     pub max_connections: usize,
 
-    /// How long a client may take to send a request's headers; also how long a keep-alive
-    /// connection may stay idle between requests.
+    /// How long a client may take to send a request's headers; also how long a connection may
+    /// stay with no request in flight, and the longest gap in a request body (then 408).
     #[arg(long, env = "RDEV_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration, global = true)]
     pub header_timeout: Duration,
+
+    /// Followers of command output (`/commands/{id}/events`) at once on this replica; past it 429.
+    #[arg(long, env = "RDEV_MAX_FOLLOWERS", default_value_t = 2000, global = true)]
+    pub max_followers: usize,
+
+    /// Followers at once of one API key on this replica; past it 429.
+    #[arg(long, env = "RDEV_MAX_FOLLOWERS_PER_KEY", default_value_t = 100, global = true)]
+    pub max_followers_per_key: usize,
 }
 
 /// Database.
@@ -452,6 +460,9 @@ impl Config {
         }
         if !(Duration::from_millis(100)..=Duration::from_secs(600)).contains(&self.server.header_timeout) {
             bail!("RDEV_HEADER_TIMEOUT must be between 100ms and 10m, got {:?}", self.server.header_timeout);
+        }
+        if self.server.max_followers == 0 || self.server.max_followers_per_key == 0 {
+            bail!("RDEV_MAX_FOLLOWERS and RDEV_MAX_FOLLOWERS_PER_KEY must be at least 1");
         }
         if !(1..=1000).contains(&self.database.max_connections) {
             bail!("RDEV_DB_MAX_CONNECTIONS must be between 1 and 1000, got {}", self.database.max_connections);

@@ -11,8 +11,8 @@ use crate::{
     domain::CommandDefaults,
     ports::{Clock, CommandQueue, DeliveryQueue, Executor, OutputLog, RateLimiter},
     services::{
-        ApiKeyService, AuditService, CommandService, CommandStores, DispatchSettings, DispatchWake, OutputService,
-        ProjectService, QueueService, QueueWorker, RateLimitService, RunningCommands, SessionService,
+        ApiKeyService, AuditService, CommandService, CommandStores, DispatchSettings, DispatchWake, FollowLimits,
+        OutputService, ProjectService, QueueService, QueueWorker, RateLimitService, RunningCommands, SessionService,
         WebhookDispatcher, WebhookService,
     },
 };
@@ -98,7 +98,13 @@ pub(super) fn commands(config: &Config, database: &Database, parts: CommandParts
             lease: config.queue.lease,
         })
         .collect();
-    let output = Arc::new(OutputService::new(output_log.clone(), store.clone()));
+    let follow_limits = FollowLimits {
+        per_replica: config.server.max_followers,
+        per_key: config.server.max_followers_per_key,
+        // Leases, claims and output writes keep the rest of the pool.
+        reads: (config.database.max_connections as usize / 4).max(1),
+    };
+    let output = Arc::new(OutputService::new(output_log.clone(), store.clone(), follow_limits));
     let sessions = Arc::new(SessionService::new(
         sessions,
         projects,

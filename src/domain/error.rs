@@ -79,6 +79,9 @@ pub enum DomainError {
     /// The client stopped sending its request body before it was whole.
     #[error("the request body stopped arriving before it was whole")]
     BodyStalled,
+    /// A bound of this server is reached for now (too many followers); try again later.
+    #[error("{0}")]
+    TooBusy(String),
     /// An `Idempotency-Key` already used for a different request (path or body).
     #[error("this Idempotency-Key was used for a different request")]
     IdempotencyKeyReused,

@@ -81,6 +81,7 @@ impl ApiError {
                 DomainError::Conflict(_) => (StatusCode::CONFLICT, "CONFLICT"),
                 DomainError::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, "PRECONDITION_FAILED"),
                 DomainError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+                DomainError::TooBusy(_) => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
                 DomainError::BodyStalled => (StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT"),
                 DomainError::IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED"),
                 DomainError::ExecutorUnavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "EXECUTOR_UNAVAILABLE"),
@@ -143,6 +144,7 @@ impl IntoResponse for ApiError {
                 Some(retry_after.unwrap_or(EXECUTOR_RETRY_AFTER))
             }
             ApiError::Domain(DomainError::Unavailable(_) | DomainError::NotRecorded(_)) => Some(DATABASE_RETRY_AFTER),
+            ApiError::Domain(DomainError::TooBusy(_)) => Some(std::time::Duration::from_secs(1)),
             _ => None,
         };
         if let Some(after) = retry_after {

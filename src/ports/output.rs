@@ -46,9 +46,10 @@ pub trait OutputLog: Send + Sync {
     /// Wakes the followers of `command` on every replica without new entries: it has ended.
     async fn announce(&self, command: Uuid) -> Result<(), DomainError>;
 
-    /// Woken (`notify_waiters`) whenever a command's log changed or it ended, here or on another
-    /// replica. Followers enable a `notified()` before they read, so no wake is lost.
-    fn changes(&self) -> Arc<Notify>;
+    /// Woken (`notify_waiters`) whenever `command`'s log changed or it ended, here or on another
+    /// replica; only while someone holds it. Enable a `notified()` before reading, so no wake is
+    /// lost.
+    fn changes(&self, command: Uuid) -> Arc<Notify>;
 
     /// Deletes the logs of commands that finished before `before`; how many entries.
     async fn purge(&self, before: DateTime<Utc>) -> Result<u64, DomainError>;

@@ -1,7 +1,7 @@
 //! A command's stored output log: written in batches while it runs (`OutputWriter`), read
 //! back whole (`OutputService::kept`) or followed live and resumed from any replica
-//! (`OutputService::follow`). A follower reads only the stored log, so what it sees live is
-//! exactly what a replay shows later.
+//! (`OutputService::follow`, see `follow`). A follower reads only the stored log, so what it
+//! sees live is exactly what a replay shows later.
 
 use std::{sync::Arc, time::Duration};
 
@@ -9,6 +9,7 @@ use futures_util::{Stream as FutureStream, future::BoxFuture};
 use tokio::{sync::mpsc, time::Instant};
 use uuid::Uuid;
 
+use super::follow::{FollowLimits, Followers};
 use crate::{
     domain::{Command, DomainError, EntryKind, OutputEntry, Stream, TailSnapshot},
     ports::{CommandQueue, OutputChunk, OutputLog, OutputSink},
@@ -19,11 +20,8 @@ const BATCH_TIME: Duration = Duration::from_millis(100);
 /// …or this big, or has this many entries, whichever comes first.
 const BATCH_BYTES: usize = 64 * 1024;
 const BATCH_ENTRIES: usize = 256;
-/// Entries a follower reads per query.
-const FOLLOW_PAGE: u32 = 256;
-/// How often a follower looks again without being woken (a missed notification, a replica
-/// that died with the command): the most a follower can lag.
-const FOLLOW_POLL: Duration = Duration::from_secs(1);
+/// Entries read per query.
+const PAGE: u32 = 256;
 
 /// Stores the row that makes a command run now followable (`CommandQueue::store_now`).
 pub type OpenRun = Box<dyn FnOnce() -> BoxFuture<'static, Result<(), DomainError>> + Send>;
@@ -244,11 +242,13 @@ pub struct KeptOutput {
 pub struct OutputService {
     log: Arc<dyn OutputLog>,
     commands: Arc<dyn CommandQueue>,
+    followers: Followers,
 }
 
 impl OutputService {
-    pub fn new(log: Arc<dyn OutputLog>, commands: Arc<dyn CommandQueue>) -> Self {
-        Self { log, commands }
+    pub fn new(log: Arc<dyn OutputLog>, commands: Arc<dyn CommandQueue>, limits: FollowLimits) -> Self {
+        let followers = Followers::new(log.clone(), commands.clone(), limits);
+        Self { log, commands, followers }
     }
 
     async fn command(&self, id: Uuid) -> Result<Command, DomainError> {
@@ -261,8 +261,9 @@ impl OutputService {
         // The status first: a final one means every entry was stored before it.
         let complete = self.command(id).await?.status.is_final();
         let mut entries = all_entries(self.log.as_ref(), id).await?;
-        let last = entries.last().map_or(0, |e| e.seq);
-        let tails = tail_entries(&entries, &self.log.tails(id).await?, last);
+        let mut ends = LogEnds::default();
+        entries.iter().for_each(|entry| ends.add(entry));
+        let tails = ends.tail_entries(&self.log.tails(id).await?);
         entries.extend(tails);
         let mut kept = KeptOutput { bytes: Vec::new(), omitted_bytes: 0, complete };
         for entry in entries.into_iter().filter(|e| e.stream == stream) {
@@ -274,27 +275,16 @@ impl OutputService {
         Ok(kept)
     }
 
-    /// The command's log after `after`, live while it runs, then its end. Refuses an unknown
-    /// command at once; later errors (the database went away) end the stream with the error.
+    /// The command's log after `after`, live while it runs, then its end, for `key`. Refuses an
+    /// unknown command, and a follower past the caps (429), at once; later errors (the database
+    /// went away) end the stream with the error.
     pub async fn follow(
         &self,
+        key: Option<Uuid>,
         id: Uuid,
         after: u64,
     ) -> Result<impl FutureStream<Item = Result<Followed, DomainError>> + Send + use<>, DomainError> {
-        self.command(id).await?;
-        let follower = Follower {
-            id,
-            after,
-            log: self.log.clone(),
-            commands: self.commands.clone(),
-            pending: Vec::new().into_iter(),
-            tails_sent: false,
-            done: false,
-        };
-        Ok(futures_util::stream::unfold(follower, |mut follower| async move {
-            let next = follower.next().await?;
-            Some((next, follower))
-        }))
+        self.followers.follow(key, id, after).await
     }
 }
 
@@ -303,7 +293,7 @@ async fn all_entries(log: &dyn OutputLog, id: Uuid) -> Result<Vec<OutputEntry>, 
     let mut entries: Vec<OutputEntry> = Vec::new();
     loop {
         let after = entries.last().map_or(0, |e| e.seq);
-        let page = log.after(id, after, FOLLOW_PAGE).await?;
+        let page = log.after(id, after, PAGE).await?;
         if page.is_empty() {
             return Ok(entries);
         }
@@ -311,110 +301,54 @@ async fn all_entries(log: &dyn OutputLog, id: Uuid) -> Result<Vec<OutputEntry>, 
     }
 }
 
-/// What `tails` hold beyond the end of each stream in `entries` (a command that never stored
-/// its end), as the entries its end would have added: the gap up to the tail, then the tail's
-/// bytes past what the log has, numbered after `last_seq`.
-fn tail_entries(entries: &[OutputEntry], tails: &[TailSnapshot], last_seq: u64) -> Vec<OutputEntry> {
-    let mut seq = last_seq;
-    let mut extra = Vec::new();
-    for tail in tails {
-        let end_of_log = entries
-            .iter()
-            .filter(|e| e.stream == tail.stream)
-            .map(|e| match &e.kind {
-                EntryKind::Data(bytes) => e.offset + bytes.len() as u64,
-                EntryKind::Gap { bytes } => e.offset + bytes,
-            })
-            .max()
-            .unwrap_or(0);
-        let tail_end = tail.offset + tail.data.len() as u64;
-        if tail_end <= end_of_log {
-            continue;
-        }
-        let mut entry = |offset, kind| {
-            seq += 1;
-            extra.push(OutputEntry { seq, stream: tail.stream, offset, kind });
+/// How far a log reaches: its last `seq` and the end offset of each stream, taken entry by
+/// entry (so a whole log need not be held to know it).
+#[derive(Debug, Default)]
+pub(super) struct LogEnds {
+    pub last_seq: u64,
+    stdout: u64,
+    stderr: u64,
+}
+
+impl LogEnds {
+    pub fn add(&mut self, entry: &OutputEntry) {
+        let end = match &entry.kind {
+            EntryKind::Data(bytes) => entry.offset + bytes.len() as u64,
+            EntryKind::Gap { bytes } => entry.offset + bytes,
         };
-        if tail.offset > end_of_log {
-            entry(end_of_log, EntryKind::Gap { bytes: tail.offset - end_of_log });
-        }
-        let skip = end_of_log.saturating_sub(tail.offset) as usize;
-        entry(tail.offset.max(end_of_log), EntryKind::Data(tail.data[skip..].to_vec()));
-    }
-    extra
-}
-
-struct Follower {
-    id: Uuid,
-    after: u64,
-    log: Arc<dyn OutputLog>,
-    commands: Arc<dyn CommandQueue>,
-    pending: std::vec::IntoIter<OutputEntry>,
-    /// Whether the entries made of stored tails were handed out.
-    tails_sent: bool,
-    done: bool,
-}
-
-impl Follower {
-    async fn next(&mut self) -> Option<Result<Followed, DomainError>> {
-        if self.done {
-            return None;
-        }
-        loop {
-            if let Some(entry) = self.pending.next() {
-                self.after = entry.seq;
-                return Some(Ok(Followed::Entry(entry)));
-            }
-            let changes = self.log.changes();
-            let woken = changes.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-            match self.read().await {
-                Ok(Some(exit)) => {
-                    self.done = true;
-                    return exit.map(Ok);
-                }
-                Ok(None) if self.pending.len() > 0 => continue,
-                Ok(None) => {}
-                Err(error) => {
-                    self.done = true;
-                    return Some(Err(error));
-                }
-            }
-            let _ = tokio::time::timeout(FOLLOW_POLL, woken).await;
-        }
+        let of_stream = match entry.stream {
+            Stream::Stdout => &mut self.stdout,
+            Stream::Stderr => &mut self.stderr,
+        };
+        *of_stream = (*of_stream).max(end);
+        self.last_seq = self.last_seq.max(entry.seq);
     }
 
-    /// Reads what came after `after` into `pending`; when nothing did and the command has
-    /// ended, its exit (`Some(None)` when the client already had it).
-    async fn read(&mut self) -> Result<Option<Option<Followed>>, DomainError> {
-        let page = self.log.after(self.id, self.after, FOLLOW_PAGE).await?;
-        if !page.is_empty() {
-            self.pending = page.into_iter();
-            return Ok(None);
+    /// What `tails` hold beyond the end of each stream (a command that never stored its end),
+    /// as the entries its end would have added: the gap up to the tail, then the tail's bytes
+    /// past what the log has, numbered after `last_seq`.
+    pub fn tail_entries(&self, tails: &[TailSnapshot]) -> Vec<OutputEntry> {
+        let mut seq = self.last_seq;
+        let mut extra = Vec::new();
+        for tail in tails {
+            let end_of_log = match tail.stream {
+                Stream::Stdout => self.stdout,
+                Stream::Stderr => self.stderr,
+            };
+            let tail_end = tail.offset + tail.data.len() as u64;
+            if tail_end <= end_of_log {
+                continue;
+            }
+            let mut entry = |offset, kind| {
+                seq += 1;
+                extra.push(OutputEntry { seq, stream: tail.stream, offset, kind });
+            };
+            if tail.offset > end_of_log {
+                entry(end_of_log, EntryKind::Gap { bytes: tail.offset - end_of_log });
+            }
+            let skip = end_of_log.saturating_sub(tail.offset) as usize;
+            entry(tail.offset.max(end_of_log), EntryKind::Data(tail.data[skip..].to_vec()));
         }
-        let command = self.commands.get(self.id).await?.ok_or_else(|| DomainError::not_found("command", ""))?;
-        if !command.status.is_final() {
-            return Ok(None);
-        }
-        // Ended: entries stored before the status changed may have come since the read above.
-        let page = self.log.after(self.id, self.after, FOLLOW_PAGE).await?;
-        if !page.is_empty() {
-            self.pending = page.into_iter();
-            return Ok(None);
-        }
-        // A command whose replica died never stored its tail's end: what its stored tails hold
-        // beyond the log comes last, numbered on (the same numbers on every read).
-        let entries = all_entries(self.log.as_ref(), self.id).await?;
-        let last = entries.last().map_or(0, |e| e.seq);
-        let extra = tail_entries(&entries, &self.log.tails(self.id).await?, last);
-        let id = extra.last().map_or(last, |e| e.seq) + 1;
-        let unseen: Vec<_> = extra.into_iter().filter(|e| e.seq > self.after).collect();
-        if !unseen.is_empty() && !self.tails_sent {
-            self.tails_sent = true;
-            self.pending = unseen.into_iter();
-            return Ok(None);
-        }
-        Ok(Some((self.after < id).then(|| Followed::Exit { command: Box::new(command), id })))
+        extra
     }
 }

@@ -16,6 +16,7 @@ mod errors;
 mod escapes;
 mod files;
 mod files_bounds;
+mod followers;
 mod idempotency;
 mod isolation;
 mod keys;

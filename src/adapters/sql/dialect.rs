@@ -106,11 +106,19 @@ pub(crate) trait Dialect: sqlx::Database<Row: Row> + Sync {
 
     /// Wakes `work` on every notification on `channel`, for as long as the process runs:
     /// Postgres `LISTEN`, over a connection of its own that comes back after a failure. Other
-    /// databases have one process, which wakes itself. `Wake::All` wakes every waiter (followers
-    /// of an output: each wants to see it); `Wake::One` one (queue workers: one enqueue is one
-    /// command, and waking them all sent every idle worker of every replica to claim it).
-    fn listen(pool: &Pool<Self>, channel: &'static str, work: Arc<Notify>, wake: Wake);
+    /// databases have one process, which wakes itself. One waiter is woken (`notify_one`, with a
+    /// permit kept when none waits): one enqueue is one command, and waking them all sent every
+    /// idle worker of every replica to claim it.
+    fn listen(pool: &Pool<Self>, channel: &'static str, work: Arc<Notify>);
+
+    /// Calls `heard` with the payload of every notification on `channel` (Postgres `LISTEN`, as
+    /// `listen`), and with `None` whenever notifications may have been missed (the connection
+    /// came back). Other databases have one process, which tells itself.
+    fn listen_payloads(pool: &Pool<Self>, channel: &'static str, heard: Heard);
 }
+
+/// What a listener of payloads calls: `Some(payload)`, or `None` when some may have been lost.
+pub(crate) type Heard = Arc<dyn Fn(Option<&str>) + Send + Sync>;
 
 /// The running of statements, the same for both: sqlx's own methods, on a pool or a connection.
 macro_rules! runs {
@@ -175,7 +183,7 @@ impl Dialect for Postgres {
         Box::pin(pool.begin())
     }
 
-    fn listen(pool: &Pool<Self>, channel: &'static str, work: Arc<Notify>, wake: Wake) {
+    fn listen(pool: &Pool<Self>, channel: &'static str, work: Arc<Notify>) {
         let pool = pool.clone();
         tokio::spawn(async move {
             loop {
@@ -183,13 +191,34 @@ impl Dialect for Postgres {
                     Ok(mut listener) => {
                         if listener.listen(channel).await.is_ok() {
                             while listener.recv().await.is_ok() {
-                                wake.of(&work);
+                                work.notify_one();
                             }
                         }
                     }
                     Err(error) => tracing::warn!(%error, channel, "cannot LISTEN; polling only"),
                 }
                 // Reconnect; waiters poll meanwhile, so nothing waits on this.
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        });
+    }
+
+    fn listen_payloads(pool: &Pool<Self>, channel: &'static str, heard: Heard) {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            loop {
+                match sqlx::postgres::PgListener::connect_with(&pool).await {
+                    Ok(mut listener) => {
+                        if listener.listen(channel).await.is_ok() {
+                            // Whatever came while it was away is unknown.
+                            heard(None);
+                            while let Ok(notification) = listener.recv().await {
+                                heard(Some(notification.payload()));
+                            }
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, channel, "cannot LISTEN; polling only"),
+                }
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
         });
@@ -226,23 +255,9 @@ impl Dialect for Sqlite {
         Box::pin(pool.begin_with("BEGIN IMMEDIATE"))
     }
 
-    fn listen(_: &Pool<Self>, _: &'static str, _: Arc<Notify>, _: Wake) {}
-}
+    fn listen(_: &Pool<Self>, _: &'static str, _: Arc<Notify>) {}
 
-/// Whom a notification wakes: every waiter, or one (with a permit kept when none waits).
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Wake {
-    All,
-    One,
-}
-
-impl Wake {
-    pub(crate) fn of(self, work: &Notify) {
-        match self {
-            Wake::All => work.notify_waiters(),
-            Wake::One => work.notify_one(),
-        }
-    }
+    fn listen_payloads(_: &Pool<Self>, _: &'static str, _: Heard) {}
 }
 
 /// The `VALUES` list of a multi-row insert, the only parameters of its statement: `rows` tuples

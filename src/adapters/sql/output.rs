@@ -1,8 +1,11 @@
-//! `OutputLog` on SQL: one multi-row insert per batch; on Postgres a `NOTIFY rdev_output` after
-//! it wakes the followers of every replica (one `LISTEN` connection per replica), on SQLite the
-//! process wakes its own.
+//! `OutputLog` on SQL: one multi-row insert per batch; on Postgres a `NOTIFY rdev_output` with
+//! the command's id after it wakes that command's followers on every replica (one `LISTEN`
+//! connection per replica), on SQLite the process wakes its own.
 
-use std::sync::{Arc, OnceLock};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, OnceLock, Weak},
+};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -10,7 +13,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{
-    dialect::{Db, Dialect, Kind, On, Stmt, Wake, values_rows},
+    dialect::{Db, Dialect, Heard, Kind, On, Stmt, values_rows},
     errors::corrupt,
     values::Row,
 };
@@ -23,14 +26,45 @@ const CHANNEL: &str = "rdev_output";
 
 pub(crate) struct SqlOutputLog<D: Dialect> {
     db: Db<D>,
-    changes: Arc<Notify>,
+    changes: Arc<Changes>,
     /// Postgres: the `LISTEN` of this replica, started by the first follower.
     listening: OnceLock<()>,
 }
 
+/// The wake-up of each command someone here follows (held by its followers, so a command no
+/// one follows any more drops out).
+#[derive(Default)]
+struct Changes {
+    of: Mutex<HashMap<Uuid, Weak<Notify>>>,
+}
+
+impl Changes {
+    fn of(&self, command: Uuid) -> Arc<Notify> {
+        let mut of = self.of.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(notify) = of.get(&command).and_then(Weak::upgrade) {
+            return notify;
+        }
+        // Now and then, forget the commands no one follows.
+        if of.len() >= 64 && of.len().is_power_of_two() {
+            of.retain(|_, notify| notify.strong_count() > 0);
+        }
+        let notify = Arc::new(Notify::new());
+        of.insert(command, Arc::downgrade(&notify));
+        notify
+    }
+
+    fn wake(&self, command: Option<Uuid>) {
+        let of = self.of.lock().unwrap_or_else(|p| p.into_inner());
+        match command {
+            Some(command) => of.get(&command).and_then(Weak::upgrade).into_iter().for_each(|n| n.notify_waiters()),
+            None => of.values().filter_map(Weak::upgrade).for_each(|n| n.notify_waiters()),
+        }
+    }
+}
+
 impl<D: Dialect> SqlOutputLog<D> {
     pub(crate) fn new(db: Db<D>) -> Self {
-        Self { db, changes: Arc::new(Notify::new()), listening: OnceLock::new() }
+        Self { db, changes: Arc::default(), listening: OnceLock::new() }
     }
 
     async fn wake_everyone(&self, command: Uuid) -> Result<(), DomainError> {
@@ -41,7 +75,7 @@ impl<D: Dialect> SqlOutputLog<D> {
                 .fetch_optional(&self.db)
                 .await?;
         }
-        self.changes.notify_waiters();
+        self.changes.wake(Some(command));
         Ok(())
     }
 }
@@ -162,9 +196,20 @@ impl<D: Dialect> OutputLog for SqlOutputLog<D> {
         self.wake_everyone(command).await
     }
 
-    fn changes(&self) -> Arc<Notify> {
-        self.listening.get_or_init(|| D::listen(&self.db.pool, CHANNEL, self.changes.clone(), Wake::All));
-        self.changes.clone()
+    fn changes(&self, command: Uuid) -> Arc<Notify> {
+        self.listening.get_or_init(|| {
+            let changes = self.changes.clone();
+            let heard: Heard = Arc::new(move |payload: Option<&str>| match payload {
+                None => changes.wake(None),
+                Some(payload) => {
+                    if let Ok(command) = payload.parse() {
+                        changes.wake(Some(command));
+                    }
+                }
+            });
+            D::listen_payloads(&self.db.pool, CHANNEL, heard);
+        });
+        self.changes.of(command)
     }
 
     async fn purge(&self, before: DateTime<Utc>) -> Result<u64, DomainError> {

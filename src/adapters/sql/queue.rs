@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::{
     audit::insert_entry,
     command_rows::{COLUMNS, CommandRow, command_from_row, omitted_columns, storable, upsert_commands},
-    dialect::{Db, Dialect, Kind, Stmt, Tx, Wake, begin, commit, rollback},
+    dialect::{Db, Dialect, Kind, Stmt, Tx, begin, commit, rollback},
     outbox::publish,
     values::Row,
 };
@@ -276,9 +276,7 @@ impl<D: Dialect> CommandQueue for SqlCommandQueue<D> {
 
     async fn wait_for_work(&self) {
         // Postgres: every replica hears every enqueue. SQLite: `enqueue` wakes this process.
-        self.listener
-            .get_or_init(|| async { D::listen(&self.db.pool, "rdev_commands", self.work.clone(), Wake::One) })
-            .await;
+        self.listener.get_or_init(|| async { D::listen(&self.db.pool, "rdev_commands", self.work.clone()) }).await;
         self.work.notified().await;
     }
 }

@@ -114,10 +114,11 @@ pub struct EventParams {
         (status = 200, description = "The event stream", content_type = "text/event-stream", body = SseEvent),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
+        (status = 429, description = "Too many followers of this key, or on this server", body = ErrorBody),
     )
 )]
 pub async fn follow_output(
-    _auth: Authorized<scope::CommandsRead>,
+    auth: Authorized<scope::CommandsRead>,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<Uuid>,
     ApiQuery(params): ApiQuery<EventParams>,
@@ -131,7 +132,7 @@ pub async fn follow_output(
             .ok_or_else(|| DomainError::invalid("Last-Event-ID", "must be an event id this stream sent"))?,
         None => params.after.unwrap_or(0),
     };
-    let followed = state.output.follow(id, after).await?;
+    let followed = state.output.follow(Some(auth.key.id), id, after).await?;
     let events = followed.map(|next| {
         Ok::<_, Infallible>(match next {
             Ok(Followed::Entry(entry)) => output_event(entry),

@@ -3,6 +3,7 @@
 //! checked without a database, a process or a network in the way.
 
 mod dispatcher;
+mod follow;
 mod queue;
 mod worker;
 

@@ -54,7 +54,7 @@ impl OutputLog for MemoryOutputLog {
         Ok(())
     }
 
-    fn changes(&self) -> Arc<Notify> {
+    fn changes(&self, _command: Uuid) -> Arc<Notify> {
         self.changes.clone()
     }
 
