@@ -14,6 +14,7 @@ on_both_databases!(
     two_identical_requests_on_two_replicas_run_once,
     a_queued_command_is_enqueued_once_per_key,
     keys_are_checked_and_belong_to_their_api_key,
+    a_stored_answer_costs_about_its_output_not_its_json,
 );
 
 async fn keyed(app: &TestApp, path: &str, key: &str, body: Value) -> Reply {
@@ -101,4 +102,47 @@ async fn keys_are_checked_and_belong_to_their_api_key(db: Db) {
     assert_eq!(theirs.status, 202, "{}", theirs.body);
     assert!(theirs.headers.get("idempotent-replayed").is_none());
     assert_ne!(theirs.body["id"], valid.body["id"]);
+}
+
+/// 1 MiB of control bytes is 6 MiB of JSON: the stored answer is deflated, so a key's repeats
+/// cost the database about the output, and the replay is the same answer byte for byte.
+async fn a_stored_answer_costs_about_its_output_not_its_json(db: Db) {
+    let app = TestApp::on(db).await;
+    let command = json!({"command": "head -c 1048576 /dev/zero | tr '\\0' '\\1'"});
+    let first = app
+        .client
+        .post(app.url("/projects/hello/shell"))
+        .header("X-API-Key", &app.admin_key)
+        .header("Idempotency-Key", "big")
+        .json(&command);
+    let first = first.send().await.unwrap().text().await.unwrap();
+    assert!(first.len() > 6 << 20, "the answer is JSON-escaped: {} bytes", first.len());
+    let stored: i64 = match db {
+        Db::Postgres => sqlx::query_scalar(
+            "SELECT (COALESCE(octet_length(body), 0) + COALESCE(octet_length(body_deflated), 0))::bigint
+             FROM idempotency_keys",
+        )
+        .fetch_one(&sqlx::PgPool::connect(&app.database_url).await.unwrap())
+        .await
+        .unwrap(),
+        Db::Sqlite => sqlx::query_scalar(
+            "SELECT COALESCE(length(CAST(body AS BLOB)), 0) + COALESCE(length(body_deflated), 0) FROM idempotency_keys",
+        )
+        .fetch_one(&sqlx::SqlitePool::connect(&app.database_url).await.unwrap())
+        .await
+        .unwrap(),
+    };
+    println!("{db:?}: a {} byte answer stored in {stored} bytes", first.len());
+    assert!(stored < 256 << 10, "{stored} bytes stored");
+    let again = app
+        .client
+        .post(app.url("/projects/hello/shell"))
+        .header("X-API-Key", &app.admin_key)
+        .header("Idempotency-Key", "big")
+        .json(&command)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.text().await.unwrap(), first, "the same answer");
 }

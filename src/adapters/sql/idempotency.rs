@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::{
     dialect::{Db, Dialect, Stmt},
+    errors::corrupt,
     values::Row,
 };
 use crate::{
@@ -24,6 +25,29 @@ impl<D: Dialect> SqlIdempotency<D> {
     }
 }
 
+/// Answers up to this size are stored as they are: deflating them saves nothing worth a CPU.
+const DEFLATE_FROM: usize = 1024;
+
+/// `body` deflated, when it is worth it.
+fn deflate(body: &str) -> Option<Vec<u8>> {
+    use std::io::Write as _;
+    if body.len() < DEFLATE_FROM {
+        return None;
+    }
+    let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(body.as_bytes()).ok()?;
+    encoder.finish().ok().filter(|deflated| deflated.len() < body.len())
+}
+
+fn inflate(deflated: &[u8]) -> Result<String, DomainError> {
+    use std::io::Read as _;
+    let mut body = String::new();
+    flate2::read::DeflateDecoder::new(deflated)
+        .read_to_string(&mut body)
+        .map_err(|_| corrupt("stored answer", "not DEFLATE of UTF-8"))?;
+    Ok(body)
+}
+
 fn record_from_row(row: &impl Row) -> Result<KeyRecord, DomainError> {
     let status = row.int("status")?;
     let reply = match status {
@@ -31,7 +55,10 @@ fn record_from_row(row: &impl Row) -> Result<KeyRecord, DomainError> {
         Some(status) => Some(StoredReply {
             status: u16::try_from(status).unwrap_or(500),
             location: row.get("location")?,
-            body: row.get::<Option<String>>("body")?.unwrap_or_default(),
+            body: match row.get::<Option<Vec<u8>>>("body_deflated")? {
+                Some(deflated) => inflate(&deflated)?,
+                None => row.get::<Option<String>>("body")?.unwrap_or_default(),
+            },
         }),
     };
     Ok(KeyRecord { fingerprint: row.get("fingerprint")?, reply })
@@ -53,7 +80,8 @@ impl<D: Dialect> IdempotencyStore for SqlIdempotency<D> {
              VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (api_key_id, key) DO UPDATE
                 SET fingerprint = excluded.fingerprint, created_at = excluded.created_at,
-                    locked_until = excluded.locked_until, status = NULL, location = NULL, body = NULL
+                    locked_until = excluded.locked_until, status = NULL, location = NULL, body = NULL,
+                    body_deflated = NULL
               WHERE idempotency_keys.created_at < $6
                  OR (idempotency_keys.status IS NULL AND idempotency_keys.locked_until < excluded.created_at
                      AND idempotency_keys.fingerprint = excluded.fingerprint)
@@ -71,7 +99,8 @@ impl<D: Dialect> IdempotencyStore for SqlIdempotency<D> {
             return Ok(None);
         }
         let existing = Stmt::<D>::new(
-            "SELECT fingerprint, status, location, body FROM idempotency_keys WHERE api_key_id = $1 AND key = $2",
+            "SELECT fingerprint, status, location, body, body_deflated FROM idempotency_keys
+             WHERE api_key_id = $1 AND key = $2",
         )
         .uuid(Some(owner))
         .value(key.to_owned())
@@ -85,14 +114,20 @@ impl<D: Dialect> IdempotencyStore for SqlIdempotency<D> {
     }
 
     async fn complete(&self, owner: Uuid, key: &str, reply: &StoredReply) -> Result<(), DomainError> {
+        let (body, deflated) = match deflate(&reply.body) {
+            Some(deflated) => (None, Some(deflated)),
+            None => (Some(reply.body.clone()), None),
+        };
         Stmt::<D>::new(
-            "UPDATE idempotency_keys SET status = $3, location = $4, body = $5 WHERE api_key_id = $1 AND key = $2",
+            "UPDATE idempotency_keys SET status = $3, location = $4, body = $5, body_deflated = $6
+             WHERE api_key_id = $1 AND key = $2",
         )
         .uuid(Some(owner))
         .value(key.to_owned())
         .value(i32::from(reply.status))
         .value(reply.location.clone())
-        .value(reply.body.clone())
+        .value(body)
+        .value(deflated)
         .execute(&self.db)
         .await
         .map(drop)
