@@ -110,6 +110,11 @@ pub struct ServerSettings {
     #[arg(long, env = "RDEV_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration, global = true)]
     pub header_timeout: Duration,
 
+    /// Connections one client address may hold open at once (trusted proxies excepted); past
+    /// it a new one is closed when accepted.
+    #[arg(long, env = "RDEV_MAX_CONNECTIONS_PER_IP", default_value_t = 256, global = true)]
+    pub max_connections_per_ip: usize,
+
     /// Followers of command output (`/commands/{id}/events`) at once on this replica; past it 429.
     #[arg(long, env = "RDEV_MAX_FOLLOWERS", default_value_t = 2000, global = true)]
     pub max_followers: usize,
@@ -460,6 +465,9 @@ impl Config {
         }
         if !(Duration::from_millis(100)..=Duration::from_secs(600)).contains(&self.server.header_timeout) {
             bail!("RDEV_HEADER_TIMEOUT must be between 100ms and 10m, got {:?}", self.server.header_timeout);
+        }
+        if self.server.max_connections_per_ip == 0 {
+            bail!("RDEV_MAX_CONNECTIONS_PER_IP must be at least 1");
         }
         if self.server.max_followers == 0 || self.server.max_followers_per_key == 0 {
             bail!("RDEV_MAX_FOLLOWERS and RDEV_MAX_FOLLOWERS_PER_KEY must be at least 1");

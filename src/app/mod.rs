@@ -167,8 +167,13 @@ impl App {
         if let Some(dispatcher) = self.dispatcher {
             workers.spawn(dispatcher.run(stopping_rx.clone()));
         }
-        let limits =
-            http::server::Limits::fitted(self.config.server.max_connections, self.config.server.header_timeout);
+        let server = &self.config.server;
+        let limits = http::server::Limits::fitted(
+            server.max_connections,
+            server.header_timeout,
+            server.max_connections_per_ip,
+            server.trusted_proxies.clone(),
+        );
         let server = http::server::serve(self.listener, self.router, limits, async move {
             shutdown.await;
             tracing::info!("shutting down: no new connections or claims, finishing what is in flight");

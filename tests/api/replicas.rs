@@ -76,7 +76,12 @@ async fn leased_budgets_on_two_processes_never_admit_more_than_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     let url = fresh_database(Db::Postgres, dir.path()).await;
     let admin = ApiKeySecret::generate().expose().to_owned();
-    let envs = [("DATABASE_URL", url.as_str()), ("RDEV_BOOTSTRAP_API_KEY", admin.as_str())];
+    // 1,200 requests at once from one address: past the default cap per address.
+    let envs = [
+        ("DATABASE_URL", url.as_str()),
+        ("RDEV_BOOTSTRAP_API_KEY", admin.as_str()),
+        ("RDEV_MAX_CONNECTIONS_PER_IP", "100000"),
+    ];
     let a = ServerProcess::start(dir.path(), &envs).await;
     let b = ServerProcess::start(dir.path(), &envs).await;
     let pair = Pair { a, b, admin, client: crate::support::http_client(), _dir: dir };

@@ -67,6 +67,12 @@ impl Activity {
         self.changed.notify_waiters();
     }
 
+    /// Since when nothing has been in flight; `None` while a request is.
+    pub fn quiet_since(&self) -> Option<Instant> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        (state.in_flight == 0).then_some(state.quiet_since)
+    }
+
     /// Completes once no request has been in flight for `limit`.
     pub async fn idle_for(&self, limit: Duration) {
         loop {

@@ -1,11 +1,16 @@
 //! The accept loop: hyper's HTTP/1 and HTTP/2 on every TCP connection, with the limits a
 //! server open to any client needs and `axum::serve` does not set.
 //!
+//! - A cap on the connections of one client address (`per_ip`), so one client's sockets leave
+//!   the rest to everyone else.
 //! - A cap on open connections (`RDEV_MAX_CONNECTIONS`), below the process's file limit, so a
-//!   flood of idle sockets can never starve the server of descriptors. A few connections past
-//!   the cap are still served, but only for `/health` and `/ready` (so probes keep answering
-//!   while the cap is reached); every other request on them gets 503 `UNAVAILABLE` with
-//!   `Retry-After`. Past those, a connection is closed as soon as it is accepted.
+//!   flood of idle sockets can never starve the server of descriptors. At the cap a new
+//!   connection takes the place of the one idle longest (no request in flight: a silent socket,
+//!   half a preface, a keep-alive between requests), so idle sockets, from however many
+//!   addresses, cannot keep anyone out. When every connection is busy, a few more are still
+//!   served, but only for `/health` and `/ready` (so probes keep answering); every other request
+//!   on them gets 503 `UNAVAILABLE` with `Retry-After`. Past those, a connection is closed as
+//!   soon as it is accepted.
 //! - A deadline for a request's headers (`RDEV_HEADER_TIMEOUT`), which also closes a connection
 //!   of either protocol that stays idle that long, and for each gap in a request body
 //!   (`deadlines`).
@@ -14,6 +19,7 @@
 
 mod deadlines;
 mod first_line;
+mod per_ip;
 
 pub use deadlines::is_stalled_body;
 
@@ -44,6 +50,8 @@ use self::deadlines::{Activity, Tracked};
 
 use crate::telemetry::metrics::{HTTP_CONNECTIONS_OPEN, HTTP_CONNECTIONS_REFUSED_TOTAL};
 
+/// How long a new connection at the cap waits for the place of the idle one it evicted.
+const EVICTION_WAIT: Duration = Duration::from_millis(250);
 /// How long a connection found idle may take to close politely (HTTP/2's GOAWAY) before it is
 /// dropped.
 const CLOSING_GRACE: Duration = Duration::from_secs(1);
@@ -57,16 +65,20 @@ pub const MAX_REQUEST_LINE: usize = 16 * 1024;
 const RESERVED_DESCRIPTORS: u64 = 512;
 
 /// The limits of `serve`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     pub max_connections: usize,
     pub header_timeout: Duration,
+    /// Connections one client address may hold (`RDEV_MAX_CONNECTIONS_PER_IP`).
+    pub per_ip: usize,
+    /// Addresses not capped per address: trusted proxies.
+    pub proxies: Vec<ipnet::IpNet>,
 }
 
 impl Limits {
     /// `max_connections`, lowered to what the process's open-file limit leaves room for (after
     /// raising its soft limit to the hard one, as servers do), with a warning when lowered.
-    pub fn fitted(max_connections: usize, header_timeout: Duration) -> Self {
+    pub fn fitted(max_connections: usize, header_timeout: Duration, per_ip: usize, proxies: Vec<ipnet::IpNet>) -> Self {
         use nix::sys::resource::{Resource, getrlimit, setrlimit};
         let available = match getrlimit(Resource::RLIMIT_NOFILE) {
             Ok((soft, hard)) => {
@@ -88,7 +100,7 @@ impl Limits {
                 "RDEV_MAX_CONNECTIONS lowered to fit the open-file limit"
             );
         }
-        Self { max_connections: cap, header_timeout }
+        Self { max_connections: cap, header_timeout, per_ip, proxies }
     }
 }
 
@@ -101,10 +113,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let served = Arc::new(Semaphore::new(limits.max_connections));
+    let per_ip = per_ip::PerIp::new(limits.per_ip, limits.proxies.clone());
+    let header_timeout = limits.header_timeout;
     let probes_only = Arc::new(Semaphore::new(PROBE_CONNECTIONS));
     let builders = Arc::new(Builders::new(limits.header_timeout));
     let stopping = CancellationToken::new();
     let connections = TaskTracker::new();
+    let open = Arc::new(OpenConnections::default());
     let mut accept_errors = AcceptErrors::default();
     tokio::pin!(shutdown);
     loop {
@@ -120,9 +135,22 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let (permit, probes) = match served.clone().try_acquire_owned() {
-            Ok(permit) => (permit, false),
-            Err(_) => match probes_only.clone().try_acquire_owned() {
+        let Some(slot) = per_ip.admit(peer.ip()) else {
+            metrics::counter!(HTTP_CONNECTIONS_REFUSED_TOTAL).increment(1);
+            drop(stream);
+            continue;
+        };
+        let evicted = || open.evict_idlest();
+        let permit = match served.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) if evicted() => {
+                tokio::time::timeout(EVICTION_WAIT, served.clone().acquire_owned()).await.ok().and_then(Result::ok)
+            }
+            Err(_) => None,
+        };
+        let (permit, probes) = match permit {
+            Some(permit) => (permit, false),
+            None => match probes_only.clone().try_acquire_owned() {
                 Ok(permit) => (permit, true),
                 Err(_) => {
                     metrics::counter!(HTTP_CONNECTIONS_REFUSED_TOTAL).increment(1);
@@ -138,32 +166,17 @@ pub async fn serve(
         let router = router.clone();
         let builders = builders.clone();
         let stopping = stopping.clone();
+        let (activity, evict, registered) = open.register();
         connections.spawn(async move {
-            let _permit = permit;
-            let open = metrics::gauge!(HTTP_CONNECTIONS_OPEN);
-            open.increment(1.0);
-            if let Some(stream) = first_line::checked(stream, limits.header_timeout).await {
-                let activity = Arc::new(Activity::default());
-                let service = connection_service(router, peer, probes, activity.clone(), limits.header_timeout);
-                let builder = if probes { &builders.probes } else { &builders.served };
-                let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                tokio::pin!(connection);
-                let ended = tokio::select! {
-                    ended = connection.as_mut() => ended,
-                    () = stopping.cancelled() => {
-                        connection.as_mut().graceful_shutdown();
-                        connection.await
-                    }
-                    () = activity.idle_for(limits.header_timeout) => {
-                        connection.as_mut().graceful_shutdown();
-                        tokio::time::timeout(CLOSING_GRACE, connection).await.unwrap_or(Ok(()))
-                    }
-                };
-                if let Err(error) = ended {
-                    tracing::debug!(%error, %peer, "connection ended with an error");
-                }
+            let _held = (permit, slot, registered);
+            let gauge = metrics::gauge!(HTTP_CONNECTIONS_OPEN);
+            gauge.increment(1.0);
+            tokio::select! {
+                () = serve_connection(stream, peer, probes, router, builders, activity, header_timeout, stopping) => {}
+                // Idle at the cap: its place went to a new connection.
+                () = evict.cancelled() => {}
             }
-            open.decrement(1.0);
+            gauge.decrement(1.0);
         });
     }
     drop(listener);
@@ -171,6 +184,77 @@ pub async fn serve(
     connections.close();
     connections.wait().await;
     Ok(())
+}
+
+/// One accepted connection, served until it ends.
+#[allow(clippy::too_many_arguments)]
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    probes: bool,
+    router: Router,
+    builders: Arc<Builders>,
+    activity: Arc<Activity>,
+    header_timeout: Duration,
+    stopping: CancellationToken,
+) {
+    if let Some(stream) = first_line::checked(stream, header_timeout).await {
+        let service = connection_service(router, peer, probes, activity.clone(), header_timeout);
+        let builder = if probes { &builders.probes } else { &builders.served };
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        tokio::pin!(connection);
+        let ended = tokio::select! {
+            ended = connection.as_mut() => ended,
+            () = stopping.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+            () = activity.idle_for(header_timeout) => {
+                connection.as_mut().graceful_shutdown();
+                tokio::time::timeout(CLOSING_GRACE, connection).await.unwrap_or(Ok(()))
+            }
+        };
+        if let Err(error) = ended {
+            tracing::debug!(%error, %peer, "connection ended with an error");
+        }
+    }
+}
+
+/// The connections open now, each with what it is doing, so that the one idle longest can be
+/// asked to leave when the cap is reached.
+#[derive(Default)]
+struct OpenConnections {
+    next: std::sync::atomic::AtomicU64,
+    open: std::sync::Mutex<std::collections::HashMap<u64, (Arc<Activity>, CancellationToken)>>,
+}
+
+/// Removes its connection from `OpenConnections` when dropped.
+struct Registered(Arc<OpenConnections>, u64);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.0.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.1);
+    }
+}
+
+impl OpenConnections {
+    fn register(self: &Arc<Self>) -> (Arc<Activity>, CancellationToken, Registered) {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (activity, evict) = (Arc::new(Activity::default()), CancellationToken::new());
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (activity.clone(), evict.clone()));
+        (activity, evict, Registered(self.clone(), id))
+    }
+
+    /// Asks the connection idle longest to close; whether there was one.
+    fn evict_idlest(&self) -> bool {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let idlest = open
+            .values()
+            .filter(|(_, evict)| !evict.is_cancelled())
+            .filter_map(|(activity, evict)| Some((activity.quiet_since()?, evict)))
+            .min_by_key(|(since, _)| *since);
+        idlest.map(|(_, evict)| evict.cancel()).is_some()
+    }
 }
 
 /// One connection's service: the router with the peer's address, or, past the cap, the router

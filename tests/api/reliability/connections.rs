@@ -19,6 +19,7 @@ use crate::{
 on_both_databases!(
     idle_and_half_sent_connections_are_closed_at_the_header_deadline,
     past_the_connection_cap_only_probes_are_served,
+    one_address_holds_at_most_its_connections,
     an_overlong_request_line_gets_a_json_414,
     half_an_http2_preface_and_an_idle_http2_connection_are_closed,
     a_request_body_that_stops_arriving_gets_408,
@@ -127,17 +128,37 @@ async fn idle_and_half_sent_connections_are_closed_at_the_header_deadline(db: Db
 
 async fn past_the_connection_cap_only_probes_are_served(db: Db) {
     let app = TestApp::on(db).configure(|c| c.server.max_connections = 16).await;
-    let mut held = Vec::new();
+    let client = || reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    // Sixteen idle connections: at the cap, each new one takes the place of the idlest.
+    let mut idle = Vec::new();
     for _ in 0..16 {
         let mut stream = TcpStream::connect(app.addr).await.unwrap();
-        // One request each, so every connection is surely accepted before the next.
         stream.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
         let mut buf = [0u8; 512];
         assert!(stream.read(&mut buf).await.unwrap() > 0);
+        idle.push(stream);
+    }
+    let served = client().get(app.url("/projects")).header("X-API-Key", &app.admin_key).send().await.unwrap();
+    assert_eq!(served.status(), 200, "an idle connection gave its place");
+    assert_eq!(read_until_closed(&mut idle[0], Duration::from_secs(5)).await.as_deref(), Some(""), "the idlest");
+    drop(idle);
+
+    // Sixteen busy ones (a body that has not arrived yet): nobody's place to take.
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        let mut stream = TcpStream::connect(app.addr).await.unwrap();
+        let head = format!(
+            "PUT /projects/hello/files/content?path=slow HTTP/1.1\r\nHost: x\r\nX-API-Key: {}\r\nContent-Length: 10\r\n\r\n",
+            app.admin_key
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
         held.push(stream);
     }
+    crate::reliability::eventually("every place busy", Duration::from_secs(5), async || {
+        client().get(app.url("/projects")).header("X-API-Key", &app.admin_key).send().await.unwrap().status() == 503
+    })
+    .await;
     // Fresh clients now: probes answer, anything else is refused clearly.
-    let client = || reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
     let health = client().get(app.url("/health")).send().await.unwrap();
     assert_eq!(health.status(), 200, "/health answers at the cap");
     let refused = client().get(app.url("/projects")).header("X-API-Key", &app.admin_key).send().await.unwrap();
@@ -152,6 +173,29 @@ async fn past_the_connection_cap_only_probes_are_served(db: Db) {
         client().get(app.url("/projects")).header("X-API-Key", &app.admin_key).send().await.unwrap().status() == 200
     })
     .await;
+}
+
+async fn one_address_holds_at_most_its_connections(db: Db) {
+    let app = TestApp::on(db).configure(|c| c.server.max_connections_per_ip = 4).await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut stream = TcpStream::connect(app.addr).await.unwrap();
+        stream.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 512];
+        assert!(stream.read(&mut buf).await.unwrap() > 0);
+        held.push(stream);
+    }
+    // From the same address, a fifth is closed at accept; from another, served.
+    let mut fifth = TcpStream::connect(app.addr).await.unwrap();
+    let _ = fifth.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(read_until_closed(&mut fifth, Duration::from_secs(5)).await.as_deref(), Some(""), "closed unanswered");
+    let other = tokio::net::TcpSocket::new_v4().unwrap();
+    other.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut other = other.connect(app.addr).await.unwrap();
+    other.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let answer = read_until_closed(&mut other, Duration::from_secs(5)).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(held);
 }
 
 async fn an_overlong_request_line_gets_a_json_414(db: Db) {

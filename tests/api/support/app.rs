@@ -143,6 +143,8 @@ pub fn test_config(database_url: &str, projects_dir: &Path) -> Config {
         &format!("--database-url={database_url}"),
         &format!("--projects-dir={}", projects_dir.display()),
         "--db-max-connections=4",
+        // Every test client is 127.0.0.1; the cap per address has its own test.
+        "--max-connections-per-ip=100000",
         // This test binary cannot start commands; the real one can.
         concat!("--sandbox-helper=", env!("CARGO_BIN_EXE_rdev-api")),
     ]);
