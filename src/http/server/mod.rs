@@ -50,6 +50,8 @@ use self::deadlines::{Activity, Tracked};
 
 use crate::telemetry::metrics::{HTTP_CONNECTIONS_OPEN, HTTP_CONNECTIONS_REFUSED_TOTAL};
 
+/// Idle connections closed at once when the cap is reached.
+const EVICTED_AT_ONCE: usize = 64;
 /// How long a new connection at the cap waits for the place of the idle one it evicted.
 const EVICTION_WAIT: Duration = Duration::from_millis(250);
 /// How long a connection found idle may take to close politely (HTTP/2's GOAWAY) before it is
@@ -245,15 +247,21 @@ impl OpenConnections {
         (activity, evict, Registered(self.clone(), id))
     }
 
-    /// Asks the connection idle longest to close; whether there was one.
+    /// Asks the `EVICTED_AT_ONCE` connections idle longest to close (one scan makes room for a
+    /// burst of new ones); whether there was one.
     fn evict_idlest(&self) -> bool {
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let idlest = open
+        let mut idle: Vec<_> = open
             .values()
             .filter(|(_, evict)| !evict.is_cancelled())
             .filter_map(|(activity, evict)| Some((activity.quiet_since()?, evict)))
-            .min_by_key(|(since, _)| *since);
-        idlest.map(|(_, evict)| evict.cancel()).is_some()
+            .collect();
+        if idle.len() > EVICTED_AT_ONCE {
+            idle.select_nth_unstable_by_key(EVICTED_AT_ONCE, |(since, _)| *since);
+            idle.truncate(EVICTED_AT_ONCE);
+        }
+        idle.iter().for_each(|(_, evict)| evict.cancel());
+        !idle.is_empty()
     }
 }
 
