@@ -109,7 +109,10 @@ pub(crate) trait Dialect: sqlx::Database<Row: Row> + Sync {
     /// databases have one process, which wakes itself. One waiter is woken (`notify_one`, with a
     /// permit kept when none waits): one enqueue is one command, and waking them all sent every
     /// idle worker of every replica to claim it.
-    fn listen(pool: &Pool<Self>, channel: &'static str, work: Arc<Notify>);
+    fn listen(pool: &Pool<Self>, channel: &'static str, work: Arc<Notify>) {
+        // A notification possibly missed wakes one too: a waiter that finds nothing waits again.
+        Self::listen_payloads(pool, channel, Arc::new(move |_: Option<&str>| work.notify_one()));
+    }
 
     /// Calls `heard` with the payload of every notification on `channel` (Postgres `LISTEN`, as
     /// `listen`), and with `None` whenever notifications may have been missed (the connection
@@ -183,26 +186,6 @@ impl Dialect for Postgres {
         Box::pin(pool.begin())
     }
 
-    fn listen(pool: &Pool<Self>, channel: &'static str, work: Arc<Notify>) {
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            loop {
-                match sqlx::postgres::PgListener::connect_with(&pool).await {
-                    Ok(mut listener) => {
-                        if listener.listen(channel).await.is_ok() {
-                            while listener.recv().await.is_ok() {
-                                work.notify_one();
-                            }
-                        }
-                    }
-                    Err(error) => tracing::warn!(%error, channel, "cannot LISTEN; polling only"),
-                }
-                // Reconnect; waiters poll meanwhile, so nothing waits on this.
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            }
-        });
-    }
-
     fn listen_payloads(pool: &Pool<Self>, channel: &'static str, heard: Heard) {
         let pool = pool.clone();
         tokio::spawn(async move {
@@ -219,6 +202,7 @@ impl Dialect for Postgres {
                     }
                     Err(error) => tracing::warn!(%error, channel, "cannot LISTEN; polling only"),
                 }
+                // Reconnect; waiters poll meanwhile, so nothing waits on this.
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
         });
@@ -254,8 +238,6 @@ impl Dialect for Sqlite {
     fn begin(pool: &Pool<Self>) -> BoxFuture<'_, Result<Transaction<'static, Self>, sqlx::Error>> {
         Box::pin(pool.begin_with("BEGIN IMMEDIATE"))
     }
-
-    fn listen(_: &Pool<Self>, _: &'static str, _: Arc<Notify>) {}
 
     fn listen_payloads(_: &Pool<Self>, _: &'static str, _: Heard) {}
 }
