@@ -21,11 +21,17 @@ use crate::{
 };
 
 /// The shell a terminal runs: bash when the environment has it, else sh, interactive, with the
-/// terminal type xterm.js (and most terminals) answer to.
+/// terminal type xterm.js (and most terminals) answer to. Nothing in the project becomes shell
+/// code or keeps what is typed: no rc or profile file is read (`--norc --noprofile`, and no
+/// `ENV`/`BASH_ENV` for sh), `HOME` is a fresh folder in the shell's own `/tmp` (outside the
+/// project, where a key that may only write files could leave a `.bashrc`), and history is not
+/// saved (an empty `HISTFILE`), so a `files:read` key finds no `.bash_history` of anyone's.
 pub const SHELL_ARGV: [&str; 3] = [
     "/bin/sh",
     "-c",
-    "export TERM=xterm-256color; if command -v bash >/dev/null 2>&1; then exec bash -i; else exec sh -i; fi",
+    "export TERM=xterm-256color; unset ENV BASH_ENV; HOME=$(mktemp -d 2>/dev/null) || HOME=/tmp; \
+     export HOME HISTFILE=; \
+     if command -v bash >/dev/null 2>&1; then exec bash --norc --noprofile -i; else exec sh -i; fi",
 ];
 
 /// After the shell exited, how long its last output may take to arrive: a confined local shell

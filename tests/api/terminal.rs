@@ -28,7 +28,8 @@ on_every_backend!(
 on_every_backend!(
     the_allowlist_and_the_rate_limit_apply_at_the_upgrade,
     an_idle_terminal_ends,
-    a_client_that_stops_reading_is_idle_too
+    a_client_that_stops_reading_is_idle_too,
+    project_files_never_become_shell_code_or_keep_history
 );
 
 /// How long any expected output may take (a bound for a hang, not a timing goal).
@@ -317,6 +318,32 @@ async fn an_idle_terminal_ends(backend: Backend) {
     let entry = &audit.body["entries"][0];
     assert!(entry["command"].as_str().unwrap().starts_with("terminal ended: idle timeout"), "{entry}");
     assert_eq!(entry["outcome"], "timed_out");
+}
+
+/// A key that may only write files leaves a `.bashrc` and a `.profile` in the project: the
+/// admin's terminal runs neither, and what the admin types is not kept in the project.
+async fn project_files_never_become_shell_code_or_keep_history(backend: Backend) {
+    let app = TestApp::on(backend).await;
+    let (_, writer) = app.create_key(&["files:write"]).await;
+    for rc in [".bashrc", ".profile", ".bash_profile"] {
+        let put = app.client.put(app.url(&format!("/projects/hello/files/content?path={rc}")));
+        let put = app.send(put.header("X-API-Key", &writer).body("echo PWNED-$((6*7))\n")).await;
+        assert_eq!(put.status, 201, "{}", put.body);
+    }
+    let mut term = Term::open(&app, "hello", "", Some(&app.admin_key)).await.unwrap();
+    term.keys("echo secret-$((3+4)); echo home-$HOME; echo done-$((1+1))\r").await;
+    let seen = term.until("done-2").await;
+    assert!(!String::from_utf8_lossy(&term.seen).contains("PWNED-42"), "an rc file ran: {seen}");
+    let home = seen.split("home-").nth(2).or(seen.split("home-").nth(1)).unwrap_or_default().to_owned();
+    assert!(!home.starts_with(app.project_path("hello").to_str().unwrap()), "HOME in the project: {home}");
+    term.keys("exit\r").await;
+    term.read_to_close().await;
+    let kept: Vec<String> = std::fs::read_dir(app.project_path("hello"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.contains("history"))
+        .collect();
+    assert!(kept.is_empty(), "history kept in the project: {kept:?}");
 }
 
 /// A shell that prints without end to a client that reads none of it: the output is not
