@@ -20,7 +20,7 @@ use std::{
 
 use axum::{
     extract::{MatchedPath, Request},
-    http::{HeaderValue, StatusCode},
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use futures_util::{FutureExt as _, future::CatchUnwind};
@@ -141,7 +141,12 @@ where
             tracing::error!(status = status.as_u16(), latency_ms = elapsed.as_millis() as u64, "response failed");
         }
         let mut response = render_error(response, this.request_id);
-        response.headers_mut().insert(X_REQUEST_ID, this.request_id.clone());
+        let headers = response.headers_mut();
+        headers.insert(X_REQUEST_ID, this.request_id.clone());
+        // Answers carry keys, secrets, output and files: no cache keeps them (the console sets
+        // its own), and no browser reads one as anything but its declared type.
+        headers.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+        headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
         Poll::Ready(Ok(response))
     }
 }

@@ -17,6 +17,7 @@ on_both_databases!(
     audit_rows_past_their_retention_are_purged,
     an_ipv4_mapped_allowlist_entry_matches_an_ipv4_client,
     reserved_addresses_are_refused_as_webhook_targets,
+    answers_are_never_cached_nor_sniffed,
 );
 
 async fn a_keys_admin_key_cannot_take_over_a_stronger_key(db: Db) {
@@ -141,4 +142,27 @@ async fn reserved_addresses_are_refused_as_webhook_targets(db: Db) {
     }
     let public = app.post("/webhooks", &app.admin_key, json!({"url": "http://[64:ff9b::808:808]/hook"})).await;
     assert_eq!(public.status, 201, "NAT64 of a public address is public: {}", public.body);
+}
+
+/// A key's secret, a webhook's secret, a listing, an error: no cache may keep any of them, and
+/// no browser may read one as another type.
+async fn answers_are_never_cached_nor_sniffed(db: Db) {
+    let app = TestApp::on(db).await;
+    let created =
+        app.post("/api-keys", &app.admin_key, serde_json::json!({"name": "n", "scopes": ["projects:read"]})).await;
+    let rotated = app
+        .post(
+            &format!("/api-keys/{}/rotate", created.body["id"].as_str().unwrap()),
+            &app.admin_key,
+            serde_json::json!({}),
+        )
+        .await;
+    let listed = app.get("/projects", &app.admin_key).await;
+    let refused = app.get("/projects", "rdev_wrong").await;
+    for (what, reply) in
+        [("created key", &created), ("rotated key", &rotated), ("listing", &listed), ("refusal", &refused)]
+    {
+        assert_eq!(reply.headers["cache-control"], "no-store", "{what}");
+        assert_eq!(reply.headers["x-content-type-options"], "nosniff", "{what}");
+    }
 }
