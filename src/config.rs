@@ -271,6 +271,10 @@ pub struct ExecutorSettings {
     /// How long a terminal may see nothing either way (no keystroke, no output); then it ends.
     #[arg(long, env = "RDEV_TERMINAL_IDLE_TIMEOUT", default_value = "15m", value_parser = humantime::parse_duration, global = true)]
     pub terminal_idle_timeout: Duration,
+
+    /// How long a terminal may live, however busy; then it ends with an exit frame.
+    #[arg(long, env = "RDEV_TERMINAL_MAX_LIFETIME", default_value = "12h", value_parser = humantime::parse_duration, global = true)]
+    pub terminal_max_lifetime: Duration,
 }
 
 /// Command queue.
@@ -423,6 +427,9 @@ impl Config {
         }
         if self.executor.session_idle_timeout < Duration::from_secs(1) {
             bail!("RDEV_SESSION_IDLE_TIMEOUT must be at least 1s, got {:?}", self.executor.session_idle_timeout);
+        }
+        if self.executor.terminal_max_lifetime < Duration::from_secs(1) {
+            bail!("RDEV_TERMINAL_MAX_LIFETIME must be at least 1s, got {:?}", self.executor.terminal_max_lifetime);
         }
         if self.executor.terminal_idle_timeout < Duration::from_secs(1) {
             bail!("RDEV_TERMINAL_IDLE_TIMEOUT must be at least 1s, got {:?}", self.executor.terminal_idle_timeout);

@@ -25,7 +25,7 @@ use crate::{
     ports::{Clock, HealthCheck, SystemClock},
     services::{
         AuditService, CommandService, DispatchWake, FileService, IdempotencyService, ProjectService, QueueWorker,
-        TerminalService, WebhookDispatcher,
+        TerminalLimits, TerminalService, WebhookDispatcher,
     },
 };
 
@@ -80,7 +80,10 @@ impl App {
             keys.clone(),
             audit.clone(),
             clock.clone(),
-            config.executor.terminal_idle_timeout,
+            TerminalLimits {
+                idle_timeout: config.executor.terminal_idle_timeout,
+                max_lifetime: config.executor.terminal_max_lifetime,
+            },
         ));
         let wake = DispatchWake::default();
         let replica = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
@@ -91,6 +94,7 @@ impl App {
             deliveries: wake.clone(),
             clock: clock.clone(),
             replica: replica.clone(),
+            keys: keys.watch().clone(),
         };
         let commands = subsystems::commands(&config, &database, parts);
         let webhooks = subsystems::webhooks(&config, &database, wake, clock.clone(), &replica)?;
@@ -180,6 +184,7 @@ impl App {
             let _ = stopping_tx.send(true);
         });
         let maintenance = tokio::spawn(self.upkeep.clone().run());
+        let key_watch = tokio::spawn(self.upkeep.keys.watch().clone().run());
         let grace = self.config.server.shutdown_grace;
         let mut stopping = stopping_rx;
         let grace_expired = async move {
@@ -202,6 +207,7 @@ impl App {
             }
         }
         maintenance.abort();
+        key_watch.abort();
         // The last writes, bounded too: a database that hangs must not hold the exit.
         let last_writes = async {
             if let Err(error) = self.upkeep.keys.usage().flush().await {

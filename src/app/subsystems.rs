@@ -12,14 +12,16 @@ use crate::{
     ports::{Clock, CommandQueue, DeliveryQueue, Executor, OutputLog, RateLimiter},
     services::{
         ApiKeyService, AuditService, CommandService, CommandStores, DispatchSettings, DispatchWake, FollowLimits,
-        OutputService, ProjectService, QueueService, QueueWorker, RateLimitService, RunningCommands, SessionService,
-        WebhookDispatcher, WebhookService,
+        KeyWatch, OutputService, ProjectService, QueueService, QueueWorker, RateLimitService, RunningCommands,
+        SessionService, WebhookDispatcher, WebhookService,
     },
 };
 
 /// API keys, looked up through a cache fresh for `cache_ttl`.
 pub fn keys(database: &Database, cache_ttl: Duration, clock: Arc<dyn Clock>) -> Arc<ApiKeyService> {
-    Arc::new(ApiKeyService::new(Arc::new(CachedApiKeyRepo::new(database.api_keys(), cache_ttl)), clock))
+    let stored = database.api_keys();
+    let cached = Arc::new(CachedApiKeyRepo::new(stored.clone(), cache_ttl));
+    Arc::new(ApiKeyService::new(cached, stored, clock, cache_ttl))
 }
 
 /// Running commands now and from the queue.
@@ -46,10 +48,12 @@ pub(super) struct CommandParts {
     pub clock: Arc<dyn Clock>,
     /// Tells this replica's workers apart from other replicas' in their claims.
     pub replica: String,
+    /// Ends the commands of keys that may no longer act.
+    pub keys: Arc<KeyWatch>,
 }
 
 pub(super) fn commands(config: &Config, database: &Database, parts: CommandParts) -> Commands {
-    let CommandParts { projects, executor, audit, deliveries, clock, replica } = parts;
+    let CommandParts { projects, executor, audit, deliveries, clock, replica, keys } = parts;
     let defaults = CommandDefaults {
         timeout: config.executor.command_timeout,
         max_output_bytes: config.executor.max_output_bytes,
@@ -94,6 +98,8 @@ pub(super) fn commands(config: &Config, database: &Database, parts: CommandParts
             audit: audit.clone(),
             deliveries: deliveries.clone(),
             running: running.clone(),
+            keys: keys.clone(),
+            workers: config.queue.workers as usize,
             clock: clock.clone(),
             lease: config.queue.lease,
         })

@@ -65,6 +65,9 @@ impl Upkeep {
             crate::telemetry::metrics::handle().run_upkeep();
             report_purge(self.sessions.purge_expired().await, "expired sessions", "RDEV_SESSION_IDLE_TIMEOUT");
             report_purge(self.terminals.purge_expired_tickets().await, "terminal tickets", "their 30 s");
+            if let Err(error) = self.recovery.cancel_work_of_unusable_keys().await {
+                tracing::warn!(%error, "could not cancel the commands of revoked or expired keys; will retry");
+            }
             if let Err(error) = self.recovery.recover_expired().await {
                 tracing::warn!(%error, "could not recover expired command leases; will retry");
             }

@@ -250,7 +250,7 @@ impl std::fmt::Debug for ApiKeySecret {
 }
 
 /// Hex SHA-256 of a secret: what the database stores and looks keys up by.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct KeyHash(String);
 
 impl KeyHash {

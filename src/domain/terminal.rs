@@ -115,6 +115,10 @@ pub enum TerminalEnding {
     Idle,
     /// The executor failed under it.
     Failed,
+    /// Its key was revoked or expired, or the secret it was opened with rotated out.
+    KeyEnded(Unauthenticated),
+    /// It lived `RDEV_TERMINAL_MAX_LIFETIME`.
+    Lifetime,
 }
 
 /// A terminal's end, for the audit log and metrics.
@@ -136,6 +140,8 @@ impl TerminalSummary {
             TerminalEnding::ClientClosed => "closed by the client".to_owned(),
             TerminalEnding::Idle => "idle timeout".to_owned(),
             TerminalEnding::Failed => "the executor failed".to_owned(),
+            TerminalEnding::KeyEnded(why) => format!("closed: {why}"),
+            TerminalEnding::Lifetime => "maximum lifetime reached".to_owned(),
         };
         format!(
             "terminal ended: {how}; {:.1} s, {} bytes in, {} bytes out",

@@ -21,6 +21,7 @@ use super::{error::ApiError, state::AppState};
 use crate::{
     domain::{ApiKey, Caller, DomainError, ProjectId, Scope, Unauthenticated},
     ports::RateDecision,
+    services::{Authenticated, Credential, Deadline, KeyHold},
     telemetry::metrics::RATE_LIMITED_REQUESTS_TOTAL,
 };
 
@@ -36,6 +37,9 @@ const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 pub struct AuthContext {
     pub key: ApiKey,
     pub caller: Caller,
+    /// What the work this request starts holds (see `KeyWatch`).
+    pub credential: Credential,
+    pub deadline: Option<Deadline>,
 }
 
 /// Left on the response by `authenticate`, so outer layers (the audit of refusals) know the key.
@@ -84,13 +88,13 @@ pub async fn authenticate_terminal(
 /// `AuthContext`, or answers why not.
 async fn admit(
     state: &AppState,
-    key: Result<ApiKey, DomainError>,
+    key: Result<Authenticated, DomainError>,
     client_ip: Option<std::net::IpAddr>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let key = match key {
-        Ok(key) => key,
+    let Authenticated { key, credential, deadline } = match key {
+        Ok(authenticated) => authenticated,
         Err(error) => return ApiError::from(error).into_response(),
     };
     let key_id = key.id;
@@ -105,7 +109,7 @@ async fn admit(
         }
         Ok(decision) => {
             let caller = Caller { api_key_id: Some(key.id), request_id: request_id(request.headers()), client_ip };
-            request.extensions_mut().insert(AuthContext { key, caller });
+            request.extensions_mut().insert(AuthContext { key, caller, credential, deadline });
             let mut response = next.run(request).await;
             if let Some(decision) = decision {
                 add_rate_limit_headers(&mut response, &decision);
@@ -158,7 +162,16 @@ pub mod scope {
 pub struct Authorized<S> {
     pub key: ApiKey,
     pub caller: Caller,
+    credential: Credential,
+    deadline: Option<Deadline>,
     _scope: PhantomData<S>,
+}
+
+impl<S> Authorized<S> {
+    /// What work this request starts holds: it ends when the key may no longer act.
+    pub fn hold(&self, state: &AppState) -> KeyHold {
+        state.keys.hold(&self.credential, self.deadline)
+    }
 }
 
 impl<S: RequiredScope, St: Send + Sync> FromRequestParts<St> for Authorized<S> {
@@ -167,9 +180,9 @@ impl<S: RequiredScope, St: Send + Sync> FromRequestParts<St> for Authorized<S> {
     async fn from_request_parts(parts: &mut Parts, _state: &St) -> Result<Self, ApiError> {
         // Only reachable without a context if a route forgot the middleware: fail closed. Taken,
         // not cloned: a handler has one `Authorized`, and nothing after it reads the context.
-        let AuthContext { key, caller } =
+        let AuthContext { key, caller, credential, deadline } =
             parts.extensions.remove::<AuthContext>().ok_or(ApiError::from(Unauthenticated::Missing))?;
         key.require(S::SCOPE)?;
-        Ok(Self { key, caller, _scope: PhantomData })
+        Ok(Self { key, caller, credential, deadline, _scope: PhantomData })
     }
 }

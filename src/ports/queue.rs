@@ -59,8 +59,22 @@ pub trait CommandQueue: Send + Sync {
     /// Newest first.
     async fn list(&self, filter: &CommandFilter, page: &PageRequest) -> Result<Page<Command>, DomainError>;
 
-    /// Takes the next queued command for `worker` until `lease_until`, atomically across replicas.
-    async fn claim(&self, worker: &str, lease_until: DateTime<Utc>) -> Result<Option<Command>, DomainError>;
+    /// Takes the next queued command for `worker` until `lease_until`, atomically across
+    /// replicas: highest priority, then oldest, of the commands whose key may still act at
+    /// `now`. A command of a key in `avoid` (keys holding their share of this replica's
+    /// workers) is taken only when no other key's command waits.
+    async fn claim(
+        &self,
+        worker: &str,
+        lease_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+        avoid: &[Uuid],
+    ) -> Result<Option<Command>, DomainError>;
+
+    /// Cancels the queued commands of keys revoked or expired at `now` (with the error saying
+    /// which), and asks the workers of their running queued commands to stop them. Returns how
+    /// many commands it changed.
+    async fn cancel_of_unusable_keys(&self, now: DateTime<Utc>) -> Result<u64, DomainError>;
 
     /// Marks a claimed command as started (one more attempt). `false` if the claim was lost.
     async fn start(&self, id: Uuid, worker: &str, at: DateTime<Utc>) -> Result<bool, DomainError>;

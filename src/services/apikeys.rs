@@ -5,7 +5,10 @@ use std::{net::IpAddr, sync::Arc};
 use ipnet::IpNet;
 use uuid::Uuid;
 
-use super::UsageTracker;
+use super::{
+    UsageTracker,
+    key_watch::{Credential, Deadline, KeyHold, KeyWatch},
+};
 use crate::{
     domain::{
         ApiKey, ApiKeyChanges, ApiKeySecret, DomainError, FieldErrors, NewApiKey, Page, PageRequest, Scope,
@@ -24,11 +27,41 @@ pub struct ApiKeyService {
     repo: Arc<dyn ApiKeyRepo>,
     clock: Arc<dyn Clock>,
     usage: UsageTracker,
+    watch: Arc<KeyWatch>,
+}
+
+/// A key as a request presented it: the key, the credential, and when that stops working by
+/// itself. What the request starts holds the credential (`ApiKeyService::hold`).
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub key: ApiKey,
+    pub credential: Credential,
+    pub deadline: Option<Deadline>,
 }
 
 impl ApiKeyService {
-    pub fn new(repo: Arc<dyn ApiKeyRepo>, clock: Arc<dyn Clock>) -> Self {
-        Self { usage: UsageTracker::new(repo.clone()), repo, clock }
+    /// `repo` may be a cache of `database`, which the watch of running work reads directly;
+    /// `cache_ttl` bounds how long a key revoked elsewhere keeps working here, its running work
+    /// included (see `KeyWatch`).
+    pub fn new(
+        repo: Arc<dyn ApiKeyRepo>,
+        database: Arc<dyn ApiKeyRepo>,
+        clock: Arc<dyn Clock>,
+        cache_ttl: std::time::Duration,
+    ) -> Self {
+        let watch = Arc::new(KeyWatch::new(database, clock.clone(), cache_ttl));
+        Self { usage: UsageTracker::new(repo.clone()), repo, clock, watch }
+    }
+
+    /// What ends the work of keys that may no longer act.
+    pub fn watch(&self) -> &Arc<KeyWatch> {
+        &self.watch
+    }
+
+    /// A hold for the work a request authenticated with `credential` starts: it ends when that
+    /// credential may no longer act, `deadline` at the latest.
+    pub fn hold(&self, credential: &Credential, deadline: Option<Deadline>) -> KeyHold {
+        self.watch.hold(Some(credential), deadline)
     }
 
     pub fn usage(&self) -> &UsageTracker {
@@ -160,7 +193,11 @@ impl ApiKeyService {
 
     /// Resolves the `X-API-Key` header to a usable key, checking shape before touching storage,
     /// then revocation, expiry, rotation grace and the key's IP allowlist.
-    pub async fn authenticate(&self, header: Option<&str>, client_ip: Option<IpAddr>) -> Result<ApiKey, DomainError> {
+    pub async fn authenticate(
+        &self,
+        header: Option<&str>,
+        client_ip: Option<IpAddr>,
+    ) -> Result<Authenticated, DomainError> {
         let raw = header.ok_or(DomainError::Unauthenticated(Unauthenticated::Missing))?;
         let secret = ApiKeySecret::parse(raw).map_err(DomainError::Unauthenticated)?;
         let hash = secret.hash();
@@ -172,14 +209,25 @@ impl ApiKeyService {
         if stored.secret_valid_until.is_some_and(|until| until <= self.clock.now()) {
             return Err(DomainError::Unauthenticated(Unauthenticated::Superseded));
         }
-        self.admit(stored.key, client_ip)
+        let key = self.admit(stored.key, client_ip)?;
+        let credential = Credential { key_id: key.id, hash: Some(hash) };
+        Ok(Authenticated { deadline: Deadline::of(&key, stored.secret_valid_until), credential, key })
     }
 
     /// The key a terminal ticket was issued to, if it may still act: not revoked or expired
     /// since, and `client_ip` in its allowlist (the ticket's user must be where the key may be).
-    pub async fn authenticate_ticket_holder(&self, id: Uuid, client_ip: Option<IpAddr>) -> Result<ApiKey, DomainError> {
+    pub async fn authenticate_ticket_holder(
+        &self,
+        id: Uuid,
+        client_ip: Option<IpAddr>,
+    ) -> Result<Authenticated, DomainError> {
         let key = self.repo.get(id).await?.ok_or(DomainError::Unauthenticated(Unauthenticated::Unknown))?;
-        self.admit(key, client_ip)
+        let key = self.admit(key, client_ip)?;
+        Ok(Authenticated {
+            deadline: Deadline::of(&key, None),
+            credential: Credential { key_id: key.id, hash: None },
+            key,
+        })
     }
 
     /// The checks every credential of a key passes: usable now, and from an allowed address.
@@ -208,10 +256,12 @@ impl ApiKeyService {
     }
 
     /// Revokes the key. Revoking a revoked key succeeds again (idempotent DELETE). Only a caller
-    /// holding every scope of the key may.
+    /// holding every scope of the key may. What the key runs on this replica ends now; on other
+    /// replicas at their next sweep.
     pub async fn revoke(&self, actor: &ApiKey, id: Uuid) -> Result<(), DomainError> {
         may_manage(actor, &self.get(id).await?)?;
         if self.repo.revoke(id, self.clock.now()).await? {
+            self.watch.end_now(id, Unauthenticated::Revoked);
             Ok(())
         } else {
             Err(DomainError::not_found("API key", id.to_string()))

@@ -19,11 +19,11 @@ use tokio_util::{
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use super::{AuditService, DispatchWake, OpenRun, OutputWriter, ProjectService, audit::AuditRecord};
+use super::{AuditService, DispatchWake, KeyHold, OpenRun, OutputWriter, ProjectService, audit::AuditRecord};
 use crate::{
     domain::{
         Caller, Command, CommandDefaults, CommandEnd, CommandSpec, DomainError, Execution, ExecutorKind, OutboxEvent,
-        Project, ProjectId, Session, SessionEnd, ShellRequest, ShellState,
+        Project, ProjectId, Session, SessionEnd, ShellRequest, ShellState, Unauthenticated,
     },
     ports::{Clock, CommandQueue, Executor, OutputLog, OutputSink, RanNow, SessionStore, Stop, StorageStatus},
     telemetry::metrics::{COMMAND_DURATION_SECONDS, COMMAND_EXECUTIONS_TOTAL},
@@ -169,6 +169,8 @@ impl RunningShell {
 enum Stopped {
     ClientGone,
     ShuttingDown,
+    /// Its key was revoked or expired, or the secret it was started with rotated out.
+    KeyEnded(Unauthenticated),
 }
 
 impl Stopped {
@@ -177,17 +179,18 @@ impl Stopped {
     fn error(self) -> DomainError {
         match self {
             Stopped::ClientGone => DomainError::internal(anyhow::anyhow!(self.reason())),
-            Stopped::ShuttingDown => DomainError::ExecutorUnavailable {
-                reason: self.reason().into(),
-                retry_after: Some(Duration::from_secs(1)),
-            },
+            Stopped::ShuttingDown => {
+                DomainError::ExecutorUnavailable { reason: self.reason(), retry_after: Some(Duration::from_secs(1)) }
+            }
+            Stopped::KeyEnded(why) => DomainError::Unauthenticated(why),
         }
     }
 
-    fn reason(self) -> &'static str {
+    fn reason(self) -> String {
         match self {
-            Stopped::ClientGone => "the client went away; command killed",
-            Stopped::ShuttingDown => "the server shut down; command killed",
+            Stopped::ClientGone => "the client went away; command killed".into(),
+            Stopped::ShuttingDown => "the server shut down; command killed".into(),
+            Stopped::KeyEnded(why) => format!("{why}; command killed"),
         }
     }
 }
@@ -242,8 +245,8 @@ impl CommandService {
     }
 
     /// Starts a prepared command on a task of its own, sending its output to `live` as it
-    /// arrives.
-    pub fn start(&self, caller: Caller, prepared: PreparedShell, live: OutputSink) -> RunningShell {
+    /// arrives. It is killed when `hold` ends (its key may no longer act).
+    pub fn start(&self, caller: Caller, prepared: PreparedShell, live: OutputSink, hold: KeyHold) -> RunningShell {
         let (done, result) = oneshot::channel();
         let client_gone = CancellationToken::new();
         let stopped = {
@@ -253,6 +256,7 @@ impl CommandService {
                 tokio::select! {
                     () = client_gone.cancelled() => Stopped::ClientGone,
                     () = shutting_down.cancelled() => Stopped::ShuttingDown,
+                    why = hold.ended() => Stopped::KeyEnded(why),
                 }
             }
         };

@@ -64,6 +64,12 @@ impl QueueService {
         Ok(recovered)
     }
 
+    /// Cancels the queued commands of keys revoked or expired by now, and has the workers of
+    /// their running ones (on any replica) kill them. Returns how many it changed.
+    pub async fn cancel_work_of_unusable_keys(&self) -> Result<u64, DomainError> {
+        self.queue.cancel_of_unusable_keys(self.clock.now()).await
+    }
+
     /// Validates and persists a command for the workers; the project must exist now.
     pub async fn enqueue(
         &self,

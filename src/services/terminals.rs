@@ -7,7 +7,7 @@
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
-use super::{ApiKeyService, AuditService, ProjectService};
+use super::{ApiKeyService, AuditService, Authenticated, ProjectService};
 use crate::{
     domain::{
         ApiKey, AuditOutcome, Caller, DomainError, IssuedTicket, ProjectId, StoredTicket, TerminalEnding, TerminalSize,
@@ -23,8 +23,16 @@ pub struct TerminalService {
     keys: Arc<ApiKeyService>,
     audit: Arc<AuditService>,
     clock: Arc<dyn Clock>,
-    /// `RDEV_TERMINAL_IDLE_TIMEOUT`.
+    pub limits: TerminalLimits,
+}
+
+/// How long terminals live.
+#[derive(Debug, Clone, Copy)]
+pub struct TerminalLimits {
+    /// `RDEV_TERMINAL_IDLE_TIMEOUT`: how long a terminal lives with no byte either way.
     pub idle_timeout: Duration,
+    /// `RDEV_TERMINAL_MAX_LIFETIME`: how long a terminal lives, however busy.
+    pub max_lifetime: Duration,
 }
 
 /// Who opened a terminal where: what its end is audited with.
@@ -42,9 +50,9 @@ impl TerminalService {
         keys: Arc<ApiKeyService>,
         audit: Arc<AuditService>,
         clock: Arc<dyn Clock>,
-        idle_timeout: Duration,
+        limits: TerminalLimits,
     ) -> Self {
-        Self { tickets, host, projects, keys, audit, clock, idle_timeout }
+        Self { tickets, host, projects, keys, audit, clock, limits }
     }
 
     /// A ticket for `key` to open a terminal in `project_id` (which must exist) within 30 s.
@@ -67,7 +75,7 @@ impl TerminalService {
         raw: &str,
         project_id: &ProjectId,
         client_ip: Option<IpAddr>,
-    ) -> Result<ApiKey, DomainError> {
+    ) -> Result<Authenticated, DomainError> {
         let secret = TicketSecret::parse(raw).map_err(DomainError::Unauthenticated)?;
         let ticket = self
             .tickets
@@ -109,6 +117,8 @@ impl TerminalService {
             TerminalEnding::ClientClosed => (AuditOutcome::Succeeded, None),
             TerminalEnding::Idle => (AuditOutcome::TimedOut, None),
             TerminalEnding::Failed => (AuditOutcome::Error, None),
+            TerminalEnding::KeyEnded(_) => (AuditOutcome::Rejected, None),
+            TerminalEnding::Lifetime => (AuditOutcome::TimedOut, None),
         };
         let duration_ms = u64::try_from(summary.duration.as_millis()).unwrap_or(u64::MAX);
         let recorded = self

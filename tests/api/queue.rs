@@ -164,9 +164,12 @@ async fn expired_leases_requeue_unstarted_or_retryable_commands_and_fail_the_res
     let lease = now + chrono::Duration::seconds(2);
     let mut claimed = Vec::new();
     for _ in 0..3 {
-        claimed.push(queue.claim("dead-worker", lease).await.unwrap().unwrap().id);
+        claimed.push(queue.claim("dead-worker", lease, chrono::Utc::now(), &[]).await.unwrap().unwrap().id);
     }
-    assert!(queue.claim("dead-worker", lease).await.unwrap().is_none(), "each command is claimed once");
+    assert!(
+        queue.claim("dead-worker", lease, chrono::Utc::now(), &[]).await.unwrap().is_none(),
+        "each command is claimed once"
+    );
     queue.start(retryable.id, "dead-worker", now).await.unwrap();
     queue.start(once.id, "dead-worker", now).await.unwrap();
 

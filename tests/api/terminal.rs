@@ -41,6 +41,8 @@ pub struct Term {
     pub seen: Vec<u8>,
     /// The exit frame's status, once it came.
     pub exit_code: Option<i64>,
+    /// The exit frame's `reason`, when the server ended the terminal.
+    pub exit_reason: Option<String>,
     /// The close frame's reason, once it came.
     pub close_reason: Option<String>,
 }
@@ -72,7 +74,9 @@ impl Term {
             request.headers_mut().insert("x-api-key", key.parse().unwrap());
         }
         match tokio_tungstenite::connect_async(request).await {
-            Ok((socket, _)) => Ok(Self { socket, seen: Vec::new(), exit_code: None, close_reason: None }),
+            Ok((socket, _)) => {
+                Ok(Self { socket, seen: Vec::new(), exit_code: None, exit_reason: None, close_reason: None })
+            }
             Err(tungstenite::Error::Http(response)) => {
                 let body = response.body().as_deref().map(serde_json::from_slice).transpose().unwrap_or_default();
                 Err(Refused { status: response.status().as_u16(), body: body.unwrap_or(Value::Null) })
@@ -128,7 +132,10 @@ impl Term {
             Some(Ok(Message::Text(text))) => {
                 let frame: Value = serde_json::from_str(text.as_str()).unwrap();
                 match frame["type"].as_str() {
-                    Some("exit") => self.exit_code = frame["exit_code"].as_i64(),
+                    Some("exit") => {
+                        self.exit_code = frame["exit_code"].as_i64();
+                        self.exit_reason = frame["reason"].as_str().map(str::to_owned);
+                    }
                     _ => panic!("unexpected text frame {frame}"),
                 }
             }

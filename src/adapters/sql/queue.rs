@@ -93,24 +93,80 @@ impl<D: Dialect> CommandQueue for SqlCommandQueue<D> {
     }
 
     #[tracing::instrument(name = "db commands.claim", skip_all, fields(db.system = D::SYSTEM))]
-    async fn claim(&self, worker: &str, lease_until: DateTime<Utc>) -> Result<Option<Command>, DomainError> {
+    async fn claim(
+        &self,
+        worker: &str,
+        lease_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+        avoid: &[Uuid],
+    ) -> Result<Option<Command>, DomainError> {
         let lock = if D::KIND == Kind::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
-        let claim = Stmt::<D>::new(format!(
-            "UPDATE commands SET status = 'running', claimed_by = $1, lease_until = $2
-             WHERE id = (SELECT id FROM commands WHERE status = 'queued' ORDER BY priority DESC, seq LIMIT 1{lock})
-             RETURNING {COLUMNS}"
-        ))
-        .value(worker.to_owned())
-        .time(Some(lease_until));
+        let claim = |avoiding: &str| {
+            Stmt::<D>::new(format!(
+                "UPDATE commands SET status = 'running', claimed_by = $1, lease_until = $2
+                 WHERE id = (SELECT id FROM commands WHERE status = 'queued'{avoiding}
+                     AND NOT EXISTS (SELECT 1 FROM api_keys k WHERE k.id = commands.api_key_id
+                         AND (k.revoked_at IS NOT NULL OR k.expires_at <= $3))
+                     ORDER BY priority DESC, seq LIMIT 1{lock})
+                 RETURNING {COLUMNS}"
+            ))
+            .value(worker.to_owned())
+            .time(Some(lease_until))
+            .time(Some(now))
+        };
+        // Uuids print as hex and hyphens only, so they are safe inline; their number is at most
+        // the workers of one replica.
+        let avoiding = match avoid {
+            [] => None,
+            keys => {
+                let listed: Vec<String> = keys.iter().map(|id| format!("'{id}'")).collect();
+                Some(format!(" AND (api_key_id IS NULL OR api_key_id NOT IN ({}))", listed.join(", ")))
+            }
+        };
+        // When no other key's command waits, the avoided keys may have the worker.
         match D::KIND {
-            Kind::Postgres => one(claim.fetch_optional(&self.db).await?),
+            Kind::Postgres => {
+                if let Some(avoiding) = &avoiding
+                    && let Some(row) = claim(avoiding).fetch_optional(&self.db).await?
+                {
+                    return one(Some(row));
+                }
+                one(claim("").fetch_optional(&self.db).await?)
+            }
             Kind::Sqlite => {
                 let mut tx = begin(&self.db).await?;
-                let row = claim.fetch_optional(&mut tx).await?;
+                let mut row = match &avoiding {
+                    Some(avoiding) => claim(avoiding).fetch_optional(&mut tx).await?,
+                    None => None,
+                };
+                if row.is_none() {
+                    row = claim("").fetch_optional(&mut tx).await?;
+                }
                 commit(tx).await?;
                 one(row)
             }
         }
+    }
+
+    async fn cancel_of_unusable_keys(&self, now: DateTime<Utc>) -> Result<u64, DomainError> {
+        let unusable = "SELECT id FROM api_keys WHERE revoked_at IS NOT NULL OR expires_at <= $1";
+        let why = "(SELECT CASE WHEN k.revoked_at IS NOT NULL THEN 'API key has been revoked'
+                     ELSE 'API key has expired' END FROM api_keys k WHERE k.id = commands.api_key_id)";
+        let queued = format!(
+            "UPDATE commands SET status = 'cancelled', finished_at = $1, stdin = NULL, error = {why}
+             WHERE status = 'queued' AND api_key_id IN ({unusable}) RETURNING {COLUMNS}"
+        );
+        let running = format!(
+            "UPDATE commands SET cancel_requested = TRUE
+             WHERE status = 'running' AND origin = 'queue' AND NOT cancel_requested AND api_key_id IN ({unusable})"
+        );
+        let mut tx = begin(&self.db).await?;
+        let rows = Stmt::<D>::new(queued).time(Some(now)).fetch_all(&mut tx).await?;
+        let cancelled = rows.iter().map(command_from_row).collect::<Result<Vec<_>, _>>()?;
+        publish_final(&mut tx, &cancelled).await?;
+        let requested = Stmt::<D>::new(running).time(Some(now)).execute(&mut tx).await?;
+        commit(tx).await?;
+        Ok(cancelled.len() as u64 + requested)
     }
 
     async fn start(&self, id: Uuid, worker: &str, at: DateTime<Utc>) -> Result<bool, DomainError> {

@@ -150,8 +150,10 @@ pub async fn rotate_api_key(
 
 /// Revoke an API key
 ///
-/// It stops working on every replica within `CACHE_TTL`. Scope `keys:admin`, and every scope of the
-/// key.
+/// It stops working on every replica within `CACHE_TTL`, and so does everything it started:
+/// its running commands are killed, its streams and followers end with an `error` event, its
+/// terminals close with an exit frame, its queued commands are cancelled. Scope `keys:admin`,
+/// and every scope of the key.
 #[utoipa::path(
     delete, path = "/api-keys/{id}", tag = "api-keys", security(("api_key" = [])),
     params(("id" = Uuid, Path)),
@@ -163,5 +165,9 @@ pub async fn revoke_api_key(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<StatusCode, ApiError> {
     state.keys.revoke(&auth.key, id).await?;
+    // Revoked either way; should this fail, every replica's upkeep does it within seconds.
+    if let Err(error) = state.queue.cancel_work_of_unusable_keys().await {
+        tracing::warn!(%error, "could not cancel a revoked key's queued commands yet; the upkeep will");
+    }
     Ok(StatusCode::NO_CONTENT)
 }

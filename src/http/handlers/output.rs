@@ -2,7 +2,7 @@
 //! `GET /commands/{id}/events` (its log as Server-Sent Events, live while it runs, resumable
 //! with `Last-Event-ID`), from any replica.
 
-use std::{convert::Infallible, time::Duration};
+use std::{convert::Infallible, pin::Pin, time::Duration};
 
 use axum::{
     extract::State,
@@ -12,20 +12,20 @@ use axum::{
         sse::{Event, KeepAlive, Sse},
     },
 };
-use futures_util::StreamExt as _;
+use futures_util::{Stream, StreamExt as _};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::{
-    domain::{DomainError, EntryKind, OutputEntry, Stream},
+    domain::{DomainError, EntryKind, OutputEntry, Stream as OutputStream, Unauthenticated},
     http::{
         auth::{Authorized, scope},
         error::{ApiError, ErrorBody},
         extract::{ApiPath, ApiQuery},
         state::AppState,
     },
-    services::Followed,
+    services::{Followed, KeyHold},
 };
 
 /// One Server-Sent Event as it goes out (its `id:`, `event:` and `data:` lines): what the
@@ -74,8 +74,10 @@ pub async fn get_output(
     ApiQuery(params): ApiQuery<OutputParams>,
 ) -> Result<Response, ApiError> {
     let stream = match params.stream.as_deref() {
-        None => Stream::Stdout,
-        Some(raw) => Stream::parse(raw).ok_or_else(|| DomainError::invalid("stream", "must be stdout or stderr"))?,
+        None => OutputStream::Stdout,
+        Some(raw) => {
+            OutputStream::parse(raw).ok_or_else(|| DomainError::invalid("stream", "must be stdout or stderr"))?
+        }
     };
     let kept = state.output.kept(id, stream).await?;
     let headers = [
@@ -140,7 +142,30 @@ pub async fn follow_output(
             Err(error) => super::shell::error_event(ApiError::from(error), String::new()),
         })
     });
+    let events = until_key_ends(events, auth.hold(&state), auth.caller.request_id);
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response())
+}
+
+/// `events`, cut short when `hold` ends (the key was revoked, expired or rotated out): the last
+/// event is then an `error` event saying why.
+pub(crate) fn until_key_ends(
+    events: impl Stream<Item = Result<Event, Infallible>> + Send + 'static,
+    hold: KeyHold,
+    request_id: String,
+) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
+    let ended: Pin<Box<dyn Future<Output = Unauthenticated> + Send>> = Box::pin(async move { hold.ended().await });
+    let state = Some((Box::pin(events), ended));
+    futures_util::stream::unfold(state, move |state| {
+        let request_id = request_id.clone();
+        async move {
+            let (mut events, mut ended) = state?;
+            tokio::select! {
+                biased;
+                why = &mut ended => Some((Ok(super::shell::error_event(ApiError::from(why), request_id)), None)),
+                next = events.next() => next.map(|event| (event, Some((events, ended)))),
+            }
+        }
+    })
 }
 
 /// An entry of the output log as an event: `stdout`/`stderr` with its text, or `gap` saying

@@ -182,9 +182,11 @@ pub async fn run_in_session(
         return Err(busy.into());
     }
     if sse {
-        return Ok(stream(&state, auth.caller, prepared, reservation, true).into_response());
+        let hold = auth.hold(&state);
+        return Ok(stream(&state, auth.caller, hold, prepared, reservation, true).into_response());
     }
-    let running = state.commands.start(auth.caller, prepared, None);
+    let hold = auth.hold(&state);
+    let running = state.commands.start(auth.caller, prepared, None, hold);
     let finished = running.finished_in_session().await.and_then(|(execution, session)| {
         session
             .map(|session| SessionExecution { execution, session })

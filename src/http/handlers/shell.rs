@@ -30,7 +30,7 @@ use crate::{
         state::AppState,
     },
     ports::OutputChunk,
-    services::{PreparedShell, Reservation},
+    services::{KeyHold, PreparedShell, Reservation},
 };
 
 /// Run a command now
@@ -82,11 +82,13 @@ pub async fn run_shell(
         Keyed::Run(reservation) => reservation,
     };
     if sse {
-        return Ok(stream(&state, auth.caller, prepared, reservation, false).into_response());
+        let hold = auth.hold(&state);
+        return Ok(stream(&state, auth.caller, hold, prepared, reservation, false).into_response());
     }
     // Dropped with this request (the client went away), the command is killed, and audited;
     // the key, if any, is given up.
-    let running = state.commands.start(auth.caller, prepared, None);
+    let hold = auth.hold(&state);
+    let running = state.commands.start(auth.caller, prepared, None, hold);
     idempotency::answer(reservation, StatusCode::OK, running.finished().await, |_| None).await
 }
 
@@ -105,13 +107,14 @@ pub(crate) fn wants_event_stream(headers: &HeaderMap) -> bool {
 pub(crate) fn stream(
     state: &AppState,
     caller: Caller,
+    hold: KeyHold,
     prepared: PreparedShell,
     reservation: Option<Reservation>,
     in_session: bool,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<>> {
     let (output_tx, output) = mpsc::unbounded_channel::<OutputChunk>();
     let request_id = caller.request_id.clone();
-    let running = state.commands.start(caller, prepared, Some(output_tx));
+    let running = state.commands.start(caller, prepared, Some(output_tx), hold);
     let events = futures_util::stream::unfold(Some((output, running, 0, reservation)), move |open| {
         let request_id = request_id.clone();
         async move {

@@ -34,7 +34,7 @@ use crate::{
         state::AppState,
     },
     ports::TerminalIo,
-    services::{OpenedTerminal, TerminalService},
+    services::{KeyHold, OpenedTerminal, TerminalService},
     telemetry::metrics::{TERMINAL_BYTES_TOTAL, TERMINAL_SESSIONS_ACTIVE},
 };
 
@@ -107,12 +107,13 @@ pub async fn open_terminal(
         ApiError::from(DomainError::invalid("upgrade", format!("this route is a WebSocket: {rejection}")))
     })?;
     let size = TerminalSize::new(params.cols.unwrap_or(80), params.rows.unwrap_or(24))?;
+    let hold = auth.hold(&state);
     let opened = state.terminals.open(&auth.caller, &id, size).await?;
     let service = state.terminals.clone();
     Ok(upgrade
         .max_message_size(MAX_CLIENT_MESSAGE_BYTES)
         .max_frame_size(MAX_CLIENT_MESSAGE_BYTES)
-        .on_upgrade(move |socket| serve(socket, opened, service)))
+        .on_upgrade(move |socket| serve(socket, opened, service, hold)))
 }
 
 /// Counts a terminal in `terminal_sessions_active` while it lives.
@@ -131,13 +132,21 @@ impl Drop for Active {
     }
 }
 
-/// Moves bytes between the socket and the terminal until either ends, then tells the client
-/// how it ended and audits it.
-async fn serve(mut socket: WebSocket, opened: OpenedTerminal, service: Arc<TerminalService>) {
+/// Moves bytes between the socket and the terminal until either ends (or the key may no longer
+/// act, or the terminal has lived its lifetime), then tells the client how it ended and audits
+/// it.
+async fn serve(mut socket: WebSocket, opened: OpenedTerminal, service: Arc<TerminalService>, hold: KeyHold) {
     let _active = Active::new();
     let started = Instant::now();
-    let OpenedTerminal { io, caller, project_id } = opened;
-    let mut pump = Pump { io, bytes_in: 0, bytes_out: 0, idle: service.idle_timeout };
+    let OpenedTerminal { io, caller, project_id, .. } = opened;
+    let mut pump = Pump {
+        io,
+        bytes_in: 0,
+        bytes_out: 0,
+        idle: service.limits.idle_timeout,
+        ends_at: started + service.limits.max_lifetime,
+        hold,
+    };
     let ending = pump.run(&mut socket).await;
     let Pump { io, bytes_in, bytes_out, .. } = pump;
     // Whatever still runs is killed here, and the end is on record, before the client is told.
@@ -158,6 +167,9 @@ struct Pump {
     bytes_in: u64,
     bytes_out: u64,
     idle: Duration,
+    /// `RDEV_TERMINAL_MAX_LIFETIME` after it opened, whatever goes through it.
+    ends_at: Instant,
+    hold: KeyHold,
 }
 
 impl Pump {
@@ -210,6 +222,8 @@ impl Pump {
                     }
                 }
                 () = tokio::time::sleep_until(deadline) => return TerminalEnding::Idle,
+                () = tokio::time::sleep_until(self.ends_at) => return TerminalEnding::Lifetime,
+                why = self.hold.ended() => return TerminalEnding::KeyEnded(why),
             }
         }
         self.exit().await
@@ -234,20 +248,34 @@ fn error_frame(error: DomainError) -> Message {
     Message::Text(frame.to_string().into())
 }
 
-/// The last frames: the exit status and a normal close, or a close saying why it ended.
+/// The last frames: the exit status and a normal close, or a close saying why it ended. A
+/// terminal the server ended gets an exit frame without a code, saying why.
 async fn say_goodbye(socket: &mut WebSocket, ending: TerminalEnding) {
     let close = |code, reason: &'static str| Message::Close(Some(CloseFrame { code, reason: reason.into() }));
-    let last = match ending {
-        TerminalEnding::Exited(code) => {
-            let exit = serde_json::json!({ "type": "exit", "exit_code": code });
-            if socket.send(Message::Text(exit.to_string().into())).await.is_err() {
-                return;
-            }
-            close(close_code::NORMAL, "")
+    let exit = |code: Option<i32>, reason: Option<String>| {
+        let mut exit = serde_json::json!({ "type": "exit", "exit_code": code });
+        if let Some(reason) = reason {
+            exit["reason"] = reason.into();
         }
-        TerminalEnding::Idle => close(close_code::NORMAL, "idle timeout"),
-        TerminalEnding::Failed => close(close_code::ERROR, "the executor failed"),
+        Message::Text(exit.to_string().into())
+    };
+    let (frame, last) = match ending {
+        TerminalEnding::Exited(code) => (exit(Some(code), None), close(close_code::NORMAL, "")),
+        TerminalEnding::KeyEnded(why) => {
+            (exit(None, Some(why.to_string())), close(close_code::POLICY, "API key may no longer act"))
+        }
+        TerminalEnding::Lifetime => {
+            (exit(None, Some("maximum lifetime reached".into())), close(close_code::NORMAL, "maximum lifetime"))
+        }
+        TerminalEnding::Idle => return send_close(socket, close(close_code::NORMAL, "idle timeout")).await,
+        TerminalEnding::Failed => return send_close(socket, close(close_code::ERROR, "the executor failed")).await,
         TerminalEnding::ClientClosed => return,
     };
-    let _ = socket.send(last).await;
+    if socket.send(frame).await.is_ok() {
+        send_close(socket, last).await;
+    }
+}
+
+async fn send_close(socket: &mut WebSocket, close: Message) {
+    let _ = socket.send(close).await;
 }

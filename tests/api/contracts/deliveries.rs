@@ -168,10 +168,10 @@ async fn final_commands_put_their_event_in_the_outbox(db: Db) {
     for c in [&finished, &cancelled, &lost] {
         queue.enqueue(c).await.unwrap();
     }
-    queue.claim("w", t + seconds(30)).await.unwrap();
+    queue.claim("w", t + seconds(30), chrono::Utc::now(), &[]).await.unwrap();
     queue.finish(finished.id, "w", &CommandEnd::Error("gone".into()), t, &super::entry("p", t)).await.unwrap();
     queue.cancel(cancelled.id, t).await.unwrap();
-    queue.claim("w", t + seconds(30)).await.unwrap();
+    queue.claim("w", t + seconds(30), chrono::Utc::now(), &[]).await.unwrap();
     queue.start(lost.id, "w", t).await.unwrap();
     queue.recover_expired(t + seconds(31), &|r| super::entry_of(r.command())).await.unwrap();
 

@@ -97,12 +97,12 @@ async fn claims_take_the_highest_priority_then_the_oldest_each_once(queue: Arc<d
 
     let lease = t + seconds(30);
     let mut order = Vec::new();
-    while let Some(claimed) = queue.claim("w1", lease).await.unwrap() {
+    while let Some(claimed) = queue.claim("w1", lease, chrono::Utc::now(), &[]).await.unwrap() {
         assert_eq!(claimed.status, CommandStatus::Running);
         order.push(claimed.id);
     }
     assert_eq!(order, [high.id, low.id, later_low.id]);
-    assert_eq!(queue.claim("w2", lease).await.unwrap(), None, "nothing is claimed twice");
+    assert_eq!(queue.claim("w2", lease, chrono::Utc::now(), &[]).await.unwrap(), None, "nothing is claimed twice");
     assert!(queue.depth().await.unwrap().iter().all(|(_, n)| *n == 0));
 }
 
@@ -110,7 +110,7 @@ async fn a_claim_holds_through_start_renew_and_finish_for_its_worker_only(queue:
     let t = now();
     let queued = command("p", 5, 1, t);
     queue.enqueue(&queued).await.unwrap();
-    let id = queue.claim("w1", t + seconds(30)).await.unwrap().unwrap().id;
+    let id = queue.claim("w1", t + seconds(30), chrono::Utc::now(), &[]).await.unwrap().unwrap().id;
 
     assert!(!queue.start(id, "w2", t).await.unwrap(), "another worker's claim");
     assert!(queue.start(id, "w1", t + seconds(1)).await.unwrap());
@@ -142,7 +142,7 @@ async fn a_claim_holds_through_start_renew_and_finish_for_its_worker_only(queue:
 
     let failed = command("p", 5, 1, t);
     queue.enqueue(&failed).await.unwrap();
-    queue.claim("w1", t + seconds(30)).await.unwrap();
+    queue.claim("w1", t + seconds(30), chrono::Utc::now(), &[]).await.unwrap();
     let ended = queue
         .finish(failed.id, "w1", &CommandEnd::Error("no project".into()), t, &super::entry("p", t))
         .await
@@ -161,7 +161,11 @@ async fn cancel_stops_a_queued_command_and_flags_a_running_one(queue: Arc<dyn Co
     let (cancelled, effect) = queue.cancel(queued.id, t + seconds(1)).await.unwrap().unwrap();
     assert_eq!(effect, CancelEffect::Cancelled);
     assert_eq!((cancelled.status, cancelled.finished_at), (CommandStatus::Cancelled, Some(t + seconds(1))));
-    assert_eq!(queue.claim("w1", t + seconds(30)).await.unwrap(), None, "a cancelled command is not claimed");
+    assert_eq!(
+        queue.claim("w1", t + seconds(30), chrono::Utc::now(), &[]).await.unwrap(),
+        None,
+        "a cancelled command is not claimed"
+    );
 
     let (again, effect) = queue.cancel(queued.id, t + seconds(2)).await.unwrap().unwrap();
     assert_eq!((effect, again), (CancelEffect::Unchanged, cancelled), "a final command stays as it was");
@@ -169,7 +173,7 @@ async fn cancel_stops_a_queued_command_and_flags_a_running_one(queue: Arc<dyn Co
 
     let running = command("p", 5, 1, t);
     queue.enqueue(&running).await.unwrap();
-    queue.claim("w1", t + seconds(30)).await.unwrap();
+    queue.claim("w1", t + seconds(30), chrono::Utc::now(), &[]).await.unwrap();
     let (flagged, effect) = queue.cancel(running.id, t).await.unwrap().unwrap();
     assert_eq!(
         (effect, flagged.status, flagged.cancel_requested),
@@ -188,7 +192,7 @@ async fn expired_leases_requeue_what_may_run_again_and_fail_the_rest(queue: Arc<
     }
     let lease = t + seconds(30);
     for c in [&unstarted, &retryable, &once, &cancelling] {
-        assert_eq!(queue.claim("gone", lease).await.unwrap().unwrap().id, c.id);
+        assert_eq!(queue.claim("gone", lease, chrono::Utc::now(), &[]).await.unwrap().unwrap().id, c.id);
     }
     for c in [&retryable, &once, &cancelling] {
         assert!(queue.start(c.id, "gone", t).await.unwrap());
@@ -227,7 +231,7 @@ async fn expired_leases_requeue_what_may_run_again_and_fail_the_rest(queue: Arc<
         assert_eq!((back.status, back.started_at), (CommandStatus::Queued, None));
     }
     assert_eq!(queue.get(retryable.id).await.unwrap().unwrap().attempts, 1, "the attempt made counts");
-    assert_eq!(queue.claim("w1", t + seconds(90)).await.unwrap().unwrap().id, unstarted.id);
+    assert_eq!(queue.claim("w1", t + seconds(90), chrono::Utc::now(), &[]).await.unwrap().unwrap().id, unstarted.id);
 }
 
 async fn release_returns_only_an_unstarted_claim(queue: Arc<dyn CommandQueue>) {
@@ -235,8 +239,8 @@ async fn release_returns_only_an_unstarted_claim(queue: Arc<dyn CommandQueue>) {
     let (a, b) = (command("p", 9, 1, t), command("p", 1, 1, t));
     queue.enqueue(&a).await.unwrap();
     queue.enqueue(&b).await.unwrap();
-    queue.claim("w1", t + seconds(30)).await.unwrap();
-    queue.claim("w1", t + seconds(30)).await.unwrap();
+    queue.claim("w1", t + seconds(30), chrono::Utc::now(), &[]).await.unwrap();
+    queue.claim("w1", t + seconds(30), chrono::Utc::now(), &[]).await.unwrap();
     assert!(queue.start(b.id, "w1", t).await.unwrap());
 
     queue.release(a.id, "w2").await.unwrap();

@@ -4,6 +4,7 @@
 
 mod dispatcher;
 mod follow;
+mod key_watch;
 mod queue;
 mod worker;
 
@@ -11,13 +12,13 @@ use std::{sync::Arc, time::Duration};
 
 use rdev_api::{
     domain::{Caller, Command, EnqueueRequest, ProjectId},
-    services::{AuditService, DispatchWake, ProjectService, QueueWorker, RunningCommands},
+    services::{AuditService, DispatchWake, KeyWatch, ProjectService, QueueWorker, RunningCommands},
 };
 use tokio::{sync::watch, task::JoinHandle};
 
 use crate::support::{
     ManualClock,
-    fakes::{FixedProjects, MemoryAuditLog, MemoryOutputLog, MemoryQueue, ScriptedExecutor},
+    fakes::{FixedProjects, MemoryAuditLog, MemoryKeys, MemoryOutputLog, MemoryQueue, ScriptedExecutor},
 };
 
 /// One replica's queue side on fakes: a worker running over a shared in-memory queue.
@@ -28,6 +29,8 @@ pub struct QueueRig {
     pub output: Arc<MemoryOutputLog>,
     pub projects: Arc<ProjectService>,
     pub running: Arc<RunningCommands>,
+    pub keys: Arc<MemoryKeys>,
+    pub watch: Arc<KeyWatch>,
     pub clock: Arc<ManualClock>,
     /// The lease the worker takes; it renews every third of it.
     pub lease: Duration,
@@ -39,6 +42,9 @@ impl QueueRig {
     /// Fakes for the project `hello`, with no worker yet.
     pub fn new() -> Self {
         let audit = Arc::new(MemoryAuditLog::default());
+        let keys = Arc::new(MemoryKeys::default());
+        let clock = ManualClock::new();
+        let watch = Arc::new(KeyWatch::new(keys.clone(), clock.clone(), Duration::from_secs(1)));
         Self {
             queue: Arc::new(MemoryQueue::sharing(audit.clone())),
             executor: Arc::new(ScriptedExecutor::default()),
@@ -46,7 +52,9 @@ impl QueueRig {
             output: Arc::new(MemoryOutputLog::default()),
             projects: Arc::new(ProjectService::new(FixedProjects::named(&["hello"]))),
             running: Arc::new(RunningCommands::default()),
-            clock: ManualClock::new(),
+            keys,
+            watch,
+            clock,
             lease: Duration::from_millis(300),
             stop: watch::Sender::new(false),
             worker: None,
@@ -64,6 +72,8 @@ impl QueueRig {
             audit: Arc::new(AuditService::new(self.audit.clone(), self.clock.clone())),
             deliveries: DispatchWake::default(),
             running: self.running.clone(),
+            keys: self.watch.clone(),
+            workers: 1,
             clock: self.clock.clone(),
             lease: self.lease,
         };

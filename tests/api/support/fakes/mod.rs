@@ -7,6 +7,7 @@
 mod audit;
 mod deliveries;
 mod executor;
+mod keys;
 mod output;
 mod queue;
 mod sender;
@@ -14,6 +15,7 @@ mod sender;
 pub use audit::MemoryAuditLog;
 pub use deliveries::MemoryDeliveries;
 pub use executor::{ExecEvent, ScriptedExecutor};
+pub use keys::MemoryKeys;
 pub use output::MemoryOutputLog;
 pub use queue::MemoryQueue;
 pub use sender::ScriptedSender;

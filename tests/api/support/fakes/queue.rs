@@ -121,18 +121,34 @@ impl CommandQueue for MemoryQueue {
         Ok(Page::from_rows(rows, page, |c| c.id))
     }
 
-    async fn claim(&self, worker: &str, lease_until: DateTime<Utc>) -> Result<Option<Command>, DomainError> {
+    /// Keys live in another store here: every key may act.
+    async fn claim(
+        &self,
+        worker: &str,
+        lease_until: DateTime<Utc>,
+        _now: DateTime<Utc>,
+        avoid: &[Uuid],
+    ) -> Result<Option<Command>, DomainError> {
         Ok(self.state.change(|s| {
-            let slot = s
-                .commands
-                .values_mut()
-                .filter(|slot| slot.command.status == CommandStatus::Queued)
-                .min_by_key(|slot| (std::cmp::Reverse(slot.command.priority), slot.seq))?;
+            let next = |avoiding: bool| {
+                s.commands
+                    .values()
+                    .filter(|slot| slot.command.status == CommandStatus::Queued)
+                    .filter(|slot| !avoiding || slot.command.caller.api_key_id.is_none_or(|key| !avoid.contains(&key)))
+                    .min_by_key(|slot| (std::cmp::Reverse(slot.command.priority), slot.seq))
+                    .map(|slot| slot.command.id)
+            };
+            let id = next(true).or_else(|| next(false))?;
+            let slot = s.commands.get_mut(&id)?;
             slot.command.status = CommandStatus::Running;
             slot.claimed_by = Some(worker.to_owned());
             slot.lease_until = Some(lease_until);
             Some(slot.command.clone())
         }))
+    }
+
+    async fn cancel_of_unusable_keys(&self, _now: DateTime<Utc>) -> Result<u64, DomainError> {
+        Ok(0)
     }
 
     async fn start(&self, id: Uuid, worker: &str, at: DateTime<Utc>) -> Result<bool, DomainError> {
