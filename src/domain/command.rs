@@ -388,4 +388,32 @@ impl CommandEnd {
 pub struct CommandFilter {
     pub project_id: Option<ProjectId>,
     pub status: Option<CommandStatus>,
+    pub reader: CommandReader,
+}
+
+/// Who reads commands. A session is its key's alone, and so are the commands run in it: a key
+/// reads every command outside sessions, and a session's command only when it ran it; `admin`
+/// reads everything.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CommandReader {
+    #[default]
+    Admin,
+    Key(Uuid),
+}
+
+impl CommandReader {
+    pub fn may_read(self, command: &Command) -> bool {
+        match self {
+            CommandReader::Admin => true,
+            CommandReader::Key(key) => command.session_id.is_none() || command.caller.api_key_id == Some(key),
+        }
+    }
+
+    /// The key whose session commands are readable, `None` when all are.
+    pub fn key(self) -> Option<Uuid> {
+        match self {
+            CommandReader::Admin => None,
+            CommandReader::Key(key) => Some(key),
+        }
+    }
 }

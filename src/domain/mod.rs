@@ -21,7 +21,7 @@ pub mod webhook;
 
 pub use apikey::{ApiKey, ApiKeyChanges, ApiKeySecret, KeyHash, NewApiKey, RotateRequest, Scope};
 pub use audit::{AuditEntry, AuditFilter, AuditOutcome, Caller};
-pub use command::{Command, CommandEnd, CommandFilter, CommandOrigin, CommandStatus, EnqueueRequest};
+pub use command::{Command, CommandEnd, CommandFilter, CommandOrigin, CommandReader, CommandStatus, EnqueueRequest};
 pub use delivery::{
     AttemptVerdict, Delivery, DeliveryAttempt, DeliveryFilter, DeliveryStatus, DueDelivery, OutboxEvent,
 };

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::{error::ApiError, state::AppState};
 use crate::{
-    domain::{ApiKey, Caller, DomainError, ProjectId, Scope, Unauthenticated},
+    domain::{ApiKey, Caller, CommandReader, DomainError, ProjectId, Scope, Unauthenticated},
     ports::RateDecision,
     services::{Authenticated, Credential, Deadline, KeyHold},
     telemetry::metrics::RATE_LIMITED_REQUESTS_TOTAL,
@@ -171,6 +171,12 @@ impl<S> Authorized<S> {
     /// What work this request starts holds: it ends when the key may no longer act.
     pub fn hold(&self, state: &AppState) -> KeyHold {
         state.keys.hold(&self.credential, self.deadline)
+    }
+
+    /// Which commands this key reads: every one for `admin`, else all but other keys' session
+    /// commands.
+    pub fn command_reader(&self) -> CommandReader {
+        if self.key.allows(Scope::Admin) { CommandReader::Admin } else { CommandReader::Key(self.key.id) }
     }
 }
 

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::follow::{FollowLimits, Followers};
 use crate::{
-    domain::{Command, DomainError, EntryKind, OutputEntry, Stream, TailSnapshot},
+    domain::{Command, CommandReader, DomainError, EntryKind, OutputEntry, Stream, TailSnapshot},
     ports::{CommandQueue, OutputChunk, OutputLog, OutputSink},
 };
 
@@ -251,15 +251,20 @@ impl OutputService {
         Self { log, commands, followers }
     }
 
-    async fn command(&self, id: Uuid) -> Result<Command, DomainError> {
-        self.commands.get(id).await?.ok_or_else(|| DomainError::not_found("command", id.to_string()))
+    /// Command `id`, if `reader` may read it (404 otherwise, as if it did not exist).
+    async fn command(&self, id: Uuid, reader: CommandReader) -> Result<Command, DomainError> {
+        self.commands
+            .get(id)
+            .await?
+            .filter(|command| reader.may_read(command))
+            .ok_or_else(|| DomainError::not_found("command", id.to_string()))
     }
 
     /// The kept bytes of `stream` (head, then tail once the command ended, or the tail stored
     /// while it ran where it never stored its end) and how many were dropped.
-    pub async fn kept(&self, id: Uuid, stream: Stream) -> Result<KeptOutput, DomainError> {
+    pub async fn kept(&self, id: Uuid, stream: Stream, reader: CommandReader) -> Result<KeptOutput, DomainError> {
         // The status first: a final one means every entry was stored before it.
-        let complete = self.command(id).await?.status.is_final();
+        let complete = self.command(id, reader).await?.status.is_final();
         let mut entries = all_entries(self.log.as_ref(), id).await?;
         let mut ends = LogEnds::default();
         entries.iter().for_each(|entry| ends.add(entry));
@@ -276,14 +281,18 @@ impl OutputService {
     }
 
     /// The command's log after `after`, live while it runs, then its end, for `key`. Refuses an
-    /// unknown command, and a follower past the caps (429), at once; later errors (the database
-    /// went away) end the stream with the error.
+    /// unknown command (or one `reader` may not read), and a follower past the caps (429), at
+    /// once; later errors (the database went away) end the stream with the error.
     pub async fn follow(
         &self,
         key: Option<Uuid>,
+        reader: CommandReader,
         id: Uuid,
         after: u64,
     ) -> Result<impl FutureStream<Item = Result<Followed, DomainError>> + Send + use<>, DomainError> {
+        if reader != CommandReader::Admin {
+            self.command(id, reader).await?;
+        }
         self.followers.follow(key, id, after).await
     }
 }

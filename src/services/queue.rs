@@ -7,8 +7,8 @@ use uuid::Uuid;
 use super::{AuditService, ProjectService, worker::RunningCommands};
 use crate::{
     domain::{
-        Caller, Command, CommandDefaults, CommandFilter, CommandOrigin, DomainError, EnqueueRequest, Page, PageRequest,
-        ProjectId,
+        Caller, Command, CommandDefaults, CommandFilter, CommandOrigin, CommandReader, DomainError, EnqueueRequest,
+        Page, PageRequest, ProjectId,
     },
     ports::{CancelEffect, Clock, CommandQueue, Recovered},
 };
@@ -83,8 +83,13 @@ impl QueueService {
         Ok(command)
     }
 
-    pub async fn get(&self, id: Uuid) -> Result<Command, DomainError> {
-        self.queue.get(id).await?.ok_or_else(|| DomainError::not_found("command", id.to_string()))
+    /// Command `id`, if `reader` may read it (404 otherwise, as if it did not exist).
+    pub async fn get(&self, id: Uuid, reader: CommandReader) -> Result<Command, DomainError> {
+        self.queue
+            .get(id)
+            .await?
+            .filter(|command| reader.may_read(command))
+            .ok_or_else(|| DomainError::not_found("command", id.to_string()))
     }
 
     pub async fn list(&self, filter: &CommandFilter, page: &PageRequest) -> Result<Page<Command>, DomainError> {
@@ -93,8 +98,8 @@ impl QueueService {
 
     /// Queued: cancelled at once. Running: its worker, on whichever replica, is asked to kill it;
     /// this waits a little for that to happen. Finished: `Conflict`.
-    pub async fn cancel(&self, id: Uuid) -> Result<Cancelled, DomainError> {
-        let found = self.get(id).await?;
+    pub async fn cancel(&self, id: Uuid, reader: CommandReader) -> Result<Cancelled, DomainError> {
+        let found = self.get(id, reader).await?;
         if found.origin == CommandOrigin::Shell && !found.status.is_final() {
             // Its client holds it: it stops when that request ends or is dropped.
             return Err(DomainError::Conflict("a command run now by /shell stops when its request is closed".into()));
@@ -125,7 +130,7 @@ impl QueueService {
         let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
         let mut latest = command;
         while tokio::time::Instant::now() < deadline {
-            latest = self.get(id).await?;
+            latest = self.get(id, reader).await?;
             if latest.status.is_final() {
                 return Ok(Cancelled::Done(latest));
             }

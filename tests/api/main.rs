@@ -34,6 +34,7 @@ mod revocation;
 mod sandbox;
 mod security;
 mod services;
+mod session_commands;
 mod sessions;
 mod shell;
 mod signing;

@@ -81,12 +81,14 @@ impl<D: Dialect> CommandQueue for SqlCommandQueue<D> {
             "SELECT {COLUMNS} FROM commands
              WHERE ($1 IS NULL OR project_id = $1) AND ($2 IS NULL OR status = $2)
                AND ($3 IS NULL OR (created_at, id) < (SELECT created_at, id FROM commands WHERE id = $3))
+               AND ($5 IS NULL OR session_id IS NULL OR api_key_id = $5)
              ORDER BY created_at DESC, id DESC LIMIT $4"
         );
         let commands = Stmt::<D>::new(sql)
             .value(filter.project_id.as_ref().map(|p| p.as_str().to_owned()))
             .value(filter.status.map(|s| s.as_str()))
             .page(page)
+            .uuid(filter.reader.key())
             .fetch_mapped(&self.db, command_from_row)
             .await?;
         Ok(Page::from_rows(commands, page, |c| c.id))

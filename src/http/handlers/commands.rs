@@ -101,13 +101,14 @@ pub struct CommandList {
     responses((status = 200, body = CommandList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody))
 )]
 pub async fn list_commands(
-    _auth: Authorized<scope::CommandsRead>,
+    auth: Authorized<scope::CommandsRead>,
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<CommandParams>,
 ) -> Result<Json<CommandList>, ApiError> {
     let filter = CommandFilter {
         project_id: params.project_id.as_deref().map(ProjectId::parse).transpose()?,
         status: params.status,
+        reader: auth.command_reader(),
     };
     let page = state.queue.list(&filter, &PageRequest::parse(params.limit, params.cursor.as_deref())?).await?;
     Ok(Json(CommandList { commands: page.items, next_cursor: page.next_cursor }))
@@ -122,11 +123,11 @@ pub async fn list_commands(
     responses((status = 200, body = Command), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody))
 )]
 pub async fn get_command(
-    _auth: Authorized<scope::CommandsRead>,
+    auth: Authorized<scope::CommandsRead>,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<Command>, ApiError> {
-    Ok(Json(state.queue.get(id).await?))
+    Ok(Json(state.queue.get(id, auth.command_reader()).await?))
 }
 
 /// Cancel a queued command
@@ -145,11 +146,11 @@ pub async fn get_command(
     )
 )]
 pub async fn cancel_command(
-    _auth: Authorized<scope::CommandsExecute>,
+    auth: Authorized<scope::CommandsExecute>,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<(StatusCode, Json<Command>), ApiError> {
-    Ok(match state.queue.cancel(id).await? {
+    Ok(match state.queue.cancel(id, auth.command_reader()).await? {
         Cancelled::Done(command) => (StatusCode::OK, Json(command)),
         Cancelled::Pending(command) => (StatusCode::ACCEPTED, Json(command)),
     })

@@ -68,7 +68,7 @@ pub struct OutputParams {
     )
 )]
 pub async fn get_output(
-    _auth: Authorized<scope::CommandsRead>,
+    auth: Authorized<scope::CommandsRead>,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<Uuid>,
     ApiQuery(params): ApiQuery<OutputParams>,
@@ -79,7 +79,7 @@ pub async fn get_output(
             OutputStream::parse(raw).ok_or_else(|| DomainError::invalid("stream", "must be stdout or stderr"))?
         }
     };
-    let kept = state.output.kept(id, stream).await?;
+    let kept = state.output.kept(id, stream, auth.command_reader()).await?;
     let headers = [
         (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
         (
@@ -134,7 +134,7 @@ pub async fn follow_output(
             .ok_or_else(|| DomainError::invalid("Last-Event-ID", "must be an event id this stream sent"))?,
         None => params.after.unwrap_or(0),
     };
-    let followed = state.output.follow(Some(auth.key.id), id, after).await?;
+    let followed = state.output.follow(Some(auth.key.id), auth.command_reader(), id, after).await?;
     let events = followed.map(|next| {
         Ok::<_, Infallible>(match next {
             Ok(Followed::Entry(entry)) => output_event(entry),

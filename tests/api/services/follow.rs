@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt as _;
 use rdev_api::{
-    domain::{CommandStatus, DomainError, EntryKind, OutputEntry, Stream, TailSnapshot},
+    domain::{CommandReader, CommandStatus, DomainError, EntryKind, OutputEntry, Stream, TailSnapshot},
     ports::{CommandQueue, OutputLog},
     services::{FollowLimits, Followed, OutputService},
 };
@@ -83,7 +83,7 @@ async fn three_hundred_followers_read_the_log_once_between_them() {
     let key = Some(Uuid::new_v4());
     let mut followers = Vec::new();
     for _ in 0..300 {
-        let followed = output.follow(key, command.id, 0).await.unwrap();
+        let followed = output.follow(key, CommandReader::Admin, command.id, 0).await.unwrap();
         followers.push(tokio::spawn(followed.collect::<Vec<_>>()));
     }
     // 768 KiB more while they follow, in batches, then the end.
@@ -118,15 +118,18 @@ async fn followers_past_a_cap_get_too_busy() {
     let output = OutputService::new(log.clone(), rig.queue.clone(), limits);
     let command = rig.enqueue("hello", "make").await;
     let (one, other) = (Some(Uuid::new_v4()), Some(Uuid::new_v4()));
-    let first = output.follow(one, command.id, 0).await.unwrap();
-    let _second = output.follow(one, command.id, 0).await.unwrap();
+    let first = output.follow(one, CommandReader::Admin, command.id, 0).await.unwrap();
+    let _second = output.follow(one, CommandReader::Admin, command.id, 0).await.unwrap();
     assert!(
-        matches!(output.follow(one, command.id, 0).await.err(), Some(DomainError::TooBusy(m)) if m.contains("RDEV_MAX_FOLLOWERS_PER_KEY"))
+        matches!(output.follow(one, CommandReader::Admin, command.id, 0).await.err(), Some(DomainError::TooBusy(m)) if m.contains("RDEV_MAX_FOLLOWERS_PER_KEY"))
     );
-    let _third = output.follow(other, command.id, 0).await.unwrap();
+    let _third = output.follow(other, CommandReader::Admin, command.id, 0).await.unwrap();
     assert!(
-        matches!(output.follow(other, command.id, 0).await.err(), Some(DomainError::TooBusy(m)) if m.contains("RDEV_MAX_FOLLOWERS"))
+        matches!(output.follow(other, CommandReader::Admin, command.id, 0).await.err(), Some(DomainError::TooBusy(m)) if m.contains("RDEV_MAX_FOLLOWERS"))
     );
     drop(first);
-    assert!(output.follow(other, command.id, 0).await.is_ok(), "a seat given back is taken again");
+    assert!(
+        output.follow(other, CommandReader::Admin, command.id, 0).await.is_ok(),
+        "a seat given back is taken again"
+    );
 }

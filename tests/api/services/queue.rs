@@ -3,7 +3,7 @@
 use std::sync::{Arc, atomic::Ordering};
 
 use rdev_api::{
-    domain::{CommandStatus, DomainError, EnqueueRequest, ProjectId},
+    domain::{CommandReader, CommandStatus, DomainError, EnqueueRequest, ProjectId},
     ports::CommandQueue,
     services::{AuditService, Cancelled, QueueService},
 };
@@ -62,12 +62,14 @@ async fn a_cancel_ends_a_queued_command_refuses_a_finished_one_and_a_missing_one
     let rig = QueueRig::new();
     let queue = service(&rig);
     let command = rig.enqueue("hello", "exit 0").await;
-    let Cancelled::Done(cancelled) = queue.cancel(command.id).await.unwrap() else { panic!("cancelled at once") };
+    let Cancelled::Done(cancelled) = queue.cancel(command.id, CommandReader::Admin).await.unwrap() else {
+        panic!("cancelled at once")
+    };
     assert_eq!(cancelled.status, CommandStatus::Cancelled);
 
-    let error = queue.cancel(command.id).await.err().expect("already finished");
+    let error = queue.cancel(command.id, CommandReader::Admin).await.err().expect("already finished");
     assert!(matches!(&error, DomainError::Conflict(m) if m.contains("cancelled")), "{error:?}");
-    let error = queue.cancel(uuid::Uuid::new_v4()).await.err().expect("no such command");
+    let error = queue.cancel(uuid::Uuid::new_v4(), CommandReader::Admin).await.err().expect("no such command");
     assert!(matches!(error, DomainError::NotFound { entity: "command", .. }), "{error:?}");
 }
 
@@ -77,7 +79,9 @@ async fn a_cancel_of_a_running_command_waits_for_its_worker_to_stop_it() {
     let queue = service(&rig);
     let command = rig.enqueue("hello", "hang").await;
     rig.executor.wait_for(ExecEvent::Started("hang".into())).await;
-    let Cancelled::Done(stopped) = queue.cancel(command.id).await.unwrap() else { panic!("stopped within the wait") };
+    let Cancelled::Done(stopped) = queue.cancel(command.id, CommandReader::Admin).await.unwrap() else {
+        panic!("stopped within the wait")
+    };
     assert_eq!(stopped.status, CommandStatus::Cancelled);
     rig.stop().await;
 }
@@ -88,12 +92,16 @@ async fn a_cancel_that_races_a_move_between_queued_and_running_asks_again_a_few_
     let queue = service(&rig);
     let command = rig.enqueue("hello", "exit 0").await;
     rig.queue.cancel_races.store(2, Ordering::SeqCst);
-    let Cancelled::Done(cancelled) = queue.cancel(command.id).await.unwrap() else { panic!("the third try cancels") };
+    let Cancelled::Done(cancelled) = queue.cancel(command.id, CommandReader::Admin).await.unwrap() else {
+        panic!("the third try cancels")
+    };
     assert_eq!(cancelled.status, CommandStatus::Cancelled);
 
     let other = rig.enqueue("hello", "exit 0").await;
     rig.queue.cancel_races.store(100, Ordering::SeqCst);
-    let Cancelled::Pending(pending) = queue.cancel(other.id).await.unwrap() else { panic!("gives up asking") };
+    let Cancelled::Pending(pending) = queue.cancel(other.id, CommandReader::Admin).await.unwrap() else {
+        panic!("gives up asking")
+    };
     assert_eq!(pending.status, CommandStatus::Queued);
     assert_eq!(rig.queue.cancel_races.load(Ordering::SeqCst), 96, "one try and three more");
 }

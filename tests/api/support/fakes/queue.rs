@@ -111,6 +111,7 @@ impl CommandQueue for MemoryQueue {
                 .map(|slot| &slot.command)
                 .filter(|c| filter.project_id.as_ref().is_none_or(|p| &c.project_id == p))
                 .filter(|c| filter.status.is_none_or(|status| c.status == status))
+                .filter(|c| filter.reader.may_read(c))
                 .filter(|c| after.is_none_or(|after| key(c) < after))
                 .cloned()
                 .collect();
