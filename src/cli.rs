@@ -96,7 +96,17 @@ async fn create_key(config: &Config, name: String, scopes: &str, expires_in: Opt
     let expires_at = expires_in.map(|d| chrono::Duration::from_std(d).map(|d| clock.now() + d)).transpose()?;
     let service = subsystems::keys(&database, config.access.cache_ttl, clock);
     let (key, secret) = service
-        .create(None, NewApiKey { name, scopes, expires_at, allowed_ips: vec![], rate_limit_per_minute: None })
+        .create(
+            None,
+            NewApiKey {
+                name,
+                scopes,
+                expires_at,
+                allowed_ips: vec![],
+                rate_limit_per_minute: None,
+                quotas: Default::default(),
+            },
+        )
         .await?;
     eprintln!("created API key {} ({}); its secret is shown only this once:", key.id, key.name);
     println!("{}", secret.expose());

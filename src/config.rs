@@ -8,7 +8,7 @@ use clap::{Args, ValueEnum};
 use ipnet::IpNet;
 use secrecy::{ExposeSecret as _, SecretString};
 
-use crate::domain::{ApiKeySecret, execution::MAX_COMMAND_BYTES};
+use crate::domain::{ApiKeySecret, Quotas, execution::MAX_COMMAND_BYTES, quota::MAX_QUOTA};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ExecutorChoice {
@@ -119,9 +119,37 @@ pub struct ServerSettings {
     #[arg(long, env = "RDEV_MAX_FOLLOWERS", default_value_t = 2000, global = true)]
     pub max_followers: usize,
 
-    /// Followers at once of one API key on this replica; past it 429.
+    /// Followers at once of one API key on this replica, unless the key sets its own
+    /// (`quotas.followers`); past it 429 QUOTA_EXCEEDED.
     #[arg(long, env = "RDEV_MAX_FOLLOWERS_PER_KEY", default_value_t = 100, global = true)]
-    pub max_followers_per_key: usize,
+    pub max_followers_per_key: u32,
+
+    /// Terminals one API key may have open at once on this replica (each is a pty of the host),
+    /// unless the key sets its own (`quotas.terminals`); past it 429 QUOTA_EXCEEDED.
+    #[arg(long, env = "RDEV_MAX_TERMINALS_PER_KEY", default_value_t = 16, global = true)]
+    pub max_terminals_per_key: u32,
+
+    /// Live sessions of one API key, on every replica together, unless the key sets its own
+    /// (`quotas.sessions`); past it 429 QUOTA_EXCEEDED.
+    #[arg(long, env = "RDEV_MAX_SESSIONS_PER_KEY", default_value_t = 100, global = true)]
+    pub max_sessions_per_key: u32,
+
+    /// Commands of one API key queued or running at once, unless the key sets its own
+    /// (`quotas.commands`); past it 429 QUOTA_EXCEEDED.
+    #[arg(long, env = "RDEV_MAX_COMMANDS_PER_KEY", default_value_t = 1000, global = true)]
+    pub max_commands_per_key: u32,
+}
+
+impl ServerSettings {
+    /// The quotas of a key that sets none of its own.
+    pub fn quotas(&self) -> Quotas {
+        Quotas {
+            terminals: self.max_terminals_per_key,
+            sessions: self.max_sessions_per_key,
+            commands: self.max_commands_per_key,
+            followers: self.max_followers_per_key,
+        }
+    }
 }
 
 /// Database.
@@ -476,8 +504,19 @@ impl Config {
         if self.server.max_connections_per_ip == 0 {
             bail!("RDEV_MAX_CONNECTIONS_PER_IP must be at least 1");
         }
-        if self.server.max_followers == 0 || self.server.max_followers_per_key == 0 {
-            bail!("RDEV_MAX_FOLLOWERS and RDEV_MAX_FOLLOWERS_PER_KEY must be at least 1");
+        if self.server.max_followers == 0 {
+            bail!("RDEV_MAX_FOLLOWERS must be at least 1");
+        }
+        let quotas = [
+            ("RDEV_MAX_FOLLOWERS_PER_KEY", self.server.max_followers_per_key),
+            ("RDEV_MAX_TERMINALS_PER_KEY", self.server.max_terminals_per_key),
+            ("RDEV_MAX_SESSIONS_PER_KEY", self.server.max_sessions_per_key),
+            ("RDEV_MAX_COMMANDS_PER_KEY", self.server.max_commands_per_key),
+        ];
+        for (setting, value) in quotas {
+            if !(1..=MAX_QUOTA).contains(&value) {
+                bail!("{setting} must be between 1 and {MAX_QUOTA}, got {value}");
+            }
         }
         if !(1..=1000).contains(&self.database.max_connections) {
             bail!("RDEV_DB_MAX_CONNECTIONS must be between 1 and 1000, got {}", self.database.max_connections);

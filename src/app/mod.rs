@@ -117,6 +117,7 @@ impl App {
             sessions: commands.sessions.clone(),
             files,
             terminals: terminals.clone(),
+            quotas: config.server.quotas(),
             client_ip: Arc::new(ClientIpResolver::new(config.server.trusted_proxies.clone())),
             readiness: readiness.into(),
             metrics: crate::telemetry::metrics::handle(),

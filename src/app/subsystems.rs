@@ -106,7 +106,6 @@ pub(super) fn commands(config: &Config, database: &Database, parts: CommandParts
         .collect();
     let follow_limits = FollowLimits {
         per_replica: config.server.max_followers,
-        per_key: config.server.max_followers_per_key,
         // Leases, claims and output writes keep the rest of the pool.
         reads: (config.database.max_connections as usize / 4).max(1),
     };

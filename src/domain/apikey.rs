@@ -10,7 +10,7 @@ use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{DomainError, Unauthenticated};
+use super::{DomainError, KeyQuotas, Unauthenticated};
 
 /// What a key may do. `admin` implies every other scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
@@ -97,6 +97,9 @@ pub struct NewApiKey {
     /// Requests per minute (1 to 1,000,000); absent means the server default.
     #[schema(minimum = 1, maximum = 1_000_000)]
     pub rate_limit_per_minute: Option<u32>,
+    /// The key's own quotas; absent (or a `null` one) means the server default.
+    #[serde(default)]
+    pub quotas: KeyQuotas,
 }
 
 /// The body of `PATCH /api-keys/{id}`: absent fields stay as they are; `null` clears
@@ -116,6 +119,8 @@ pub struct ApiKeyChanges {
     #[serde(default, deserialize_with = "super::present")]
     #[schema(value_type = Option<DateTime<Utc>>)]
     pub expires_at: Option<Option<DateTime<Utc>>>,
+    /// Replaces the key's quotas as a whole; a `null` one is the server default.
+    pub quotas: Option<KeyQuotas>,
 }
 
 /// The body of `POST /api-keys/{id}/rotate`; may be omitted.
@@ -139,6 +144,8 @@ pub struct ApiKey {
     pub allowed_ips: Vec<IpNet>,
     /// Requests per minute; `null` means the server default.
     pub rate_limit_per_minute: Option<u32>,
+    /// The key's own quotas; a `null` one means the server default.
+    pub quotas: KeyQuotas,
     pub expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
@@ -182,6 +189,7 @@ impl ApiKey {
             scopes,
             allowed_ips: vec![],
             rate_limit_per_minute: None,
+            quotas: KeyQuotas::default(),
             expires_at: None,
             created_at: Utc::now(),
             last_used_at: None,

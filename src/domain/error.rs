@@ -82,6 +82,9 @@ pub enum DomainError {
     /// A bound of this server is reached for now (too many followers); try again later.
     #[error("{0}")]
     TooBusy(String),
+    /// The key (or the session) holds all that its quota allows; `message` names the quota.
+    #[error("{message}")]
+    QuotaExceeded { quota: super::Quota, max: u64, message: String },
     /// An `Idempotency-Key` already used for a different request (path or body).
     #[error("this Idempotency-Key was used for a different request")]
     IdempotencyKeyReused,

@@ -15,6 +15,7 @@ pub mod idempotency;
 pub mod output;
 pub mod page;
 pub mod project;
+pub mod quota;
 pub mod session;
 pub mod terminal;
 pub mod webhook;
@@ -32,6 +33,7 @@ pub use idempotency::{IDEMPOTENCY_KEY_RETENTION, IdempotencyKey, KeyRecord, Stor
 pub use output::{EntryKind, KeptStream, MIN_OUTPUT_BYTES, Omitted, OutputEntry, OutputRecorder, Stream, TailSnapshot};
 pub use page::{Page, PageRequest};
 pub use project::{ExecutorKind, Project, ProjectId, ProjectStatus};
+pub use quota::{KeyQuotas, Quota, Quotas};
 pub use session::{
     CreateSessionRequest, Session, SessionEnd, SessionExecution, SessionFilter, SessionState, ShellState,
 };

@@ -13,8 +13,9 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{
-    DomainError, Execution, FieldErrors, ProjectId,
-    execution::{MAX_ENV_VALUE_BYTES, MAX_ENV_VARS, check_env, is_env_name, normalize_workdir},
+    DomainError, Execution, FieldErrors, ProjectId, Quota,
+    execution::{MAX_ENV_VALUE_BYTES, check_env, is_env_name, normalize_workdir},
+    quota::{MAX_SESSION_VARIABLE_BYTES, MAX_SESSION_VARIABLES},
 };
 
 /// Variables the shell maintains itself: never kept from one command to the next.
@@ -48,6 +49,7 @@ impl SessionState {
             Some(raw) => normalize_workdir(raw).map_err(|msg| errors.add("workdir", msg)).ok().flatten(),
         };
         let env = request.env.unwrap_or_default();
+        fits_a_session(&env)?;
         check_env(&env, &mut errors);
         errors.into_result()?;
         Ok(Self { workdir, env })
@@ -71,9 +73,22 @@ impl SessionState {
         for name in start.keys().filter(|name| kept(name) && !end.contains_key(*name)) {
             env.remove(*name);
         }
-        let fits = env.len() <= MAX_ENV_VARS && env.values().all(|v| v.len() <= MAX_ENV_VALUE_BYTES);
+        let fits = fits_a_session(&env).is_ok() && env.values().all(|v| v.len() <= MAX_ENV_VALUE_BYTES);
         Self { workdir, env: if fits { env } else { self.env.clone() } }
     }
+}
+
+/// Whether `env` is within what a session holds: `MAX_SESSION_VARIABLES` names and
+/// `MAX_SESSION_VARIABLE_BYTES` of names and values in all.
+fn fits_a_session(env: &BTreeMap<String, String>) -> Result<(), DomainError> {
+    if env.len() > MAX_SESSION_VARIABLES {
+        return Err(Quota::SessionVariables.exceeded(MAX_SESSION_VARIABLES as u64));
+    }
+    let bytes: usize = env.iter().map(|(name, value)| name.len() + value.len()).sum();
+    if bytes > MAX_SESSION_VARIABLE_BYTES {
+        return Err(Quota::SessionVariableBytes.exceeded(MAX_SESSION_VARIABLE_BYTES as u64));
+    }
+    Ok(())
 }
 
 /// A session as `GET /sessions/{id}` returns it.
@@ -240,7 +255,7 @@ mod tests {
 
     #[test]
     fn a_state_too_big_to_hold_keeps_the_variables() {
-        let many: Vec<String> = (0..=MAX_ENV_VARS).map(|i| format!("V{i}=x")).collect();
+        let many: Vec<String> = (0..=MAX_SESSION_VARIABLES).map(|i| format!("V{i}=x")).collect();
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
         let shell = ShellState::parse(&record("/p", "/p/a", &[], &many)).unwrap();
         let before = state(None, &[("A", "1")]);

@@ -19,9 +19,9 @@ use uuid::Uuid;
 
 use super::{error::ApiError, state::AppState};
 use crate::{
-    domain::{ApiKey, Caller, CommandReader, DomainError, ProjectId, Scope, Unauthenticated},
+    domain::{ApiKey, Caller, CommandReader, DomainError, ProjectId, Quotas, Scope, Unauthenticated},
     ports::RateDecision,
-    services::{Authenticated, Credential, Deadline, KeyHold},
+    services::{Authenticated, Credential, Deadline, KeyBounds, KeyHold},
     telemetry::metrics::RATE_LIMITED_REQUESTS_TOTAL,
 };
 
@@ -171,6 +171,18 @@ impl<S> Authorized<S> {
     /// What work this request starts holds: it ends when the key may no longer act.
     pub fn hold(&self, state: &AppState) -> KeyHold {
         state.keys.hold(&self.credential, self.deadline)
+    }
+
+    /// What a command this request runs now holds of its key: a hold, and a seat in the key's
+    /// `commands` quota (429 when it is full).
+    pub fn bounds(&self, state: &AppState) -> Result<KeyBounds, DomainError> {
+        let seat = state.commands.admit(&self.caller, self.quotas(state))?;
+        Ok(KeyBounds { hold: self.hold(state), seat })
+    }
+
+    /// The quotas this key works under: its own, else the server's.
+    pub fn quotas(&self, state: &AppState) -> Quotas {
+        state.quotas.for_key(&self.key.quotas)
     }
 
     /// Which commands this key reads: every one for `admin`, else all but other keys' session

@@ -82,6 +82,7 @@ impl ApiError {
                 DomainError::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, "PRECONDITION_FAILED"),
                 DomainError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
                 DomainError::TooBusy(_) => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
+                DomainError::QuotaExceeded { .. } => (StatusCode::TOO_MANY_REQUESTS, "QUOTA_EXCEEDED"),
                 DomainError::BodyStalled => (StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT"),
                 DomainError::IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED"),
                 DomainError::ExecutorUnavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "EXECUTOR_UNAVAILABLE"),
@@ -104,6 +105,9 @@ impl ApiError {
         let details = match self {
             ApiError::Domain(DomainError::Validation(FieldErrors(fields))) => Some(json!({ "fields": fields })),
             ApiError::Domain(DomainError::NotRecorded(execution)) => Some(json!({ "execution": execution })),
+            ApiError::Domain(DomainError::QuotaExceeded { quota, max, .. }) => {
+                Some(json!({ "limit": quota.name(), "max": max }))
+            }
             _ => None,
         };
         let message = match self {

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::client_ip::ClientIpResolver;
 use crate::{
+    domain::Quotas,
     ports::HealthCheck,
     services::{
         ApiKeyService, AuditService, CommandService, FileService, IdempotencyService, OutputService, ProjectService,
@@ -43,6 +44,8 @@ pub struct Services {
     pub sessions: Arc<SessionService>,
     pub files: Arc<FileService>,
     pub terminals: Arc<TerminalService>,
+    /// The quotas of keys that set none of their own (`RDEV_MAX_*_PER_KEY`).
+    pub quotas: Quotas,
     pub client_ip: Arc<ClientIpResolver>,
     pub readiness: Arc<[Arc<dyn HealthCheck>]>,
     /// Renders `/metrics`.

@@ -59,6 +59,9 @@ pub trait CommandQueue: Send + Sync {
     /// Newest first.
     async fn list(&self, filter: &CommandFilter, page: &PageRequest) -> Result<Page<Command>, DomainError>;
 
+    /// How many commands of key `key` are queued or running, on every replica.
+    async fn active_of_key(&self, key: Uuid) -> Result<u64, DomainError>;
+
     /// Takes the next queued command for `worker` until `lease_until`, atomically across
     /// replicas: highest priority, then oldest, of the commands whose key may still act at
     /// `now`. A command of a key in `avoid` (keys holding their share of this replica's

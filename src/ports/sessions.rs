@@ -24,7 +24,10 @@ pub enum Acquired {
 
 #[async_trait]
 pub trait SessionStore: Send + Sync {
-    async fn create(&self, session: &Session) -> Result<(), DomainError>;
+    /// Stores `session` unless its key already has `most_of_key` live ones at its
+    /// `created_at`; whether it did. One statement, so replicas creating at once count each
+    /// other's.
+    async fn create(&self, session: &Session, most_of_key: u32) -> Result<bool, DomainError>;
 
     /// The session unless it expired by `now`.
     async fn get(&self, id: Uuid, now: DateTime<Utc>) -> Result<Option<Session>, DomainError>;

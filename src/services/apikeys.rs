@@ -92,6 +92,7 @@ impl ApiKeyService {
             scopes: vec![],
             allowed_ips: vec![],
             rate_limit_per_minute: None,
+            quotas: crate::domain::KeyQuotas::default(),
             expires_at: None,
             created_at: now,
             last_used_at: None,
@@ -103,6 +104,7 @@ impl ApiKeyService {
             allowed_ips: Some(Some(new.allowed_ips)),
             rate_limit_per_minute: Some(new.rate_limit_per_minute),
             expires_at: Some(new.expires_at),
+            quotas: Some(new.quotas),
         };
         self.apply(granter, &mut key, changes)?;
         Ok(key)
@@ -140,6 +142,10 @@ impl ApiKeyService {
                 errors.add("rate_limit_per_minute", format!("must be between 1 and {MAX_RATE_LIMIT}"));
             }
             key.rate_limit_per_minute = limit;
+        }
+        if let Some(quotas) = changes.quotas {
+            quotas.check(&mut errors);
+            key.quotas = quotas;
         }
         if let Some(expires_at) = changes.expires_at {
             if expires_at.is_some_and(|at| at <= self.clock.now()) {
@@ -285,6 +291,7 @@ impl ApiKeyService {
             scopes: vec![Scope::Admin],
             allowed_ips: vec![],
             rate_limit_per_minute: None,
+            quotas: crate::domain::KeyQuotas::default(),
             expires_at: None,
             created_at: self.clock.now(),
             last_used_at: None,

@@ -19,11 +19,13 @@ use tokio_util::{
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use super::{AuditService, DispatchWake, KeyHold, OpenRun, OutputWriter, ProjectService, audit::AuditRecord};
+use super::{
+    AuditService, DispatchWake, KeyHold, KeySeat, KeySeats, OpenRun, OutputWriter, ProjectService, audit::AuditRecord,
+};
 use crate::{
     domain::{
         Caller, Command, CommandDefaults, CommandEnd, CommandSpec, DomainError, Execution, ExecutorKind, OutboxEvent,
-        Project, ProjectId, Session, SessionEnd, ShellRequest, ShellState, Unauthenticated,
+        Project, ProjectId, Quota, Quotas, Session, SessionEnd, ShellRequest, ShellState, Unauthenticated,
     },
     ports::{Clock, CommandQueue, Executor, OutputLog, OutputSink, RanNow, SessionStore, Stop, StorageStatus},
     telemetry::metrics::{COMMAND_DURATION_SECONDS, COMMAND_EXECUTIONS_TOTAL},
@@ -48,6 +50,8 @@ pub struct CommandService {
     storage: Arc<dyn StorageStatus>,
     defaults: CommandDefaults,
     in_flight: TaskTracker,
+    /// Commands run now on this replica, by key: what the `commands` quota counts of them.
+    running_now: KeySeats,
     shutting_down: CancellationToken,
 }
 
@@ -195,7 +199,19 @@ impl Stopped {
     }
 }
 
+/// What a command run now holds of its key: the hold that kills it when the key may no longer
+/// act, and its seat in the key's `commands` quota.
+pub struct KeyBounds {
+    pub hold: KeyHold,
+    pub seat: KeySeat,
+}
+
 impl CommandService {
+    /// A seat in `caller`'s `commands` quota for a command run now on this replica.
+    pub fn admit(&self, caller: &Caller, quotas: Quotas) -> Result<KeySeat, DomainError> {
+        self.running_now.take(caller.api_key_id, quotas)
+    }
+
     pub fn new(
         projects: Arc<ProjectService>,
         executor: Arc<dyn Executor>,
@@ -213,6 +229,7 @@ impl CommandService {
             defaults,
             in_flight: TaskTracker::new(),
             shutting_down: CancellationToken::new(),
+            running_now: KeySeats::new(Quota::Commands),
         }
     }
 
@@ -245,8 +262,10 @@ impl CommandService {
     }
 
     /// Starts a prepared command on a task of its own, sending its output to `live` as it
-    /// arrives. It is killed when `hold` ends (its key may no longer act).
-    pub fn start(&self, caller: Caller, prepared: PreparedShell, live: OutputSink, hold: KeyHold) -> RunningShell {
+    /// arrives. It is killed when its key's hold ends (the key may no longer act), and holds
+    /// its seat in the key's `commands` quota until it ends.
+    pub fn start(&self, caller: Caller, prepared: PreparedShell, live: OutputSink, key: KeyBounds) -> RunningShell {
+        let KeyBounds { hold, seat } = key;
         let (done, result) = oneshot::channel();
         let client_gone = CancellationToken::new();
         let stopped = {
@@ -264,6 +283,7 @@ impl CommandService {
         // In the request's span: its trace goes on into the command and the webhook event.
         let task = async move {
             let _ = done.send(runner.run(&caller, prepared, live, stopped).await);
+            drop(seat);
         };
         self.in_flight.spawn(task.instrument(tracing::Span::current()));
         RunningShell { result, _stop_when_dropped: client_gone.drop_guard() }

@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use super::output::{Followed, LogEnds};
 use crate::{
-    domain::{Command, DomainError, EntryKind, OutputEntry},
+    domain::{Command, DomainError, EntryKind, OutputEntry, Quota},
     ports::{CommandQueue, OutputLog},
 };
 
@@ -45,8 +45,6 @@ const WINDOW_BYTES: usize = 1024 * 1024;
 pub struct FollowLimits {
     /// Followers at once on this replica (`RDEV_MAX_FOLLOWERS`).
     pub per_replica: usize,
-    /// Followers at once of one key on this replica (`RDEV_MAX_FOLLOWERS_PER_KEY`).
-    pub per_key: usize,
     /// Reads of the log for followers at once (a quarter of the database pool).
     pub reads: usize,
 }
@@ -92,15 +90,17 @@ impl Followers {
         Self { log, commands, limits, reads, feeds: Mutex::default(), seats: Arc::default() }
     }
 
-    /// The log of command `id` after `after`, live while it runs, then its end, for `key`.
-    /// Refuses an unknown command at once, and a follower past the caps with 429.
+    /// The log of command `id` after `after`, live while it runs, then its end, for `key`,
+    /// which may follow `of_key` commands at once here. Refuses an unknown command at once, and
+    /// a follower past the caps with 429.
     pub async fn follow(
         &self,
         key: Option<Uuid>,
+        of_key: u32,
         id: Uuid,
         after: u64,
     ) -> Result<impl FutureStream<Item = Result<Followed, DomainError>> + Send + use<>, DomainError> {
-        let seat = self.take_seat(key)?;
+        let seat = self.take_seat(key, of_key)?;
         let reader = Reader { log: self.log.clone(), commands: self.commands.clone(), permits: self.reads.clone() };
         reader.command(id).await?;
         let feed = self.feed(id, &reader);
@@ -122,7 +122,7 @@ impl Followers {
         }))
     }
 
-    fn take_seat(&self, key: Option<Uuid>) -> Result<Seat, DomainError> {
+    fn take_seat(&self, key: Option<Uuid>, quota: u32) -> Result<Seat, DomainError> {
         let mut seats = self.seats.lock().unwrap_or_else(|p| p.into_inner());
         let of_key = seats.of_key.get(&key).copied().unwrap_or(0);
         if seats.total >= self.limits.per_replica {
@@ -131,11 +131,8 @@ impl Followers {
                 self.limits.per_replica
             )));
         }
-        if of_key >= self.limits.per_key {
-            return Err(DomainError::TooBusy(format!(
-                "this key follows {} commands here, its most (RDEV_MAX_FOLLOWERS_PER_KEY); close one first",
-                self.limits.per_key
-            )));
+        if of_key >= quota as usize {
+            return Err(Quota::Followers.exceeded(quota.into()));
         }
         seats.total += 1;
         *seats.of_key.entry(key).or_default() += 1;

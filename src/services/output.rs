@@ -230,6 +230,15 @@ pub enum Followed {
     },
 }
 
+/// Who follows a command: the key (its followers are counted), which commands it reads, and
+/// how many it may follow at once here (its `followers` quota).
+#[derive(Debug, Clone, Copy)]
+pub struct FollowedBy {
+    pub key: Option<Uuid>,
+    pub reader: CommandReader,
+    pub quota: u32,
+}
+
 /// What is kept of one stream of a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeptOutput {
@@ -280,20 +289,19 @@ impl OutputService {
         Ok(kept)
     }
 
-    /// The command's log after `after`, live while it runs, then its end, for `key`. Refuses an
-    /// unknown command (or one `reader` may not read), and a follower past the caps (429), at
-    /// once; later errors (the database went away) end the stream with the error.
+    /// The command's log after `after`, live while it runs, then its end, for `by`. Refuses an
+    /// unknown command (or one `by` may not read), and a follower past the caps (429), at once;
+    /// later errors (the database went away) end the stream with the error.
     pub async fn follow(
         &self,
-        key: Option<Uuid>,
-        reader: CommandReader,
+        by: FollowedBy,
         id: Uuid,
         after: u64,
     ) -> Result<impl FutureStream<Item = Result<Followed, DomainError>> + Send + use<>, DomainError> {
-        if reader != CommandReader::Admin {
-            self.command(id, reader).await?;
+        if by.reader != CommandReader::Admin {
+            self.command(id, by.reader).await?;
         }
-        self.followers.follow(key, id, after).await
+        self.followers.follow(by.key, by.quota, id, after).await
     }
 }
 

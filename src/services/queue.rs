@@ -8,7 +8,7 @@ use super::{AuditService, ProjectService, worker::RunningCommands};
 use crate::{
     domain::{
         Caller, Command, CommandDefaults, CommandFilter, CommandOrigin, CommandReader, DomainError, EnqueueRequest,
-        Page, PageRequest, ProjectId,
+        Page, PageRequest, ProjectId, Quota, Quotas,
     },
     ports::{CancelEffect, Clock, CommandQueue, Recovered},
 };
@@ -70,15 +70,22 @@ impl QueueService {
         self.queue.cancel_of_unusable_keys(self.clock.now()).await
     }
 
-    /// Validates and persists a command for the workers; the project must exist now.
+    /// Validates and persists a command for the workers; the project must exist now, and the
+    /// caller's key have fewer commands queued or running than its `commands` quota. (Counted
+    /// before the insert: requests of one key racing each other may pass it by a few.)
     pub async fn enqueue(
         &self,
         caller: Caller,
         project_id: &ProjectId,
         request: EnqueueRequest,
+        quotas: Quotas,
     ) -> Result<Command, DomainError> {
+        let key = caller.api_key_id;
         let command = Command::new(request, project_id.clone(), caller, self.defaults, self.clock.now())?;
         self.projects.get(project_id).await?;
+        if let Some(key) = key {
+            quotas.admit(Quota::Commands, self.queue.active_of_key(key).await?)?;
+        }
         self.queue.enqueue(&command).await?;
         Ok(command)
     }

@@ -12,8 +12,8 @@ use uuid::Uuid;
 use super::{CommandService, PreparedShell, ProjectService, commands::SessionRun};
 use crate::{
     domain::{
-        Caller, CreateSessionRequest, DomainError, Page, PageRequest, ProjectId, Session, SessionFilter, SessionState,
-        ShellRequest,
+        Caller, CreateSessionRequest, DomainError, Page, PageRequest, ProjectId, Quota, Quotas, Session, SessionFilter,
+        SessionState, ShellRequest,
     },
     ports::{Acquired, Clock, SessionStore},
 };
@@ -65,12 +65,14 @@ impl SessionService {
         Self { store, projects, commands, clock, idle }
     }
 
-    /// A new session in the project, its workdir checked where commands run.
+    /// A new session in the project, its workdir checked where commands run, if the caller's
+    /// key has fewer than its `sessions` quota live.
     pub async fn create(
         &self,
         caller: &Caller,
         project_id: &ProjectId,
         request: CreateSessionRequest,
+        quotas: Quotas,
     ) -> Result<Session, DomainError> {
         let state = SessionState::from_request(request)?;
         if state.workdir.is_some() {
@@ -92,7 +94,9 @@ impl SessionService {
             expires_at: now + self.idle,
             api_key_id: caller.api_key_id,
         };
-        self.store.create(&session).await?;
+        if !self.store.create(&session, quotas.sessions).await? {
+            return Err(Quota::Sessions.exceeded(quotas.sessions.into()));
+        }
         Ok(session)
     }
 

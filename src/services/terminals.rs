@@ -7,11 +7,14 @@
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
-use super::{ApiKeyService, AuditService, Authenticated, ProjectService};
+use super::{
+    ApiKeyService, AuditService, Authenticated, ProjectService,
+    seats::{KeySeat, KeySeats},
+};
 use crate::{
     domain::{
-        ApiKey, AuditOutcome, Caller, DomainError, IssuedTicket, ProjectId, StoredTicket, TerminalEnding, TerminalSize,
-        TerminalSummary, TicketSecret, Unauthenticated, terminal::TICKET_LIFETIME,
+        ApiKey, AuditOutcome, Caller, DomainError, IssuedTicket, ProjectId, Quota, Quotas, StoredTicket,
+        TerminalEnding, TerminalSize, TerminalSummary, TicketSecret, Unauthenticated, terminal::TICKET_LIFETIME,
     },
     ports::{Clock, TerminalHost, TerminalIo, TicketStore},
 };
@@ -24,6 +27,8 @@ pub struct TerminalService {
     audit: Arc<AuditService>,
     clock: Arc<dyn Clock>,
     pub limits: TerminalLimits,
+    /// Terminals open on this replica, by key: what the `terminals` quota counts.
+    open: KeySeats,
 }
 
 /// How long terminals live.
@@ -40,6 +45,8 @@ pub struct OpenedTerminal {
     pub io: TerminalIo,
     pub caller: Caller,
     pub project_id: ProjectId,
+    /// Held while the terminal lives.
+    pub seat: KeySeat,
 }
 
 impl TerminalService {
@@ -52,7 +59,7 @@ impl TerminalService {
         clock: Arc<dyn Clock>,
         limits: TerminalLimits,
     ) -> Self {
-        Self { tickets, host, projects, keys, audit, clock, limits }
+        Self { tickets, host, projects, keys, audit, clock, limits, open: KeySeats::new(Quota::Terminals) }
     }
 
     /// A ticket for `key` to open a terminal in `project_id` (which must exist) within 30 s.
@@ -88,13 +95,17 @@ impl TerminalService {
         self.keys.authenticate_ticket_holder(ticket.api_key_id, client_ip).await
     }
 
-    /// Starts a shell in the project, audited as it starts.
+    /// Starts a shell in the project, audited as it starts, if the caller's key has fewer than
+    /// `quota` terminals open here (a terminal is a pty of this host, so the count is this
+    /// replica's).
     pub async fn open(
         &self,
         caller: &Caller,
         project_id: &ProjectId,
         size: TerminalSize,
+        quotas: Quotas,
     ) -> Result<OpenedTerminal, DomainError> {
+        let seat = self.open.take(caller.api_key_id, quotas)?;
         let project = self.projects.get(project_id).await?;
         let what = format!("terminal opened ({}x{})", size.cols, size.rows);
         let io = match self.host.open(&project, size).await {
@@ -105,7 +116,7 @@ impl TerminalService {
             }
         };
         self.audit.record_action(caller, project_id, &what, AuditOutcome::Succeeded, None, None).await?;
-        Ok(OpenedTerminal { io, caller: caller.clone(), project_id: project_id.clone() })
+        Ok(OpenedTerminal { io, caller: caller.clone(), project_id: project_id.clone(), seat })
     }
 
     /// The audit row of a terminal's end. A failure to write it is logged: the terminal is over

@@ -63,11 +63,23 @@ async fn a_key_past_its_followers_gets_429(db: Db) {
     assert!(held.iter().all(|r| r.status() == 200));
     let refused = open_events(&app, &id, &key).await;
     assert_eq!(refused.status(), 429);
-    assert_eq!(refused.headers()["retry-after"], "1");
     let body: serde_json::Value = refused.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "RATE_LIMITED", "{body}");
+    assert_eq!(body["error"]["code"], "QUOTA_EXCEEDED", "{body}");
+    assert_eq!(body["error"]["details"], json!({"limit": "followers", "max": 2}), "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("RDEV_MAX_FOLLOWERS_PER_KEY"), "{body}");
     // Another key is not held back by this one's followers.
     assert_eq!(open_events(&app, &id, &app.admin_key).await.status(), 200);
     drop(held);
+    // A key's own quota wins over the server's.
+    let own = app
+        .post(
+            "/api-keys",
+            &app.admin_key,
+            json!({"name": "one", "scopes": ["commands:read"], "quotas": {"followers": 1}}),
+        )
+        .await;
+    assert_eq!(own.body["quotas"]["followers"], 1, "{}", own.body);
+    let own = own.body["key"].as_str().unwrap().to_owned();
+    let _held = open_events(&app, &id, &own).await;
+    assert_eq!(open_events(&app, &id, &own).await.status(), 429);
 }

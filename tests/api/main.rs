@@ -28,6 +28,7 @@ mod observability;
 mod output;
 mod projects;
 mod queue;
+mod quotas;
 mod reliability;
 mod replicas;
 mod revocation;

@@ -16,8 +16,8 @@ use crate::{
 };
 
 const COLUMNS: &str = "id, name, prefix, key_hash, scopes, allowed_ips, rate_limit_per_minute, \
-     expires_at, created_at, last_used_at, revoked_at";
-const VALUES: &str = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11";
+     expires_at, created_at, last_used_at, revoked_at, quotas";
+const VALUES: &str = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12";
 /// Serialises "create the first key" across Postgres replicas that start at the same moment
 /// (on SQLite the write lock does).
 const BOOTSTRAP_LOCK: i64 = 0x7264_6576_6b65_7931;
@@ -45,6 +45,7 @@ impl<D: Dialect> SqlApiKeys<D> {
             .time(Some(key.created_at))
             .time(key.last_used_at)
             .time(key.revoked_at)
+            .json(&key.quotas)
     }
 }
 
@@ -69,6 +70,7 @@ fn key_from_row(row: &impl Row) -> Result<(ApiKey, KeyHash), DomainError> {
         created_at: row.required_time("created_at")?,
         last_used_at: row.time("last_used_at")?,
         revoked_at: row.time("revoked_at")?,
+        quotas: row.json("quotas")?,
     };
     Ok((key, KeyHash::from_stored(row.get("key_hash")?)))
 }
@@ -149,7 +151,7 @@ impl<D: Dialect> ApiKeyRepo for SqlApiKeys<D> {
 
     async fn update(&self, key: &ApiKey) -> Result<bool, DomainError> {
         let sql = "UPDATE api_keys SET name = $2, scopes = $3, allowed_ips = $4, rate_limit_per_minute = $5, \
-                   expires_at = $6 WHERE id = $1";
+                   expires_at = $6, quotas = $7 WHERE id = $1";
         let done = Stmt::<D>::new(sql)
             .uuid(Some(key.id))
             .value(key.name.clone())
@@ -157,6 +159,7 @@ impl<D: Dialect> ApiKeyRepo for SqlApiKeys<D> {
             .strings(key.allowed_ips.iter().map(ToString::to_string).collect())
             .value(limit(key))
             .time(key.expires_at)
+            .json(&key.quotas)
             .execute(&self.db)
             .await?;
         Ok(done == 1)

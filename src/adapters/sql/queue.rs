@@ -323,6 +323,12 @@ impl<D: Dialect> CommandQueue for SqlCommandQueue<D> {
         Ok(recovered)
     }
 
+    async fn active_of_key(&self, key: Uuid) -> Result<u64, DomainError> {
+        let sql = "SELECT COUNT(*) AS active FROM commands WHERE api_key_id = $1 AND status IN ('queued', 'running')";
+        let rows = Stmt::<D>::new(sql).uuid(Some(key)).fetch_mapped(&self.db, |row| row.required_int("active")).await?;
+        Ok(rows.first().copied().unwrap_or(0).max(0) as u64)
+    }
+
     async fn depth(&self) -> Result<Vec<(u8, u64)>, DomainError> {
         let sql = "SELECT priority, COUNT(*) AS waiting FROM commands WHERE status = 'queued' GROUP BY priority";
         Stmt::<D>::new(sql)

@@ -64,8 +64,12 @@ pub(super) async fn end_session<D: Dialect>(tx: &mut Tx<D>, end: &SessionEnd) ->
 
 #[async_trait]
 impl<D: Dialect> SessionStore for SqlSessions<D> {
-    async fn create(&self, session: &Session) -> Result<(), DomainError> {
-        Stmt::<D>::new(format!("INSERT INTO sessions ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"))
+    async fn create(&self, session: &Session, most_of_key: u32) -> Result<bool, DomainError> {
+        let sql = format!(
+            "INSERT INTO sessions ({COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, $7, $8
+             WHERE (SELECT count(*) FROM sessions WHERE api_key_id = $3 AND expires_at > $6) < $9"
+        );
+        Stmt::<D>::new(sql)
             .uuid(Some(session.id))
             .value(session.project_id.as_str().to_owned())
             .uuid(session.api_key_id)
@@ -74,9 +78,10 @@ impl<D: Dialect> SessionStore for SqlSessions<D> {
             .time(Some(session.created_at))
             .time(Some(session.last_used_at))
             .time(Some(session.expires_at))
+            .value(i64::from(most_of_key))
             .execute(&self.db)
             .await
-            .map(drop)
+            .map(|stored| stored == 1)
     }
 
     async fn get(&self, id: Uuid, now: DateTime<Utc>) -> Result<Option<Session>, DomainError> {

@@ -60,7 +60,8 @@ pub async fn enqueue_command(
         Keyed::Replay(answer) => return Ok(answer),
         Keyed::Run(reservation) => reservation,
     };
-    let enqueued = state.queue.enqueue(auth.caller, &id, request).await;
+    let quotas = auth.quotas(&state);
+    let enqueued = state.queue.enqueue(auth.caller, &id, request, quotas).await;
     idempotency::answer(reservation, StatusCode::ACCEPTED, enqueued, |command| {
         Some(format!("/commands/{}", command.id))
     })

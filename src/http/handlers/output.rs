@@ -25,7 +25,7 @@ use crate::{
         extract::{ApiPath, ApiQuery},
         state::AppState,
     },
-    services::{Followed, KeyHold},
+    services::{Followed, FollowedBy, KeyHold},
 };
 
 /// One Server-Sent Event as it goes out (its `id:`, `event:` and `data:` lines): what the
@@ -134,7 +134,14 @@ pub async fn follow_output(
             .ok_or_else(|| DomainError::invalid("Last-Event-ID", "must be an event id this stream sent"))?,
         None => params.after.unwrap_or(0),
     };
-    let followed = state.output.follow(Some(auth.key.id), auth.command_reader(), id, after).await?;
+    let followed = state
+        .output
+        .follow(
+            FollowedBy { key: Some(auth.key.id), reader: auth.command_reader(), quota: auth.quotas(&state).followers },
+            id,
+            after,
+        )
+        .await?;
     let events = followed.map(|next| {
         Ok::<_, Infallible>(match next {
             Ok(Followed::Entry(entry)) => output_event(entry),

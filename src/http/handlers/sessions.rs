@@ -55,7 +55,7 @@ pub async fn create_session(
     ApiJson(request): ApiJson<CreateSessionRequest>,
 ) -> Result<(StatusCode, Json<Session>), ApiError> {
     let id = ProjectId::parse(&id)?;
-    Ok((StatusCode::CREATED, Json(state.sessions.create(&auth.caller, &id, request).await?)))
+    Ok((StatusCode::CREATED, Json(state.sessions.create(&auth.caller, &id, request, auth.quotas(&state)).await?)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -170,6 +170,7 @@ pub async fn run_in_session(
     let fingerprinted = request.clone();
     let sse = wants_event_stream(&headers);
     let prepared = state.sessions.prepare_shell(id, owner(&auth), request, sse).await?;
+    let bounds = auth.bounds(&state)?;
     let hold = prepared.timeout() + ANSWER_MARGIN;
     let reservation = match idempotency::begin(&state, &auth.caller, key, uri.path(), &fingerprinted, hold).await? {
         Keyed::Replay(answer) => return Ok(answer),
@@ -182,11 +183,9 @@ pub async fn run_in_session(
         return Err(busy.into());
     }
     if sse {
-        let hold = auth.hold(&state);
-        return Ok(stream(&state, auth.caller, hold, prepared, reservation, true).into_response());
+        return Ok(stream(&state, auth.caller, bounds, prepared, reservation, true).into_response());
     }
-    let hold = auth.hold(&state);
-    let running = state.commands.start(auth.caller, prepared, None, hold);
+    let running = state.commands.start(auth.caller, prepared, None, bounds);
     let finished = running.finished_in_session().await.and_then(|(execution, session)| {
         session
             .map(|session| SessionExecution { execution, session })

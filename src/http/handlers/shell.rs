@@ -30,7 +30,7 @@ use crate::{
         state::AppState,
     },
     ports::OutputChunk,
-    services::{KeyHold, PreparedShell, Reservation},
+    services::{KeyBounds, PreparedShell, Reservation},
 };
 
 /// Run a command now
@@ -76,19 +76,18 @@ pub async fn run_shell(
     } else {
         state.commands.prepare(&id, request).await?
     };
+    let bounds = auth.bounds(&state)?;
     let hold = prepared.timeout() + ANSWER_MARGIN;
     let reservation = match idempotency::begin(&state, &auth.caller, key, uri.path(), &fingerprinted, hold).await? {
         Keyed::Replay(answer) => return Ok(answer),
         Keyed::Run(reservation) => reservation,
     };
     if sse {
-        let hold = auth.hold(&state);
-        return Ok(stream(&state, auth.caller, hold, prepared, reservation, false).into_response());
+        return Ok(stream(&state, auth.caller, bounds, prepared, reservation, false).into_response());
     }
     // Dropped with this request (the client went away), the command is killed, and audited;
     // the key, if any, is given up.
-    let hold = auth.hold(&state);
-    let running = state.commands.start(auth.caller, prepared, None, hold);
+    let running = state.commands.start(auth.caller, prepared, None, bounds);
     idempotency::answer(reservation, StatusCode::OK, running.finished().await, |_| None).await
 }
 
@@ -107,14 +106,14 @@ pub(crate) fn wants_event_stream(headers: &HeaderMap) -> bool {
 pub(crate) fn stream(
     state: &AppState,
     caller: Caller,
-    hold: KeyHold,
+    bounds: KeyBounds,
     prepared: PreparedShell,
     reservation: Option<Reservation>,
     in_session: bool,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<>> {
     let (output_tx, output) = mpsc::unbounded_channel::<OutputChunk>();
     let request_id = caller.request_id.clone();
-    let running = state.commands.start(caller, prepared, Some(output_tx), hold);
+    let running = state.commands.start(caller, prepared, Some(output_tx), bounds);
     let events = futures_util::stream::unfold(Some((output, running, 0, reservation)), move |open| {
         let request_id = request_id.clone();
         async move {

@@ -108,7 +108,7 @@ pub async fn open_terminal(
     })?;
     let size = TerminalSize::new(params.cols.unwrap_or(80), params.rows.unwrap_or(24))?;
     let hold = auth.hold(&state);
-    let opened = state.terminals.open(&auth.caller, &id, size).await?;
+    let opened = state.terminals.open(&auth.caller, &id, size, auth.quotas(&state)).await?;
     let service = state.terminals.clone();
     Ok(upgrade
         .max_message_size(MAX_CLIENT_MESSAGE_BYTES)
@@ -138,7 +138,7 @@ impl Drop for Active {
 async fn serve(mut socket: WebSocket, opened: OpenedTerminal, service: Arc<TerminalService>, hold: KeyHold) {
     let _active = Active::new();
     let started = Instant::now();
-    let OpenedTerminal { io, caller, project_id, .. } = opened;
+    let OpenedTerminal { io, caller, project_id, seat } = opened;
     let mut pump = Pump {
         io,
         bytes_in: 0,
@@ -149,8 +149,10 @@ async fn serve(mut socket: WebSocket, opened: OpenedTerminal, service: Arc<Termi
     };
     let ending = pump.run(&mut socket).await;
     let Pump { io, bytes_in, bytes_out, .. } = pump;
-    // Whatever still runs is killed here, and the end is on record, before the client is told.
+    // Whatever still runs is killed here, and the end is on record, before the client is told;
+    // so is the terminal's place in its key's quota, for the next one it opens.
     drop(io);
+    drop(seat);
     let summary = TerminalSummary { ending, duration: started.elapsed(), bytes_in, bytes_out };
     metrics::counter!(TERMINAL_BYTES_TOTAL, "direction" => "in").increment(bytes_in);
     metrics::counter!(TERMINAL_BYTES_TOTAL, "direction" => "out").increment(bytes_out);

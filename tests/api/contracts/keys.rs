@@ -24,6 +24,7 @@ fn key(name: &str, created_at: DateTime<Utc>) -> (ApiKey, KeyHash) {
         scopes: vec![Scope::ProjectsRead, Scope::CommandsExecute],
         allowed_ips: vec!["10.0.0.0/8".parse().unwrap(), "2001:db8::/32".parse().unwrap()],
         rate_limit_per_minute: Some(120),
+        quotas: Default::default(),
         expires_at: Some(created_at + seconds(3600)),
         created_at,
         last_used_at: None,

@@ -10,7 +10,11 @@ use uuid::Uuid;
 use super::{database, now, page, seconds};
 use crate::{on_both_databases, support::Db};
 
-on_both_databases!(one_command_holds_a_session_at_a_time, sessions_expire_and_are_listed_by_owner);
+on_both_databases!(
+    one_command_holds_a_session_at_a_time,
+    sessions_expire_and_are_listed_by_owner,
+    a_key_s_live_sessions_stop_at_its_quota
+);
 
 fn session(project: &str, owner: Option<Uuid>, created: chrono::DateTime<chrono::Utc>) -> Session {
     Session {
@@ -29,7 +33,7 @@ async fn one_command_holds_a_session_at_a_time(db: Db) {
     let store = database(db).await.sessions();
     let t = now();
     let stored = session("hello", Some(Uuid::new_v4()), t);
-    store.create(&stored).await.unwrap();
+    assert!(store.create(&stored, 100).await.unwrap());
     assert_eq!(store.get(stored.id, t).await.unwrap().as_ref(), Some(&stored));
     let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
     let (a, b) = tokio::join!(
@@ -68,7 +72,7 @@ async fn sessions_expire_and_are_listed_by_owner(db: Db) {
     let newer = session("other", Some(me), t + seconds(1));
     let yours = session("hello", Some(you), t);
     for s in [&mine, &newer, &yours] {
-        store.create(s).await.unwrap();
+        assert!(store.create(s, 100).await.unwrap());
     }
     let listed = |owner: Option<Uuid>, project: Option<&str>| {
         let store = store.clone();
@@ -102,4 +106,18 @@ async fn sessions_expire_and_are_listed_by_owner(db: Db) {
     assert!(!store.delete(newer.id, t).await.unwrap());
     assert_eq!(store.purge(t + seconds(3600)).await.unwrap(), 1, "the held one waits for its lease");
     assert_eq!(store.purge(t + seconds(3720)).await.unwrap(), 1);
+}
+
+async fn a_key_s_live_sessions_stop_at_its_quota(db: Db) {
+    let store = database(db).await.sessions();
+    let t = now();
+    let (me, you) = (Uuid::new_v4(), Uuid::new_v4());
+    assert!(store.create(&session("hello", Some(me), t), 2).await.unwrap());
+    assert!(store.create(&session("hello", Some(me), t), 2).await.unwrap());
+    let third = session("hello", Some(me), t);
+    assert!(!store.create(&third, 2).await.unwrap(), "a third live session of the key is refused");
+    assert_eq!(store.get(third.id, t).await.unwrap(), None, "and not stored");
+    assert!(store.create(&session("hello", Some(you), t), 2).await.unwrap(), "other keys are not counted");
+    let later = t + seconds(3600);
+    assert!(store.create(&session("hello", Some(me), later), 2).await.unwrap(), "expired sessions are not counted");
 }

@@ -13,7 +13,7 @@ use futures_util::StreamExt as _;
 use rdev_api::{
     domain::{CommandReader, CommandStatus, DomainError, EntryKind, OutputEntry, Stream, TailSnapshot},
     ports::{CommandQueue, OutputLog},
-    services::{FollowLimits, Followed, OutputService},
+    services::{FollowLimits, Followed, FollowedBy, OutputService},
 };
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -72,7 +72,7 @@ fn entry(seq: u64) -> OutputEntry {
 async fn three_hundred_followers_read_the_log_once_between_them() {
     let rig = QueueRig::new();
     let log = Arc::new(CountingLog::default());
-    let limits = FollowLimits { per_replica: 1000, per_key: 1000, reads: 2 };
+    let limits = FollowLimits { per_replica: 1000, reads: 2 };
     let output = Arc::new(OutputService::new(log.clone(), rig.queue.clone(), limits));
     let mut command = rig.enqueue("hello", "make").await;
     command.status = CommandStatus::Running;
@@ -83,7 +83,7 @@ async fn three_hundred_followers_read_the_log_once_between_them() {
     let key = Some(Uuid::new_v4());
     let mut followers = Vec::new();
     for _ in 0..300 {
-        let followed = output.follow(key, CommandReader::Admin, command.id, 0).await.unwrap();
+        let followed = output.follow(by(key, 1000), command.id, 0).await.unwrap();
         followers.push(tokio::spawn(followed.collect::<Vec<_>>()));
     }
     // 768 KiB more while they follow, in batches, then the end.
@@ -114,22 +114,24 @@ async fn three_hundred_followers_read_the_log_once_between_them() {
 async fn followers_past_a_cap_get_too_busy() {
     let rig = QueueRig::new();
     let log = Arc::new(CountingLog::default());
-    let limits = FollowLimits { per_replica: 3, per_key: 2, reads: 1 };
+    let limits = FollowLimits { per_replica: 3, reads: 1 };
     let output = OutputService::new(log.clone(), rig.queue.clone(), limits);
     let command = rig.enqueue("hello", "make").await;
     let (one, other) = (Some(Uuid::new_v4()), Some(Uuid::new_v4()));
-    let first = output.follow(one, CommandReader::Admin, command.id, 0).await.unwrap();
-    let _second = output.follow(one, CommandReader::Admin, command.id, 0).await.unwrap();
+    let first = output.follow(by(one, 2), command.id, 0).await.unwrap();
+    let _second = output.follow(by(one, 2), command.id, 0).await.unwrap();
     assert!(
-        matches!(output.follow(one, CommandReader::Admin, command.id, 0).await.err(), Some(DomainError::TooBusy(m)) if m.contains("RDEV_MAX_FOLLOWERS_PER_KEY"))
+        matches!(output.follow(by(one, 2), command.id, 0).await.err(), Some(DomainError::QuotaExceeded { max: 2, message: m, .. }) if m.contains("RDEV_MAX_FOLLOWERS_PER_KEY"))
     );
-    let _third = output.follow(other, CommandReader::Admin, command.id, 0).await.unwrap();
+    let _third = output.follow(by(other, 2), command.id, 0).await.unwrap();
     assert!(
-        matches!(output.follow(other, CommandReader::Admin, command.id, 0).await.err(), Some(DomainError::TooBusy(m)) if m.contains("RDEV_MAX_FOLLOWERS"))
+        matches!(output.follow(by(other, 2), command.id, 0).await.err(), Some(DomainError::TooBusy(m)) if m.contains("RDEV_MAX_FOLLOWERS"))
     );
     drop(first);
-    assert!(
-        output.follow(other, CommandReader::Admin, command.id, 0).await.is_ok(),
-        "a seat given back is taken again"
-    );
+    assert!(output.follow(by(other, 2), command.id, 0).await.is_ok(), "a seat given back is taken again");
+}
+
+/// `key` following as `admin` would, with a quota of `quota` followers.
+fn by(key: Option<uuid::Uuid>, quota: u32) -> FollowedBy {
+    FollowedBy { key, reader: CommandReader::Admin, quota }
 }

@@ -20,6 +20,7 @@ fn key() -> ApiKey {
         scopes: vec![Scope::CommandsExecute],
         allowed_ips: vec![],
         rate_limit_per_minute: None,
+        quotas: Default::default(),
         expires_at: None,
         created_at: Utc::now(),
         last_used_at: None,

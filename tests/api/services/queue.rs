@@ -23,6 +23,9 @@ fn service(rig: &QueueRig) -> QueueService {
     )
 }
 
+const QUOTAS: rdev_api::domain::Quotas =
+    rdev_api::domain::Quotas { terminals: 16, sessions: 100, commands: 1000, followers: 100 };
+
 fn request(command: &str, priority: Option<u8>) -> EnqueueRequest {
     EnqueueRequest {
         command: command.into(),
@@ -42,17 +45,17 @@ async fn only_valid_commands_of_existing_projects_are_queued() {
     let rig = QueueRig::new();
     let queue = service(&rig);
     let hello = ProjectId::parse("hello").unwrap();
-    let queued = queue.enqueue(caller(), &hello, request("make", Some(9))).await.unwrap();
+    let queued = queue.enqueue(caller(), &hello, request("make", Some(9)), QUOTAS).await.unwrap();
     assert_eq!((queued.status, queued.priority, queued.timeout_secs), (CommandStatus::Queued, 9, 30));
     assert_eq!(rig.queue.command(queued.id), queued);
 
-    let error = queue.enqueue(caller(), &hello, request("", Some(12))).await.unwrap_err();
+    let error = queue.enqueue(caller(), &hello, request("", Some(12)), QUOTAS).await.unwrap_err();
     let DomainError::Validation(fields) = error else { panic!("a validation error: {error:?}") };
     let fields: Vec<_> = fields.0.keys().map(String::as_str).collect();
     assert_eq!(fields, ["command", "priority"], "every field at once");
 
     let ghost = ProjectId::parse("ghost").unwrap();
-    let error = queue.enqueue(caller(), &ghost, request("make", None)).await.unwrap_err();
+    let error = queue.enqueue(caller(), &ghost, request("make", None), QUOTAS).await.unwrap_err();
     assert!(matches!(error, DomainError::NotFound { entity: "project", .. }), "{error:?}");
     assert_eq!(rig.queue.depth().await.unwrap(), [(9, 1)], "nothing else was queued");
 }

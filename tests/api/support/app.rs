@@ -260,6 +260,7 @@ impl TestApp {
             scopes: vec![Scope::Admin],
             allowed_ips: vec![],
             rate_limit_per_minute: None,
+            quotas: Default::default(),
             expires_at: None,
             created_at: chrono::Utc::now(),
             last_used_at: None,

@@ -122,6 +122,18 @@ impl CommandQueue for MemoryQueue {
         Ok(Page::from_rows(rows, page, |c| c.id))
     }
 
+    async fn active_of_key(&self, key: Uuid) -> Result<u64, DomainError> {
+        Ok(self.state.read(|s| {
+            s.commands
+                .values()
+                .filter(|slot| {
+                    slot.command.caller.api_key_id == Some(key)
+                        && matches!(slot.command.status, CommandStatus::Queued | CommandStatus::Running)
+                })
+                .count() as u64
+        }))
+    }
+
     /// Keys live in another store here: every key may act.
     async fn claim(
         &self,
