@@ -252,17 +252,7 @@ impl AuditService {
     /// `MAX_REJECTED_COMMAND_BYTES`. The refusal is what the client must see, so a failure to
     /// write it is logged rather than returned.
     pub async fn record_rejection(&self, caller: &Caller, project_id: Option<&ProjectId>, command: Option<&str>) {
-        let client = match (caller.api_key_id, caller.client_ip) {
-            (Some(key), _) => format!("key {key}"),
-            (None, Some(ip)) => format!("address {ip}"),
-            (None, None) => "unknown client".to_owned(),
-        };
-        let admission = self.rejections.lock().unwrap_or_else(|p| p.into_inner()).admit(&client, self.clock.now());
-        if let Admission::Suppress { first } = admission {
-            metrics::counter!(AUDIT_REJECTIONS_SUPPRESSED_TOTAL).increment(1);
-            if first {
-                tracing::warn!(client, "too many refused attempts: not auditing more of them this minute");
-            }
+        if !self.admit_rejection(caller) {
             return;
         }
         let command = command.map(|c| shortened(c, MAX_REJECTED_COMMAND_BYTES));
@@ -279,8 +269,28 @@ impl AuditService {
         }
     }
 
+    /// Whether a refusal of `caller` is still within its budget of audited refusals; counts
+    /// (and logs, once a minute) those that are not.
+    fn admit_rejection(&self, caller: &Caller) -> bool {
+        let client = match (caller.api_key_id, caller.client_ip) {
+            (Some(key), _) => format!("key {key}"),
+            (None, Some(ip)) => format!("address {ip}"),
+            (None, None) => "unknown client".to_owned(),
+        };
+        let admission = self.rejections.lock().unwrap_or_else(|p| p.into_inner()).admit(&client, self.clock.now());
+        if let Admission::Suppress { first } = admission {
+            metrics::counter!(AUDIT_REJECTIONS_SUPPRESSED_TOTAL).increment(1);
+            if first {
+                tracing::warn!(client, "too many refused attempts: not auditing more of them this minute");
+            }
+            return false;
+        }
+        true
+    }
+
     /// Records a change to a project's files (`command` says which), before the answer: a write
-    /// that cannot be audited is answered as the database's failure.
+    /// that cannot be audited is answered as the database's failure. A refused change counts
+    /// against the same budget as refused executions: past it, it is not recorded.
     pub async fn record_file_change(
         &self,
         caller: &Caller,
@@ -288,6 +298,9 @@ impl AuditService {
         command: &str,
         outcome: AuditOutcome,
     ) -> Result<(), DomainError> {
+        if outcome == AuditOutcome::Rejected && !self.admit_rejection(caller) {
+            return Ok(());
+        }
         self.record_action(caller, project_id, command, outcome, None, None).await
     }
 

@@ -14,6 +14,7 @@ on_both_databases!(
     a_keys_admin_key_cannot_take_over_a_stronger_key,
     a_rotated_bootstrap_secret_stays_dead_after_a_restart,
     refused_attempts_are_audited_within_a_budget_and_shortened,
+    refused_file_changes_are_audited_within_the_same_budget,
     audit_rows_past_their_retention_are_purged,
     an_ipv4_mapped_allowlist_entry_matches_an_ipv4_client,
     reserved_addresses_are_refused_as_webhook_targets,
@@ -100,6 +101,22 @@ async fn refused_attempts_are_audited_within_a_budget_and_shortened(db: Db) {
     let suppressed = metrics.lines().find(|l| l.starts_with("audit_rejections_suppressed_total")).unwrap();
     let count: f64 = suppressed.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(count >= 30.0, "the rest are counted: {suppressed}");
+}
+
+async fn refused_file_changes_are_audited_within_the_same_budget(db: Db) {
+    let app = TestApp::on(db).await;
+    let (key_id, key) = app.create_key(&["files:write"]).await;
+    for _ in 0..60 {
+        let put =
+            app.client.put(app.url("/projects/hello/files/content?path=../outside.txt")).header("X-API-Key", &key);
+        let reply = app.send(put.body("x")).await;
+        assert_eq!(reply.status, 400, "{}", reply.body);
+    }
+    let audit = app.get("/audit?limit=500", &app.admin_key).await;
+    let rows: Vec<_> =
+        audit.body["entries"].as_array().unwrap().iter().filter(|row| row["api_key_id"] == key_id.as_str()).collect();
+    assert_eq!(rows.len(), 30, "one key's refused file changes are audited 30 times a minute at most");
+    assert!(rows.iter().all(|row| row["outcome"] == "rejected"), "{rows:?}");
 }
 
 async fn audit_rows_past_their_retention_are_purged(db: Db) {
