@@ -405,7 +405,12 @@ async fn fifty_terminals_and_a_stalled_reader_keep_the_server_small() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("projects/hello")).unwrap();
     let admin = rdev_api::domain::ApiKeySecret::generate().expose().to_owned();
-    let envs = [("RDEV_BOOTSTRAP_API_KEY", admin.as_str()), ("RDEV_RATE_LIMIT_PER_MINUTE", "100000")];
+    // Fifty terminals of one key: past the default quota, which has a test of its own.
+    let envs = [
+        ("RDEV_BOOTSTRAP_API_KEY", admin.as_str()),
+        ("RDEV_RATE_LIMIT_PER_MINUTE", "100000"),
+        ("RDEV_MAX_TERMINALS_PER_KEY", "100"),
+    ];
     let server = crate::support::process::ServerProcess::start(dir.path(), &envs).await;
     let addr = server.addr.clone();
     let open = |n: usize| {
