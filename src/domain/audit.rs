@@ -24,6 +24,8 @@ pub enum AuditOutcome {
     Failed,
     TimedOut,
     Rejected,
+    /// Stopped before it ended: cancelled, or killed because its client went away.
+    Cancelled,
     Error,
 }
 
@@ -34,12 +36,13 @@ impl AuditOutcome {
             AuditOutcome::Failed => "failed",
             AuditOutcome::TimedOut => "timed_out",
             AuditOutcome::Rejected => "rejected",
+            AuditOutcome::Cancelled => "cancelled",
             AuditOutcome::Error => "error",
         }
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
-        [Self::Succeeded, Self::Failed, Self::TimedOut, Self::Rejected, Self::Error]
+        [Self::Succeeded, Self::Failed, Self::TimedOut, Self::Rejected, Self::Cancelled, Self::Error]
             .into_iter()
             .find(|o| o.as_str() == raw)
     }

@@ -298,7 +298,7 @@ impl Command {
                 self.error.clone_from(&outcome.error);
             }
             CommandEnd::Cancelled => {}
-            CommandEnd::Error(message) => self.error = Some(message.clone()),
+            CommandEnd::Stopped(message) | CommandEnd::Error(message) => self.error = Some(message.clone()),
         }
         self
     }
@@ -329,6 +329,9 @@ struct Fresh {
 pub enum CommandEnd {
     Ran(ExecOutcome),
     Cancelled,
+    /// Stopped before it ended by something other than a cancel (its client went away):
+    /// `cancelled`, with this as its `error`.
+    Stopped(String),
     /// It could not run (project gone, executor unavailable): `failed` with this error.
     Error(String),
 }
@@ -340,13 +343,13 @@ impl CommandEnd {
     pub fn status(&self) -> CommandStatus {
         match self {
             CommandEnd::Ran(outcome) => CommandStatus::of_exit(outcome.exit_code, outcome.timed_out),
-            CommandEnd::Cancelled => CommandStatus::Cancelled,
+            CommandEnd::Cancelled | CommandEnd::Stopped(_) => CommandStatus::Cancelled,
             CommandEnd::Error(_) => CommandStatus::Failed,
         }
     }
 
-    /// The audit log's outcome: what the status says, a cancel `rejected` (a client stopped it),
-    /// an error `error` (it never ran to an exit).
+    /// The audit log's outcome: what the status says (a cancel, or a client that left,
+    /// `cancelled`), an error `error` (it never ran to an exit).
     pub fn audit_outcome(&self) -> AuditOutcome {
         match self {
             CommandEnd::Ran(_) => match self.status() {
@@ -354,7 +357,7 @@ impl CommandEnd {
                 CommandStatus::TimedOut => AuditOutcome::TimedOut,
                 _ => AuditOutcome::Failed,
             },
-            CommandEnd::Cancelled => AuditOutcome::Rejected,
+            CommandEnd::Cancelled | CommandEnd::Stopped(_) => AuditOutcome::Cancelled,
             CommandEnd::Error(_) => AuditOutcome::Error,
         }
     }

@@ -209,7 +209,7 @@ impl AuditService {
         let command = recovered.command();
         let (id, outcome) = match recovered {
             Recovered::Retried(_) => (attempt_entry_id(command.id, command.attempts), AuditOutcome::Error),
-            Recovered::Lost(_) if command.status == CommandStatus::Cancelled => (command.id, AuditOutcome::Rejected),
+            Recovered::Lost(_) if command.status == CommandStatus::Cancelled => (command.id, AuditOutcome::Cancelled),
             Recovered::Lost(_) => (command.id, AuditOutcome::Error),
         };
         let record = AuditRecord {

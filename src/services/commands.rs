@@ -190,6 +190,15 @@ impl Stopped {
         }
     }
 
+    /// How the command's record ends: a client that left cancelled it; a shutdown or a key
+    /// that may no longer act failed it.
+    fn end(self) -> CommandEnd {
+        match self {
+            Stopped::ClientGone => CommandEnd::Stopped(self.reason()),
+            Stopped::ShuttingDown | Stopped::KeyEnded(_) => CommandEnd::Error(self.reason()),
+        }
+    }
+
     fn reason(self) -> String {
         match self {
             Stopped::ClientGone => "the client went away; command killed".into(),
@@ -334,20 +343,26 @@ impl Runner {
         let running = async {
             tokio::pin!(run);
             tokio::select! {
-                result = &mut run => result,
+                result = &mut run => Ok(result),
                 stopped = stopped => {
                     tracing::warn!(execution.id = %execution_id, project.id = %project.id, "{}", stopped.reason());
                     // Killed, and waited for until nothing of it is left.
                     stop.cancel();
                     let _ = run.await;
-                    Err(stopped.error())
+                    Err(stopped)
                 }
             }
         };
         let (result, unwritten) = tokio::join!(running, writer.write());
+        // A stop says how the command ended in its own words; an executor's error is `failed`.
+        let result = match result {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(error)) => Err((None, error)),
+            Err(stopped) => Err((Some(stopped.end()), stopped.error())),
+        };
         let outcome = match result {
             Ok(outcome) => outcome,
-            Err(error @ DomainError::Validation(_)) => {
+            Err((None, error @ DomainError::Validation(_))) => {
                 if unwritten.opened {
                     // Nothing ran, but the row was stored while the executor looked: end it.
                     let ended = command.ended(&CommandEnd::Error(error.to_string()), self.clock.now());
@@ -360,8 +375,8 @@ impl Runner {
                 }
                 return Err(error);
             }
-            Err(error) => {
-                let end = CommandEnd::Error(error.to_string());
+            Err((stopped, error)) => {
+                let end = stopped.unwrap_or_else(|| CommandEnd::Error(error.to_string()));
                 record_execution(project.executor, &end);
                 let record = AuditRecord::of_end(execution_id, &project.id, &spec.command, &end);
                 let session_end = session.as_ref().map(|run| run.end(execution_id, &spec, None, self.clock.now()).0);

@@ -111,6 +111,7 @@ async fn cancelling_a_running_command_kills_it_on_whichever_replica_runs_it(db: 
         assert_eq!(survivors_of(&marker).await, Vec::<u32>::new(), "{label}: the process group is gone");
         let audit = via.get("/audit?project_id=hello&limit=1", &via.admin_key).await;
         assert_eq!(audit.body["entries"][0]["id"], id.as_str());
+        assert_eq!(audit.body["entries"][0]["outcome"], "cancelled", "{label}: a cancel is not a refusal");
     }
 }
 

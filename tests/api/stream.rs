@@ -73,7 +73,12 @@ async fn a_client_that_disconnects_kills_the_command(backend: Backend) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let audit = app.get("/audit?project_id=hello", &app.admin_key).await;
-        if audit.body["entries"][0]["outcome"] == "error" {
+        // Its client stopped it: `cancelled`, saying why (not `failed` with "internal error").
+        if audit.body["entries"][0]["outcome"] == "cancelled" {
+            let id = audit.body["entries"][0]["id"].as_str().unwrap_or_default().to_owned();
+            let command = app.get(&format!("/commands/{id}"), &app.admin_key).await;
+            assert_eq!(command.body["status"], "cancelled", "{}", command.body);
+            assert_eq!(command.body["error"], "the client went away; command killed", "{}", command.body);
             break;
         }
         assert!(std::time::Instant::now() < deadline, "no audit entry for the killed command: {}", audit.body);

@@ -208,7 +208,9 @@ impl<D: Dialect> CommandQueue for SqlCommandQueue<D> {
                 None,
             ),
             CommandEnd::Cancelled => (None, None, None, false, false, None),
-            CommandEnd::Error(message) => (None, None, None, false, false, Some(message.clone())),
+            CommandEnd::Stopped(message) | CommandEnd::Error(message) => {
+                (None, None, None, false, false, Some(message.clone()))
+            }
         };
         let ran = match end {
             CommandEnd::Ran(outcome) => Some(outcome),

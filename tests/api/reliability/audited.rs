@@ -40,7 +40,7 @@ async fn a_client_that_goes_away_gets_its_command_killed_and_audited(db: Db) {
     client.abort();
 
     eventually("its audit entry", Duration::from_secs(10), async || {
-        executions_audited(&app, "hello").await.first().is_some_and(|e| e["outcome"] == "error")
+        executions_audited(&app, "hello").await.first().is_some_and(|e| e["outcome"] == "cancelled")
     })
     .await;
     assert_eq!(survivors_of(&marker).await, Vec::<u32>::new(), "killed, with what it started");
