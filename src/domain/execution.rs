@@ -136,8 +136,9 @@ fn stdin_of(text: Option<String>, base64: Option<String>, most: usize, errors: &
 }
 
 fn check_command(command: &str, errors: &mut FieldErrors) {
-    if command.is_empty() {
-        errors.add("command", "must not be empty");
+    // A blank command would run a shell that does nothing and reports success.
+    if command.trim().is_empty() {
+        errors.add("command", "must not be empty or only whitespace");
     } else if command.len() > MAX_COMMAND_BYTES {
         errors.add("command", format!("must be at most {MAX_COMMAND_BYTES} bytes"));
     } else if command.contains('\0') {

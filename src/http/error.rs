@@ -32,8 +32,9 @@ pub enum ApiError {
     /// Malformed JSON, wrong content type.
     #[error("{0}")]
     BadRequest(String),
-    #[error("request body is larger than the limit")]
-    PayloadTooLarge,
+    /// The body is over this route's limit, in bytes.
+    #[error("request body is larger than the limit of {0} bytes")]
+    PayloadTooLarge(usize),
     /// The key's rate limit is used up; the caller adds `Retry-After`.
     #[error("rate limit exceeded for this API key")]
     RateLimited,
@@ -92,7 +93,7 @@ impl ApiError {
                 DomainError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
             },
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
-            ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
             ApiError::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
         }
     }
@@ -160,8 +161,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> Self {
+impl ApiError {
+    /// A JSON body's rejection; `body_limit` is the route's, for a 413 to name.
+    pub fn of_json(rejection: JsonRejection, body_limit: usize) -> Self {
         match rejection {
             JsonRejection::JsonDataError(error) => field_error(&error.body_text(), "body"),
             JsonRejection::JsonSyntaxError(error) => {
@@ -171,7 +173,7 @@ impl From<JsonRejection> for ApiError {
                 ApiError::BadRequest("expected a JSON body with Content-Type: application/json".into())
             }
             other if is_stalled_body(&other) => ApiError::Domain(DomainError::BodyStalled),
-            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(body_limit),
             other => ApiError::BadRequest(other.body_text()),
         }
     }
@@ -198,20 +200,28 @@ fn serde_message(text: &str) -> String {
 /// prefix is then dropped, as the field already names it). `fallback` when no field is named.
 fn field_error(text: &str, fallback: &str) -> ApiError {
     let message = serde_message(text);
-    let (field, message) = split_field(&message).unwrap_or((fallback, &message));
-    ApiError::Domain(DomainError::invalid(field, message))
+    match split_field(&message) {
+        Some((field, text)) => ApiError::Domain(DomainError::invalid(field, text)),
+        None => ApiError::Domain(DomainError::invalid(fallback, message)),
+    }
 }
 
-fn split_field(message: &str) -> Option<(&str, &str)> {
-    for marker in ["missing field `", "unknown field `"] {
-        if let Some((_, rest)) = message.split_once(marker) {
-            return rest.split('`').next().map(|field| (field, message));
-        }
+fn split_field(message: &str) -> Option<(&str, String)> {
+    // serde's position ("at line 1 column 30") says nothing a client can act on.
+    let message = message.rsplit_once(" at line ").map_or(message, |(text, _)| text);
+    if let Some((_, rest)) = message.split_once("missing field `") {
+        return rest.split('`').next().map(|field| (field, "is required".to_owned()));
+    }
+    if let Some((_, rest)) = message.split_once("unknown field `") {
+        let (field, expected) = rest.split_once('`')?;
+        let expected = expected.trim_start_matches(',').trim();
+        let text = if expected.is_empty() { "unknown field".to_owned() } else { format!("unknown field, {expected}") };
+        return Some((field, text));
     }
     let (path, rest) = message.split_once(": ")?;
     let field = path.split(['.', '[']).next()?;
     let plain = !field.is_empty() && field.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    plain.then_some((field, rest))
+    plain.then(|| (field, rest.to_owned()))
 }
 
 /// `response` in the API's error shape if it is an error (4xx or 5xx), as it is otherwise:
@@ -273,14 +283,17 @@ mod tests {
 
     #[test]
     fn finds_the_field_in_serde_messages() {
-        let missing = "missing field `command` at line 1 column 2";
-        assert_eq!(split_field(missing), Some(("command", missing)));
-        assert_eq!(split_field("unknown field `comand`, expected `command`").map(|f| f.0), Some("comand"));
+        let field = |message: &str| split_field(message).map(|(field, text)| (field.to_owned(), text));
+        assert_eq!(field("missing field `command` at line 1 column 2"), Some(("command".into(), "is required".into())));
         assert_eq!(
-            split_field("timeout_secs: invalid type: string, expected u64"),
-            Some(("timeout_secs", "invalid type: string, expected u64"))
+            field("timeout: unknown field `timeout`, expected one of `command`, `timeout_secs` at line 1 column 30"),
+            Some(("timeout".into(), "unknown field, expected one of `command`, `timeout_secs`".into()))
         );
-        assert_eq!(split_field("env.FOO: invalid type").map(|f| f.0), Some("env"));
-        assert_eq!(split_field("invalid type: integer"), None);
+        assert_eq!(
+            field("timeout_secs: invalid type: string, expected u64 at line 1 column 9"),
+            Some(("timeout_secs".into(), "invalid type: string, expected u64".into()))
+        );
+        assert_eq!(field("env.FOO: invalid type").map(|f| f.0), Some("env".into()));
+        assert_eq!(field("invalid type: integer"), None);
     }
 }

@@ -33,7 +33,7 @@ pub async fn audit_rejected_executions(State(state): State<AppState>, request: R
         Err(error) if super::server::is_stalled_body(&error) => {
             (ApiError::Domain(DomainError::BodyStalled).into_response(), Default::default())
         }
-        Err(_) => (ApiError::PayloadTooLarge.into_response(), Default::default()),
+        Err(_) => (ApiError::PayloadTooLarge(state.execute_body_limit()).into_response(), Default::default()),
     };
     if response.status().is_client_error() {
         let key_id = response.extensions().get::<AuthenticatedKey>().map(|key| key.0);

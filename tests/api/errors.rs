@@ -12,6 +12,7 @@ on_both_databases!(
     malformed_and_mistyped_bodies_are_json_errors,
     unknown_routes_and_methods_are_json_errors,
     oversize_body_is_413,
+    messages_say_what_to_send,
 );
 
 on_every_backend!(unknown_project_is_404_project_not_found);
@@ -24,6 +25,7 @@ async fn invalid_fields_are_named(db: Db) {
         (json!({"command": "echo a\u{0}b"}), "command"),
         (json!({"command": "x".repeat(16 * 1024 + 1)}), "command"),
         (json!({"command": ""}), "command"),
+        (json!({"command": " \t\n "}), "command"),
         (json!({"command": "ls", "env": {"1BAD": "x"}}), "env"),
         (json!({"command": "ls", "env": {"A-B": "x"}}), "env"),
         (json!({"command": "ls", "timeout_secs": 0}), "timeout_secs"),
@@ -90,8 +92,34 @@ async fn oversize_body_is_413(db: Db) {
     let huge = json!({"command": "x".repeat(300 * 1024)});
     let reply = app.shell("hello", huge).await;
     assert_eq!((reply.status, reply.error_code()), (413, "PAYLOAD_TOO_LARGE"));
+    // Each names its route's limit: 256 KiB + 2 × 1 KiB to execute, 256 KiB elsewhere.
+    assert_eq!(reply.message(), "request body is larger than the limit of 264192 bytes");
     let key = app.post("/api-keys", &app.admin_key, json!({"name": "x".repeat(300 * 1024), "scopes": ["admin"]})).await;
     assert_eq!((key.status, key.error_code()), (413, "PAYLOAD_TOO_LARGE"));
+    assert_eq!(key.message(), "request body is larger than the limit of 262144 bytes");
+}
+
+/// The messages a newcomer meets first name the field once, say what would be accepted, and
+/// carry nothing of the parser's inner workings (no "line 1 column 30").
+async fn messages_say_what_to_send(db: Db) {
+    let app = TestApp::on(db).await;
+    let unknown = app.shell("hello", json!({"command": "ls", "timeout": 5})).await;
+    assert_eq!(unknown.error_code(), "VALIDATION_FAILED");
+    let said = unknown.field_error("timeout").unwrap_or_default().to_owned();
+    assert!(said.starts_with("unknown field, expected one of `command`"), "{}", unknown.body);
+    assert!(said.contains("`timeout_secs`"), "{said}");
+    assert_eq!(unknown.message(), format!("invalid request: timeout: {said}"));
+    let missing = app.shell("hello", json!({"timeout_secs": 5})).await;
+    assert_eq!(missing.message(), "invalid request: command: is required");
+    let mistyped = app.shell("hello", json!({"command": "ls", "timeout_secs": "soon"})).await;
+    assert!(!mistyped.message().contains("line 1"), "{}", mistyped.body);
+    let blank = app.shell("hello", json!({"command": "   "})).await;
+    assert_eq!(blank.field_error("command"), Some("must not be empty or only whitespace"));
+    let since = app.get("/audit?since=yesterday", &app.admin_key).await;
+    assert_eq!((since.status, since.error_code()), (400, "VALIDATION_FAILED"));
+    assert!(since.field_error("since").is_some_and(|m| m.contains("RFC 3339")), "{}", since.body);
+    let fine = app.get("/audit?since=2026-12-07T09:30:00Z&until=2026-12-08T00:00:00%2B01:00", &app.admin_key).await;
+    assert_eq!(fine.status, 200, "{}", fine.body);
 }
 
 async fn unknown_project_is_404_project_not_found(backend: Backend) {

@@ -25,14 +25,25 @@ pub struct AuditParams {
     project_id: Option<String>,
     api_key_id: Option<Uuid>,
     /// Entries at or after this time (RFC 3339).
+    #[serde(default, deserialize_with = "rfc3339")]
     since: Option<DateTime<Utc>>,
     /// Entries before this time (RFC 3339).
+    #[serde(default, deserialize_with = "rfc3339")]
     until: Option<DateTime<Utc>>,
     /// Items per page, 1 to 500 (default 50).
     #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
     /// The previous page's `next_cursor`.
     cursor: Option<String>,
+}
+
+/// A time in RFC 3339, with a message that says so (chrono's says only "input contains invalid
+/// characters").
+fn rfc3339<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    let raw = String::deserialize(deserializer)?;
+    DateTime::parse_from_rfc3339(&raw)
+        .map(|time| Some(time.with_timezone(&Utc)))
+        .map_err(|_| serde::de::Error::custom(format!("{raw:?} is not an RFC 3339 time, such as 2026-12-07T09:30:00Z")))
 }
 
 #[derive(Serialize, ToSchema)]
