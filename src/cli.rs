@@ -2,7 +2,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use secrecy::ExposeSecret as _;
 
 use crate::{
@@ -22,6 +22,30 @@ pub struct Cli {
     pub config: Config,
 }
 
+impl Cli {
+    /// The command line, parsed. The server's settings are global, so `rdev-api serve --listen …`
+    /// works; `migrate` and `keys` need only the database, so their help shows only that.
+    pub fn parse_args() -> Self {
+        let mut command = Self::command();
+        command.build();
+        let command = command.mut_subcommand("migrate", only_database_help).mut_subcommand("keys", |keys| {
+            only_database_help(keys)
+                .mut_subcommand("create", only_database_help)
+                .mut_subcommand("generate", only_database_help)
+        });
+        Self::from_arg_matches(&command.get_matches()).unwrap_or_else(|error| error.exit())
+    }
+}
+
+/// Hides the server's settings in `command`'s help, but for the database's (they still parse).
+/// In place: the command is built, and its index of flags points at the arguments' positions.
+fn only_database_help(command: clap::Command) -> clap::Command {
+    command.mut_args(|arg| {
+        let server_setting = arg.is_global_set() && arg.get_id() != "database_url";
+        if server_setting { arg.hide(true) } else { arg }
+    })
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the HTTP API (what `rdev-api` alone does).
@@ -37,6 +61,7 @@ pub enum Command {
 pub enum KeysCommand {
     /// Create an API key and print its secret (shown this once).
     Create {
+        /// What the key is for, shown in listings and the audit log, e.g. `ci`.
         #[arg(long)]
         name: String,
         /// Comma-separated, e.g. `projects:read,commands:execute`, or `admin`.

@@ -84,8 +84,9 @@ pub struct Config {
 #[derive(Clone, Debug, Args)]
 #[command(next_help_heading = "HTTP server")]
 pub struct ServerSettings {
-    /// Address and port to serve HTTP on.
-    #[arg(long, env = "RDEV_LISTEN", default_value = "0.0.0.0:8080", global = true)]
+    /// Address and port to serve HTTP on. Loopback only by default, as a fresh server holds a
+    /// new admin key; the image and the manifests set 0.0.0.0:8080.
+    #[arg(long, env = "RDEV_LISTEN", default_value = "127.0.0.1:8080", global = true)]
     pub listen: SocketAddr,
 
     /// Largest accepted request body, in bytes.
@@ -386,14 +387,15 @@ pub struct AccessSettings {
     #[arg(long, env = "RDEV_BOOTSTRAP_API_KEY", hide_env_values = true, global = true)]
     pub bootstrap_api_key: Option<SecretString>,
 
-    /// How long API key lookups (and, with Kubernetes, project lookups) are cached. A revoked key
-    /// stops working on every replica within this time. E.g. `30s`, `5s`. Local project folders
-    /// are re-read after at most 1s (or this, if shorter).
+    /// How long API key lookups are cached. A revoked key stops working on every replica within
+    /// this time. E.g. `30s`, `5s`. Kubernetes projects come from a pod watch and are not cached;
+    /// local project folders are re-read after at most 1s (or this, if shorter).
     #[arg(long, env = "CACHE_TTL", default_value = "30s", value_parser = humantime::parse_duration, global = true)]
     pub cache_ttl: Duration,
 
-    /// Requests per minute per API key, for keys without a limit of their own. Shared by all
-    /// replicas through the database.
+    /// Requests per minute per API key, for keys without a limit of their own. Counted where
+    /// RDEV_RATE_LIMIT_STORE says: by default in the database on Postgres (shared by all
+    /// replicas), in this process's memory on SQLite (one replica).
     #[arg(long, env = "RDEV_RATE_LIMIT_PER_MINUTE", default_value_t = 600, global = true)]
     pub rate_limit_per_minute: u32,
 

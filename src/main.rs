@@ -5,7 +5,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
 use rdev_api::cli::Cli;
 
 /// How long blocking jobs still running at exit are waited for.
@@ -16,7 +15,7 @@ fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|arg| arg == rdev_api::adapters::local::sandbox::HELPER_ARG) {
         return rdev_api::adapters::local::sandbox::helper_main();
     }
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     rdev_api::install_crypto_provider();
     let telemetry =
         match rdev_api::telemetry::init(cli.config.telemetry.log_format, cli.config.telemetry.otlp_endpoint.as_deref())

@@ -56,6 +56,36 @@ async fn migrate_and_keys_create_work_from_the_command_line() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown scope"));
 }
 
+#[test]
+fn help_shows_what_each_command_takes() {
+    let help = |args: &[&str]| {
+        let output = std::process::Command::new(BIN).args(args).env_clear().output().expect("runs");
+        assert!(output.status.success(), "{args:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let server = help(&["--help"]);
+    // A fresh server holds a new admin key: it listens on loopback unless told otherwise.
+    assert!(server.contains("[default: 127.0.0.1:8080]"), "{server}");
+    for args in [&["keys", "--help"][..], &["keys", "create", "--help"], &["migrate", "--help"]] {
+        let text = help(args);
+        assert!(text.lines().count() < 40, "{args:?} shows only what it takes:\n{text}");
+        assert!(text.contains("--database-url") && !text.contains("--listen"), "{args:?}:\n{text}");
+    }
+    let create = help(&["keys", "create", "--help"]);
+    let name = create.split("      --name <NAME>").nth(1).and_then(|rest| rest.lines().nth(1)).unwrap_or_default();
+    assert!(name.contains("What the key is for"), "--name is described:\n{create}");
+    // Hidden from the help, the settings still apply.
+    let dir = tempfile::tempdir().unwrap();
+    let migrate = std::process::Command::new(BIN)
+        .args(["migrate", "--log-format", "json", "--database-url", "sqlite://other.db"])
+        .current_dir(dir.path())
+        .env_clear()
+        .output()
+        .expect("runs");
+    assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
+    assert!(dir.path().join("other.db").exists());
+}
+
 #[tokio::test]
 async fn bad_settings_stop_the_start_with_a_message_naming_them() {
     let cases: [(&str, &str, &str); 4] = [
