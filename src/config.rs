@@ -349,7 +349,7 @@ pub struct WebhookSettings {
     /// The waits between webhook attempts, comma-separated; one attempt more than waits is made.
     /// Each wait varies by up to ±20% at random.
     #[arg(
-        long,
+        long = "webhook-retry-schedule",
         env = "RDEV_WEBHOOK_RETRY_SCHEDULE",
         default_value = "5s,5m,30m,2h,5h,10h",
         value_delimiter = ',',

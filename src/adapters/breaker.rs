@@ -1,4 +1,5 @@
-//! A circuit breaker around the Kubernetes executor and project source.
+//! A circuit breaker around the Kubernetes executor (project lookups come from a pod watch and
+//! never touch it).
 //!
 //! Closed: calls go through; `threshold` infrastructure failures in a row (connection refused,
 //! 5xx, timeouts, lost exec streams; never a command's non-zero exit) open it. Open: calls fail
@@ -6,7 +7,6 @@
 //! cool-down ends. Half-open: one probe goes through; success closes the circuit, failure opens
 //! it again. A probe whose caller goes away (client disconnect) frees the slot for another.
 //!
-//! One breaker is shared by the executor and the project source: both talk to the same API server.
 //! No crate fitted: the well-kept ones do not take our `Clock` (so tests would sleep through
 //! cool-downs) nor expose state for `/ready` and the metric.
 

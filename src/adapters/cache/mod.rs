@@ -1,4 +1,5 @@
-//! moka decorators that keep hot lookups off the database and the Kubernetes API for `CACHE_TTL`.
+//! moka decorators that keep hot lookups off the database (API keys, for `CACHE_TTL`) and off
+//! the disk (local project folders, for at most a second).
 
 mod keys;
 mod projects;

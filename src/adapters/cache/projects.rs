@@ -1,10 +1,10 @@
-//! `CachedProjectSource`: the project list and single projects, cached for `CACHE_TTL`.
+//! `CachedProjectSource`: the project list and single projects of the local executor (folders),
+//! each answer fresh for the given time (at most a second; `CACHE_TTL` if shorter).
 //!
-//! A pod added to the cluster shows up once the cached answer is older than `CACHE_TTL` (the
-//! runbook lowers it to `5s` while debugging), and a cache hit makes no API call. Freshness is
-//! judged by our `Clock`, so tests move time instead of waiting; moka's own time-to-live only
-//! bounds memory. A missing project is cached too: a client retrying a wrong id must not turn
-//! into API calls.
+//! A folder created under the projects root shows up once the cached answer is older than that,
+//! and a cache hit costs no trip to the blocking pool. Freshness is judged by our `Clock`, so
+//! tests move time instead of waiting; moka's own time-to-live only bounds memory. A missing
+//! project is cached too: a client retrying a wrong id must not turn into folder reads.
 
 use std::{sync::Arc, time::Duration};
 

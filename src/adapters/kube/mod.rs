@@ -1,6 +1,6 @@
 //! The Kubernetes executor: projects are pods labelled `rdev.orchard9.ai/project=true` in one
 //! namespace, identified by their `rdev.orchard9.ai/project-id` label; commands run over pod exec
-//! (kube-rs, rustls). `app` wraps both in the circuit breaker and the project cache.
+//! (kube-rs, rustls). `app` wraps the exec in the circuit breaker; projects come from a pod watch held in memory.
 
 mod client;
 mod errors;
