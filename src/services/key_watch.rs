@@ -191,6 +191,14 @@ impl KeyWatch {
         }
     }
 
+    /// Why `hold`'s credential may no longer act, read now rather than at the next sweep; `None`
+    /// if it still may (or cannot be read). For a cancel, which may be another replica's
+    /// revocation arriving first.
+    pub async fn check_now(&self, hold: &KeyHold) -> Option<Unauthenticated> {
+        let (credential, _) = hold.watched.as_ref()?;
+        self.why_ended(credential).await.ok().flatten()
+    }
+
     async fn why_ended(&self, credential: &Credential) -> Result<Option<Unauthenticated>, crate::domain::DomainError> {
         let now = self.clock.now();
         Ok(match &credential.hash {

@@ -212,7 +212,11 @@ impl QueueWorker {
                             let _ = run.await;
                             match interrupted {
                                 Interrupted::ClaimLost => None,
-                                Interrupted::Cancelled => Some(CommandEnd::Cancelled),
+                                // The flag is also how a revocation on another replica arrives.
+                                Interrupted::Cancelled => Some(match self.keys.check_now(&hold).await {
+                                    Some(why) => CommandEnd::Error(format!("{why}; command killed")),
+                                    None => CommandEnd::Cancelled,
+                                }),
                                 Interrupted::KeyEnded(why) => Some(CommandEnd::Error(format!("{why}; command killed"))),
                             }
                         }

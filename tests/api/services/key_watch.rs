@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::QueueRig;
 
-fn key() -> ApiKey {
+pub(super) fn key() -> ApiKey {
     ApiKey {
         id: Uuid::new_v4(),
         name: "watched".into(),
