@@ -17,24 +17,36 @@ pub struct LocalProjects {
     root: PathBuf,
 }
 
+/// The example project's files.
+const HELLO_FILES: [(&str, &str); 3] = [
+    ("README.md", "# hello\n\nAn example project. Every folder next to this one is a project too.\n"),
+    (
+        "Makefile",
+        "# What the docs' examples build: `make test` takes ten seconds, long enough to watch or cancel.\n\
+         all:\n\t@sh src/hello.sh\n\n\
+         test:\n\t@for i in 1 2 3 4 5 6 7 8 9 10; do echo \"test $$i of 10 passed\"; sleep 1; done\n\n\
+         deploy: all\n\t@echo \"deployed hello\"\n",
+    ),
+    ("src/hello.sh", "#!/bin/sh\necho \"hello from $(pwd)\"\n"),
+];
+
 impl LocalProjects {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self { root: root.into() }
     }
 
     /// On first start (no projects folder yet) creates it with one example project, `hello`,
-    /// so a newcomer has something to list and run commands in.
+    /// so a newcomer has something to list and run commands in, and the docs' examples (a
+    /// `make test` to queue and cancel, a `src` folder to list) work as printed.
     pub async fn ensure_exists(&self) -> io::Result<()> {
         if tokio::fs::try_exists(&self.root).await? {
             return Ok(());
         }
         let hello = self.root.join("hello");
-        tokio::fs::create_dir_all(&hello).await?;
-        tokio::fs::write(
-            hello.join("README.md"),
-            "# hello\n\nAn example project. Every folder next to this one is a project too.\n",
-        )
-        .await?;
+        tokio::fs::create_dir_all(hello.join("src")).await?;
+        for (path, content) in HELLO_FILES {
+            tokio::fs::write(hello.join(path), content).await?;
+        }
         tracing::info!(path = %self.root.display(), "created the projects folder with the example project hello");
         Ok(())
     }
