@@ -26,6 +26,11 @@ use crate::{
 };
 
 pub const API_KEY_HEADER: &str = "x-api-key";
+
+/// `X-API-Key` as a header name.
+pub fn api_key_header() -> axum::http::HeaderName {
+    axum::http::HeaderName::from_static(API_KEY_HEADER)
+}
 /// `API_KEY_HEADER`, parsed once (a lookup by `&str` parses the name every time).
 const API_KEY: HeaderName = HeaderName::from_static(API_KEY_HEADER);
 const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");

@@ -31,9 +31,15 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ("addon-fit.js", "text/javascript; charset=utf-8", include_bytes!("console/vendor/addon-fit.js")),
 ];
 
-/// `/console` and `/console/assets/{name}`.
+/// `/console` and `/console/assets/{name}`; `/` and `/console/` lead to the console, where a
+/// person who typed the server's address is looking for it.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new().route("/console", get(page)).route("/console/assets/{name}", get(asset))
+    let to_console = || get(|| async { axum::response::Redirect::to("/console") });
+    Router::new()
+        .route("/console", get(page))
+        .route("/console/assets/{name}", get(asset))
+        .route("/", to_console())
+        .route("/console/", to_console())
 }
 
 /// The policy of a page whose `<style>` elements carry `nonce`.

@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use axum::{Router, extract::DefaultBodyLimit, http::header, middleware, routing::get};
 use tower::ServiceBuilder;
+use tower_http::{compression::CompressionLayer, sensitive_headers::SetSensitiveRequestHeadersLayer};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use handlers::{audit, commands, files, health, keys, output, projects, sessions, shell, terminal, webhooks};
@@ -80,12 +81,22 @@ pub fn router(state: AppState) -> Router {
         .split_for_parts();
     let document: Arc<str> = openapi::complete(api).to_json().unwrap_or_default().into();
 
-    router
+    // What a browser downloads whole (the console's pages and scripts, the OpenAPI document) is
+    // gzipped for whoever asks; the API's own answers are small and stay on the lean path.
+    let downloads = Router::new()
         .route(
             "/openapi.json",
             get(move || async move { ([(header::CONTENT_TYPE, "application/json")], document.to_string()) }),
         )
         .merge(console::routes())
-        .with_state(state)
-        .layer(ServiceBuilder::new().layer(edge::EdgeLayer::default()).layer(DefaultBodyLimit::max(max_body_bytes)))
+        .layer(CompressionLayer::new());
+
+    router.merge(downloads).with_state(state).layer(
+        ServiceBuilder::new()
+            // Secrets in headers print as `Sensitive` wherever a request is logged or traced. (A
+            // terminal's `ticket` is in the query, which no span or log records.)
+            .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, auth::api_key_header()]))
+            .layer(edge::EdgeLayer::default())
+            .layer(DefaultBodyLimit::max(max_body_bytes)),
+    )
 }

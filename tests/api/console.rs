@@ -39,6 +39,29 @@ async fn the_console_is_served_from_the_binary_under_a_strict_policy() {
         assert!(response.headers()["content-type"].to_str().unwrap().starts_with(kind), "{asset}");
         assert_eq!(response.headers()["x-content-type-options"], "nosniff");
     }
+    // What a browser downloads whole is gzipped when asked; the API's answers are not.
+    let gzipped = |path: &str| {
+        let request =
+            app.client.get(app.url(path)).header("accept-encoding", "gzip").header("x-api-key", &app.admin_key);
+        async move {
+            request.send().await.unwrap().headers().get("content-encoding").map(|v| v.to_str().unwrap().to_owned())
+        }
+    };
+    for path in ["/console", "/console/assets/xterm.js", "/openapi.json"] {
+        assert_eq!(gzipped(path).await.as_deref(), Some("gzip"), "{path}");
+    }
+    assert_eq!(gzipped("/projects").await, None);
+    // The server's address in a browser leads to the console.
+    let staying = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    for path in ["/", "/console/"] {
+        let response = staying.get(app.url(path)).send().await.unwrap();
+        assert_eq!(
+            (response.status().as_u16(), response.headers().get("location").map(|v| v.to_str().unwrap())),
+            (303, Some("/console")),
+            "{path}"
+        );
+    }
+
     let missing = app.client.get(app.url("/console/assets/..%2Fmain.rs")).send().await.unwrap();
     assert_eq!(missing.status(), 404);
     let body: serde_json::Value = missing.json().await.unwrap();
