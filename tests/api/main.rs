@@ -12,6 +12,7 @@ mod auth;
 mod binary;
 mod console;
 mod contracts;
+mod docs;
 mod errors;
 mod escapes;
 mod fair_queue;
