@@ -109,7 +109,11 @@ pub struct QueueWorker {
 }
 
 enum Interrupted {
+    /// A cancel asked on this replica.
     Cancelled,
+    /// The `cancel_requested` flag, read by the lease renewal: a cancel from another replica,
+    /// or that replica's revocation of the key arriving before this one's key watch sees it.
+    Flagged,
     ClaimLost,
     KeyEnded(Unauthenticated),
 }
@@ -212,8 +216,8 @@ impl QueueWorker {
                             let _ = run.await;
                             match interrupted {
                                 Interrupted::ClaimLost => None,
-                                // The flag is also how a revocation on another replica arrives.
-                                Interrupted::Cancelled => Some(match self.keys.check_now(&hold).await {
+                                Interrupted::Cancelled => Some(CommandEnd::Cancelled),
+                                Interrupted::Flagged => Some(match self.keys.check_now(&hold).await {
                                     Some(why) => CommandEnd::Error(format!("{why}; command killed")),
                                     None => CommandEnd::Cancelled,
                                 }),
@@ -241,7 +245,7 @@ impl QueueWorker {
             tokio::time::sleep(every).await;
             match self.queue.renew(id, &self.name, self.lease_until()).await {
                 Ok(Some(false)) => {}
-                Ok(Some(true)) => return Interrupted::Cancelled,
+                Ok(Some(true)) => return Interrupted::Flagged,
                 Ok(None) => return Interrupted::ClaimLost,
                 // A blip: the lease is long enough to try again.
                 Err(error) => tracing::warn!(%error, "could not renew a lease"),

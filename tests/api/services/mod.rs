@@ -103,6 +103,9 @@ impl QueueRig {
             rdev_api::ports::Clock::now(&*self.clock),
         )
         .expect("a valid command");
+        // Its key exists and may act, as a real enqueuer's does.
+        let key_id = command.caller.api_key_id.expect("a caller with a key");
+        self.keys.put(rdev_api::domain::ApiKey { id: key_id, ..key_watch::key() });
         rdev_api::ports::CommandQueue::enqueue(&*self.queue, &command).await.expect("enqueued");
         command
     }

@@ -55,9 +55,6 @@ async fn an_executor_that_cannot_start_fails_the_command_with_its_reason() {
 async fn a_cancel_from_another_replica_stops_the_command_at_the_next_renewal() {
     let rig = QueueRig::new().with_worker();
     let command = rig.enqueue("hello", "hang").await;
-    // Its key may still act: the flag is a cancel, not a revocation arriving.
-    let key = rdev_api::domain::ApiKey { id: command.caller.api_key_id.unwrap(), ..super::key_watch::key() };
-    rig.keys.put(key);
     rig.executor.wait_for(ExecEvent::Started("hang".into())).await;
 
     // What a cancel on another replica does: only the flag its lease renewal reads.
