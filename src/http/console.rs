@@ -26,6 +26,7 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ("console.js", "text/javascript; charset=utf-8", include_bytes!("console/console.js")),
     ("console.css", "text/css; charset=utf-8", include_bytes!("console/console.css")),
     ("nonce.js", "text/javascript; charset=utf-8", include_bytes!("console/nonce.js")),
+    ("ansi.js", "text/javascript; charset=utf-8", include_bytes!("console/ansi.js")),
     ("xterm.js", "text/javascript; charset=utf-8", include_bytes!("console/vendor/xterm.js")),
     ("xterm.css", "text/css; charset=utf-8", include_bytes!("console/vendor/xterm.css")),
     ("addon-fit.js", "text/javascript; charset=utf-8", include_bytes!("console/vendor/addon-fit.js")),

@@ -83,6 +83,7 @@ async fn the_console_works_in_chromium() {
         .current_dir(&dir)
         .env("RDEV_URL", format!("http://{}", app.addr))
         .env("RDEV_KEY", &app.admin_key)
+        .env("RDEV_PROJECTS_DIR", &app.projects_dir)
         .env("RDEV_SCREENSHOTS", &screenshots)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -96,7 +97,9 @@ async fn the_console_works_in_chromium() {
         String::from_utf8_lossy(&output.stderr)
     );
     for page in ["login", "projects", "run", "terminal", "queue", "audit"] {
-        let shot = screenshots.join(format!("{page}.png"));
-        assert!(std::fs::metadata(&shot).is_ok_and(|m| m.len() > 1000), "no screenshot {}", shot.display());
+        for name in [format!("{page}.png"), format!("{page}-400.png")] {
+            let shot = screenshots.join(name);
+            assert!(std::fs::metadata(&shot).is_ok_and(|m| m.len() > 1000), "no screenshot {}", shot.display());
+        }
     }
 }

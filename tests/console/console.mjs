@@ -1,20 +1,45 @@
 // The web console in a real browser: Debian's Chromium, headless, driven by playwright-core.
-// Signs in with a key, sees the projects, runs a command and watches its output arrive, types
-// into a terminal, follows a queued command and reads the audit log; a screenshot of each page.
-// Any Content-Security-Policy violation or console error on the way fails it.
+// Signs in with a key, sees the projects (and the empty state), runs commands (live output, ANSI
+// colours, a red failure, Stop, a reload that re-attaches, history, copy), types into a terminal,
+// follows and cancels commands on the queue page (origin, filters, paging), reads the audit log,
+// signs in with a key that may not list projects, and checks every page at 400 px wide; a
+// screenshot of each page at 1280 and 400 px. Any Content-Security-Policy violation or console
+// error on the way fails it.
 //
-//   RDEV_URL          the server (http://127.0.0.1:PORT)
-//   RDEV_KEY          an admin key
-//   RDEV_SCREENSHOTS  the folder the screenshots go to
-//   RDEV_CHROMIUM     the browser (default /usr/bin/chromium)
-import { mkdirSync } from "node:fs";
+//   RDEV_URL           the server (http://127.0.0.1:PORT)
+//   RDEV_KEY           an admin key
+//   RDEV_PROJECTS_DIR  the server's projects folder (hello is moved away for the empty state)
+//   RDEV_SCREENSHOTS   the folder the screenshots go to
+//   RDEV_CHROMIUM      the browser (default /usr/bin/chromium)
+import { mkdirSync, renameSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 
 const url = process.env.RDEV_URL;
 const key = process.env.RDEV_KEY;
 const shots = process.env.RDEV_SCREENSHOTS;
+const projectsDir = process.env.RDEV_PROJECTS_DIR;
 const TIMEOUT = 15_000;
+const PAGES = ["projects", "run", "terminal", "queue", "audit"];
+
+async function apiCall(method, path, body) {
+  const headers = { "X-API-Key": key };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(`${url}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) fail(`${method} ${path}: ${response.status} ${JSON.stringify(data)}`);
+  return data;
+}
+
+async function statusOf(id) {
+  return (await apiCall("GET", `/commands/${id}`)).status;
+}
+
+// Nothing on the page is wider than the window: it never scrolls sideways.
+async function fitsWidth(page, what) {
+  const [scroll, width] = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+  if (scroll > width) fail(`${what} scrolls sideways at ${width} px: ${scroll} px wide`);
+}
 
 function fail(message) {
   throw new Error(message);
@@ -38,13 +63,16 @@ async function main() {
     ],
   });
   const problems = [];
-  // While the wrong key is tried, the browser logs the 401 it gets: that one is expected.
-  let refusalExpected = false;
+  // While the wrong key is tried, the browser logs the 401 it gets, and a key that may not list
+  // projects the 403s: those are expected.
+  let refusalExpected = null;
   try {
-    const page = await browser.newPage({ viewport: { width: 1366, height: 820 } });
+    const context = await browser.newContext({ viewport: { width: 1280, height: 820 } });
+    await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: url });
+    const page = await context.newPage();
     page.setDefaultTimeout(TIMEOUT);
     page.on("console", (message) => {
-      const expected = refusalExpected && message.text().includes("status of 401");
+      const expected = refusalExpected && message.text().includes(`status of ${refusalExpected}`);
       if (message.type() === "error" && !expected) problems.push(`console: ${message.text()}`);
     });
     page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
@@ -61,12 +89,15 @@ async function main() {
     const policy = response.headers()["content-security-policy"] || "";
     if (!policy.includes("script-src 'self'") || policy.includes("unsafe-inline")) fail(`weak policy: ${policy}`);
     await page.locator("#key").waitFor();
+    // Signed out, only the sign-in form shows: no navigation.
+    const navShown = await page.evaluate(() => getComputedStyle(document.getElementById("nav")).display);
+    if (navShown !== "none") fail(`the nav shows while signed out: ${navShown}`);
     await shot("login");
-    refusalExpected = true;
+    refusalExpected = 401;
     await page.fill("#key", "rdev_not-a-key");
     await page.click("#login-form button[type=submit]");
     await page.locator("#login-error").filter({ hasText: "malformed" }).waitFor();
-    refusalExpected = false;
+    refusalExpected = null;
     await page.fill("#key", key);
     await page.click("#login-form button[type=submit]");
 
@@ -76,25 +107,78 @@ async function main() {
     if (stored[0] !== key || stored[1] !== 0) fail(`the key is not (only) in sessionStorage: ${stored}`);
     await shot("projects");
 
-    // Run a command: its first line shows while it still runs.
+    // With no project, the page says how to add one.
+    renameSync(join(projectsDir, "hello"), join(projectsDir, "..", "hello-away"));
+    await page.waitForTimeout(1100); // the server re-reads the folder after at most a second
+    await page.reload();
+    await page.locator("#projects-empty", { hasText: "mkdir projects/my-app" }).waitFor();
+    renameSync(join(projectsDir, "..", "hello-away"), join(projectsDir, "hello"));
+    await page.waitForTimeout(1100);
+    await page.reload();
+    await page.locator("#projects tr", { hasText: "hello" }).waitFor();
+
+    // Run a command: its first line shows while it still runs; Run waits and Stop shows.
     await page.click('nav a[data-page="run"]');
-    await page.selectOption("#run-project", "hello");
+    await page.fill("#run-project", "hello");
     await page.fill("#run-command", "echo hello; sleep 1; echo again");
-    await page.click("#run-form button[type=submit]");
+    await page.click("#run-start");
     await page.locator("#run-output", { hasText: "hello" }).waitFor();
     const early = await page.evaluate(() => [
       document.getElementById("run-output").textContent,
       document.getElementById("run-status").textContent,
+      document.getElementById("run-start").disabled,
+      document.getElementById("run-stop").hidden,
     ]);
     if (early[0].includes("again") || !early[1].startsWith("Running")) fail(`output did not arrive live: ${early}`);
-    await page.locator("#run-status", { hasText: "exit code 0" }).waitFor();
+    if (!early[2] || early[3]) fail(`while it runs, Run is disabled and Stop shows: ${early}`);
+    await page.locator("#run-status.good", { hasText: "exit code 0" }).waitFor();
     const output = await page.textContent("#run-output");
     if (output !== "hello\nagain\n") fail(`run output: ${JSON.stringify(output)}`);
+    if (await page.locator("#run-start").isDisabled()) fail("Run stays disabled after the end");
+
+    // Colours are rendered, and a failure is red.
+    await page.fill("#run-command", "printf '\\033[31mred\\033[0m plain\\n'; exit 3");
+    await page.click("#run-start");
+    await page.locator("#run-status.bad", { hasText: "exit code 3" }).waitFor();
+    const red = await page.locator("#run-output span.ansi-31").textContent();
+    if (red !== "red" || (await page.textContent("#run-output")) !== "red plain\n") fail(`colours: ${red}`);
     await shot("run");
+
+    // Copy the output.
+    await page.click("#run-copy");
+    const copied = await page.evaluate(() => navigator.clipboard.readText());
+    if (copied !== "red plain\n") fail(`copied ${JSON.stringify(copied)}`);
+
+    // Up-arrow brings back the last command, then the one before.
+    await page.fill("#run-command", "");
+    await page.focus("#run-command");
+    await page.keyboard.press("ArrowUp");
+    if (!(await page.inputValue("#run-command")).startsWith("printf")) fail("ArrowUp did not recall the last command");
+    await page.keyboard.press("ArrowUp");
+    if ((await page.inputValue("#run-command")) !== "echo hello; sleep 1; echo again") fail("ArrowUp twice");
+    await page.keyboard.press("ArrowDown");
+    await page.keyboard.press("ArrowDown");
+    if ((await page.inputValue("#run-command")) !== "") fail("ArrowDown past the newest gives back what was typed");
+
+    // A reload re-attaches to the running command instead of killing it.
+    await page.fill("#run-command", "echo one; sleep 2; echo two");
+    await page.click("#run-start");
+    await page.locator("#run-output", { hasText: "one" }).waitFor();
+    await page.reload();
+    await page.locator("#run-output", { hasText: "two" }).waitFor();
+    await page.locator("#run-status.good", { hasText: "exit code 0" }).waitFor();
+    if ((await page.textContent("#run-output")) !== "one\ntwo\n") fail("the re-attached output");
+
+    // Stop cancels it.
+    await page.fill("#run-command", "echo started; sleep 60");
+    await page.click("#run-start");
+    await page.locator("#run-output", { hasText: "started" }).waitFor();
+    await page.click("#run-stop");
+    await page.locator("#run-status.bad", { hasText: "Cancelled" }).waitFor();
 
     // A terminal.
     await page.click('nav a[data-page="terminal"]');
-    await page.selectOption("#terminal-project", "hello");
+    await page.fill("#terminal-project", "hello");
     await page.click("#terminal-form button[type=submit]");
     await page.locator("#terminal-status", { hasText: "Connected" }).waitFor();
     await page.locator("#terminal .xterm-rows", { hasText: "#" }).or(page.locator("#terminal .xterm-rows", { hasText: "$" })).first().waitFor();
@@ -115,9 +199,32 @@ async function main() {
     await page.click("#run-queue");
     const row = page.locator("#queue tr", { hasText: "echo queued" });
     await row.filter({ hasText: "succeeded" }).waitFor();
+    await row.filter({ hasText: "queue" }).waitFor(); // its origin
     await row.click();
     await page.locator("#queue-output", { hasText: "queued-21" }).waitFor();
+
+    // A running command's output live beside the list, then cancelled from there.
+    const live = await apiCall("POST", "/projects/hello/commands", { command: "echo live-1; sleep 60" });
+    await page.locator(`#queue tr[data-id="${live.id}"]`, { hasText: "running" }).click();
+    await page.locator("#queue-output", { hasText: "live-1" }).waitFor();
+    await page.click("#queue-cancel");
+    await page.locator("#queue-selected.bad", { hasText: "Cancelled" }).waitFor();
+    if ((await statusOf(live.id)) !== "cancelled") fail("the cancel did not reach the command");
     await shot("queue");
+
+    // Filters and paging: 26 more commands make a second page of 25.
+    for (let i = 0; i < 26; i++) await apiCall("POST", "/projects/hello/commands", { command: `true page-${i}` });
+    await page.selectOption("#queue-status", "cancelled");
+    await page.locator(`#queue tr[data-id="${live.id}"]`).waitFor();
+    const shown = await page.locator("#queue tr").count();
+    const cancelledOnly = await page.locator("#queue tr", { hasNotText: "cancelled" }).count();
+    if (cancelledOnly !== 0) fail(`the status filter shows ${shown} rows, ${cancelledOnly} not cancelled`);
+    await page.selectOption("#queue-status", "");
+    await page.locator("#queue-next:not([disabled])").waitFor();
+    await page.click("#queue-next");
+    await page.locator("#queue tr", { hasText: "echo queued" }).waitFor();
+    await page.click("#queue-first");
+    await page.locator("#queue tr", { hasText: "true page-25" }).waitFor();
 
     // The audit log holds the runs.
     await page.click('nav a[data-page="audit"]');
@@ -126,8 +233,44 @@ async function main() {
     await page.locator("#audit tr", { hasText: "terminal opened" }).first().waitFor();
     await shot("audit");
 
+    // A key that may not list projects still runs commands in the project it names.
+    const runner = await apiCall("POST", "/api-keys", { name: "console-runner", scopes: ["commands:execute", "commands:read"] });
+    await page.click("#logout");
+    refusalExpected = 403;
+    await page.fill("#key", runner.key);
+    await page.click("#login-form button[type=submit]");
+    await page.locator("#projects-forbidden").waitFor();
+    await page.click('nav a[data-page="run"]');
+    await page.fill("#run-project", "hello");
+    await page.fill("#run-command", "echo mine");
+    await page.click("#run-start");
+    await page.locator("#run-status.good", { hasText: "exit code 0" }).waitFor();
+    await page.click("#logout");
+    refusalExpected = null;
+
     const violations = await page.evaluate(() => window.__violations || []);
     problems.push(...violations.map((violation) => `CSP: ${violation}`));
+
+    // 400 px wide: the header wraps and no page scrolls sideways.
+    const narrow = await context.newPage();
+    await narrow.setViewportSize({ width: 400, height: 800 });
+    narrow.on("pageerror", (error) => problems.push(`page error (400 px): ${error.message}`));
+    await narrow.goto(`${url}/console`);
+    await fitsWidth(narrow, "login");
+    await narrow.screenshot({ path: join(shots, "login-400.png"), fullPage: true });
+    await narrow.fill("#key", key);
+    await narrow.click("#login-form button[type=submit]");
+    await narrow.locator("#projects tr", { hasText: "hello" }).waitFor();
+    for (const name of PAGES) {
+      await narrow.click(`nav a[data-page="${name}"]`);
+      await narrow.locator(`#page-${name}:not([hidden])`).waitFor();
+      if (name === "queue") await narrow.locator("#queue tr").first().waitFor();
+      if (name === "audit") await narrow.locator("#audit tr").first().waitFor();
+      await fitsWidth(narrow, name);
+      await narrow.screenshot({ path: join(shots, `${name}-400.png`), fullPage: true });
+    }
+    const header = await narrow.evaluate(() => document.querySelector("header").getBoundingClientRect().height);
+    if (header < 60) fail(`the header did not wrap at 400 px: ${header} px high`);
   } finally {
     await browser.close();
   }

@@ -6,11 +6,22 @@
   "use strict";
 
   const KEY_STORAGE = "rdev-api-key";
+  // The command the Run page follows, in localStorage so a reload or another tab finds it (an
+  // id, no secret). The history of typed commands stays in this tab, like the key.
+  const RUNNING_STORAGE = "rdev-console-running";
+  const HISTORY_STORAGE = "rdev-console-history";
+  const HISTORY_MAX = 100;
   const PAGES = ["projects", "run", "terminal", "queue", "audit"];
   const $ = (id) => document.getElementById(id);
   let projects = [];
   let queueTimer = null;
   let terminal = null;
+  // The Run page's follower and the Queue page's, each stopped when replaced.
+  let runFollow = null;
+  let queueFollow = null;
+  // `asked` numbers the list requests: an answer older than the latest is dropped, so a refresh
+  // that left before a filter changed cannot overwrite the filtered list.
+  const queuePage = { cursors: [], next: null, selected: null, asked: 0 };
 
   // ---------- the API ----------
 
@@ -70,19 +81,19 @@
     element.hidden = !text;
   }
 
-  function fillProjectSelects() {
+  // Projects are typed (a key without projects:read knows its project's id), with the ones
+  // this key may list offered.
+  function fillProjectChoices() {
+    $("project-ids").replaceChildren(
+      ...projects.map((project) => {
+        const option = document.createElement("option");
+        option.value = project.id;
+        option.label = project.status;
+        return option;
+      }),
+    );
     for (const id of ["run-project", "terminal-project"]) {
-      const select = $(id);
-      const chosen = select.value;
-      select.replaceChildren(
-        ...projects.map((project) => {
-          const option = document.createElement("option");
-          option.value = project.id;
-          option.textContent = `${project.id} (${project.status})`;
-          return option;
-        }),
-      );
-      if (projects.some((project) => project.id === chosen)) select.value = chosen;
+      if (!$(id).value && projects.length) $(id).value = projects[0].id;
     }
   }
 
@@ -100,6 +111,8 @@
     queueTimer = null;
     notice("");
     if (page === "projects" || page === "run" || page === "terminal") loadProjects().catch(report);
+    if (page === "run") reattach();
+    if (page !== "queue") stopFollowing("queue");
     if (page === "queue") {
       loadQueue().catch(report);
       queueTimer = setInterval(() => loadQueue().catch(report), 2000);
@@ -113,6 +126,9 @@
 
   function signOut(message) {
     sessionStorage.removeItem(KEY_STORAGE);
+    sessionStorage.removeItem(HISTORY_STORAGE);
+    stopFollowing("run");
+    stopFollowing("queue");
     closeTerminal();
     location.hash = "#login";
     show("login");
@@ -128,8 +144,9 @@
     event.preventDefault();
     const candidate = $("key").value.trim();
     $("login-error").hidden = true;
+    // A key that may not list projects (403) is still a key: it may do what its scopes allow.
     const response = await fetch("/projects", { headers: { "X-API-Key": candidate } });
-    if (!response.ok) {
+    if (!response.ok && response.status !== 403) {
       const data = await response.json().catch(() => ({}));
       $("login-error").textContent = (data.error && data.error.message) || `refused (${response.status})`;
       $("login-error").hidden = false;
@@ -147,8 +164,19 @@
   // ---------- projects ----------
 
   async function loadProjects() {
-    const data = await json("GET", "/projects");
+    const response = await api("GET", "/projects");
+    $("projects-forbidden").hidden = response.status !== 403;
+    if (response.status === 403) {
+      projects = [];
+      $("projects").replaceChildren();
+      $("projects-empty").hidden = true;
+      fillProjectChoices();
+      return;
+    }
+    const data = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error(`${response.status}: ${(data.error && data.error.message) || response.statusText}`);
     projects = data.projects || [];
+    $("projects-empty").hidden = projects.length > 0;
     const rows = projects.map((project) => {
       const row = document.createElement("tr");
       cell(row, project.id);
@@ -167,18 +195,10 @@
       return row;
     });
     $("projects").replaceChildren(...rows);
-    fillProjectSelects();
+    fillProjectChoices();
   }
 
-  // ---------- run a command, output live (SSE over fetch) ----------
-
-  function appendOutput(target, stream, text) {
-    const span = document.createElement("span");
-    if (stream === "stderr") span.className = "stderr";
-    span.textContent = text;
-    target.appendChild(span);
-    target.scrollTop = target.scrollHeight;
-  }
+  // ---------- following a command's output (SSE over fetch) ----------
 
   async function readEvents(response, onEvent) {
     const reader = response.body.getReader();
@@ -203,35 +223,166 @@
     }
   }
 
-  $("run-form").addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const project = $("run-project").value;
-    const output = $("run-output");
+  function stopFollowing(which) {
+    const follow = which === "run" ? runFollow : queueFollow;
+    if (follow) follow.abort();
+    if (which === "run") runFollow = null;
+    else queueFollow = null;
+  }
+
+  // Follows `/commands/{id}/events` from its start into `output` (colours rendered, stderr
+  // apart); `onEnd` gets the command as it ended. Returns the AbortController that stops it.
+  function follow(id, output, onEnd) {
+    const controller = new AbortController();
+    const writers = { stdout: new window.RdevAnsi.AnsiWriter(output, ""), stderr: new window.RdevAnsi.AnsiWriter(output, "stderr") };
     output.replaceChildren();
-    $("run-status").textContent = `Running in ${project}…`;
-    try {
-      const response = await api("POST", `/projects/${encodeURIComponent(project)}/shell`, { command: $("run-command").value }, "text/event-stream");
+    (async () => {
+      const response = await fetch(`/commands/${encodeURIComponent(id)}/events`, {
+        headers: { "X-API-Key": key(), Accept: "text/event-stream" },
+        signal: controller.signal,
+      });
       if (!response.ok) {
         const data = await response.json().catch(() => ({}));
         throw new Error((data.error && data.error.message) || response.statusText);
       }
       await readEvents(response, (name, data) => {
-        if (name === "stdout" || name === "stderr") appendOutput(output, name, data);
-        if (name === "exit") {
-          const end = JSON.parse(data);
-          const how = end.timed_out ? "timed out" : `exit code ${end.exit_code}`;
-          $("run-status").textContent = `Finished in ${end.duration_ms} ms: ${how}`;
+        if (writers[name]) {
+          writers[name].write(data);
+          output.scrollTop = output.scrollHeight;
+        }
+        if (name === "exit") onEnd(JSON.parse(data));
+        if (name === "error") {
+          let why = data;
+          try {
+            const body = JSON.parse(data);
+            why = (body.error && body.error.message) || body.message || data;
+          } catch (_) {
+            // Plain text: shown as it is.
+          }
+          onEnd({ status: "failed", error: why });
         }
       });
-    } catch (error) {
-      if (error.message !== "unauthorized") $("run-status").textContent = `Failed: ${error.message}`;
+    })().catch((error) => {
+      if (error.name !== "AbortError") onEnd({ status: "failed", error: error.message });
+    });
+    return controller;
+  }
+
+  function describeEnd(end) {
+    const took = Date.parse(end.finished_at) - Date.parse(end.started_at);
+    const ms = end.duration_ms !== undefined ? end.duration_ms : Number.isNaN(took) ? "?" : took;
+    if (end.status === "succeeded") return ["good", `Succeeded in ${ms} ms: exit code 0`];
+    if (end.status === "timed_out") return ["bad", "Timed out"];
+    if (end.status === "cancelled") return ["bad", `Cancelled${end.error ? `: ${end.error}` : ""}`];
+    if (end.exit_code !== null && end.exit_code !== undefined) return ["bad", `Failed: exit code ${end.exit_code}`];
+    return ["bad", `Failed${end.error ? `: ${end.error}` : ""}`];
+  }
+
+  function setStatus(element, tone, text) {
+    element.className = `status ${tone || ""}`.trim();
+    element.textContent = text;
+  }
+
+  // ---------- run a command ----------
+
+  function running(command) {
+    $("run-start").disabled = Boolean(command);
+    $("run-stop").hidden = !command;
+    if (command) localStorage.setItem(RUNNING_STORAGE, JSON.stringify(command));
+    else localStorage.removeItem(RUNNING_STORAGE);
+  }
+
+  function attach(command) {
+    stopFollowing("run");
+    running(command);
+    setStatus($("run-status"), "", `Running in ${command.project_id}: ${command.command}`);
+    runFollow = follow(command.id, $("run-output"), (end) => {
+      const [tone, text] = describeEnd(end);
+      setStatus($("run-status"), tone, text);
+      running(null);
+    });
+  }
+
+  // A command this browser started that may still run: follow it again.
+  function reattach() {
+    if (runFollow) return;
+    const stored = JSON.parse(localStorage.getItem(RUNNING_STORAGE) || "null");
+    if (!stored) return;
+    $("run-project").value = stored.project_id;
+    $("run-command").value = stored.command;
+    attach(stored);
+  }
+
+  function remember(command) {
+    const history = JSON.parse(sessionStorage.getItem(HISTORY_STORAGE) || "[]").filter((c) => c !== command);
+    history.push(command);
+    sessionStorage.setItem(HISTORY_STORAGE, JSON.stringify(history.slice(-HISTORY_MAX)));
+    historyAt = null;
+  }
+
+  // ↑ and ↓ walk the history, as in a shell; what was being typed comes back past the newest.
+  let historyAt = null;
+  let typed = "";
+  $("run-command").addEventListener("keydown", (event) => {
+    if (event.key !== "ArrowUp" && event.key !== "ArrowDown") return;
+    const history = JSON.parse(sessionStorage.getItem(HISTORY_STORAGE) || "[]");
+    if (!history.length) return;
+    event.preventDefault();
+    if (historyAt === null) {
+      if (event.key === "ArrowDown") return;
+      typed = $("run-command").value;
+      historyAt = history.length;
+    }
+    historyAt = Math.max(0, historyAt + (event.key === "ArrowUp" ? -1 : 1));
+    if (historyAt >= history.length) {
+      historyAt = null;
+      $("run-command").value = typed;
+    } else {
+      $("run-command").value = history[historyAt];
     }
   });
 
-  $("run-queue").addEventListener("click", async () => {
-    const project = $("run-project").value;
+  async function enqueue(project, command) {
+    return json("POST", `/projects/${encodeURIComponent(project)}/commands`, { command });
+  }
+
+  $("run-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const project = $("run-project").value.trim();
+    const command = $("run-command").value;
+    remember(command);
     try {
-      const command = await json("POST", `/projects/${encodeURIComponent(project)}/commands`, { command: $("run-command").value });
+      attach(await enqueue(project, command));
+    } catch (error) {
+      if (error.message !== "unauthorized") setStatus($("run-status"), "bad", `Refused: ${error.message}`);
+    }
+  });
+
+  $("run-stop").addEventListener("click", async () => {
+    const stored = JSON.parse(localStorage.getItem(RUNNING_STORAGE) || "null");
+    if (!stored) return;
+    try {
+      await json("POST", `/commands/${encodeURIComponent(stored.id)}/cancel`);
+    } catch (error) {
+      report(error);
+    }
+  });
+
+  $("run-copy").addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText($("run-output").textContent);
+      $("run-copy").textContent = "Copied";
+    } catch (error) {
+      $("run-copy").textContent = "Copy failed";
+    }
+    setTimeout(() => ($("run-copy").textContent = "Copy output"), 1500);
+  });
+
+  $("run-queue").addEventListener("click", async () => {
+    const project = $("run-project").value.trim();
+    try {
+      const command = await enqueue(project, $("run-command").value);
+      remember(command.command);
       location.hash = "#queue";
       notice(`Queued ${command.id}`);
     } catch (error) {
@@ -258,7 +409,7 @@
   $("terminal-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     closeTerminal();
-    const project = $("terminal-project").value;
+    const project = $("terminal-project").value.trim();
     const status = $("terminal-status");
     try {
       const { ticket } = await json("POST", `/projects/${encodeURIComponent(project)}/terminal/tickets`, {});
@@ -304,31 +455,82 @@
 
   // ---------- queue ----------
 
+  function queueQuery() {
+    const query = new URLSearchParams({ limit: "25" });
+    if ($("queue-status").value) query.set("status", $("queue-status").value);
+    if ($("queue-project").value.trim()) query.set("project_id", $("queue-project").value.trim());
+    const cursor = queuePage.cursors[queuePage.cursors.length - 1];
+    if (cursor) query.set("cursor", cursor);
+    return query;
+  }
+
   async function loadQueue() {
-    const data = await json("GET", "/commands?limit=50");
+    const asked = ++queuePage.asked;
+    const data = await json("GET", `/commands?${queueQuery()}`);
+    if (asked !== queuePage.asked) return;
+    queuePage.next = data.next_cursor || null;
+    $("queue-next").disabled = !queuePage.next;
+    $("queue-first").disabled = queuePage.cursors.length === 0;
     const rows = (data.commands || []).map((command) => {
       const row = document.createElement("tr");
       row.className = "clickable";
+      row.dataset.id = command.id;
+      row.classList.toggle("selected", queuePage.selected && queuePage.selected.id === command.id);
       cell(row, when(command.created_at));
+      cell(row, command.origin);
       cell(row, command.project_id);
       cell(row, command.command, "command");
       badge(row, command.status);
       cell(row, command.exit_code);
-      row.addEventListener("click", () => showOutput(command.id));
+      row.addEventListener("click", () => select(command));
       return row;
     });
     $("queue").replaceChildren(...rows);
+    const selected = queuePage.selected && (data.commands || []).find((c) => c.id === queuePage.selected.id);
+    if (selected) $("queue-cancel").hidden = !["queued", "running"].includes(selected.status);
   }
 
-  async function showOutput(id) {
-    const output = $("queue-output");
-    output.hidden = false;
-    output.replaceChildren();
-    for (const stream of ["stdout", "stderr"]) {
-      const response = await api("GET", `/commands/${encodeURIComponent(id)}/output?stream=${stream}`);
-      if (response.ok) appendOutput(output, stream, await response.text());
-    }
+  function select(command) {
+    queuePage.selected = command;
+    for (const row of document.querySelectorAll("#queue tr")) row.classList.toggle("selected", row.dataset.id === command.id);
+    $("queue-detail").hidden = false;
+    $("queue-cancel").hidden = !["queued", "running"].includes(command.status);
+    setStatus($("queue-selected"), "", `${command.project_id}: ${command.command} (${command.status})`);
+    stopFollowing("queue");
+    queueFollow = follow(command.id, $("queue-output"), (end) => {
+      const [tone, text] = describeEnd(end);
+      setStatus($("queue-selected"), tone, `${command.project_id}: ${command.command}: ${text}`);
+      $("queue-cancel").hidden = true;
+    });
   }
+
+  $("queue-cancel").addEventListener("click", async () => {
+    if (!queuePage.selected) return;
+    try {
+      await json("POST", `/commands/${encodeURIComponent(queuePage.selected.id)}/cancel`);
+      loadQueue().catch(report);
+    } catch (error) {
+      report(error);
+    }
+  });
+
+  function reloadQueue() {
+    queuePage.cursors = [];
+    loadQueue().catch(report);
+  }
+
+  $("queue-status").addEventListener("change", reloadQueue);
+  $("queue-project").addEventListener("change", reloadQueue);
+  $("queue-filters").addEventListener("submit", (event) => {
+    event.preventDefault();
+    reloadQueue();
+  });
+  $("queue-first").addEventListener("click", reloadQueue);
+  $("queue-next").addEventListener("click", () => {
+    if (!queuePage.next) return;
+    queuePage.cursors.push(queuePage.next);
+    loadQueue().catch(report);
+  });
 
   // ---------- audit ----------
 
