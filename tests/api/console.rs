@@ -96,7 +96,7 @@ async fn the_console_works_in_chromium() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    for page in ["login", "projects", "run", "terminal", "queue", "audit"] {
+    for page in ["login", "projects", "run", "terminal", "files", "queue", "audit"] {
         for name in [format!("{page}.png"), format!("{page}-400.png")] {
             let shot = screenshots.join(name);
             assert!(std::fs::metadata(&shot).is_ok_and(|m| m.len() > 1000), "no screenshot {}", shot.display());

@@ -20,7 +20,7 @@ const key = process.env.RDEV_KEY;
 const shots = process.env.RDEV_SCREENSHOTS;
 const projectsDir = process.env.RDEV_PROJECTS_DIR;
 const TIMEOUT = 15_000;
-const PAGES = ["projects", "run", "terminal", "queue", "audit"];
+const PAGES = ["projects", "run", "terminal", "files", "queue", "audit"];
 
 async function apiCall(method, path, body) {
   const headers = { "X-API-Key": key };
@@ -76,6 +76,8 @@ async function main() {
       if (message.type() === "error" && !expected) problems.push(`console: ${message.text()}`);
     });
     page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+    // Every confirmation (delete, replace) is answered yes.
+    page.on("dialog", (dialog) => dialog.accept());
     await page.addInitScript(() => {
       document.addEventListener("securitypolicyviolation", (event) => {
         window.__violations = window.__violations || [];
@@ -192,6 +194,41 @@ async function main() {
     await page.keyboard.type("exit 3");
     await page.keyboard.press("Enter");
     await page.locator("#terminal-status", { hasText: "exited with 3" }).waitFor();
+
+    // Files: folders, upload, download, replace with If-Match, a refused stale replace, delete.
+    await page.click('nav a[data-page="files"]');
+    await page.fill("#files-project", "hello");
+    await page.click("#files-form button[type=submit]");
+    await page.locator("#files tr", { hasText: "Makefile" }).waitFor();
+    await page.locator("#files a.folder", { hasText: "src/" }).click();
+    await page.locator("#files tr", { hasText: "hello.sh" }).waitFor();
+    await page.locator("#files a.folder", { hasText: ".." }).click();
+    await page.locator("#files tr", { hasText: "README.md" }).waitFor();
+    const upload = (text) => page.setInputFiles("#files-upload", { name: "note.txt", mimeType: "text/plain", buffer: Buffer.from(text) });
+    await upload("first\n");
+    await page.locator("#files-status.good", { hasText: "Uploaded note.txt" }).waitFor();
+    const [saved] = await Promise.all([
+      page.waitForEvent("download"),
+      page.locator('#files tr[data-name="note.txt"] button', { hasText: "Download" }).click(),
+    ]);
+    const savedPath = await saved.path();
+    const { readFileSync } = await import("node:fs");
+    if (readFileSync(savedPath, "utf8") !== "first\n") fail("the download's content");
+    await upload("second\n");
+    await page.locator("#files-status.good", { hasText: "Uploaded note.txt" }).waitFor();
+    // Someone else changes it; a replacement based on what this page saw is refused.
+    await page.locator('#files tr[data-name="note.txt"] button', { hasText: "Download" }).click();
+    const other = await fetch(`${url}/projects/hello/files/content?path=note.txt`, { method: "PUT", headers: { "X-API-Key": key }, body: "theirs\n" });
+    if (!other.ok) fail(`the other writer: ${other.status}`);
+    refusalExpected = 412;
+    await upload("mine\n");
+    await page.locator("#files-status.bad", { hasText: "changed since you looked" }).waitFor();
+    refusalExpected = null;
+    const kept = await fetch(`${url}/projects/hello/files/content?path=note.txt`, { headers: { "X-API-Key": key } });
+    if ((await kept.text()) !== "theirs\n") fail("a stale replace overwrote the other writer's change");
+    await shot("files");
+    await page.locator('#files tr[data-name="note.txt"] button', { hasText: "Delete" }).click();
+    await page.locator('#files tr[data-name="note.txt"]').waitFor({ state: "detached" });
 
     // Queue a command and follow it to its end.
     await page.click('nav a[data-page="run"]');

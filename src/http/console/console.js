@@ -11,7 +11,7 @@
   const RUNNING_STORAGE = "rdev-console-running";
   const HISTORY_STORAGE = "rdev-console-history";
   const HISTORY_MAX = 100;
-  const PAGES = ["projects", "run", "terminal", "queue", "audit"];
+  const PAGES = ["projects", "run", "terminal", "files", "queue", "audit"];
   const $ = (id) => document.getElementById(id);
   let projects = [];
   let queueTimer = null;
@@ -92,7 +92,7 @@
         return option;
       }),
     );
-    for (const id of ["run-project", "terminal-project"]) {
+    for (const id of ["run-project", "terminal-project", "files-project"]) {
       if (!$(id).value && projects.length) $(id).value = projects[0].id;
     }
   }
@@ -118,6 +118,7 @@
       queueTimer = setInterval(() => loadQueue().catch(report), 2000);
     }
     if (page === "audit") loadAudit().catch(report);
+    if (page === "files") loadProjects().then(() => $("files-project").value && loadFiles()).catch(report);
   }
 
   function report(error) {
@@ -452,6 +453,141 @@
   });
 
   window.addEventListener("resize", () => terminal && terminal.fit.fit());
+
+  // ---------- files ----------
+
+  // The ETag of each file as this page last saw its content, by project and path: what a
+  // replacement must still match.
+  const seenEtags = new Map();
+  const filesPath = (path) => `/projects/${encodeURIComponent($("files-project").value.trim())}/files${path}`;
+  const joinPath = (folder, name) => (folder ? `${folder}/${name}` : name);
+  const etagKey = (path) => `${$("files-project").value.trim()}:${path}`;
+
+  function size(bytes) {
+    if (bytes === null || bytes === undefined) return "";
+    if (bytes < 1024) return `${bytes} B`;
+    if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KiB`;
+    return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+  }
+
+  function openFolder(path) {
+    $("files-path").value = path;
+    loadFiles().catch(report);
+  }
+
+  async function loadFiles() {
+    const folder = $("files-path").value.trim().replace(/^\/+|\/+$/g, "");
+    const query = new URLSearchParams({ limit: "500" });
+    if (folder) query.set("path", folder);
+    const data = await json("GET", filesPath(`?${query}`));
+    const rows = [];
+    if (folder) {
+      const up = document.createElement("tr");
+      const link = document.createElement("a");
+      link.className = "folder";
+      link.textContent = "..";
+      link.addEventListener("click", () => openFolder(folder.split("/").slice(0, -1).join("/")));
+      cell(up, "").appendChild(link);
+      cell(up, "");
+      cell(up, "");
+      cell(up, "");
+      rows.push(up);
+    }
+    for (const entry of data.entries || []) {
+      const path = joinPath(folder, entry.name);
+      const row = document.createElement("tr");
+      row.dataset.name = entry.name;
+      const name = cell(row, entry.type === "dir" ? "" : entry.name, "command");
+      if (entry.type === "dir") {
+        const link = document.createElement("a");
+        link.className = "folder";
+        link.textContent = `${entry.name}/`;
+        link.addEventListener("click", () => openFolder(path));
+        name.appendChild(link);
+      }
+      cell(row, entry.type === "dir" ? "" : size(entry.size));
+      cell(row, when(entry.modified_at));
+      const actions = cell(row, "");
+      if (entry.type !== "dir") actions.appendChild(button("Download", () => download(path, entry.name)));
+      actions.appendChild(button("Delete", () => remove(path, entry.type === "dir")));
+      rows.push(row);
+    }
+    $("files").replaceChildren(...rows);
+    setStatus($("files-status"), "", `${$("files-project").value.trim()}:/${folder}${data.next_cursor ? " (the first 500 entries)" : ""}`);
+  }
+
+  function button(text, onClick) {
+    const element = document.createElement("button");
+    element.type = "button";
+    element.className = "secondary small";
+    element.textContent = text;
+    element.addEventListener("click", () => onClick().catch(report));
+    return element;
+  }
+
+  async function download(path, name) {
+    const response = await api("GET", filesPath(`/content?${new URLSearchParams({ path })}`));
+    if (!response.ok) throw new Error(`${response.status}: could not download ${path}`);
+    if (response.headers.get("ETag")) seenEtags.set(etagKey(path), response.headers.get("ETag"));
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(await response.blob());
+    link.download = name;
+    link.click();
+    setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
+  }
+
+  async function remove(path, folder) {
+    if (!window.confirm(`Delete ${path}${folder ? " and everything in it" : ""}?`)) return;
+    const query = new URLSearchParams({ path });
+    if (folder) query.set("recursive", "true");
+    const response = await api("DELETE", filesPath(`?${query}`));
+    if (!response.ok && response.status !== 204) {
+      const data = await response.json().catch(() => ({}));
+      throw new Error((data.error && data.error.message) || response.statusText);
+    }
+    seenEtags.delete(etagKey(path));
+    await loadFiles();
+  }
+
+  $("files-upload").addEventListener("change", async () => {
+    const file = $("files-upload").files[0];
+    if (!file) return;
+    const folder = $("files-path").value.trim().replace(/^\/+|\/+$/g, "");
+    const path = joinPath(folder, file.name);
+    const exists = [...document.querySelectorAll("#files tr")].some((row) => row.dataset.name === file.name);
+    const headers = { "X-API-Key": key() };
+    try {
+      if (exists) {
+        if (!window.confirm(`Replace ${path}?`)) return;
+        let etag = seenEtags.get(etagKey(path));
+        if (!etag) {
+          const head = await api("HEAD", filesPath(`/content?${new URLSearchParams({ path })}`));
+          etag = head.headers.get("ETag");
+        }
+        if (etag) headers["If-Match"] = etag;
+      }
+      const response = await fetch(filesPath(`/content?${new URLSearchParams({ path })}`), { method: "PUT", headers, body: file });
+      const data = await response.json().catch(() => ({}));
+      if (response.status === 412) {
+        setStatus($("files-status"), "bad", `${path} changed since you looked at it: not replaced. Download it again to see the new version.`);
+        seenEtags.delete(etagKey(path));
+        return;
+      }
+      if (!response.ok) throw new Error((data.error && data.error.message) || response.statusText);
+      if (data.etag) seenEtags.set(etagKey(path), `"${data.etag}"`);
+      await loadFiles();
+      setStatus($("files-status"), "good", `Uploaded ${path} (${size(data.size)})`);
+    } catch (error) {
+      report(error);
+    } finally {
+      $("files-upload").value = "";
+    }
+  });
+
+  $("files-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    loadFiles().catch(report);
+  });
 
   // ---------- queue ----------
 
