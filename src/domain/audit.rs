@@ -70,6 +70,7 @@ pub struct AuditFilter {
     pub api_key_id: Option<Uuid>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
+    pub outcome: Option<AuditOutcome>,
 }
 
 /// The id of the audit entry of attempt `attempt` of a queued command that will run again: the

@@ -120,6 +120,11 @@ async fn messages_say_what_to_send(db: Db) {
     assert!(since.field_error("since").is_some_and(|m| m.contains("RFC 3339")), "{}", since.body);
     let fine = app.get("/audit?since=2026-12-07T09:30:00Z&until=2026-12-08T00:00:00%2B01:00", &app.admin_key).await;
     assert_eq!(fine.status, 200, "{}", fine.body);
+    let outcome = app.get("/audit?outcome=sucess", &app.admin_key).await;
+    assert!(outcome.field_error("outcome").is_some_and(|m| m.contains("succeeded")), "{}", outcome.body);
+    let refusals = app.get("/audit?outcome=rejected", &app.admin_key).await;
+    let entries = refusals.body["entries"].as_array().cloned().unwrap_or_default();
+    assert!(!entries.is_empty() && entries.iter().all(|e| e["outcome"] == "rejected"), "{}", refusals.body);
 }
 
 async fn unknown_project_is_404_project_not_found(backend: Backend) {

@@ -249,8 +249,9 @@ async function main() {
     if ((await statusOf(live.id)) !== "cancelled") fail("the cancel did not reach the command");
     await shot("queue");
 
-    // Filters and paging: 26 more commands make a second page of 25.
-    for (let i = 0; i < 26; i++) await apiCall("POST", "/projects/hello/commands", { command: `true page-${i}` });
+    // Filters and paging: 46 more commands make a second page of 25 (and of the audit's 50).
+    let last = null;
+    for (let i = 0; i < 46; i++) last = await apiCall("POST", "/projects/hello/commands", { command: `true page-${i}` });
     await page.selectOption("#queue-status", "cancelled");
     await page.locator(`#queue tr[data-id="${live.id}"]`).waitFor();
     const shown = await page.locator("#queue tr").count();
@@ -261,13 +262,41 @@ async function main() {
     await page.click("#queue-next");
     await page.locator("#queue tr", { hasText: "echo queued" }).waitFor();
     await page.click("#queue-first");
-    await page.locator("#queue tr", { hasText: "true page-25" }).waitFor();
+    await page.locator("#queue tr", { hasText: "true page-45" }).waitFor();
+    while ((await statusOf(last.id)) !== "succeeded") await page.waitForTimeout(100);
 
-    // The audit log holds the runs.
+    // The audit log holds the runs, 50 a page: the newest first, the first runs on the next.
     await page.click('nav a[data-page="audit"]');
+    await page.locator("#audit tr", { hasText: "true page-45" }).waitFor();
+    await page.locator("#audit-next:not([disabled])").waitFor();
+    await page.click("#audit-next");
     await page.locator("#audit tr", { hasText: "echo hello; sleep 1; echo again" }).waitFor();
     await page.locator("#audit tr", { hasText: "terminal ended: shell exited with 3" }).waitFor();
     await page.locator("#audit tr", { hasText: "terminal opened" }).first().waitFor();
+    await page.click("#audit-first");
+    await page.locator("#audit tr", { hasText: "true page-45" }).waitFor();
+    // Filters: by outcome, project, key and time.
+    await page.selectOption("#audit-outcome", "failed");
+    await page.locator("#audit tr", { hasText: "exit 3" }).first().waitFor();
+    if ((await page.locator("#audit tr", { hasNotText: "failed" }).count()) !== 0) fail("the outcome filter");
+    await page.selectOption("#audit-outcome", "");
+    await page.fill("#audit-project", "nope");
+    await page.click("#audit-filters button[type=submit]");
+    await page.locator("#audit tr").first().waitFor({ state: "detached" });
+    await page.fill("#audit-project", "hello");
+    const keys = await apiCall("GET", "/api-keys");
+    const admin = keys.api_keys.find((k) => k.scopes.includes("admin"));
+    await page.fill("#audit-key", admin.id);
+    await page.selectOption("#audit-since", "3600");
+    await page.click("#audit-filters button[type=submit]");
+    await page.locator("#audit tr", { hasText: "true page-45" }).waitFor();
+    await page.fill("#audit-key", "00000000-0000-0000-0000-000000000000");
+    await page.click("#audit-filters button[type=submit]");
+    await page.locator("#audit tr").first().waitFor({ state: "detached" });
+    await page.fill("#audit-key", "");
+    await page.selectOption("#audit-since", "");
+    await page.click("#audit-filters button[type=submit]");
+    await page.locator("#audit tr", { hasText: "true page-45" }).waitFor();
     await shot("audit");
 
     // A key that may not list projects still runs commands in the project it names.

@@ -184,14 +184,16 @@ impl<D: Dialect> AuditLog for SqlAuditLog<D> {
                AND ($2 IS NULL OR api_key_id = $2)
                AND ($3 IS NULL OR at >= $3)
                AND ($4 IS NULL OR at < $4)
-               AND ($5 IS NULL OR (at, id) < (SELECT at, id FROM audit_log WHERE id = $5))
-             ORDER BY at DESC, id DESC LIMIT $6"
+               AND ($5 IS NULL OR outcome = $5)
+               AND ($6 IS NULL OR (at, id) < (SELECT at, id FROM audit_log WHERE id = $6))
+             ORDER BY at DESC, id DESC LIMIT $7"
         );
         let entries = Stmt::<D>::new(sql)
             .value(filter.project_id.as_ref().map(|p| p.as_str().to_owned()))
             .uuid(filter.api_key_id)
             .time(filter.since)
             .time(filter.until)
+            .value(filter.outcome.map(|outcome| outcome.as_str().to_owned()))
             .page(page)
             .fetch_mapped(&self.db, entry_from_row)
             .await?;

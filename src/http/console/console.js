@@ -670,8 +670,28 @@
 
   // ---------- audit ----------
 
+  const auditPage = { cursors: [], next: null, asked: 0 };
+
+  function auditQuery() {
+    const query = new URLSearchParams({ limit: "50" });
+    if ($("audit-project").value.trim()) query.set("project_id", $("audit-project").value.trim());
+    if ($("audit-key").value.trim()) query.set("api_key_id", $("audit-key").value.trim());
+    if ($("audit-outcome").value) query.set("outcome", $("audit-outcome").value);
+    if ($("audit-since").value) {
+      query.set("since", new Date(Date.now() - Number($("audit-since").value) * 1000).toISOString());
+    }
+    const cursor = auditPage.cursors[auditPage.cursors.length - 1];
+    if (cursor) query.set("cursor", cursor);
+    return query;
+  }
+
   async function loadAudit() {
-    const data = await json("GET", "/audit?limit=100");
+    const asked = ++auditPage.asked;
+    const data = await json("GET", `/audit?${auditQuery()}`);
+    if (asked !== auditPage.asked) return;
+    auditPage.next = data.next_cursor || null;
+    $("audit-next").disabled = !auditPage.next;
+    $("audit-first").disabled = auditPage.cursors.length === 0;
     const rows = (data.entries || []).map((entry) => {
       const row = document.createElement("tr");
       cell(row, when(entry.at));
@@ -684,6 +704,23 @@
     });
     $("audit").replaceChildren(...rows);
   }
+
+  function reloadAudit() {
+    auditPage.cursors = [];
+    loadAudit().catch(report);
+  }
+
+  $("audit-filters").addEventListener("submit", (event) => {
+    event.preventDefault();
+    reloadAudit();
+  });
+  for (const id of ["audit-outcome", "audit-since"]) $(id).addEventListener("change", reloadAudit);
+  $("audit-first").addEventListener("click", reloadAudit);
+  $("audit-next").addEventListener("click", () => {
+    if (!auditPage.next) return;
+    auditPage.cursors.push(auditPage.next);
+    loadAudit().catch(report);
+  });
 
   show(location.hash.slice(1));
 })();

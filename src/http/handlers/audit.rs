@@ -7,7 +7,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::{
-    domain::{AuditEntry, AuditFilter, PageRequest, ProjectId},
+    domain::{AuditEntry, AuditFilter, AuditOutcome, DomainError, PageRequest, ProjectId},
     http::{
         auth::{Authorized, scope},
         error::{ApiError, ErrorBody},
@@ -30,6 +30,8 @@ pub struct AuditParams {
     /// Entries before this time (RFC 3339).
     #[serde(default, deserialize_with = "rfc3339")]
     until: Option<DateTime<Utc>>,
+    /// Only this outcome: succeeded, failed, timed_out, rejected, cancelled or error.
+    outcome: Option<String>,
     /// Items per page, 1 to 500 (default 50).
     #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
@@ -46,6 +48,12 @@ fn rfc3339<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<D
         .map_err(|_| serde::de::Error::custom(format!("{raw:?} is not an RFC 3339 time, such as 2026-12-07T09:30:00Z")))
 }
 
+fn outcome(raw: &str) -> Result<AuditOutcome, DomainError> {
+    AuditOutcome::parse(raw).ok_or_else(|| {
+        DomainError::invalid("outcome", "one of succeeded, failed, timed_out, rejected, cancelled, error")
+    })
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct AuditList {
     entries: Vec<AuditEntry>,
@@ -55,7 +63,8 @@ pub struct AuditList {
 /// List audit entries
 ///
 /// Every execution (whatever ended it) and every refused attempt to execute, newest first. Filters
-/// combine with AND; `since` is inclusive, `until` exclusive. Scope `audit:read`.
+/// combine with AND (`project_id`, `api_key_id`, `since`, `until`, `outcome`); `since` is
+/// inclusive, `until` exclusive. Scope `audit:read`.
 #[utoipa::path(
     get, path = "/audit", tag = "audit", security(("api_key" = [])),
     params(AuditParams),
@@ -71,6 +80,7 @@ pub async fn list_audit(
         api_key_id: params.api_key_id,
         since: params.since,
         until: params.until,
+        outcome: params.outcome.as_deref().map(outcome).transpose()?,
     };
     let page = state.audit.list(&filter, &PageRequest::parse(params.limit, params.cursor.as_deref())?).await?;
     Ok(Json(AuditList { entries: page.items, next_cursor: page.next_cursor }))

@@ -34,6 +34,8 @@ async fn entries_read_back_newest_first_through_filters_and_pages(db: Db) {
     assert_eq!(ids(&log.list(&by_key, &page(10, None)).await.unwrap().items), [old.id]);
     let window = AuditFilter { since: Some(t + seconds(1)), until: Some(t + seconds(2)), ..Default::default() };
     assert_eq!(ids(&log.list(&window, &page(10, None)).await.unwrap().items), [refused.id], "since ≤ at < until");
+    let rejected = AuditFilter { outcome: Some(rdev_api::domain::AuditOutcome::Rejected), ..Default::default() };
+    assert_eq!(ids(&log.list(&rejected, &page(10, None)).await.unwrap().items), [refused.id]);
 
     let first = log.list(&AuditFilter::default(), &page(2, None)).await.unwrap();
     let rest = log.list(&AuditFilter::default(), &page(2, first.next_cursor.as_deref())).await.unwrap();

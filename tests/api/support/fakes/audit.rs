@@ -44,6 +44,7 @@ impl AuditLog for MemoryAuditLog {
             .filter(|e| filter.project_id.is_none() || e.project_id == filter.project_id)
             .filter(|e| filter.api_key_id.is_none() || e.api_key_id == filter.api_key_id)
             .filter(|e| filter.since.is_none_or(|since| e.at >= since) && filter.until.is_none_or(|until| e.at < until))
+            .filter(|e| filter.outcome.is_none_or(|outcome| e.outcome == outcome))
             .collect();
         rows.sort_by_key(|e| std::cmp::Reverse((e.at, e.id)));
         Ok(Page::from_rows(rows, page, |e| e.id))
