@@ -61,6 +61,9 @@ pub struct AuditEntry {
     pub exit_code: Option<i32>,
     pub outcome: AuditOutcome,
     pub duration_ms: Option<u64>,
+    /// Why it ended as it did: a refusal's error code and message (`FORBIDDEN: …`), an
+    /// execution's error (`the client went away; command killed`).
+    pub reason: Option<String>,
 }
 
 /// Filters of `GET /audit`; all optional, combined with AND.

@@ -384,6 +384,15 @@ impl CommandEnd {
             _ => None,
         }
     }
+
+    /// What the audit says of why it ended so: its error, if it has one.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            CommandEnd::Ran(outcome) => outcome.error.as_deref(),
+            CommandEnd::Cancelled => None,
+            CommandEnd::Stopped(message) | CommandEnd::Error(message) => Some(message),
+        }
+    }
 }
 
 /// Filters of `GET /commands`.

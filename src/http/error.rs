@@ -224,6 +224,13 @@ fn split_field(message: &str) -> Option<(&str, String)> {
     plain.then(|| (field, rest.to_owned()))
 }
 
+/// What a refused request was told, `CODE: message`, for its audit entry: the `ApiError` it
+/// carries, or what its status implies (axum's own refusals carry none).
+pub fn refusal_reason(response: &Response) -> String {
+    let info = response.extensions().get::<ErrorInfo>().cloned().unwrap_or_else(|| info_for_status(response.status()));
+    format!("{}: {}", info.code, info.message)
+}
+
 /// `response` in the API's error shape if it is an error (4xx or 5xx), as it is otherwise:
 /// an `ApiError`'s `ErrorInfo` becomes the body, a JSON error body of a handler's own stays,
 /// anything else (axum's unknown route, the body limit, a caught panic) gets the body its

@@ -39,7 +39,8 @@ pub async fn audit_rejected_executions(State(state): State<AppState>, request: R
         let key_id = response.extensions().get::<AuthenticatedKey>().map(|key| key.0);
         let caller = Caller { api_key_id: key_id, request_id, client_ip };
         let command = command_of(&body);
-        state.audit.record_rejection(&caller, project_id.as_ref(), command.as_deref()).await;
+        let reason = super::error::refusal_reason(&response);
+        state.audit.record_rejection(&caller, project_id.as_ref(), command.as_deref(), Some(&reason)).await;
     }
     response
 }

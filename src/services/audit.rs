@@ -108,11 +108,12 @@ pub struct AuditRecord<'a> {
     pub exit_code: Option<i32>,
     pub outcome: AuditOutcome,
     pub duration_ms: Option<u64>,
+    pub reason: Option<&'a str>,
 }
 
 impl<'a> AuditRecord<'a> {
     /// The entry of an execution that ended as `end`.
-    pub fn of_end(id: Uuid, project_id: &'a ProjectId, command: &'a str, end: &CommandEnd) -> Self {
+    pub fn of_end(id: Uuid, project_id: &'a ProjectId, command: &'a str, end: &'a CommandEnd) -> Self {
         Self {
             id,
             project_id: Some(project_id),
@@ -120,8 +121,20 @@ impl<'a> AuditRecord<'a> {
             exit_code: end.exit_code(),
             outcome: end.audit_outcome(),
             duration_ms: end.duration_ms(),
+            reason: end.reason(),
         }
     }
+}
+
+/// An action of a key that is not a command of the queue or of `/shell`: a file change, a
+/// terminal's start or end.
+pub struct Action<'a> {
+    /// What it was, e.g. `PUT file src/main.rs`; kept to `MAX_REJECTED_COMMAND_BYTES`.
+    pub what: &'a str,
+    pub outcome: AuditOutcome,
+    pub exit_code: Option<i32>,
+    pub duration_ms: Option<u64>,
+    pub reason: Option<&'a str>,
 }
 
 impl AuditService {
@@ -219,6 +232,7 @@ impl AuditService {
             exit_code: None,
             outcome,
             duration_ms: None,
+            reason: Some("its worker's replica went away while it ran"),
         };
         self.entry(&command.caller, record)
     }
@@ -245,13 +259,20 @@ impl AuditService {
             exit_code: record.exit_code,
             outcome: record.outcome,
             duration_ms: record.duration_ms,
+            reason: record.reason.map(|reason| shortened(reason, MAX_REJECTED_COMMAND_BYTES).into_owned()),
         }
     }
 
     /// Records a refused attempt, within the budget above, its command shortened to
-    /// `MAX_REJECTED_COMMAND_BYTES`. The refusal is what the client must see, so a failure to
-    /// write it is logged rather than returned.
-    pub async fn record_rejection(&self, caller: &Caller, project_id: Option<&ProjectId>, command: Option<&str>) {
+    /// `MAX_REJECTED_COMMAND_BYTES`, with `reason`, what the client was told. The refusal is what
+    /// the client must see, so a failure to write it is logged rather than returned.
+    pub async fn record_rejection(
+        &self,
+        caller: &Caller,
+        project_id: Option<&ProjectId>,
+        command: Option<&str>,
+        reason: Option<&str>,
+    ) {
         if !self.admit_rejection(caller) {
             return;
         }
@@ -263,6 +284,7 @@ impl AuditService {
             exit_code: None,
             outcome: AuditOutcome::Rejected,
             duration_ms: None,
+            reason,
         };
         if let Err(error) = self.log.record(&self.entry(caller, record), None).await {
             tracing::error!(%error, "could not write audit entry for a rejected request");
@@ -297,32 +319,31 @@ impl AuditService {
         project_id: &ProjectId,
         command: &str,
         outcome: AuditOutcome,
+        reason: Option<&str>,
     ) -> Result<(), DomainError> {
         if outcome == AuditOutcome::Rejected && !self.admit_rejection(caller) {
             return Ok(());
         }
-        self.record_action(caller, project_id, command, outcome, None, None).await
+        let action = Action { what: command, outcome, exit_code: None, duration_ms: None, reason };
+        self.record_action(caller, project_id, action).await
     }
 
-    /// An action that is not a command of the queue or of `/shell`: a file change, a terminal's
-    /// start or end. `what` is kept to `MAX_REJECTED_COMMAND_BYTES`.
+    /// Records `action`, before the answer.
     pub async fn record_action(
         &self,
         caller: &Caller,
         project_id: &ProjectId,
-        what: &str,
-        outcome: AuditOutcome,
-        exit_code: Option<i32>,
-        duration_ms: Option<u64>,
+        action: Action<'_>,
     ) -> Result<(), DomainError> {
-        let command = shortened(what, MAX_REJECTED_COMMAND_BYTES);
+        let command = shortened(action.what, MAX_REJECTED_COMMAND_BYTES);
         let record = AuditRecord {
             id: Uuid::new_v4(),
             project_id: Some(project_id),
             command: Some(&command),
-            exit_code,
-            outcome,
-            duration_ms,
+            exit_code: action.exit_code,
+            outcome: action.outcome,
+            duration_ms: action.duration_ms,
+            reason: action.reason,
         };
         self.log.record(&self.entry(caller, record), None).await
     }

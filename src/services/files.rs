@@ -77,7 +77,9 @@ impl FileService {
             Ok(file) => format!("{what} ({} bytes, sha256 {})", file.size, file.sha256),
             Err(_) => what,
         };
-        self.audit.record_file_change(caller, project_id, &described, outcome(&written)).await?;
+        self.audit
+            .record_file_change(caller, project_id, &described, outcome(&written), refusal(&written).as_deref())
+            .await?;
         written
     }
 
@@ -95,8 +97,19 @@ impl FileService {
         }
         .await;
         let what = if recursive { format!("DELETE files {path} (recursive)") } else { format!("DELETE file {path}") };
-        self.audit.record_file_change(caller, project_id, &what, outcome(&deleted)).await?;
+        self.audit
+            .record_file_change(caller, project_id, &what, outcome(&deleted), refusal(&deleted).as_deref())
+            .await?;
         deleted
+    }
+}
+
+/// Why a change was refused, for its audit entry; `None` if it was not (a failure on the way is
+/// the log's to explain, not the audit's).
+fn refusal<T>(result: &Result<T, DomainError>) -> Option<String> {
+    match result {
+        Err(error) if outcome(result) == AuditOutcome::Rejected => Some(error.to_string()),
+        _ => None,
     }
 }
 

@@ -9,6 +9,7 @@ use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use super::{
     ApiKeyService, AuditService, Authenticated, ProjectService,
+    audit::Action,
     seats::{KeySeat, KeySeats},
 };
 use crate::{
@@ -111,11 +112,20 @@ impl TerminalService {
         let io = match self.host.open(&project, size).await {
             Ok(io) => io,
             Err(error) => {
-                self.audit.record_action(caller, project_id, &what, AuditOutcome::Error, None, None).await?;
+                let action = Action {
+                    what: &what,
+                    outcome: AuditOutcome::Error,
+                    exit_code: None,
+                    duration_ms: None,
+                    reason: None,
+                };
+                self.audit.record_action(caller, project_id, action).await?;
                 return Err(error);
             }
         };
-        self.audit.record_action(caller, project_id, &what, AuditOutcome::Succeeded, None, None).await?;
+        let action =
+            Action { what: &what, outcome: AuditOutcome::Succeeded, exit_code: None, duration_ms: None, reason: None };
+        self.audit.record_action(caller, project_id, action).await?;
         Ok(OpenedTerminal { io, caller: caller.clone(), project_id: project_id.clone(), seat })
     }
 
@@ -132,9 +142,23 @@ impl TerminalService {
             TerminalEnding::Lifetime => (AuditOutcome::TimedOut, None),
         };
         let duration_ms = u64::try_from(summary.duration.as_millis()).unwrap_or(u64::MAX);
+        let why = match summary.ending {
+            TerminalEnding::KeyEnded(why) => Some(why.to_string()),
+            _ => None,
+        };
         let recorded = self
             .audit
-            .record_action(caller, project_id, &summary.describe(), outcome, exit_code, Some(duration_ms))
+            .record_action(
+                caller,
+                project_id,
+                Action {
+                    what: &summary.describe(),
+                    outcome,
+                    exit_code,
+                    duration_ms: Some(duration_ms),
+                    reason: why.as_deref(),
+                },
+            )
             .await;
         if let Err(error) = recorded {
             tracing::error!(%error, project.id = %project_id, "could not audit a terminal's end");

@@ -133,6 +133,7 @@ async fn bad_enqueues_are_refused_and_audited(db: Db) {
     assert_eq!(app.get("/commands", &reader).await.status, 200);
     let audit = app.get("/audit?project_id=nope", &app.admin_key).await;
     assert_eq!(audit.body["entries"][0]["outcome"], "rejected");
+    assert_eq!(audit.body["entries"][0]["reason"], "NOT_FOUND: project not found", "why it was refused");
     assert_eq!(app.get("/commands", &app.admin_key).await.body["commands"], json!([]), "nothing was queued");
 }
 

@@ -46,6 +46,20 @@ async fn ends_with_error(events: &mut SseReader, why: &str) {
     assert!(body["error"]["message"].as_str().unwrap().contains(why), "{body}");
 }
 
+/// Reads a follower to its end: either it is closed first (an `error` saying `why`), or the
+/// command it follows ends first and its `exit` says `why` ("…; command killed").
+async fn ends_saying(events: &mut SseReader, why: &str) {
+    let rest = tokio::time::timeout(TTL + SLACK, events.rest()).await.expect("the stream ended");
+    let last = rest.last().expect("a final event");
+    let body: Value = serde_json::from_str(&last.data).unwrap();
+    let said = match last.event.as_str() {
+        "error" => body["error"]["message"].as_str(),
+        "exit" => body["error"].as_str(),
+        other => panic!("the follower ended with {other}: {rest:?}"),
+    };
+    assert!(said.unwrap_or_default().contains(why), "{rest:?}");
+}
+
 async fn revoked_on_one_replica_everything_the_key_started_on_another_ends(db: Db) {
     let marker = format!("revoked-{}", uuid::Uuid::new_v4().simple());
     let a = TestApp::on(db)
@@ -88,7 +102,7 @@ async fn revoked_on_one_replica_everything_the_key_started_on_another_ends(db: D
     assert_eq!(revoke.send().await.unwrap().status(), 204);
 
     ends_with_error(&mut stream, "revoked").await;
-    ends_with_error(&mut follower, "revoked").await;
+    ends_saying(&mut follower, "revoked").await;
     let answer = tokio::time::timeout(TTL + SLACK, shell).await.expect("the /shell answered").unwrap().unwrap();
     assert_eq!(answer.status(), 401);
     let answer: Value = answer.json().await.unwrap();

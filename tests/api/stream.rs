@@ -79,6 +79,7 @@ async fn a_client_that_disconnects_kills_the_command(backend: Backend) {
             let command = app.get(&format!("/commands/{id}"), &app.admin_key).await;
             assert_eq!(command.body["status"], "cancelled", "{}", command.body);
             assert_eq!(command.body["error"], "the client went away; command killed", "{}", command.body);
+            assert_eq!(audit.body["entries"][0]["reason"], "the client went away; command killed");
             break;
         }
         assert!(std::time::Instant::now() < deadline, "no audit entry for the killed command: {}", audit.body);

@@ -275,12 +275,22 @@ async function main() {
     await page.locator("#audit tr", { hasText: "terminal opened" }).first().waitFor();
     await page.click("#audit-first");
     await page.locator("#audit tr", { hasText: "true page-45" }).waitFor();
+    // A refusal says why it was refused.
+    await page.click('nav a[data-page="run"]');
+    await page.fill("#run-project", "nope");
+    refusalExpected = 404;
+    await page.click("#run-start");
+    await page.locator("#run-status.bad", { hasText: "project not found" }).waitFor();
+    refusalExpected = null;
+    await page.fill("#run-project", "hello");
+    await page.click('nav a[data-page="audit"]');
+    await page.locator("#audit tr", { hasText: "NOT_FOUND: project not found" }).waitFor();
     // Filters: by outcome, project, key and time.
     await page.selectOption("#audit-outcome", "failed");
     await page.locator("#audit tr", { hasText: "exit 3" }).first().waitFor();
     if ((await page.locator("#audit tr", { hasNotText: "failed" }).count()) !== 0) fail("the outcome filter");
     await page.selectOption("#audit-outcome", "");
-    await page.fill("#audit-project", "nope");
+    await page.fill("#audit-project", "none-such");
     await page.click("#audit-filters button[type=submit]");
     await page.locator("#audit tr").first().waitFor({ state: "detached" });
     await page.fill("#audit-project", "hello");

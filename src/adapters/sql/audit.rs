@@ -19,17 +19,19 @@ use crate::{
     ports::{AuditLog, RanNow},
 };
 
-const COLUMNS: &str = "id, at, request_id, api_key_id, client_ip, project_id, command, exit_code, outcome, duration_ms";
+const COLUMNS: &str =
+    "id, at, request_id, api_key_id, client_ip, project_id, command, exit_code, outcome, duration_ms, reason";
 /// An entry written twice (a retry whose first answer was lost) is stored once.
 const INSERT: &str = "INSERT INTO audit_log (id, at, request_id, api_key_id, client_ip, project_id, command, \
-     exit_code, outcome, duration_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING";
+     exit_code, outcome, duration_ms, reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+     ON CONFLICT (id) DO NOTHING";
 
 /// Entries without an event, many per statement.
 async fn insert_entries<D: Dialect>(tx: &mut Tx<D>, entries: &[&AuditEntry]) -> Result<(), DomainError> {
     for chunk in entries.chunks(ENTRIES_PER_INSERT) {
         let sql = format!(
             "INSERT INTO audit_log ({COLUMNS}) VALUES {} ON CONFLICT (id) DO NOTHING",
-            values_rows::<D>(chunk.len(), 10)
+            values_rows::<D>(chunk.len(), ENTRY_PARAMETERS)
         );
         let insert = chunk.iter().fold(Stmt::<D>::new(sql), |insert, entry| bind_entry(insert, entry));
         insert.execute(&mut *tx).await?;
@@ -37,8 +39,10 @@ async fn insert_entries<D: Dialect>(tx: &mut Tx<D>, entries: &[&AuditEntry]) -> 
     Ok(())
 }
 
-/// Entries of one statement at most (10 parameters each).
+/// Entries of one statement at most (`ENTRY_PARAMETERS` each).
 const ENTRIES_PER_INSERT: usize = 1000;
+/// The parameters of one entry, `$1` to `$11` of `INSERT`.
+const ENTRY_PARAMETERS: usize = 11;
 
 pub(crate) struct SqlAuditLog<D: Dialect> {
     db: Db<D>,
@@ -72,6 +76,7 @@ fn bind_entry<D: Dialect>(query: Stmt<D>, entry: &AuditEntry) -> Stmt<D> {
         .value(entry.exit_code)
         .value(entry.outcome.as_str())
         .value(entry.duration_ms.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)))
+        .value(entry.reason.clone())
 }
 
 /// Inserts one entry inside the caller's transaction (the queue's recovery writes the entries
@@ -93,6 +98,7 @@ fn entry_from_row(row: &impl Row) -> Result<AuditEntry, DomainError> {
         exit_code: row.int("exit_code")?.and_then(|c| i32::try_from(c).ok()),
         outcome: AuditOutcome::parse(&outcome).ok_or_else(|| corrupt("outcome", &outcome))?,
         duration_ms: row.int("duration_ms")?.map(|ms| ms.max(0) as u64),
+        reason: row.get("reason")?,
     })
 }
 
@@ -120,7 +126,7 @@ impl<D: Dialect> BatchWriter for AuditWriter<D> {
     /// webhook is enabled.
     async fn write(&self, batch: &[AuditWrite]) -> Result<Vec<()>, DomainError> {
         let mut tx = begin(&self.db).await?;
-        let with_event = format!("WITH entry AS ({INSERT}) {}", outbox::publish_sql(11));
+        let with_event = format!("WITH entry AS ({INSERT}) {}", outbox::publish_sql(ENTRY_PARAMETERS + 1));
         let publish = D::KIND == Kind::Postgres
             || outbox::any_enabled::<D>(&mut tx, batch.iter().any(|w| w.event.is_some())).await?;
         let mut plain = Vec::new();

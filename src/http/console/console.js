@@ -696,7 +696,13 @@
       const row = document.createElement("tr");
       cell(row, when(entry.at));
       cell(row, entry.project_id);
-      cell(row, entry.command, "command");
+      const what = cell(row, entry.command, "command");
+      if (entry.reason) {
+        const why = document.createElement("div");
+        why.className = "reason";
+        why.textContent = entry.reason;
+        what.appendChild(why);
+      }
       badge(row, entry.outcome);
       cell(row, entry.exit_code);
       cell(row, entry.duration_ms);

@@ -21,6 +21,7 @@ async fn entries_read_back_newest_first_through_filters_and_pages(db: Db) {
     refused.exit_code = None;
     refused.duration_ms = None;
     refused.outcome = rdev_api::domain::AuditOutcome::Rejected;
+    refused.reason = Some("FORBIDDEN: this key lacks the scope commands:execute".into());
     let new = entry("alpha", t + seconds(2));
     for e in [&old, &refused, &new] {
         log.record(e, None).await.unwrap();

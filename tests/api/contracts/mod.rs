@@ -115,6 +115,7 @@ pub fn entry(project: &str, at: DateTime<Utc>) -> AuditEntry {
         exit_code: Some(0),
         outcome: AuditOutcome::Succeeded,
         duration_ms: Some(42),
+        reason: None,
     }
 }
 
