@@ -61,6 +61,13 @@ pub trait ProjectFiles: Send + Sync {
         rules: WriteRules,
     ) -> Result<WrittenFile, DomainError>;
 
-    /// Deletes a file (or a symlink itself), or a folder with everything in it when `recursive`.
-    async fn delete(&self, project: &Project, path: &ProjectPath, recursive: bool) -> Result<(), DomainError>;
+    /// Deletes a file (or a symlink itself), or a folder with everything in it when `recursive`;
+    /// with `if_match`, only a file of that ETag (`PreconditionFailed` otherwise).
+    async fn delete(
+        &self,
+        project: &Project,
+        path: &ProjectPath,
+        recursive: bool,
+        if_match: Option<&IfMatch>,
+    ) -> Result<(), DomainError>;
 }

@@ -89,11 +89,13 @@ impl FileService {
         project_id: &ProjectId,
         path: &str,
         recursive: bool,
+        if_match: Option<&str>,
     ) -> Result<(), DomainError> {
         let deleted = async {
             let path = ProjectPath::parse(path)?;
+            let if_match = if_match.map(IfMatch::parse).transpose()?;
             let project = self.projects.get(project_id).await?;
-            self.files.delete(&project, &path, recursive).await
+            self.files.delete(&project, &path, recursive, if_match.as_ref()).await
         }
         .await;
         let what = if recursive { format!("DELETE files {path} (recursive)") } else { format!("DELETE file {path}") };

@@ -135,8 +135,21 @@ async fn if_match_protects_a_file_from_a_lost_update(backend: Backend) {
     assert_eq!(ok.status, 200, "{}", ok.body);
     assert_eq!(put(&app, "conf.txt", b"three".to_vec(), Some(&etag)).await.status, 412, "the old tag no longer fits");
     assert_eq!(put(&app, "new.txt", b"x".to_vec(), Some("*")).await.status, 412, "* needs a file");
-    assert_eq!(put(&app, "conf.txt", b"two".to_vec(), Some("*")).await.status, 200, "* takes any file");
+    let now = put(&app, "conf.txt", b"two".to_vec(), Some("*")).await;
+    assert_eq!(now.status, 200, "* takes any file");
     assert_eq!(put(&app, "conf.txt", b"x".to_vec(), Some("garbage")).await.status, 400);
+    // A delete with If-Match takes only the version it names.
+    let delete_if = |tag: String| {
+        let request = app.client.delete(app.url("/projects/hello/files?path=conf.txt"));
+        app.send(request.header("X-API-Key", &app.admin_key).header("If-Match", tag))
+    };
+    let stale_delete = delete_if(etag.clone()).await;
+    assert_eq!((stale_delete.status, stale_delete.error_code()), (412, "PRECONDITION_FAILED"));
+    assert_eq!(std::fs::read(app.project_path("hello").join("conf.txt")).unwrap(), b"two", "kept");
+    let current = format!("\"{}\"", now.body["sha256"].as_str().unwrap());
+    assert_eq!(delete_if(current.clone()).await.status, 204);
+    assert!(!app.project_path("hello").join("conf.txt").exists());
+    assert_eq!(delete_if(current).await.status, 412, "nothing to match");
     let leftovers: Vec<_> = std::fs::read_dir(app.project_path("hello"))
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())

@@ -227,6 +227,13 @@ async function main() {
     const kept = await fetch(`${url}/projects/hello/files/content?path=note.txt`, { headers: { "X-API-Key": key } });
     if ((await kept.text()) !== "theirs\n") fail("a stale replace overwrote the other writer's change");
     await shot("files");
+    // A delete based on what this page saw is refused too once someone changed the file.
+    await page.locator('#files tr[data-name="note.txt"] button', { hasText: "Download" }).click();
+    await fetch(`${url}/projects/hello/files/content?path=note.txt`, { method: "PUT", headers: { "X-API-Key": key }, body: "again\n" });
+    refusalExpected = 412;
+    await page.locator('#files tr[data-name="note.txt"] button', { hasText: "Delete" }).click();
+    await page.locator("#files-status.bad", { hasText: "not deleted" }).waitFor();
+    refusalExpected = null;
     await page.locator('#files tr[data-name="note.txt"] button', { hasText: "Delete" }).click();
     await page.locator('#files tr[data-name="note.txt"]').waitFor({ state: "detached" });
 

@@ -61,7 +61,8 @@ h=$(sha256sum < "$t" | cut -c1-64)
 mv -f -- "$t" "$p" || { rm -f -- "$t"; exit 208; }
 echo "$e $h""#;
 
-const DELETE: &str = r#"p=$1; inside "$(dirname -- "$p")"; [ "$(readlink -f -- "$p")" = "$root" ] && exit 209
+const DELETE: &str = r#"p=$1; want=$3; inside "$(dirname -- "$p")"; [ "$(readlink -f -- "$p")" = "$root" ] && exit 209
+case $want in -|'*') ;; *) [ -f "$p" ] && [ "$(sha256sum < "$p" | cut -c1-64)" = "$want" ] || exit 204 ;; esac
 if [ -L "$p" ] || [ -f "$p" ]; then rm -f -- "$p"
 elif [ -d "$p" ]; then [ "$2" = recursive ] || exit 206; rm -rf -- "$p"
 else exit 202; fi"#;
@@ -306,12 +307,22 @@ impl ProjectFiles for KubeFiles {
         })
     }
 
-    async fn delete(&self, project: &Project, path: &ProjectPath, recursive: bool) -> Result<(), DomainError> {
+    async fn delete(
+        &self,
+        project: &Project,
+        path: &ProjectPath,
+        recursive: bool,
+        if_match: Option<&IfMatch>,
+    ) -> Result<(), DomainError> {
         if path.is_root() {
             return Err(DomainError::invalid("path", "is the project's folder"));
         }
         let mode = if recursive { "recursive" } else { "-" };
-        let (_, code) = finish(self.exec(project, DELETE, &[path.as_str(), mode], false).await?).await?;
+        let want = match if_match {
+            None | Some(IfMatch::Any) => "-",
+            Some(IfMatch::Tag(tag)) => tag.as_str(),
+        };
+        let (_, code) = finish(self.exec(project, DELETE, &[path.as_str(), mode, want], false).await?).await?;
         if code != 0 {
             return Err(refusal(code, path));
         }

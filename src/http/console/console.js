@@ -536,11 +536,27 @@
     setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
   }
 
+  // The ETag a change of `path` must still match: the one last seen here, else the server's now.
+  async function etagFor(path) {
+    const seen = seenEtags.get(etagKey(path));
+    if (seen) return seen;
+    const head = await api("HEAD", filesPath(`/content?${new URLSearchParams({ path })}`));
+    return head.headers.get("ETag");
+  }
+
   async function remove(path, folder) {
     if (!window.confirm(`Delete ${path}${folder ? " and everything in it" : ""}?`)) return;
     const query = new URLSearchParams({ path });
     if (folder) query.set("recursive", "true");
-    const response = await api("DELETE", filesPath(`?${query}`));
+    const etag = folder ? null : await etagFor(path);
+    const headers = { "X-API-Key": key() };
+    if (etag) headers["If-Match"] = etag;
+    const response = await fetch(filesPath(`?${query}`), { method: "DELETE", headers });
+    if (response.status === 412) {
+      seenEtags.delete(etagKey(path));
+      setStatus($("files-status"), "bad", `${path} changed since you looked at it: not deleted.`);
+      return;
+    }
     if (!response.ok && response.status !== 204) {
       const data = await response.json().catch(() => ({}));
       throw new Error((data.error && data.error.message) || response.statusText);
@@ -559,11 +575,7 @@
     try {
       if (exists) {
         if (!window.confirm(`Replace ${path}?`)) return;
-        let etag = seenEtags.get(etagKey(path));
-        if (!etag) {
-          const head = await api("HEAD", filesPath(`/content?${new URLSearchParams({ path })}`));
-          etag = head.headers.get("ETag");
-        }
+        const etag = await etagFor(path);
         if (etag) headers["If-Match"] = etag;
       }
       const response = await fetch(filesPath(`/content?${new URLSearchParams({ path })}`), { method: "PUT", headers, body: file });

@@ -176,12 +176,17 @@ pub async fn write_file(
 /// Delete a file or folder
 ///
 /// A file (a symlink itself, not what it points to), or a folder with `recursive=true`.
-/// Audited. Scope `files:write`.
+/// `If-Match: <ETag>` deletes only a file with that content. Audited. Scope `files:write`.
 #[utoipa::path(
     delete, path = "/projects/{id}/files", tag = "files", security(("api_key" = [])),
-    params(("id" = String, Path, description = "Project id", pattern = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"), DeleteParams),
+    params(
+        ("id" = String, Path, description = "Project id", pattern = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"),
+        ("If-Match" = Option<String>, Header, description = "The ETag the file must have now, or `*`"),
+        DeleteParams
+    ),
     responses(
         (status = 204, description = "Deleted"),
+        (status = 412, description = "PRECONDITION_FAILED: the file does not match If-Match", body = ErrorBody),
         (status = 400, description = "A path outside the project, the root, or a folder without recursive=true", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, description = "file not found", body = ErrorBody), (status = 429, body = ErrorBody),
@@ -192,8 +197,10 @@ pub async fn delete_file(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
     ApiQuery(params): ApiQuery<DeleteParams>,
+    headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let id = ProjectId::parse(&id)?;
-    state.files.delete(&auth.caller, &id, &params.path, params.recursive.unwrap_or(false)).await?;
+    let if_match = headers.get(header::IF_MATCH).map(|v| v.to_str().unwrap_or("\u{0}"));
+    state.files.delete(&auth.caller, &id, &params.path, params.recursive.unwrap_or(false), if_match).await?;
     Ok(StatusCode::NO_CONTENT)
 }

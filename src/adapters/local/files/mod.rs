@@ -333,18 +333,39 @@ impl ProjectFiles for LocalFiles {
         stored
     }
 
-    async fn delete(&self, project: &Project, path: &ProjectPath, recursive: bool) -> Result<(), DomainError> {
+    async fn delete(
+        &self,
+        project: &Project,
+        path: &ProjectPath,
+        recursive: bool,
+        if_match: Option<&IfMatch>,
+    ) -> Result<(), DomainError> {
         let Some((parent, name)) = path.split().map(|(p, n)| (p.to_owned(), n.to_owned())) else {
             return Err(DomainError::invalid("path", "is the project's folder"));
         };
+        // A file to match is tagged first (a hash may take a while); under the path's lock only
+        // its identity is compared again before it goes, as a write does.
+        let expected = match if_match {
+            Some(IfMatch::Tag(tag)) => Some(self.version_tagged(project, &parent, &name, path, tag).await?),
+            None | Some(IfMatch::Any) => None,
+        };
         let dir = self.project_dir(project)?;
         let (own_scratch, path) = (self.scratch.clone(), path.clone());
+        let (locks, lock) = (self.path_locks.clone(), self.path_lock(project, &path));
         let removal = self
             .pool
             .run(move || -> Result<Option<(Removal, Arc<Dir>)>, DomainError> {
                 let folder =
                     if parent.is_empty() { dir } else { dir.open_dir(&parent).map_err(|e| io_error(&path, e))? };
                 let metadata = folder.symlink_metadata(&name).map_err(|e| io_error(&path, e))?;
+                if let Some(version) = expected {
+                    let _removing = locks[lock].lock().unwrap_or_else(|p| p.into_inner());
+                    if target_of(&folder, &name, &path).ok().and_then(|(now, _)| now.version()) != Some(version) {
+                        return Err(DomainError::PreconditionFailed("the file changed since it was read".into()));
+                    }
+                    folder.remove_file(&name).map_err(|e| io_error(&path, e))?;
+                    return Ok(None);
+                }
                 if !metadata.is_dir() {
                     folder.remove_file(&name).map_err(|e| io_error(&path, e))?;
                     return Ok(None);
@@ -366,6 +387,37 @@ impl ProjectFiles for LocalFiles {
 }
 
 impl LocalFiles {
+    /// The version of the file at `parent`/`name` if its ETag is `tag`; `PreconditionFailed`
+    /// if it is not, or is no file (a folder or nothing has no ETag to match).
+    async fn version_tagged(
+        &self,
+        project: &Project,
+        parent: &str,
+        name: &str,
+        path: &ProjectPath,
+        tag: &str,
+    ) -> Result<Version, DomainError> {
+        let differs = || DomainError::PreconditionFailed("the file's ETag differs from If-Match".into());
+        let dir = self.project_dir(project)?;
+        let (parent, name, looked_up) = (parent.to_owned(), name.to_owned(), path.clone());
+        let looked = self
+            .pool
+            .run(move || {
+                let folder =
+                    if parent.is_empty() { dir } else { dir.open_dir(&parent).map_err(|e| io_error(&looked_up, e))? };
+                target_of(&folder, &name, &looked_up)
+            })
+            .await?;
+        match looked {
+            Ok((Target::File(version), Some(opened))) => {
+                let etag = self.etags.of(&self.pool, &Arc::new(opened), version).await?;
+                if etag == tag { Ok(version) } else { Err(differs()) }
+            }
+            Ok(_) | Err(DomainError::Validation(_)) => Err(differs()),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Streams `body` into the temporary file, then, if `rules` allow, renames it over `name`.
     #[allow(clippy::too_many_arguments)]
     async fn store(
