@@ -171,6 +171,22 @@ async function main() {
     await page.locator("#run-status.good", { hasText: "exit code 0" }).waitFor();
     if ((await page.textContent("#run-output")) !== "one\ntwo\n") fail("the re-attached output");
 
+    // A second tab (signed in on its own: the key stays in each tab) follows it too.
+    await page.fill("#run-command", "echo first-half; sleep 2; echo second-half");
+    await page.click("#run-start");
+    await page.locator("#run-output", { hasText: "first-half" }).waitFor();
+    const second = await context.newPage();
+    second.on("pageerror", (error) => problems.push(`page error (second tab): ${error.message}`));
+    await second.goto(`${url}/console#run`);
+    await second.fill("#key", key);
+    await second.click("#login-form button[type=submit]");
+    await second.locator('nav a[data-page="run"]').click();
+    await second.locator("#run-output", { hasText: "second-half" }).waitFor();
+    await second.locator("#run-status.good", { hasText: "exit code 0" }).waitFor();
+    if ((await second.textContent("#run-output")) !== "first-half\nsecond-half\n") fail("the second tab's output");
+    await second.close();
+    await page.locator("#run-status.good", { hasText: "exit code 0" }).waitFor();
+
     // Stop cancels it.
     await page.fill("#run-command", "echo started; sleep 60");
     await page.click("#run-start");
@@ -243,8 +259,21 @@ async function main() {
     await page.click("#run-queue");
     const row = page.locator("#queue tr", { hasText: "echo queued" });
     await row.filter({ hasText: "succeeded" }).waitFor();
-    await row.filter({ hasText: "queue" }).waitFor(); // its origin
     await row.click();
+    // Each command says where it came from: the queue, a /shell run, a session.
+    const shellRun = await apiCall("POST", "/projects/hello/shell", { command: "echo from-shell" });
+    const session = await apiCall("POST", "/projects/hello/sessions", {});
+    await apiCall("POST", `/sessions/${session.id}/shell`, { command: "echo from-session" });
+    const origin = async (text) => {
+      const cell = page.locator("#queue tr", { hasText: text }).locator("td").nth(1);
+      await cell.waitFor();
+      return cell.textContent();
+    };
+    for (const [text, expected] of [["echo queued", "queue"], ["echo from-shell", "shell"], ["echo from-session", "session"]]) {
+      const shown = await origin(text);
+      if (shown !== expected) fail(`the origin of ${text}: ${shown}`);
+    }
+    if (!shellRun.execution_id) fail("the /shell run");
     await page.locator("#queue-output", { hasText: "queued-21" }).waitFor();
 
     // A running command's output live beside the list, then cancelled from there.
@@ -265,6 +294,11 @@ async function main() {
     const cancelledOnly = await page.locator("#queue tr", { hasNotText: "cancelled" }).count();
     if (cancelledOnly !== 0) fail(`the status filter shows ${shown} rows, ${cancelledOnly} not cancelled`);
     await page.selectOption("#queue-status", "");
+    await page.fill("#queue-project", "none-such");
+    await page.locator("#queue-project").dispatchEvent("change");
+    await page.locator("#queue tr").first().waitFor({ state: "detached" });
+    await page.fill("#queue-project", "hello");
+    await page.locator("#queue-project").dispatchEvent("change");
     await page.locator("#queue-next:not([disabled])").waitFor();
     await page.click("#queue-next");
     await page.locator("#queue tr", { hasText: "echo queued" }).waitFor();

@@ -242,6 +242,11 @@
         headers: { "X-API-Key": key(), Accept: "text/event-stream" },
         signal: controller.signal,
       });
+      if (response.status === 403) {
+        // A key that may run commands but not read them (no commands:read) cannot follow one.
+        onEnd({ status: "failed", forbidden: true, error: "this key may not read commands (commands:read), so its output cannot be shown here" });
+        return;
+      }
       if (!response.ok) {
         const data = await response.json().catch(() => ({}));
         throw new Error((data.error && data.error.message) || response.statusText);
@@ -299,7 +304,7 @@
     setStatus($("run-status"), "", `Running in ${command.project_id}: ${command.command}`);
     runFollow = follow(command.id, $("run-output"), (end) => {
       const [tone, text] = describeEnd(end);
-      setStatus($("run-status"), tone, text);
+      setStatus($("run-status"), tone, end.forbidden ? `Queued as ${command.id}; ${end.error}` : text);
       running(null);
     });
   }
