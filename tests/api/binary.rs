@@ -56,6 +56,37 @@ async fn migrate_and_keys_create_work_from_the_command_line() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown scope"));
 }
 
+/// A key, in either header, and a terminal's ticket reach no log line or span, even with every
+/// target at `trace`: the headers are marked sensitive, and no span or log records a query.
+#[tokio::test]
+async fn secrets_stay_out_of_the_logs_even_at_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start(dir.path(), &[("RUST_LOG", "trace")]).await;
+    let line = server.wait_for_line("X-API-Key: rdev_").await;
+    let key = line.split("X-API-Key: ").nth(1).and_then(|rest| rest.split('"').next()).unwrap().to_owned();
+    let client = crate::support::http_client();
+    let listed = client.get(server.url("/projects")).header("X-API-Key", &key).send().await.unwrap();
+    assert_eq!(listed.status(), 200);
+    let bearer = client.get(server.url("/projects")).header("Authorization", format!("Bearer {key}")).send().await;
+    assert!(bearer.is_ok());
+    let ticket = server.post_json("/projects/hello/terminal/tickets", &key, &json!({})).await;
+    let ticket = ticket["ticket"].as_str().expect("a ticket").to_owned();
+    // Not an upgrade: refused, but the ticket went by in the request line.
+    let _ = client.get(server.url(&format!("/projects/hello/terminal?ticket={ticket}"))).send().await.unwrap();
+    assert!(server.terminate().await.success());
+    let output = server.output();
+    assert!(output.contains("DEBUG"), "verbose logging is on");
+    // The start banner shows the new key (twice) on purpose; nothing after it may.
+    let logged: Vec<&str> = output
+        .lines()
+        .filter(|line| !line.contains("rdev-api created") && line.trim() != key && !line.contains("curl -H"))
+        .collect();
+    assert!(logged.len() > 20, "{output}");
+    let secret = key.trim_start_matches("rdev_");
+    assert!(!logged.iter().any(|line| line.contains(secret)), "the key is in the logs");
+    assert!(!output.contains(&ticket), "the ticket is in the logs");
+}
+
 #[test]
 fn help_shows_what_each_command_takes() {
     let help = |args: &[&str]| {
