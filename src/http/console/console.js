@@ -19,9 +19,7 @@
   // The Run page's follower and the Queue page's, each stopped when replaced.
   let runFollow = null;
   let queueFollow = null;
-  // `asked` numbers the list requests: an answer older than the latest is dropped, so a refresh
-  // that left before a filter changed cannot overwrite the filtered list.
-  const queuePage = { cursors: [], next: null, selected: null, asked: 0 };
+  const queuePage = { selected: null };
 
   // ---------- the API ----------
 
@@ -606,24 +604,54 @@
     loadFiles().catch(report);
   });
 
+  // ---------- paged lists ----------
+
+  // A list shown a page at a time, with `<name>-first` and `<name>-next` buttons: the cursors of
+  // the pages before this one, the next page's, and a count of the requests, so an answer older
+  // than the latest is dropped (a refresh that left before a filter changed cannot overwrite the
+  // filtered list). `load` shows the page at `cursor()`.
+  function pager(name, load) {
+    const state = { cursors: [], next: null, asked: 0 };
+    const pages = {
+      cursor: () => state.cursors[state.cursors.length - 1],
+      ask: () => ++state.asked,
+      isLatest: (asked) => asked === state.asked,
+      shown(nextCursor) {
+        state.next = nextCursor || null;
+        $(`${name}-next`).disabled = !state.next;
+        $(`${name}-first`).disabled = state.cursors.length === 0;
+      },
+      reload() {
+        state.cursors = [];
+        load().catch(report);
+      },
+    };
+    $(`${name}-first`).addEventListener("click", pages.reload);
+    $(`${name}-next`).addEventListener("click", () => {
+      if (!state.next) return;
+      state.cursors.push(state.next);
+      load().catch(report);
+    });
+    return pages;
+  }
+
   // ---------- queue ----------
+
+  const queuePages = pager("queue", loadQueue);
 
   function queueQuery() {
     const query = new URLSearchParams({ limit: "25" });
     if ($("queue-status").value) query.set("status", $("queue-status").value);
     if ($("queue-project").value.trim()) query.set("project_id", $("queue-project").value.trim());
-    const cursor = queuePage.cursors[queuePage.cursors.length - 1];
-    if (cursor) query.set("cursor", cursor);
+    if (queuePages.cursor()) query.set("cursor", queuePages.cursor());
     return query;
   }
 
   async function loadQueue() {
-    const asked = ++queuePage.asked;
+    const asked = queuePages.ask();
     const data = await json("GET", `/commands?${queueQuery()}`);
-    if (asked !== queuePage.asked) return;
-    queuePage.next = data.next_cursor || null;
-    $("queue-next").disabled = !queuePage.next;
-    $("queue-first").disabled = queuePage.cursors.length === 0;
+    if (!queuePages.isLatest(asked)) return;
+    queuePages.shown(data.next_cursor);
     const rows = (data.commands || []).map((command) => {
       const row = document.createElement("tr");
       row.className = "clickable";
@@ -667,27 +695,16 @@
     }
   });
 
-  function reloadQueue() {
-    queuePage.cursors = [];
-    loadQueue().catch(report);
-  }
-
-  $("queue-status").addEventListener("change", reloadQueue);
-  $("queue-project").addEventListener("change", reloadQueue);
+  $("queue-status").addEventListener("change", queuePages.reload);
+  $("queue-project").addEventListener("change", queuePages.reload);
   $("queue-filters").addEventListener("submit", (event) => {
     event.preventDefault();
-    reloadQueue();
-  });
-  $("queue-first").addEventListener("click", reloadQueue);
-  $("queue-next").addEventListener("click", () => {
-    if (!queuePage.next) return;
-    queuePage.cursors.push(queuePage.next);
-    loadQueue().catch(report);
+    queuePages.reload();
   });
 
   // ---------- audit ----------
 
-  const auditPage = { cursors: [], next: null, asked: 0 };
+  const auditPages = pager("audit", loadAudit);
 
   function auditQuery() {
     const query = new URLSearchParams({ limit: "50" });
@@ -697,18 +714,15 @@
     if ($("audit-since").value) {
       query.set("since", new Date(Date.now() - Number($("audit-since").value) * 1000).toISOString());
     }
-    const cursor = auditPage.cursors[auditPage.cursors.length - 1];
-    if (cursor) query.set("cursor", cursor);
+    if (auditPages.cursor()) query.set("cursor", auditPages.cursor());
     return query;
   }
 
   async function loadAudit() {
-    const asked = ++auditPage.asked;
+    const asked = auditPages.ask();
     const data = await json("GET", `/audit?${auditQuery()}`);
-    if (asked !== auditPage.asked) return;
-    auditPage.next = data.next_cursor || null;
-    $("audit-next").disabled = !auditPage.next;
-    $("audit-first").disabled = auditPage.cursors.length === 0;
+    if (!auditPages.isLatest(asked)) return;
+    auditPages.shown(data.next_cursor);
     const rows = (data.entries || []).map((entry) => {
       const row = document.createElement("tr");
       cell(row, when(entry.at));
@@ -728,22 +742,11 @@
     $("audit").replaceChildren(...rows);
   }
 
-  function reloadAudit() {
-    auditPage.cursors = [];
-    loadAudit().catch(report);
-  }
-
   $("audit-filters").addEventListener("submit", (event) => {
     event.preventDefault();
-    reloadAudit();
+    auditPages.reload();
   });
-  for (const id of ["audit-outcome", "audit-since"]) $(id).addEventListener("change", reloadAudit);
-  $("audit-first").addEventListener("click", reloadAudit);
-  $("audit-next").addEventListener("click", () => {
-    if (!auditPage.next) return;
-    auditPage.cursors.push(auditPage.next);
-    loadAudit().catch(report);
-  });
+  for (const id of ["audit-outcome", "audit-since"]) $(id).addEventListener("change", auditPages.reload);
 
   show(location.hash.slice(1));
 })();
