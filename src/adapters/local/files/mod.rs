@@ -164,6 +164,12 @@ fn open_folder(dir: &Dir, path: &ProjectPath) -> Result<Dir, DomainError> {
     dir.open_dir(path.as_str()).map_err(|e| io_error(path, e))
 }
 
+/// The folder `parent` (a path's folder part, empty for the project's root) of the project
+/// folder `dir`; `path` is the whole path, for the error.
+fn parent_folder(dir: Dir, parent: &str, path: &ProjectPath) -> Result<Dir, DomainError> {
+    if parent.is_empty() { Ok(dir) } else { dir.open_dir(parent).map_err(|e| io_error(path, e)) }
+}
+
 /// Opens `name` in `folder` for reading if it is a regular file, without waiting on anything
 /// else (a FIFO opened with `O_NONBLOCK` returns at once, and is refused by what it is).
 fn open_regular(folder: &Dir, name: &str, path: &ProjectPath) -> Result<(std::fs::File, Version), DomainError> {
@@ -313,8 +319,7 @@ impl ProjectFiles for LocalFiles {
                 {
                     return Err(io_error(path, error));
                 }
-                let folder =
-                    if parent.is_empty() { dir } else { dir.open_dir(&parent).map_err(|e| io_error(path, e))? };
+                let folder = parent_folder(dir, &parent, path)?;
                 let scratch = own_scratch.for_folder(&folder).map_err(|e| io_error(path, e))?;
                 let temporary = scratch_name("upload");
                 let file = scratch
@@ -355,8 +360,7 @@ impl ProjectFiles for LocalFiles {
         let removal = self
             .pool
             .run(move || -> Result<Option<(Removal, Arc<Dir>)>, DomainError> {
-                let folder =
-                    if parent.is_empty() { dir } else { dir.open_dir(&parent).map_err(|e| io_error(&path, e))? };
+                let folder = parent_folder(dir, &parent, &path)?;
                 let metadata = folder.symlink_metadata(&name).map_err(|e| io_error(&path, e))?;
                 if let Some(version) = expected {
                     let _removing = locks[lock].lock().unwrap_or_else(|p| p.into_inner());
@@ -400,14 +404,8 @@ impl LocalFiles {
         let differs = || DomainError::PreconditionFailed("the file's ETag differs from If-Match".into());
         let dir = self.project_dir(project)?;
         let (parent, name, looked_up) = (parent.to_owned(), name.to_owned(), path.clone());
-        let looked = self
-            .pool
-            .run(move || {
-                let folder =
-                    if parent.is_empty() { dir } else { dir.open_dir(&parent).map_err(|e| io_error(&looked_up, e))? };
-                target_of(&folder, &name, &looked_up)
-            })
-            .await?;
+        let looked =
+            self.pool.run(move || target_of(&parent_folder(dir, &parent, &looked_up)?, &name, &looked_up)).await?;
         match looked {
             Ok((Target::File(version), Some(opened))) => {
                 let etag = self.etags.of(&self.pool, &Arc::new(opened), version).await?;
