@@ -31,6 +31,12 @@ async function apiCall(method, path, body) {
   return data;
 }
 
+// Writes a file into the hello project: the signal a waiting command polls for.
+async function putFile(path, content) {
+  const response = await fetch(`${url}/projects/hello/files/content?path=${encodeURIComponent(path)}`, { method: "PUT", headers: { "X-API-Key": key }, body: content });
+  if (!response.ok) fail(`PUT ${path}: ${response.status} ${await response.text()}`);
+}
+
 async function statusOf(id) {
   return (await apiCall("GET", `/commands/${id}`)).status;
 }
@@ -163,16 +169,21 @@ async function main() {
     if ((await page.inputValue("#run-command")) !== "") fail("ArrowDown past the newest gives back what was typed");
 
     // A reload re-attaches to the running command instead of killing it.
-    await page.fill("#run-command", "echo one; sleep 2; echo two");
+    // The command waits for a file the test writes once the page has re-attached, so a slow
+    // machine cannot let it finish before the reload.
+    await page.fill("#run-command", "echo one; until [ -e go-1 ]; do sleep 0.1; done; rm go-1; echo two");
     await page.click("#run-start");
     await page.locator("#run-output", { hasText: "one" }).waitFor();
     await page.reload();
+    await page.locator("#run-status", { hasText: "Running in hello" }).waitFor();
+    await page.locator("#run-output", { hasText: "one" }).waitFor();
+    await putFile("go-1", "");
     await page.locator("#run-output", { hasText: "two" }).waitFor();
     await page.locator("#run-status.good", { hasText: "exit code 0" }).waitFor();
     if ((await page.textContent("#run-output")) !== "one\ntwo\n") fail("the re-attached output");
 
     // A second tab (signed in on its own: the key stays in each tab) follows it too.
-    await page.fill("#run-command", "echo first-half; sleep 2; echo second-half");
+    await page.fill("#run-command", "echo first-half; until [ -e go-2 ]; do sleep 0.1; done; rm go-2; echo second-half");
     await page.click("#run-start");
     await page.locator("#run-output", { hasText: "first-half" }).waitFor();
     const second = await context.newPage();
@@ -181,6 +192,8 @@ async function main() {
     await second.fill("#key", key);
     await second.click("#login-form button[type=submit]");
     await second.locator('nav a[data-page="run"]').click();
+    await second.locator("#run-output", { hasText: "first-half" }).waitFor();
+    await putFile("go-2", "");
     await second.locator("#run-output", { hasText: "second-half" }).waitFor();
     await second.locator("#run-status.good", { hasText: "exit code 0" }).waitFor();
     if ((await second.textContent("#run-output")) !== "first-half\nsecond-half\n") fail("the second tab's output");
