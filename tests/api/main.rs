@@ -10,6 +10,7 @@ mod support;
 mod architecture;
 mod auth;
 mod binary;
+mod cli;
 mod console;
 mod contracts;
 mod docs;
