@@ -40,7 +40,10 @@ fn a_bad_command_line_is_refused_with_usage_and_exit_2() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("<COMMAND>..."));
     let bad = Command::new(RDEV).args(["cp", "a", "b"]).env_clear().env("RDEV_API_KEY", "rdev_x").output().unwrap();
     assert_eq!(bad.status.code(), Some(1), "both sides local: rdev's own error");
-    assert_eq!(String::from_utf8_lossy(&bad.stderr), "rdev: one side must be PROJECT:PATH and the other a local path\n");
+    assert_eq!(
+        String::from_utf8_lossy(&bad.stderr),
+        "rdev: one side must be PROJECT:PATH and the other a local path\n"
+    );
 }
 
 #[test]

@@ -14,7 +14,8 @@
 //! Each document is read at one terminal, from the server's folder with the admin key it printed
 //! in `KEY`: variables set by a block (each runs with `set -a`) and the working directory carry on
 //! to the next one. `curl` fails on an HTTP error (`--fail-with-body`), so a refused request is a
-//! failed example, and `rdev-api` is on the `PATH`.
+//! failed example, `rdev-api` and `rdev` are on the `PATH`, and `rdev` keeps its login in a
+//! config folder of the document's own.
 
 use std::{path::Path, time::Duration};
 
@@ -136,6 +137,8 @@ async fn run(example: &Example, port: u16, server_dir: &Path, state: &Path) -> R
         .arg(format!("{prelude}{script}\n"))
         .current_dir(server_dir)
         .env("PATH", path)
+        // `rdev login` stores its login in the reader's config folder: this document's own.
+        .env("XDG_CONFIG_HOME", state.join("config"))
         .stdin(std::process::Stdio::null())
         .process_group(0)
         .kill_on_drop(true);
