@@ -97,6 +97,11 @@ pub struct ServerSettings {
     #[arg(long, env = "RDEV_SHUTDOWN_GRACE", default_value = "25s", value_parser = humantime::parse_duration, global = true)]
     pub shutdown_grace: Duration,
 
+    /// Comma-separated browser origins (`https://app.example.com`) allowed to call `/mcp`. A
+    /// request with any other `Origin` is refused (403); clients other than browsers send none.
+    #[arg(long, env = "RDEV_MCP_ALLOWED_ORIGINS", value_delimiter = ',', global = true)]
+    pub mcp_allowed_origins: Vec<String>,
+
     /// Comma-separated CIDRs of reverse proxies whose `X-Forwarded-For` is believed.
     #[arg(long, env = "RDEV_TRUSTED_PROXIES", value_delimiter = ',', global = true)]
     pub trusted_proxies: Vec<IpNet>,

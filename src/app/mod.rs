@@ -119,6 +119,12 @@ impl App {
             terminals: terminals.clone(),
             quotas: config.server.quotas(),
             client_ip: Arc::new(ClientIpResolver::new(config.server.trusted_proxies.clone())),
+            mcp_allowed_origins: config
+                .server
+                .mcp_allowed_origins
+                .iter()
+                .map(|origin| origin.trim().to_owned())
+                .collect(),
             readiness: readiness.into(),
             metrics: crate::telemetry::metrics::handle(),
             max_body_bytes: config.server.max_body_bytes,

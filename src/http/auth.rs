@@ -47,6 +47,12 @@ pub struct AuthContext {
     pub deadline: Option<Deadline>,
 }
 
+/// Marks a request the rate limit has already counted: a tool's call of the API within one
+/// `/mcp` request, which was counted itself. Only code in this process sets an extension; no
+/// client can.
+#[derive(Debug, Clone, Copy)]
+pub struct CountedAlready;
+
 /// Left on the response by `authenticate`, so outer layers (the audit of refusals) know the key.
 #[derive(Debug, Clone, Copy)]
 pub struct AuthenticatedKey(pub Uuid);
@@ -103,7 +109,12 @@ async fn admit(
         Err(error) => return ApiError::from(error).into_response(),
     };
     let key_id = key.id;
-    let mut response = match state.rate_limits.check(&key).await {
+    let counted = if request.extensions().get::<CountedAlready>().is_some() {
+        Ok(None)
+    } else {
+        state.rate_limits.check(&key).await
+    };
+    let mut response = match counted {
         Err(error) => ApiError::from(error).into_response(),
         Ok(Some(decision)) if !decision.allowed => {
             metrics::counter!(RATE_LIMITED_REQUESTS_TOTAL).increment(1);

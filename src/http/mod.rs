@@ -12,6 +12,7 @@ pub mod error;
 pub mod extract;
 pub mod handlers;
 pub mod idempotency;
+mod mcp;
 mod metrics;
 mod openapi;
 mod refusals;
@@ -91,7 +92,10 @@ pub fn router(state: AppState) -> Router {
         .merge(console::routes())
         .layer(CompressionLayer::new());
 
-    router.merge(downloads).with_state(state).layer(
+    // The API's routes, whole, are what /mcp's tools call.
+    let api = router.with_state(state.clone());
+    let mcp = mcp::routes(api.clone(), &state);
+    api.merge(downloads).merge(mcp).layer(
         ServiceBuilder::new()
             // Secrets in headers print as `Sensitive` wherever a request is logged or traced. (A
             // terminal's `ticket` is in the query, which no span or log records.)

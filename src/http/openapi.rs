@@ -21,7 +21,12 @@ use super::error::ErrorBody;
 #[openapi(
     info(
         title = "rdev-api",
-        description = "Run shell commands in development environments over HTTP. The contract is docs/api.md.",
+        description = "Run shell commands in development environments over HTTP. The contract is docs/api.md.\n\n\
+            `POST /mcp` serves the same API as a remote MCP server (Streamable HTTP, stateless) for \
+            coding agents: the key as `Authorization: Bearer` or `X-API-Key`; tools list_projects, \
+            run_command, queue_command, get_command, cancel_command, list_files, read_file, write_file, \
+            delete_file, create_session and run_in_session, each the route of the same name with its scope \
+            (see docs/api.md, \"MCP server for coding agents\").",
         contact(name = "rdev-api maintainers")
     ),
     servers((url = "/", description = "This server")),

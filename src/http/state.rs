@@ -54,6 +54,8 @@ pub struct Services {
     pub max_body_bytes: usize,
     /// `RDEV_MAX_STDIN_BYTES`: the routes that run commands take bodies this much larger, twice.
     pub max_stdin_bytes: usize,
+    /// `RDEV_MCP_ALLOWED_ORIGINS`: the browser origins `/mcp` serves (none by default).
+    pub mcp_allowed_origins: Arc<[String]>,
 }
 
 impl Services {

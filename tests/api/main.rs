@@ -26,6 +26,7 @@ mod keys;
 mod kube;
 mod lifecycle;
 mod limits;
+mod mcp;
 mod observability;
 mod output;
 mod projects;
