@@ -20,7 +20,8 @@ COPY tests/fake-kube/Cargo.toml tests/fake-kube/Cargo.toml
 COPY bench/spawn-rate/Cargo.toml bench/spawn-rate/Cargo.toml
 COPY bench/hello-axum/Cargo.toml bench/hello-axum/Cargo.toml
 COPY e2e/Cargo.toml e2e/Cargo.toml
-RUN mkdir -p src tests/fake-kube/src bench/spawn-rate/src bench/hello-axum/src e2e/src \
+COPY cli/Cargo.toml cli/Cargo.toml
+RUN mkdir -p src tests/fake-kube/src bench/spawn-rate/src bench/hello-axum/src e2e/src cli/src \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
     && echo 'fn main() {}' > tests/fake-kube/src/main.rs \
@@ -28,6 +29,7 @@ RUN mkdir -p src tests/fake-kube/src bench/spawn-rate/src bench/hello-axum/src e
     && echo 'fn main() {}' > bench/spawn-rate/src/main.rs \
     && echo 'fn main() {}' > bench/hello-axum/src/main.rs \
     && touch e2e/src/lib.rs \
+    && echo 'fn main() {}' > cli/src/main.rs \
     && cargo build --release --locked -p rdev-api \
     && rm -rf src target/release/rdev-api target/release/deps/rdev_api-* target/release/deps/librdev_api-* \
         target/release/.fingerprint/rdev-api-*

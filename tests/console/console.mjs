@@ -245,8 +245,12 @@ async function main() {
     if (readFileSync(savedPath, "utf8") !== "first\n") fail("the download's content");
     await upload("second\n");
     await page.locator("#files-status.good", { hasText: "Uploaded note.txt" }).waitFor();
-    // Someone else changes it; a replacement based on what this page saw is refused.
-    await page.locator('#files tr[data-name="note.txt"] button', { hasText: "Download" }).click();
+    // Someone else changes it; a replacement based on what this page saw is refused. (The page
+    // has seen the version once its download arrived.)
+    await Promise.all([
+      page.waitForEvent("download"),
+      page.locator('#files tr[data-name="note.txt"] button', { hasText: "Download" }).click(),
+    ]);
     const other = await fetch(`${url}/projects/hello/files/content?path=note.txt`, { method: "PUT", headers: { "X-API-Key": key }, body: "theirs\n" });
     if (!other.ok) fail(`the other writer: ${other.status}`);
     refusalExpected = 412;
@@ -257,7 +261,10 @@ async function main() {
     if ((await kept.text()) !== "theirs\n") fail("a stale replace overwrote the other writer's change");
     await shot("files");
     // A delete based on what this page saw is refused too once someone changed the file.
-    await page.locator('#files tr[data-name="note.txt"] button', { hasText: "Download" }).click();
+    await Promise.all([
+      page.waitForEvent("download"),
+      page.locator('#files tr[data-name="note.txt"] button', { hasText: "Download" }).click(),
+    ]);
     await fetch(`${url}/projects/hello/files/content?path=note.txt`, { method: "PUT", headers: { "X-API-Key": key }, body: "again\n" });
     refusalExpected = 412;
     await page.locator('#files tr[data-name="note.txt"] button', { hasText: "Delete" }).click();

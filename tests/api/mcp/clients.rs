@@ -3,6 +3,7 @@
 
 use std::{
     net::SocketAddr,
+    time::{Duration, Instant},
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -13,7 +14,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use tokio::{io::copy_bidirectional, net::TcpListener, net::TcpStream};
 
-use super::{mcp_dir, python, url_of};
+use super::{mcp_dir, python, rpc, url_of};
 use crate::support::{Db, TestApp};
 
 /// A key that may read files but not write them (and run and read commands).
@@ -161,12 +162,33 @@ async fn round_robin(targets: Vec<SocketAddr>) -> (SocketAddr, Arc<Vec<AtomicUsi
     (addr, counts)
 }
 
+/// How long a replica may still believe in a revoked key.
+const CACHE_TTL: Duration = Duration::from_secs(2);
+
 #[tokio::test]
-async fn calls_alternate_between_two_replicas_and_all_succeed() {
-    let first = TestApp::on(Db::Postgres).await;
-    let second = first.replica(|_| {}).await;
+async fn calls_alternate_between_two_replicas_and_a_key_revoked_on_one_is_refused_on_the_other() {
+    let first = TestApp::on(Db::Postgres).configure(|c| c.access.cache_ttl = CACHE_TTL).await;
+    let second = first.replica(|c| c.access.cache_ttl = CACHE_TTL).await;
     let (addr, counts) = round_robin(vec![first.addr, second.addr]).await;
     run_python(&["--calls", "6", &format!("http://{addr}/mcp"), &first.admin_key]).await;
     let (a, b) = (counts[0].load(Ordering::SeqCst), counts[1].load(Ordering::SeqCst));
     assert!(a >= 6 && b >= 6, "each replica served its share of the connections: {a} and {b}");
+
+    // A key known to the second replica, revoked on the first.
+    let (id, key) = first.create_key(&["admin"]).await;
+    let bearer = format!("Bearer {key}");
+    let (status, ..) = rpc(&url_of(&second), &[("Authorization", &bearer)], "tools/list", json!({})).await;
+    assert_eq!(status, 200);
+    let revoked = first.send(first.client.delete(first.url(&format!("/api-keys/{id}"))).header("X-API-Key", &first.admin_key)).await;
+    assert_eq!(revoked.status, 204);
+    let since = Instant::now();
+    loop {
+        let (status, ..) = rpc(&url_of(&second), &[("Authorization", &bearer)], "tools/list", json!({})).await;
+        if status == 401 {
+            break;
+        }
+        assert!(since.elapsed() <= CACHE_TTL + Duration::from_secs(1), "still served {:?} after the revocation", since.elapsed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("/mcp on the other replica refused the revoked key after {:?}", since.elapsed());
 }
