@@ -3,11 +3,11 @@
 
 use std::{
     net::SocketAddr,
-    time::{Duration, Instant},
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
+    time::{Duration, Instant},
 };
 
 use base64::Engine as _;
@@ -179,7 +179,9 @@ async fn calls_alternate_between_two_replicas_and_a_key_revoked_on_one_is_refuse
     let bearer = format!("Bearer {key}");
     let (status, ..) = rpc(&url_of(&second), &[("Authorization", &bearer)], "tools/list", json!({})).await;
     assert_eq!(status, 200);
-    let revoked = first.send(first.client.delete(first.url(&format!("/api-keys/{id}"))).header("X-API-Key", &first.admin_key)).await;
+    let revoked = first
+        .send(first.client.delete(first.url(&format!("/api-keys/{id}"))).header("X-API-Key", &first.admin_key))
+        .await;
     assert_eq!(revoked.status, 204);
     let since = Instant::now();
     loop {
@@ -187,7 +189,11 @@ async fn calls_alternate_between_two_replicas_and_a_key_revoked_on_one_is_refuse
         if status == 401 {
             break;
         }
-        assert!(since.elapsed() <= CACHE_TTL + Duration::from_secs(1), "still served {:?} after the revocation", since.elapsed());
+        assert!(
+            since.elapsed() <= CACHE_TTL + Duration::from_secs(1),
+            "still served {:?} after the revocation",
+            since.elapsed()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     println!("/mcp on the other replica refused the revoked key after {:?}", since.elapsed());
