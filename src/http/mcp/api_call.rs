@@ -18,7 +18,9 @@ use super::super::{auth::CountedAlready, error::render_error, request_id::X_REQU
 const FORWARDED: [&str; 6] =
     ["x-api-key", "x-request-id", "x-forwarded-for", "traceparent", "tracestate", "user-agent"];
 /// The most of a JSON answer a tool reads.
-const MAX_JSON_BYTES: usize = 16 << 20;
+pub const MAX_JSON_BYTES: usize = 16 << 20;
+/// The most of a refusal's body a tool reads (an error body is small).
+const MAX_ERROR_BYTES: usize = 1 << 20;
 
 /// A refusal, as the API's error body (`{"error":{"code","message",…}}`), for a tool error.
 #[derive(Debug)]
@@ -76,6 +78,21 @@ impl Api<'_> {
         render_error(response, &request_id)
     }
 
+    /// Sends a request as built; its response if the API accepted it, else the API's refusal.
+    pub async fn accepted(
+        &self,
+        request: Result<Request<Body>, axum::http::Error>,
+    ) -> Result<Response<Body>, ToolError> {
+        let request = request.map_err(|error| ToolError::new("INTERNAL", error.to_string()))?;
+        let response = self.send(request).await;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let bytes = read_body(response, MAX_ERROR_BYTES).await?;
+        Err(refusal(status, &bytes))
+    }
+
     /// Sends a JSON body (or none) and reads the JSON answer; a refusal is the API's error.
     pub async fn json(&self, method: Method, path_and_query: &str, body: Option<&Value>) -> Result<Value, ToolError> {
         let request = match body {
@@ -85,13 +102,7 @@ impl Api<'_> {
                 .body(Body::from(body.to_string())),
             None => self.request(method, path_and_query).body(Body::empty()),
         };
-        let request = request.map_err(|error| ToolError::new("INTERNAL", error.to_string()))?;
-        let response = self.send(request).await;
-        let status = response.status();
-        let bytes = read_body(response, MAX_JSON_BYTES).await?;
-        if !status.is_success() {
-            return Err(refusal(status, &bytes));
-        }
+        let bytes = read_body(self.accepted(request).await?, MAX_JSON_BYTES).await?;
         if bytes.is_empty() {
             return Ok(Value::Null);
         }
@@ -106,7 +117,7 @@ pub async fn read_body(response: Response<Body>, limit: usize) -> Result<axum::b
         .map_err(|_| ToolError::new("PAYLOAD_TOO_LARGE", format!("the answer is over {limit} bytes")))
 }
 
-/// The API's error from a refused call's status and body.
+/// The API's error from a refused call's status and body (or an `error` event's data).
 pub fn refusal(status: StatusCode, body: &[u8]) -> ToolError {
     match serde_json::from_slice::<Value>(body) {
         Ok(value) if value["error"]["code"].is_string() => ToolError(value),

@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use super::{Answer, Outcome, Progress, ToolSpec, parse, run::run_streamed, schema_of, take_string, tool, with_string};
 use crate::{
     domain::{CreateSessionRequest, EnqueueRequest, Scope, ShellRequest},
-    http::mcp::api_call::{Api, ToolError, refusal, segment, with_query},
+    http::mcp::api_call::{Api, ToolError, segment, with_query},
 };
 
 const PROJECT: &str = "The project's id, as list_projects gives it.";
@@ -157,13 +157,7 @@ pub async fn get_command(api: Api<'_>, arguments: JsonObject) -> Outcome {
     }
     let path =
         with_query(&format!("/commands/{}/events", segment(&id)), &[("after", after.map(|after| after.to_string()))]);
-    let request = api.request(Method::GET, &path).body(axum::body::Body::empty());
-    let response = api.send(request.map_err(|error| ToolError::new("INTERNAL", error.to_string()))?).await;
-    if !response.status().is_success() {
-        let status = response.status();
-        let bytes = crate::http::mcp::api_call::read_body(response, 1 << 20).await?;
-        return Err(refusal(status, &bytes));
-    }
+    let response = api.accepted(api.request(Method::GET, &path).body(axum::body::Body::empty())).await?;
     let deadline = tokio::time::Instant::now() + wait;
     let mut events = response.into_body().into_data_stream().eventsource();
     let (mut output, mut bytes, mut last, mut complete) = (Vec::new(), 0, after.unwrap_or(0), false);

@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use super::{Outcome, ToolSpec, parse, schema_of, tool};
 use crate::{
     domain::Scope,
-    http::mcp::api_call::{Api, ToolError, read_body, refusal, segment, with_query},
+    http::mcp::api_call::{Api, MAX_JSON_BYTES, ToolError, read_body, segment, with_query},
 };
 
 /// What read_file answers unless asked for more, and the most it may be asked for.
@@ -151,9 +151,7 @@ pub async fn read_file(api: Api<'_>, arguments: JsonObject) -> Outcome {
         return Err(ToolError::invalid("max_bytes", "must be 1 to 8388608"));
     }
     let uri = with_query(&files_path(&project, "/content"), &[("path", Some(path.clone()))]);
-    let request = api.request(Method::GET, &uri).body(Body::empty());
-    let response = api.send(request.map_err(|error| ToolError::new("INTERNAL", error.to_string()))?).await;
-    let status = response.status();
+    let response = api.accepted(api.request(Method::GET, &uri).body(Body::empty())).await?;
     let etag = response
         .headers()
         .get(header::ETAG)
@@ -161,10 +159,6 @@ pub async fn read_file(api: Api<'_>, arguments: JsonObject) -> Outcome {
         .map(|etag| etag.trim_matches('"').to_owned());
     let size =
         response.headers().get(header::CONTENT_LENGTH).and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
-    if !status.is_success() {
-        let bytes = read_body(response, 1 << 20).await?;
-        return Err(refusal(status, &bytes));
-    }
     if let Some(size) = size.filter(|&size| size > cap) {
         return Err(too_large(&path, size, cap));
     }
@@ -199,14 +193,8 @@ pub async fn write_file(api: Api<'_>, arguments: JsonObject) -> Outcome {
     if let Some(etag) = if_match {
         request = request.header(header::IF_MATCH, quoted(&etag));
     }
-    let response =
-        api.send(request.body(Body::from(bytes)).map_err(|error| ToolError::new("INTERNAL", error.to_string()))?).await;
-    let status = response.status();
-    let body = read_body(response, 1 << 20).await?;
-    if !status.is_success() {
-        return Err(refusal(status, &body));
-    }
-    let written: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let response = api.accepted(request.body(Body::from(bytes))).await?;
+    let written: Value = serde_json::from_slice(&read_body(response, MAX_JSON_BYTES).await?).unwrap_or_default();
     Ok(written.into())
 }
 
@@ -217,12 +205,6 @@ pub async fn delete_file(api: Api<'_>, arguments: JsonObject) -> Outcome {
     if let Some(etag) = if_match {
         request = request.header(header::IF_MATCH, quoted(&etag));
     }
-    let response =
-        api.send(request.body(Body::empty()).map_err(|error| ToolError::new("INTERNAL", error.to_string()))?).await;
-    let status = response.status();
-    if !status.is_success() {
-        let body = read_body(response, 1 << 20).await?;
-        return Err(refusal(status, &body));
-    }
+    api.accepted(request.body(Body::empty())).await?;
     Ok(json!({"deleted": path}).into())
 }

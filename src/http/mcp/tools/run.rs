@@ -15,7 +15,7 @@ use rmcp::{
 use serde_json::{Value, json};
 
 use super::{Answer, Outcome, notify};
-use crate::http::mcp::api_call::{Api, ToolError, read_body, refusal};
+use crate::http::mcp::api_call::{Api, ToolError, refusal};
 
 /// What a tool's command keeps of each stream unless it asks otherwise: enough for an agent to
 /// act on, little enough for its context (the head and the tail, 16 KiB each).
@@ -62,14 +62,8 @@ pub async fn run_streamed(api: Api<'_>, path: &str, mut body: JsonObject, progre
         .request(Method::POST, path)
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::ACCEPT, "text/event-stream")
-        .body(Body::from(Value::Object(body).to_string()))
-        .map_err(|error| ToolError::new("INTERNAL", error.to_string()))?;
-    let response = api.send(request).await;
-    if !response.status().is_success() {
-        let status = response.status();
-        let bytes = read_body(response, 1 << 20).await?;
-        return Err(refusal(status, &bytes));
-    }
+        .body(Body::from(Value::Object(body).to_string()));
+    let response = api.accepted(request).await?;
     let (mut stdout, mut stderr) = (Kept::default(), Kept::default());
     let mut events = response.into_body().into_data_stream().eventsource();
     while let Some(event) = events.next().await {
