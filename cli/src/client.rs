@@ -28,6 +28,9 @@ impl Client {
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(READ_TIMEOUT)
             .user_agent(concat!("rdev/", env!("CARGO_PKG_VERSION")))
+            // The key travels in a header of our own, which a redirect would carry to wherever
+            // it points: follow none.
+            .redirect(reqwest::redirect::Policy::none())
             .tls_backend_preconfigured(tls_config())
             .build()?;
         Ok(Self { http, base, key: login.api_key.clone() })

@@ -69,6 +69,18 @@ async fn secrets_stay_out_of_the_logs_even_at_trace() {
     assert_eq!(listed.status(), 200);
     let bearer = client.get(server.url("/projects")).header("Authorization", format!("Bearer {key}")).send().await;
     assert!(bearer.is_ok());
+    // /mcp takes the key as a bearer token and hands it on to the route a tool calls.
+    let mcp = client
+        .post(server.url("/mcp"))
+        .header("Authorization", format!("Bearer {key}"))
+        .header("Accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                      "params": {"name": "list_projects", "arguments": {}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mcp.status(), 200);
+    assert!(mcp.text().await.unwrap().contains("hello"));
     let ticket = server.post_json("/projects/hello/terminal/tickets", &key, &json!({})).await;
     let ticket = ticket["ticket"].as_str().expect("a ticket").to_owned();
     // Not an upgrade: refused, but the ticket went by in the request line.

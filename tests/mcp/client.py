@@ -122,6 +122,33 @@ async def everything(url, key, reader_key):
         check(complete and output == "queued-1\nqueued-2\n", f"queued output {output!r}")
         check(got.structured_content["command"]["status"] == "succeeded", f"status {got.structured_content}")
 
+        # The rest of run_command's arguments reach the command.
+        ran = await session.call_tool("run_command", {"project": "hello", "command": 'echo "$WHO in $(basename "$PWD")"; wc -c',
+                                                      "workdir": "src", "env": {"WHO": "agent"}, "stdin": "12345", "timeout_secs": 30})
+        check(ran.structured_content["stdout"] == "agent in src\n5\n", f"workdir, env, stdin {ran.structured_content}")
+
+        # Listing, a capped read, a stale delete refused, then the delete.
+        listed = await session.call_tool("list_files", {"project": "hello", "path": "mcp"})
+        check([e["name"] for e in listed.structured_content["entries"]] == ["bytes.bin"], f"list_files {listed.structured_content}")
+        capped = await session.call_tool("read_file", {"project": "hello", "path": "mcp/bytes.bin", "max_bytes": 4})
+        check(capped.is_error and capped.structured_content["error"]["code"] == "VALIDATION_FAILED", f"read cap {capped.content}")
+        stale_delete = await session.call_tool("delete_file", {"project": "hello", "path": "mcp/bytes.bin", "if_match": etag})
+        check(stale_delete.is_error and stale_delete.structured_content["error"]["code"] == "PRECONDITION_FAILED", f"stale delete {stale_delete.content}")
+        deleted = await session.call_tool("delete_file", {"project": "hello", "path": "mcp", "recursive": True})
+        check(not deleted.is_error, f"delete {deleted.content}")
+        gone = await session.call_tool("read_file", {"project": "hello", "path": "mcp/bytes.bin"})
+        check(gone.is_error and gone.structured_content["error"]["code"] == "NOT_FOUND", f"after delete {gone.content}")
+
+        # A queued command cancelled while it runs.
+        long = await session.call_tool("queue_command", {"project": "hello", "command": "sleep 30"})
+        cancelled = await session.call_tool("cancel_command", {"id": long.structured_content["id"]})
+        check(not cancelled.is_error and cancelled.structured_content["status"] in ("cancelled", "running"), f"cancel {cancelled.content}")
+        for _ in range(60):
+            state = await session.call_tool("get_command", {"id": long.structured_content["id"], "wait_secs": 1})
+            if state.structured_content["command"]["status"] == "cancelled":
+                break
+        check(state.structured_content["command"]["status"] == "cancelled", f"cancelled {state.structured_content['command']}")
+
         # A bad argument is a tool error with the API's code.
         bad = await session.call_tool("run_command", {"project": "hello", "command": "true", "timeout_secs": 0})
         check(bad.is_error and bad.structured_content["error"]["code"] == "VALIDATION_FAILED", f"validation {bad.content}")

@@ -54,6 +54,9 @@ pub async fn run(client: &Client, args: &RunArgs) -> Result<u8> {
     let response = client.send(request).await?;
     let mut events = sse::events(response);
     let mut printer = Printer::default();
+    // One listener for the whole run, so a Ctrl-C while output is being written is not lost.
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     loop {
         tokio::select! {
             event = events.next() => match event {
@@ -65,7 +68,7 @@ pub async fn run(client: &Client, args: &RunArgs) -> Result<u8> {
                 }
                 None => return Err(CliError::Protocol("the stream ended before the command did".into())),
             },
-            _ = tokio::signal::ctrl_c() => {
+            _ = &mut interrupted => {
                 drop(events);
                 eprintln!("\nrdev: cancelled: the server kills the command");
                 return Ok(exit::CANCELLED);

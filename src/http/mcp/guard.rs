@@ -67,7 +67,9 @@ fn bearer_as_api_key(request: &mut Request) {
         let (scheme, token) = value.split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
     });
-    if let Some(token) = token.and_then(|token| HeaderValue::from_str(&token).ok()) {
+    if let Some(mut token) = token.and_then(|token| HeaderValue::from_str(&token).ok()) {
+        // Marked as the edge marks the headers it sees: no log or span prints it.
+        token.set_sensitive(true);
         request.headers_mut().insert(api_key_header(), token);
     }
 }

@@ -30,8 +30,10 @@ async fn refusals_are_the_apis_and_each_is_audited() {
     let admin = bearer(&app.admin_key);
     let (status, _, answer) = rpc(&url, &[("Authorization", &admin)], "initialize", INITIALIZE()).await;
     assert_eq!((status, answer["result"]["serverInfo"]["name"].as_str()), (200, Some("rdev-api")), "{answer}");
-    let (status, ..) = rpc(&url, &[("X-API-Key", &app.admin_key)], "tools/list", json!({})).await;
+    let (status, _, tools) = rpc(&url, &[("X-API-Key", &app.admin_key)], "tools/list", json!({})).await;
     assert_eq!(status, 200);
+    // Every input schema stands alone: nothing refers to a document's components.
+    assert!(!tools.to_string().contains("$ref"), "{tools}");
 
     // A page of another origin is refused; an allowed one is served.
     let (status, _, answer) =

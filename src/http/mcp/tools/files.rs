@@ -108,6 +108,7 @@ pub struct WriteFile {
     content: String,
     /// utf-8 (default) or base64.
     #[serde(default)]
+    #[schema(inline)]
     encoding: Encoding,
     /// Write only if the file's etag is still this one (as read_file gave it); `*`: only over an existing file.
     if_match: Option<String>,
