@@ -53,6 +53,7 @@ pub trait ProjectFiles: Send + Sync {
 
     /// Makes `body` the file, creating its folders: all or nothing (a reader sees the old file or
     /// the new one, never part of it; concurrent writers leave one writer's whole content).
+    /// `path` is never the project's own folder: `FileService` refuses that first.
     async fn write(
         &self,
         project: &Project,
@@ -62,7 +63,8 @@ pub trait ProjectFiles: Send + Sync {
     ) -> Result<WrittenFile, DomainError>;
 
     /// Deletes a file (or a symlink itself), or a folder with everything in it when `recursive`;
-    /// with `if_match`, only a file of that ETag (`PreconditionFailed` otherwise).
+    /// with `if_match`, only a file of that ETag (`PreconditionFailed` otherwise). `path` is
+    /// never the project's own folder, as for `write`.
     async fn delete(
         &self,
         project: &Project,

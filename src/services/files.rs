@@ -66,7 +66,7 @@ impl FileService {
     ) -> Result<WrittenFile, DomainError> {
         let what = format!("PUT file {path}");
         let written = async {
-            let path = ProjectPath::parse(path)?;
+            let path = changeable(path)?;
             let if_match = if_match.map(IfMatch::parse).transpose()?;
             let project = self.projects.get(project_id).await?;
             let rules = WriteRules { max_bytes: self.max_bytes, if_match, length };
@@ -92,7 +92,7 @@ impl FileService {
         if_match: Option<&str>,
     ) -> Result<(), DomainError> {
         let deleted = async {
-            let path = ProjectPath::parse(path)?;
+            let path = changeable(path)?;
             let if_match = if_match.map(IfMatch::parse).transpose()?;
             let project = self.projects.get(project_id).await?;
             self.files.delete(&project, &path, recursive, if_match.as_ref()).await
@@ -104,6 +104,15 @@ impl FileService {
             .await?;
         deleted
     }
+}
+
+/// A path a write or a delete may name: anything inside the project but its own folder.
+fn changeable(path: &str) -> Result<ProjectPath, DomainError> {
+    let path = ProjectPath::parse(path)?;
+    if path.is_root() {
+        return Err(DomainError::invalid("path", "is the project's folder"));
+    }
+    Ok(path)
 }
 
 /// Why a change was refused, for its audit entry; `None` if it was not (a failure on the way is

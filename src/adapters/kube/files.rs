@@ -249,9 +249,6 @@ impl ProjectFiles for KubeFiles {
         body: ByteStream,
         rules: WriteRules,
     ) -> Result<WrittenFile, DomainError> {
-        if path.is_root() {
-            return Err(DomainError::invalid("path", "is the project's folder"));
-        }
         let (length, body) = match rules.length {
             Some(length) if length > rules.max_bytes => return Err(file_too_large(rules.max_bytes)),
             Some(length) => (length, body),
@@ -314,9 +311,6 @@ impl ProjectFiles for KubeFiles {
         recursive: bool,
         if_match: Option<&IfMatch>,
     ) -> Result<(), DomainError> {
-        if path.is_root() {
-            return Err(DomainError::invalid("path", "is the project's folder"));
-        }
         let mode = if recursive { "recursive" } else { "-" };
         let want = match if_match {
             None | Some(IfMatch::Any) => "-",
