@@ -49,17 +49,24 @@ impl Rdev {
         Self { home: Arc::new(tempfile::tempdir().expect("home")), url: url.into(), key: key.into() }
     }
 
-    /// The command with only this user's environment: nothing of the test's leaks in.
+    /// This user's whole environment: nothing of the test's leaks in.
+    pub fn environment(&self) -> [(&'static str, std::ffi::OsString); 5] {
+        [
+            ("PATH", std::env::var_os("PATH").unwrap_or_default()),
+            ("HOME", self.home.path().into()),
+            ("XDG_CONFIG_HOME", self.home.path().join(".config").into()),
+            ("RDEV_URL", self.url.clone().into()),
+            ("RDEV_API_KEY", self.key.clone().into()),
+        ]
+    }
+
+    /// The command as this user runs it, in their home.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(rdev_binary());
         command
             .args(args)
             .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", self.home.path())
-            .env("XDG_CONFIG_HOME", self.home.path().join(".config"))
-            .env("RDEV_URL", &self.url)
-            .env("RDEV_API_KEY", &self.key)
+            .envs(self.environment())
             .current_dir(self.home.path())
             .stdin(Stdio::null())
             .kill_on_drop(true);
